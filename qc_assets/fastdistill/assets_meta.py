@@ -1,0 +1,63 @@
+"""Metadata helpers for the FastDistill assets: short markdown previews, tables and small plots."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import dagster as dg
+
+PREVIEW_CHARS = 500
+
+
+def _cell(value) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\n", " ").replace("|", "\\|")[:60]
+
+
+def md_preview(rows: Sequence[dict], columns: Sequence[str], limit: int = PREVIEW_CHARS) -> dg.MetadataValue:
+    """A markdown table of the first rows, cut to at most `limit` characters."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        line = "| " + " | ".join(_cell(row.get(c)) for c in columns) + " |"
+        if sum(len(x) + 1 for x in lines) + len(line) > limit:
+            break
+        lines.append(line)
+    return dg.MetadataValue.md("\n".join(lines)[:limit])
+
+
+def table(rows: Sequence[dict], columns: Sequence[str]) -> dg.MetadataValue:
+    def value(v):
+        if isinstance(v, float):
+            return round(v, 4)
+        return v if isinstance(v, int | str | bool) else ("" if v is None else str(v))
+
+    records = [dg.TableRecord({c: value(r.get(c)) for c in columns}) for r in rows]
+    return dg.MetadataValue.table(records=records)
+
+
+def plot_md(values: dict[str, float], title: str, line: bool = False) -> dg.MetadataValue:
+    """A small PNG (bar or line chart) embedded in markdown; text when there is nothing to plot."""
+    if not values:
+        return dg.MetadataValue.md(f"*{title}: none*")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 2.6), dpi=80)
+    keys, vals = list(values), [float(v) for v in values.values()]
+    if line:
+        ax.plot(range(1, len(vals) + 1), vals, marker="o")
+        ax.set_xlabel("step")
+    else:
+        ax.bar(keys, vals)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    encoded = base64.b64encode(buf.getvalue()).decode()
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")

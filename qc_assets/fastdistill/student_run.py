@@ -1,0 +1,64 @@
+"""Student stage: LoRA SFT on this run's export, then base vs student on the dev split.
+
+Imports torch through `student_backend`; the asset imports this module only when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from qc_assets.fastdistill import pipeline
+from qc_assets.fastdistill.config import StudentConfig
+from qc_assets.fastdistill.reports import stage_timing, write_stage_reports
+from qc_assets.fastdistill.student import evaluate_llm
+from qc_assets.fastdistill.student_backend import train_lora
+from resources.llm import DecodeParams
+from resources.llm_transformers import TransformersChatLLM
+from resources.store import atomic_write_json, iter_jsonl
+
+
+def _base_location(base_model_path: str, gguf_file: str) -> tuple[Path, str | None]:
+    if base_model_path:
+        return Path(base_model_path), gguf_file or None
+    from resources.smollm2 import smollm2_gguf_path
+
+    gguf = smollm2_gguf_path()
+    return gguf.parent, gguf.name
+
+
+def run_student(run_dir: Path, options: dict) -> dict:
+    run_dir = Path(run_dir)
+    cfg = pipeline.load_config(run_dir)
+    base_path, gguf_file = _base_location(options.pop("base_model_path", ""), options.pop("gguf_file", ""))
+    student_cfg = StudentConfig(**options)
+    sft = list(iter_jsonl(run_dir / "export" / "sft_chatml.jsonl"))
+    dev = [r for r in pipeline.read_rows(run_dir / "dedup" / "records.parquet") if r["split"] == "dev"]
+    params = DecodeParams(temperature=0.0, max_new_tokens=student_cfg.eval_max_new_tokens, seed=student_cfg.seed)
+
+    t0 = time.perf_counter()
+    report = train_lora(base_path, gguf_file, [r["messages"] for r in sft], student_cfg, run_dir / "train")
+    t1 = time.perf_counter()
+    atomic_write_json(run_dir / "train" / "train_report.json", report)
+    write_stage_reports(run_dir / "train", sft, stage_timing([], t1 - t0))
+
+    base = TransformersChatLLM(base_path, gguf_file=gguf_file, batch_size=8)
+    student = TransformersChatLLM(report["model_dir"], batch_size=8)
+    before_rows, before = evaluate_llm(base, dev, cfg.recipe, params, cfg.exec_timeout_s, cfg.max_sql_chars)
+    after_rows, after = evaluate_llm(student, dev, cfg.recipe, params, cfg.exec_timeout_s, cfg.max_sql_chars)
+    t2 = time.perf_counter()
+    eval_dir = run_dir / "eval"
+    rows = [{**r, "model": "base"} for r in before_rows] + [{**r, "model": "student"} for r in after_rows]
+    pipeline.write_parquet(eval_dir / "predictions.parquet", rows)
+    write_stage_reports(eval_dir, [{**r, "sample_id": f"{r['model']}:{r['example_id']}"} for r in rows],
+                        stage_timing([], t2 - t1))
+    lineage_path = run_dir / "reports" / "lineage.json"
+    lineage = json.loads(lineage_path.read_text()) if lineage_path.exists() else {}
+    lineage = {**lineage, "student_fingerprint": after["model"], "student_model_dir": report["model_dir"],
+               "base_fingerprint": before["model"]}
+    atomic_write_json(lineage_path, lineage)
+    atomic_write_json(eval_dir / "eval_report.json", {"before": before, "after": after,
+                                                      "delta_gold_match": after["gold_match_rate"] - before["gold_match_rate"]})
+    pipeline.write_run_reports(run_dir)
+    return {"train": report, "before": before, "after": after, "lineage": lineage}

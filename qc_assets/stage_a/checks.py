@@ -1,0 +1,64 @@
+"""Quality gates on `stage_a_summaries`: one invariant per check, expected vs actual in metadata."""
+
+
+import dagster as dg
+import pandera.errors
+
+from qc_assets.stage_a.assets import ASSET_NAME, stage_a_summaries
+from qc_assets.stage_a.discovery import unaccounted_files
+from qc_assets.stage_a.records import is_degenerate, validate_records
+from resources.storage import StorageResource
+from resources.store import read_jsonl
+
+MAX_DEGENERATE_SHARE = 0.2
+
+
+def _load(storage: StorageResource, mission: str) -> tuple[list[dict], list[dict]]:
+    out = storage.asset_dir(ASSET_NAME, mission)
+    return read_jsonl(out / "records.jsonl"), read_jsonl(out / "skipped.jsonl")
+
+
+@dg.asset_check(asset=stage_a_summaries, blocking=True,
+                description="Records satisfy the Stage-A contract (pandera schema).")
+def stage_a_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    records, _ = _load(storage, context.partition_key)
+    try:
+        validate_records(records)
+    except pandera.errors.SchemaErrors as e:
+        return dg.AssetCheckResult(passed=False, metadata={
+            "records": len(records), "failures": len(e.failure_cases), "errors": dg.MetadataValue.md(
+                f"```\n{str(e)[:3000]}\n```")})
+    return dg.AssetCheckResult(passed=len(records) > 0, metadata={"records": len(records), "expected": "> 0 valid"})
+
+
+@dg.asset_check(asset=stage_a_summaries,
+                description="Every file under the mission folder is summarised or listed as skipped.")
+def stage_a_images_accounted(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    return images_accounted(storage, context.partition_key)
+
+
+def images_accounted(storage: StorageResource, mission: str) -> dg.AssetCheckResult:
+    records, skipped = _load(storage, mission)
+    summarised = {path for r in records for path in r["images"]}
+    missing = unaccounted_files(storage.images() / mission, summarised, {s["path"] for s in skipped})
+    return dg.AssetCheckResult(passed=not missing, metadata={
+        "summarised": len(summarised), "skipped": len(skipped), "expected_unaccounted": 0,
+        "actual_unaccounted": len(missing), "unaccounted_examples": ", ".join(missing[:10])})
+
+
+@dg.asset_check(asset=stage_a_summaries,
+                description=f"Share of empty or degenerate summaries is at most {MAX_DEGENERATE_SHARE}.")
+def stage_a_degenerate_share(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    records, skipped = _load(storage, context.partition_key)
+    texts = [t for r in records for t in r["per_image"].values()]
+    empty = sum(1 for s in skipped if s["reason"] == "model returned an empty summary")
+    bad = sum(is_degenerate(t) for t in texts) + empty
+    share = bad / (len(texts) + empty) if texts or empty else 1.0
+    return dg.AssetCheckResult(
+        passed=share <= MAX_DEGENERATE_SHARE,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"expected_max_share": MAX_DEGENERATE_SHARE, "actual_share": round(share, 4),
+                  "degenerate_or_empty": bad, "summaries": len(texts) + empty})
+
+
+asset_checks = [stage_a_schema, stage_a_images_accounted, stage_a_degenerate_share]

@@ -1,0 +1,141 @@
+"""Find a mission's groups on disk and account for every file that is not usable.
+
+Layout: `<images_root>/<mission>/{审核通过|审核不通过}/<group_id>/*.{jpg,jpeg,png}`. The label comes
+from the folder. Anything else found is listed in `skipped` with a reason; nothing is dropped
+silently and nothing found here stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+LABEL_FOLDERS = {"审核通过": "pass", "审核不通过": "fail"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: str  # relative to the mission folder, posix style
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Group:
+    mission: str
+    label: str  # "pass" | "fail"
+    group_id: str
+    images: tuple[ImageFile, ...]
+
+    @property
+    def key(self) -> str:
+        """Unique within a mission: a resubmitted group id exists once per label."""
+        return f"{self.label}/{self.group_id}"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str  # relative to the mission folder
+    reason: str
+
+
+@dataclass
+class Discovery:
+    mission: str
+    mission_dir: Path
+    groups: list[Group] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def image_count(self) -> int:
+        return sum(len(g.images) for g in self.groups)
+
+
+def natural_key(name: str) -> list:
+    """Sort `2.jpg` before `10.jpg`."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def discover(images_root: str | Path, mission: str) -> Discovery:
+    root = Path(images_root).resolve()
+    mission_dir = root / mission
+    if not mission_dir.is_dir():
+        raise ValueError(f"mission folder not found: {mission_dir} (expected <images_root>/<mission>/)")
+    found = Discovery(mission=mission, mission_dir=mission_dir)
+
+    def skip(path: Path, reason: str) -> None:
+        found.skipped.append(Skipped(path.relative_to(mission_dir).as_posix(), reason))
+
+    for label_dir in sorted(mission_dir.iterdir(), key=lambda p: natural_key(p.name)):
+        if not label_dir.is_dir():
+            skip(label_dir, "file outside a label folder")
+            continue
+        label = LABEL_FOLDERS.get(label_dir.name)
+        if label is None:
+            skip(label_dir, f"unknown label folder (expected one of {sorted(LABEL_FOLDERS)})")
+            continue
+        for group_dir in sorted(label_dir.iterdir(), key=lambda p: natural_key(p.name)):
+            if not group_dir.is_dir():
+                skip(group_dir, "file outside a group folder")
+                continue
+            images = _group_images(group_dir, root, skip)
+            if images:
+                found.groups.append(Group(mission, label, group_dir.name, tuple(images)))
+            else:
+                skip(group_dir, "group has no usable images")
+    return found
+
+
+def _group_images(group_dir: Path, root: Path, skip) -> list[ImageFile]:
+    images = []
+    for path in sorted(group_dir.iterdir(), key=lambda p: natural_key(p.name)):
+        reason = _unusable_reason(path, root)
+        if reason:
+            skip(path, reason)
+            continue
+        try:
+            data = path.read_bytes()
+            with Image.open(path) as img:
+                img.load()  # decodes fully, so a truncated file fails here and not mid-batch
+                width, height = img.size
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+            skip(path, f"unreadable image: {type(e).__name__}: {e}")
+            continue
+        rel = path.relative_to(group_dir.parent.parent).as_posix()
+        images.append(ImageFile(rel, hashlib.sha256(data).hexdigest(), width, height))
+    return images
+
+
+def _unusable_reason(path: Path, root: Path) -> str | None:
+    if path.is_symlink() and not path.resolve().is_relative_to(root):
+        return "symlink leaving the images root"
+    if path.is_dir():
+        return "nested folder inside a group"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file (suffix {path.suffix or 'none'!r})"
+    if path.stat().st_size == 0:
+        return "zero-byte file"
+    return None
+
+
+def unaccounted_files(mission_dir: str | Path, summarised: set[str], skipped: set[str]) -> list[str]:
+    """Files under the mission folder that are neither summarised nor listed as skipped.
+
+    A skipped folder (unknown label, group without usable images) covers everything inside it.
+    """
+    mission_dir = Path(mission_dir)
+    missing = []
+    for path in sorted(mission_dir.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        rel = path.relative_to(mission_dir).as_posix()
+        parents = {p.as_posix() for p in Path(rel).parents}
+        if rel not in summarised and rel not in skipped and not parents & skipped:
+            missing.append(rel)
+    return missing

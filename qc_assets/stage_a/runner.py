@@ -1,0 +1,156 @@
+"""Stage-A: summarise every usable photo of a mission, resumably, and write the records.
+
+Each finished batch is appended (fsynced) to `summaries.jsonl`, keyed by the run key (model
+fingerprint + prompt hash + decode params) and each image's path and sha256. A re-run, after a crash
+or with new groups, summarises only images that have no row under the current key. `records.jsonl`
+and `skipped.jsonl` are then rebuilt from that log and replaced atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qc_assets.missions import Mission
+from qc_assets.stage_a import prompts
+from qc_assets.stage_a.discovery import Group, ImageFile, Skipped, discover
+from qc_assets.stage_a.records import CONTRACT_VERSION, image_keys, is_degenerate, record_id
+from qc_assets.stage_a.sampling import sample_groups
+from resources.store import append_jsonl, atomic_write_jsonl, iter_jsonl
+from resources.vlm import VisionDecode, VisionLanguageModel, VisionPrompt
+
+MODES = ("per_group", "per_image")
+
+
+@dataclass(frozen=True)
+class StageAConfig:
+    mode: str = "per_group"  # per_group: batches never mix groups; per_image: flat image batches
+    batch_size: int = 8
+    pass_cap: int | None = None
+    fail_cap: int | None = None
+    seed: int = 42
+    decode: VisionDecode = field(default_factory=VisionDecode)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class StageAResult:
+    records: list[dict]
+    skipped: list[Skipped]
+    discovered_images: int
+    summarised_now: int
+    reused: int
+    generate_seconds: float
+    run_key: str
+    degenerate: int
+
+    @property
+    def images_per_second(self) -> float:
+        return self.summarised_now / self.generate_seconds if self.generate_seconds else 0.0
+
+
+def run_key(vlm: VisionLanguageModel, mission: Mission, decode: VisionDecode) -> str:
+    payload = json.dumps([vlm.fingerprint, prompts.prompt_hash(mission), decode.as_dict()], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def run_stage_a(
+    images_root: str | Path,
+    mission: Mission,
+    vlm: VisionLanguageModel,
+    config: StageAConfig,
+    out_dir: str | Path,
+    log: Callable[[str], None] = print,
+) -> StageAResult:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found = discover(images_root, mission.name)
+    kept, left_out = sample_groups(found.groups, config.pass_cap, config.fail_cap, config.seed)
+    skipped = list(found.skipped)
+    skipped += [Skipped(img.path, f"not sampled (cap, seed {config.seed})") for g in left_out for img in g.images]
+
+    key = run_key(vlm, mission, config.decode)
+    log_path = out_dir / "summaries.jsonl"
+    done = {(row["image"], row["sha256"]): row for row in iter_jsonl(log_path) if row["run_key"] == key}
+    todo = [(g, img) for g in kept for img in g.images if (img.path, img.sha256) not in done]
+    total = sum(len(g.images) for g in kept)
+    log(f"{mission.name}: {len(kept)} groups, {total} images; {total - len(todo)} already summarised, "
+        f"{len(todo)} to do ({config.mode}, batch {config.batch_size})")
+
+    seconds = 0.0
+    system, user = prompts.system_prompt(), prompts.user_prompt(mission)
+    for n_batch, batch in enumerate(_batches(todo, config), start=1):
+        started = time.perf_counter()
+        outputs = vlm.generate(
+            [VisionPrompt(str(found.mission_dir / img.path), system, user) for _, img in batch], config.decode
+        )
+        elapsed = time.perf_counter() - started
+        seconds += elapsed
+        rows = [
+            {"run_key": key, "image": img.path, "sha256": img.sha256, "label": g.label, "group_id": g.group_id,
+             "summary": out.text, "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
+             "finish_reason": out.finish_reason, "batch_seconds": round(elapsed, 4)}
+            for (g, img), out in zip(batch, outputs, strict=True)
+        ]
+        append_jsonl(log_path, rows)
+        done.update({(r["image"], r["sha256"]): r for r in rows})
+        log(f"batch {n_batch}: {len(batch)} images in {elapsed:.2f}s")
+
+    records, empty = _build_records(kept, done, mission, vlm, config, key)
+    skipped += empty
+    atomic_write_jsonl(out_dir / "records.jsonl", records)
+    atomic_write_jsonl(out_dir / "skipped.jsonl", [{"path": s.path, "reason": s.reason} for s in skipped])
+    degenerate = sum(is_degenerate(t) for r in records for t in r["per_image"].values())
+    return StageAResult(records, skipped, found.image_count, len(todo), total - len(todo), seconds, key, degenerate)
+
+
+def _batches(todo: list[tuple[Group, ImageFile]], config: StageAConfig) -> Iterator[list]:
+    if config.mode == "per_image":
+        for i in range(0, len(todo), config.batch_size):
+            yield todo[i : i + config.batch_size]
+        return
+    by_group: dict[str, list] = {}
+    for item in todo:
+        by_group.setdefault(item[0].key, []).append(item)
+    for items in by_group.values():
+        for i in range(0, len(items), config.batch_size):
+            yield items[i : i + config.batch_size]
+
+
+def _build_records(kept, done, mission, vlm, config, key) -> tuple[list[dict], list[Skipped]]:
+    """One record per kept group; an image whose summary came back empty is listed, not kept."""
+    records, empty = [], []
+    for g in kept:
+        pairs = []
+        for img in g.images:
+            text = done[(img.path, img.sha256)]["summary"].strip()
+            if text:
+                pairs.append((img, text))
+            else:
+                empty.append(Skipped(img.path, "model returned an empty summary"))
+        if not pairs:
+            continue
+        records.append({
+            "group_id": g.group_id,
+            "mission": g.mission,
+            "label": g.label,
+            "images": [img.path for img, _ in pairs],
+            "per_image": dict(zip(image_keys(len(pairs)), (text for _, text in pairs))),
+            "record_id": record_id(g.mission, g.label, g.group_id),
+            "image_sha256": [img.sha256 for img, _ in pairs],
+            "model_fingerprint": vlm.fingerprint,
+            "prompt_hash": prompts.prompt_hash(mission),
+            "decode": config.decode.as_dict(),
+            "run_key": key,
+            "contract_version": CONTRACT_VERSION,
+        })
+    return records, empty

@@ -1,0 +1,75 @@
+"""Stage-B loop configuration: a dataclass with defaults sized for the embedded 135M model on CPU."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from qc_assets.stage_b.gate import GateThresholds
+
+
+@dataclass(frozen=True)
+class StageBLoopConfig:
+    epochs: int = field(default=2, metadata={"help": "max epochs; the loop stops earlier once an epoch accepts no edit"})
+    decode_grid: tuple[tuple[float, float], ...] = field(
+        default=((0.7, 0.9),), metadata={"help": "(temperature, top_p) settings each group is rolled out under"})
+    samples: int = field(default=2, metadata={"help": "samples per sampled setting (greedy settings use one)"})
+    seed: int = field(default=0, metadata={"help": "seeds the split, the rollout seeds, reflection and bootstrap"})
+    eval_fraction: float = field(default=0.3, metadata={"help": "share of groups held out for the eval veto"})
+    min_relative_error_reduction: float = field(default=0.1, metadata={"help": "gate: (base-cand)/base errors"})
+    max_changed_fraction: float = field(default=0.5, metadata={"help": "gate: max share of changed verdicts"})
+    min_bootstrap_prob: float = field(default=0.7, metadata={"help": "gate: P(candidate better) over resamples"})
+    false_release_tolerance: float = field(default=0.0, metadata={"help": "gate+veto: allowed false-release rise"})
+    max_eval_accuracy_drop: float = field(default=0.0, metadata={"help": "veto: allowed eval accuracy drop"})
+    bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples in the gate"})
+    max_new_tokens: int = field(default=48, metadata={"help": "verdict completion budget"})
+    constrained: bool = field(default=True, metadata={"help": "decode under the verdict contract (regex)"})
+    rollout_batch_size: int = field(default=8, metadata={"help": "conversations per llm.chat call"})
+    reflection_batch_size: int = field(default=4, metadata={"help": "error cases shown to the reflector"})
+    reflection_max_new_tokens: int = field(default=160, metadata={"help": "reflection completion budget"})
+    reflection_temperature: float = field(default=0.7, metadata={"help": "reflection sampling temperature"})
+    rounds_per_epoch: int = field(default=2, metadata={"help": "reflection rounds per epoch (one edit each)"})
+    max_candidates_per_round: int = field(default=2, metadata={"help": "filtered edits gated per round"})
+    gate_chunk_size: int = field(
+        default=0, metadata={"help": "roll a candidate out this many groups at a time and stop once it cannot "
+                                     "pass the gate; 0 = whole train pool at once"})
+    label_hint: bool = field(default=False, metadata={"help": "show the reviewers' label to the reflector (experiments)"})
+
+    def __post_init__(self) -> None:
+        grid = tuple((float(t), float(p)) for t, p in self.decode_grid)
+        object.__setattr__(self, "decode_grid", grid)
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not grid:
+            raise ValueError("decode_grid must hold at least one (temperature, top_p) setting")
+        for t, p in grid:
+            if t < 0 or not 0 < p <= 1:
+                raise ValueError(f"decode_grid setting ({t}, {p}) needs temperature >= 0 and top_p in (0, 1]")
+        if len(set(grid)) != len(grid):
+            raise ValueError(f"decode_grid has repeated settings: {grid}")
+        for name in ("samples", "max_new_tokens", "rollout_batch_size", "reflection_batch_size",
+                     "reflection_max_new_tokens", "rounds_per_epoch", "max_candidates_per_round"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.gate_chunk_size < 0:
+            raise ValueError(f"gate_chunk_size must be >= 0, got {self.gate_chunk_size}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.reflection_temperature < 0:
+            raise ValueError(f"reflection_temperature must be >= 0, got {self.reflection_temperature}")
+        self.thresholds  # validates the gate thresholds now, not mid-run
+
+    @property
+    def thresholds(self) -> GateThresholds:
+        return GateThresholds(
+            min_relative_error_reduction=self.min_relative_error_reduction,
+            max_changed_fraction=self.max_changed_fraction,
+            min_bootstrap_prob=self.min_bootstrap_prob,
+            false_release_tolerance=self.false_release_tolerance,
+            bootstrap_samples=self.bootstrap_samples,
+            max_eval_accuracy_drop=self.max_eval_accuracy_drop,
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decode_grid"] = [list(s) for s in self.decode_grid]
+        return d

@@ -1,0 +1,52 @@
+"""Human-facing summaries of a Stage-B run: the per-epoch table (markdown) and the accuracy plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from resources.store import atomic_write_bytes
+
+COLUMNS = [
+    ("epoch", "epoch", "{}"), ("version_start", "v start", "{}"), ("version_end", "v end", "{}"),
+    ("train_accuracy", "train acc", "{:.3f}"), ("eval_accuracy", "eval acc", "{:.3f}"),
+    ("train_format_ok_rate", "train format ok", "{:.3f}"), ("eval_format_ok_rate", "eval format ok", "{:.3f}"),
+    ("end_train_accuracy", "end train acc", "{:.3f}"), ("end_eval_accuracy", "end eval acc", "{:.3f}"),
+    ("accepted", "accepted", "{}"), ("rejected", "rejected", "{}"), ("vetoed", "vetoed", "{}"),
+    ("invalid_json", "invalid json", "{}"), ("llm_calls", "LLM calls", "{}"),
+    ("completion_tokens", "completion tokens", "{}"),
+]
+
+
+def epoch_table(rows: list[dict]) -> str:
+    head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+    sep = "|" + "---|" * len(COLUMNS)
+    body = ["| " + " | ".join(fmt.format(r.get(key)) if r.get(key) is not None else "" for key, _, fmt in COLUMNS)
+            + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def plot_epochs(rows: list[dict], path: Path, title: str) -> Path:
+    """Accuracy and format-ok rate per epoch (at the epoch's start, plus the end of the last epoch)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["epoch"] - 1 for r in rows] + [rows[-1]["epoch"]] if rows else []
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for key, label in (("train_accuracy", "train accuracy"), ("eval_accuracy", "eval accuracy"),
+                       ("train_format_ok_rate", "format ok (train)")):
+        ys = [r[key] for r in rows] + [rows[-1][f"end_{key}"]] if rows else []
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel("epochs completed")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

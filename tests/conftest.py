@@ -1,0 +1,39 @@
+"""Shared fixtures: the tiny Qwen3-VL smoke model (built once per session) and sample images."""
+
+import os
+import shutil
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory):
+    from resources.tiny_qwen3vl import build_tiny_qwen3vl
+
+    return build_tiny_qwen3vl(tmp_path_factory.mktemp("models") / "tiny-qwen3vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tiny_vlm_dir):
+    from resources.tiny_qwen3vl import SMOKE_MODEL_NOTE
+    from resources.vlm_transformers import TransformersVLM
+
+    return TransformersVLM(str(tiny_vlm_dir), note=SMOKE_MODEL_NOTE)
+
+
+@pytest.fixture(scope="session")
+def _sample_images_master(tmp_path_factory):
+    from qc_assets.sample_data import write_sample_images
+
+    return write_sample_images(tmp_path_factory.mktemp("master") / "images", groups_per_label=2)
+
+
+@pytest.fixture
+def sample_images(_sample_images_master, tmp_path):
+    """A fresh copy per test, so a test may add or break files freely."""
+    target = tmp_path / "images"
+    shutil.copytree(_sample_images_master, target, symlinks=True)
+    return target

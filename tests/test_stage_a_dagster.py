@@ -1,0 +1,121 @@
+"""Stage-A on a real Dagster instance: materialize + checks, the sensor, and a per-mission backfill."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from qc_assets.partitions import mission_partitions
+from qc_assets.sensors import new_images_sensor, stage_a_job
+from qc_assets.stage_a.assets import stage_a_summaries
+from qc_assets.stage_a.checks import asset_checks, images_accounted
+from resources.storage import StorageResource
+from resources.vlm_resource import VLMResource
+
+ROOT = Path(__file__).resolve().parents[1]
+MISSIONS = ["BBU接地线检查", "RRU安装检查"]
+
+
+def _resources(tmp_path, images, model_dir):
+    return {"storage": StorageResource(data_root=str(tmp_path / "data"), images_root=str(images)),
+            "vlm": VLMResource(model_path=str(model_dir))}
+
+
+def test_definitions_load_without_model_libraries():
+    out = subprocess.run([sys.executable, "-c", "import sys, definitions; "
+                          "print(definitions.defs.resolve_job_def('qc_pipeline').name, 'torch' in sys.modules)"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["qc_pipeline", "False"]
+
+
+def _run_stage_a_job(instance, resources, mission):
+    defs = dg.Definitions(assets=[stage_a_summaries], asset_checks=asset_checks, jobs=[stage_a_job],
+                          resources=resources)
+    return defs.resolve_job_def("stage_a_job").execute_in_process(partition_key=mission, instance=instance)
+
+
+def test_materialize_partition_runs_checks_and_reports_metadata(tiny_vlm_dir, sample_images, tmp_path):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(mission_partitions.name, MISSIONS)
+        result = _run_stage_a_job(instance, _resources(tmp_path, sample_images, tiny_vlm_dir), MISSIONS[0])
+        assert result.success
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"stage_a_schema": True, "stage_a_images_accounted": True,
+                          "stage_a_degenerate_share": checks["stage_a_degenerate_share"]}
+        meta = result.asset_materializations_for_node("stage_a_summaries")[0].metadata
+        assert meta["dagster/row_count"].value == 6  # 2 groups per label + G900 under both labels
+        assert meta["stage_a/images_skipped"].value >= 4
+        assert meta["model_fingerprint"].value.startswith("tiny-qwen3vl")
+        assert len(meta["preview"].value) <= 500
+
+
+def test_accounting_check_fails_when_a_file_is_neither_summarised_nor_listed(tiny_vlm_dir, sample_images, tmp_path):
+    resources = _resources(tmp_path, sample_images, tiny_vlm_dir)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(mission_partitions.name, MISSIONS)
+        assert _run_stage_a_job(instance, resources, MISSIONS[0]).success
+        # a photo arrives after the run: nobody has summarised or listed it yet
+        (sample_images / MISSIONS[0] / "审核通过" / "G100" / "late.jpg").write_bytes(b"x")
+        # Dagster cannot run a partitioned check without its asset, so evaluate the check's body directly
+        late = images_accounted(resources["storage"], MISSIONS[0])
+        assert late.passed is False
+        assert late.metadata["actual_unaccounted"].value == 1
+        # the next run lists the bad file, and the check passes again
+        rerun = _run_stage_a_job(instance, resources, MISSIONS[0])
+        assert {e.check_name: e.passed for e in rerun.get_asset_check_evaluations()}["stage_a_images_accounted"]
+
+
+def test_sensor_adds_partitions_and_requests_runs_only_for_changes(sample_images, tmp_path):
+    storage = StorageResource(data_root=str(tmp_path / "data"), images_root=str(sample_images))
+    (sample_images / "未登记任务").mkdir()
+    with dg.instance_for_test() as instance:
+        first = new_images_sensor(dg.build_sensor_context(instance=instance, resources={"storage": storage}))
+        added = first.dynamic_partitions_requests[0].partition_keys
+        assert sorted(added) == sorted(["BBU接地线检查", "RRU安装检查", "挡风板安装检查"])
+        assert sorted(r.partition_key for r in first.run_requests) == sorted(added)
+        assert "未登记任务" not in json.loads(first.cursor)
+        instance.add_dynamic_partitions(mission_partitions.name, added)
+
+        unchanged = new_images_sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor,
+                                                              resources={"storage": storage}))
+        assert unchanged.run_requests == [] and unchanged.dynamic_partitions_requests == []
+
+        group = sample_images / "RRU安装检查" / "审核通过" / "G321"
+        group.mkdir()
+        (group / "1.jpg").write_bytes((sample_images / "RRU安装检查" / "审核通过" / "G100" / "1.jpg").read_bytes())
+        changed = new_images_sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor,
+                                                            resources={"storage": storage}))
+        assert [r.partition_key for r in changed.run_requests] == ["RRU安装检查"]
+        assert changed.dynamic_partitions_requests == []
+        assert json.loads(changed.cursor)["RRU安装检查"] != json.loads(first.cursor)["RRU安装检查"]
+
+
+def test_backfill_of_two_missions_from_the_cli_on_a_real_instance(tiny_vlm_dir, sample_images, tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    # launch runs immediately (no daemon in a test); otherwise the instance is the one `make demo` uses
+    (home / "dagster.yaml").write_text("run_coordinator:\n  module: dagster.core.run_coordinator\n"
+                                       "  class: DefaultRunCoordinator\ntelemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "QC_DATA_ROOT": str(tmp_path / "data"),
+           "QC_IMAGES_ROOT": str(sample_images), "QC_VLM_MODEL": str(tiny_vlm_dir)}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(mission_partitions.name, MISSIONS)
+    subprocess.run([sys.executable, "-m", "dagster", "job", "backfill", "-f", "definitions.py", "-j", "stage_a_job",
+                    "--partitions", ",".join(MISSIONS), "--noprompt"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=300)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            runs = instance.get_runs()
+            if len(runs) == 2 and all(r.is_finished for r in runs):
+                break
+            time.sleep(1)
+        assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(MISSIONS)
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert len({r.tags["dagster/backfill"] for r in runs}) == 1
+    for mission in MISSIONS:
+        assert (tmp_path / "data" / "stage_a_summaries" / mission / "records.jsonl").stat().st_size > 0

@@ -1,0 +1,119 @@
+"""Split, prompts, reflection parsing, case selection, filters, re-proposal memory, config."""
+
+import pytest
+
+from qc_assets.missions import get_mission
+from qc_assets.stage_b.aggregate import GroupOutcome
+from qc_assets.stage_b.config import StageBLoopConfig
+from qc_assets.stage_b.filters import filter_ops
+from qc_assets.stage_b.guidance import Guidance, RuleOp
+from qc_assets.stage_b.prompts import build_messages, build_reflection_messages
+from qc_assets.stage_b.reflection import parse_operations, select_cases
+from qc_assets.stage_b.rollout import rollout_plan
+from qc_assets.stage_b.split import split_groups
+
+MISSION = get_mission("挡风板安装检查")
+
+
+def record(i: int, label: str, group: str | None = None, **per_image) -> dict:
+    return {"record_id": f"r{i:02d}", "group_id": group or f"g{i:02d}", "mission": MISSION.name, "label": label,
+            "per_image": per_image or {"image_1": "机柜正面，挡风板齐全", "image_2": "机柜侧面"}}
+
+
+def test_split_keeps_resubmissions_together_and_is_seeded():
+    records = [record(i, "pass" if i % 2 else "fail") for i in range(20)]
+    records += [record(20, "fail", group="resub"), record(21, "pass", group="resub")]
+    train, held = split_groups(records, 0.3, seed=7)
+    assert {r["record_id"] for r in train} | {r["record_id"] for r in held} == {r["record_id"] for r in records}
+    sides = {r["group_id"]: "train" for r in train} | {r["group_id"]: "eval" for r in held}
+    resub_sides = {("train" if r in train else "eval") for r in records if r["group_id"] == "resub"}
+    assert len(resub_sides) == 1 and sides["resub"] in resub_sides
+    assert {r["label"] for r in held} == {"pass", "fail"}  # stratified: both labels held out
+    assert 5 <= len({r["group_id"] for r in held}) <= 7
+    assert split_groups(records, 0.3, seed=7) == (train, held)
+    assert split_groups(records, 0.3, seed=8) != (train, held)
+    with pytest.raises(ValueError, match="unique record_id"):
+        split_groups(records + [record(0, "pass")], 0.3, seed=0)
+
+
+def test_production_prompt_never_contains_the_label_and_orders_images_numerically():
+    g = Guidance.initial(MISSION)
+    rec = record(1, "fail", **{f"image_{i}": f"第{i}张" for i in (10, 2, 1, 3, 4, 5, 6, 7, 8, 9)})
+    msgs = build_messages(MISSION, g, rec)
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert "[G0]" in msgs[0]["content"] and MISSION.focus in msgs[0]["content"]
+    user = msgs[1]["content"]
+    assert user.index("图片2:") < user.index("图片10:")
+    flipped = build_messages(MISSION, g, {**rec, "label": "pass"})
+    assert flipped == msgs  # the label does not reach the prompt
+    with pytest.raises(ValueError, match="image_1..image_2"):
+        build_messages(MISSION, g, record(2, "pass", image_1="a", image_3="b"))
+
+
+def test_parse_operations():
+    ok = parse_operations('好的：\n```json\n{"operations": [{"op": "add", "text": "螺丝缺失判不通过"},'
+                          ' {"op": "merge", "ids": ["G1", "g2"], "text": "合并"}, {"op": "remove", "id": "G0"}]}\n```')
+    assert ok.error is None
+    assert [(o.op, o.ids) for o in ok.ops] == [("add", ()), ("merge", ("G1", "G2"))]
+    assert len(ok.op_errors) == 1 and "G0" in ok.op_errors[0]
+    for bad in ("not json at all", '{"operations": [', '"just a string"', None):
+        parsed = parse_operations(bad)
+        assert parsed.ops == () and parsed.error.startswith("invalid_json")
+
+
+def outcome(i, label, predicted, n_pass, n_fail):
+    total = n_pass + n_fail
+    return GroupOutcome(f"r{i:02d}", f"g{i:02d}", label, predicted, max(n_pass, n_fail) / total, n_pass, n_fail, 0)
+
+
+def test_select_cases_puts_mixed_errors_first_and_adds_contrast():
+    outs = [outcome(0, "fail", "pass", 2, 0), outcome(1, "fail", "pass", 2, 1), outcome(2, "pass", "pass", 2, 0),
+            outcome(3, "pass", "pass", 3, 1),
+            outcome(4, "fail", "fail", 2, 0)]
+    records = {f"r{i:02d}": record(i, o.label) for i, o in enumerate(outs)}
+    cases = select_cases(outs, records, {"r01": "摘要未见问题"}, batch_size=3)
+    assert [c["record_id"] for c in cases[:3]] == ["r01", "r00", "r03"]
+    assert cases[0]["reason"] == "摘要未见问题" and not cases[0]["correct"]
+    assert [c["record_id"] for c in cases[3:]] == ["r02"]  # a steady pass group contrasts the missed fails
+    msgs = build_reflection_messages(MISSION, Guidance.initial(MISSION), cases, ["add  螺丝缺失"])
+    assert "人工审核结果" not in msgs[1]["content"] and "不要再提出" in msgs[1]["content"]
+    hinted = build_reflection_messages(MISSION, Guidance.initial(MISSION), cases, [], label_hint=True)
+    assert "人工审核结果: 不通过" in hinted[1]["content"]
+
+
+def test_filters_and_rejected_memory():
+    g = Guidance.initial(MISSION).apply(RuleOp("add", text="挡风板螺丝缺失时判为不通过"), epoch=1)
+    summaries = ["机柜正面，第三槽位空置未安装挡风板，右侧线缆杂乱无绑扎"]
+    rejected = {RuleOp("add", text="挡风板松动时判为不通过。").signature()}
+    ops = [
+        RuleOp("add", text="第三槽位空置未安装挡风板，右侧线缆杂乱无绑扎"),  # copies a summary
+        RuleOp("add", text="看不清时视情况而定"),  # hedge
+        RuleOp("add", text="挡风板螺丝缺失时判为不通过"),  # duplicate of G1
+        RuleOp("add", text="挡风板松动时判为不通过"),  # rejected before (punctuation differs)
+        RuleOp("remove", ids=("S1",)),  # immutable
+        RuleOp("add", text="图片2显示缺失则不通过"),  # case reference
+        RuleOp("add", text="空槽位未装挡风板判为不通过"),  # fine
+        RuleOp("add", text="空槽位未装挡风板判为不通过"),  # repeated within the batch
+    ]
+    reasons = [why for _, why in filter_ops(ops, g, summaries, rejected)]
+    assert reasons == ["copies_summary", "hedge", "duplicate", "previously_rejected", "invalid_target",
+                       "copies_summary", None, "duplicate"]
+
+
+def test_rollout_plan_pairs_seeds_and_collapses_greedy():
+    plan = rollout_plan([(0.0, 1.0), (0.7, 0.9)], samples=3, seed=1)
+    assert [(e.temperature, e.sample) for e in plan] == [(0.0, 0), (0.7, 0), (0.7, 1), (0.7, 2)]
+    assert plan == rollout_plan([(0.0, 1.0), (0.7, 0.9)], samples=3, seed=1)
+    assert len({e.seed for e in plan}) == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"epochs": 0}, "epochs"), ({"decode_grid": ()}, "decode_grid"), ({"decode_grid": ((0.5, 1.5),)}, "top_p"),
+     ({"min_bootstrap_prob": 1.5}, "min_bootstrap_prob"), ({"eval_fraction": 1.0}, "eval_fraction"),
+     ({"samples": 0}, "samples")],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        StageBLoopConfig(**kwargs)
+    assert StageBLoopConfig().label_hint is False
