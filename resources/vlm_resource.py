@@ -9,24 +9,35 @@ import dagster as dg
 from resources.store import data_root
 from resources.vlm import VisionLanguageModel
 
-BACKENDS = ("transformers", "vllm")
+BACKENDS = ("transformers", "openai", "vllm")
 
 
 class VLMResource(dg.ConfigurableResource):
     """`model_path` empty = the tiny random-weight Qwen3-VL smoke model, built once under the data root.
 
-    Production: `model_path=/models/Qwen3-VL-4B-Instruct, device=cuda, dtype=bfloat16`, or
-    `backend=vllm` on a GPU node.
+    Production: `model_path=/models/Qwen3-VL-4B-Instruct, device=cuda, dtype=bfloat16`; or
+    `backend=openai` with the `base_url` of `vllm serve <checkpoint>`; or `backend=vllm` (offline
+    engine) on a GPU node.
     """
 
     backend: str = "transformers"
     model_path: str = ""
     device: str = "cpu"
     dtype: str = "float32"
+    base_url: str = ""  # openai backend, e.g. http://vllm:8000/v1
+    model: str = ""  # openai backend: the model id the server serves
+    api_key: str | None = None  # pass dg.EnvVar(...), never a literal
+    max_in_flight: int = 16
 
     def get_vlm(self) -> VisionLanguageModel:
         if self.backend not in BACKENDS:
             raise ValueError(f"VLMResource.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend == "openai":
+            from resources.llm_openai import OpenAIChatLLM
+            from resources.vlm_openai import OpenAIVisionModel
+
+            client = OpenAIChatLLM(self.base_url, self.model, self.api_key, max_in_flight=self.max_in_flight)
+            return OpenAIVisionModel(client)
         if self.backend == "vllm":
             from resources.vlm_vllm import VLLMVisionModel
 

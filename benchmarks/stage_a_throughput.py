@@ -1,0 +1,132 @@
+"""Stage-A throughput: the same VLM at batch 1 vs batch N, in one run, with a fixed number of new tokens.
+
+    python -m benchmarks.stage_a_throughput                 # CPU: the tiny smoke model
+    python -m benchmarks.stage_a_throughput --size 4b --device cuda --dtype bfloat16   # GPU
+
+`--size 4b` builds a Qwen3-VL-4B-shaped model from its config with random weights (no download).
+Writes the section "## Stage-A throughput" of docs/benchmarks.md.
+"""
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from benchmarks.report import DOC, write_section
+from qc_assets.missions import get_mission
+from qc_assets.stage_a import prompts
+from resources.tiny_qwen3vl import build_tiny_qwen3vl
+from resources.vlm import VisionDecode, VisionPrompt
+from resources.vlm_transformers import TransformersVLM, _load
+
+SIZES = [(320, 240), (240, 320), (400, 300), (256, 256)]
+
+
+def build_4b(out_dir: Path, tiny_dir: Path) -> Path:
+    """A Qwen3-VL-4B-shaped model (random weights) that reuses the tiny model's tokenizer/processor."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from resources.qwen3vl_processor import ImageOnlyQwen3VLProcessor
+
+    if (out_dir / "config.json").exists():
+        return out_dir
+    processor = ImageOnlyQwen3VLProcessor.from_pretrained(tiny_dir)
+    tiny = Qwen3VLConfig.from_pretrained(tiny_dir)
+    config = Qwen3VLConfig(
+        text_config={"vocab_size": tiny.text_config.vocab_size, "hidden_size": 2560, "intermediate_size": 9728,
+                     "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
+                                         "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+                     "pad_token_id": tiny.text_config.pad_token_id},
+        vision_config={"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
+                       "out_hidden_size": 2560, "deepstack_visual_indexes": [5, 11, 17]},
+        image_token_id=tiny.image_token_id, video_token_id=tiny.video_token_id,
+        vision_start_token_id=tiny.vision_start_token_id, vision_end_token_id=tiny.vision_end_token_id,
+    )
+    Qwen3VLForConditionalGeneration(config).to(torch.bfloat16).save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def make_images(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"{i}.png"
+        Image.new("RGB", SIZES[i % len(SIZES)], (30 * (i % 8), 120, 200 - 20 * (i % 8))).save(path)
+        paths.append(path)
+    return paths
+
+
+def measure(vlm: TransformersVLM, prompts_: list[VisionPrompt], batch: int, decode: VisionDecode) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(prompts_), batch):
+        vlm.generate(prompts_[i : i + batch], decode)
+    return len(prompts_) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", choices=["tiny", "4b"], default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--work", type=Path, default=Path("data/bench"))
+    parser.add_argument("--doc", type=Path, default=DOC)
+    args = parser.parse_args()
+
+    model_dir = build_tiny_qwen3vl(args.work / "tiny-qwen3vl")
+    if args.size == "4b":
+        model_dir = build_4b(args.work / "qwen3vl-4b-random", model_dir)
+    vlm = TransformersVLM(str(model_dir), args.device, args.dtype)
+    model, _ = _load(str(model_dir), args.device, args.dtype)
+    # a fixed number of new tokens, so both settings do the same work: EOS is never allowed early
+    model.generation_config.min_new_tokens = args.new_tokens
+    mission = get_mission("BBU接地线检查")
+    prompt_list = [VisionPrompt(str(p), prompts.system_prompt(), prompts.user_prompt(mission))
+                   for p in make_images(args.work / "images", args.images)]
+    decode = VisionDecode(max_new_tokens=args.new_tokens, repetition_penalty=1.0)
+    vlm.generate(prompt_list[:2], decode)  # warm-up
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    single = measure(vlm, prompt_list, 1, decode)
+    batched = measure(vlm, prompt_list, args.batch, decode)
+    memory = (f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB GPU peak" if args.device.startswith("cuda")
+              else f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB process peak RSS")
+    params = sum(p.numel() for p in model.parameters())
+    command = "python -m benchmarks.stage_a_throughput " + " ".join(sys.argv[1:])
+    section = "\n".join([
+        "## Stage-A throughput",
+        "",
+        f"Model: {args.size} Qwen3-VL ({params / 1e6:.1f}M params, random weights), {args.device}, {args.dtype}; "
+        f"{args.images} images of 4 mixed sizes, exactly {args.new_tokens} new tokens each, greedy, left padding.",
+        "",
+        "| batch | images/s |",
+        "|---|---|",
+        f"| 1 | {single:.2f} |",
+        f"| {args.batch} | {batched:.2f} |",
+        "",
+        f"Batched / unbatched: **{batched / single:.2f}x** (one run). Memory: {memory}.",
+        "",
+        "Command:",
+        "",
+        "```bash",
+        f"make install && .venv/bin/{command.strip()}",
+        "```",
+        "",
+        "GPU (Qwen3-VL-4B-shaped, `--size 4b --device cuda --dtype bfloat16`): not measured, no GPU was lent to "
+        "this task.",
+        "",
+    ])
+    write_section(args.doc, section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
