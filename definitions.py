@@ -1,18 +1,45 @@
 """The one Dagster code location: assets, checks, sensors, jobs and resources.
 
-Loads no model library: models load inside resources when a run needs them.
-Resources read their settings from the environment (QC_DATA_ROOT, QC_VLM_MODEL, ...) so the same
-definitions run the CPU demo and production; see README "Production".
+Loads no model library: models load inside resources when a run needs them. Resources read their
+settings from the environment (QC_DATA_ROOT, QC_VLM_*, QC_LLM_*, QC_TEACHER_*), so the same
+definitions run the CPU demo and production; see README "Configuration".
 """
+
+import os
 
 import dagster as dg
 
 from qc_assets import sensors
+from qc_assets.distill import assets as distill_assets
+from qc_assets.fastdistill import assets as fastdistill_assets
+from qc_assets.fusion import assets as fusion_assets
 from qc_assets.stage_a import assets as stage_a_assets
 from qc_assets.stage_a import checks as stage_a_checks
+from qc_assets.stage_b import assets as stage_b_assets
+from resources.llm_resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import data_root
 from resources.vlm_resource import VLMResource
+
+
+def _env(name: str, default: str) -> str:
+    return dg.EnvVar(name).get_value(default)
+
+
+def llm_from_env(prefix: str) -> LLMResource:
+    """An LLMResource from `<prefix>_BACKEND`, `_MODEL_PATH`, `_BASE_URL`, `_MODEL`, `_API_KEY`; default = embedded SmolLM2."""
+    settings = {
+        "backend": _env(f"{prefix}_BACKEND", "transformers"),
+        "model_path": _env(f"{prefix}_MODEL_PATH", ""),
+        "base_url": _env(f"{prefix}_BASE_URL", ""),
+        "model": _env(f"{prefix}_MODEL", ""),
+        "device": _env("QC_DEVICE", "cpu"),
+        "structured_output": _env(f"{prefix}_STRUCTURED_OUTPUT", "none"),
+    }
+    if f"{prefix}_API_KEY" in os.environ:  # a secret: only ever through EnvVar
+        settings["api_key"] = dg.EnvVar(f"{prefix}_API_KEY")
+    return LLMResource(**settings)
+
 
 qc_pipeline = dg.define_asset_job(
     "qc_pipeline",
@@ -21,17 +48,23 @@ qc_pipeline = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*stage_a_assets.assets],
-    asset_checks=[*stage_a_checks.asset_checks],
+    assets=[*stage_a_assets.assets, *stage_b_assets.assets, *distill_assets.assets, *fusion_assets.assets,
+            *fastdistill_assets.assets],
+    asset_checks=[*stage_a_checks.asset_checks, *stage_b_assets.asset_checks, *distill_assets.asset_checks,
+                  *fusion_assets.asset_checks, *fastdistill_assets.asset_checks],
     sensors=[*sensors.sensors],
-    jobs=[qc_pipeline, *sensors.jobs],
+    jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs],
     resources={
-        "storage": StorageResource(data_root=str(data_root()), images_root=dg.EnvVar("QC_IMAGES_ROOT").get_value("")),
+        "storage": StorageResource(data_root=str(data_root()), images_root=_env("QC_IMAGES_ROOT", "")),
         "vlm": VLMResource(
-            backend=dg.EnvVar("QC_VLM_BACKEND").get_value("transformers"),
-            model_path=dg.EnvVar("QC_VLM_MODEL").get_value(""),
-            device=dg.EnvVar("QC_DEVICE").get_value("cpu"),
-            dtype=dg.EnvVar("QC_DTYPE").get_value("float32"),
+            backend=_env("QC_VLM_BACKEND", "transformers"),
+            model_path=_env("QC_VLM_MODEL", ""),
+            base_url=_env("QC_VLM_BASE_URL", ""),
+            model=_env("QC_VLM_SERVED_MODEL", ""),
+            device=_env("QC_DEVICE", "cpu"),
+            dtype=_env("QC_DTYPE", "float32"),
         ),
+        "llm": llm_from_env("QC_LLM"),
+        "teacher_llm": llm_from_env("QC_TEACHER"),
     },
 )

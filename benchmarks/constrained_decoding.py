@@ -116,13 +116,14 @@ def render(result: dict) -> str:
 
 def write_section(doc: Path, section: str) -> None:
     """Replace this benchmark's section in `doc` (or append it), leaving other sections untouched."""
-    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n\n"
+    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
+    section = section.rstrip("\n") + "\n"
     start = text.find(SECTION)
     if start == -1:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("" if end == -1 else text[end + 1 :])
+        text = text[:start] + section + ("" if end == -1 else "\n" + text[end + 1 :])
     atomic_write_text(doc, text)
 
 

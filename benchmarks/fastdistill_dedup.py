@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.fastdistill_dedup --rows 1000000
 
-Both paths must produce the same kept sample_ids in the same order; the script checks it.
+Both start from the same JSONL file (the raw input as it arrives) and must produce the same kept sample_ids in the same order; the script checks it.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import argparse
 import json
 import platform
 import random
+import tempfile
 import time
+from pathlib import Path
 
 import polars as pl
 
-from qc_assets.fastdistill.canonical import canonicalize_frame, decode_profile, dedup_frame, with_ids
+from qc_assets.fastdistill.canonical import canonical_dedup_frame, decode_profile, with_ids
 
 SCHEMAS = [f"CREATE TABLE t{i} (id INTEGER, name TEXT, value REAL, city TEXT)" for i in range(20)]
 WORDS = ["price", "population", "城市", "人口", "average", "count", "Lyon", "杭州", "Café", "orders", "最高", "list"]
@@ -30,20 +32,19 @@ def make_rows(n: int, seed: int, dup_fraction: float) -> list[dict]:
     return base + [dict(base[rng.randrange(unique)]) for _ in range(n - unique)]
 
 
-def python_loop(rows: list[dict], profile: str) -> list[str]:
+def python_loop(path: Path, profile: str) -> list[str]:
     seen: set[str] = set()
     kept = []
-    for row in rows:
-        sid = with_ids(row, profile)["sample_id"]
+    for line in open(path, encoding="utf-8"):
+        sid = with_ids(json.loads(line), profile)["sample_id"]
         if sid not in seen:
             seen.add(sid)
             kept.append(sid)
     return kept
 
 
-def polars_path(rows: list[dict], profile: str) -> list[str]:
-    frame = canonicalize_frame(pl.DataFrame(rows), profile)
-    kept, _ = dedup_frame(frame)
+def polars_path(path: Path, profile: str) -> list[str]:
+    kept, _ = canonical_dedup_frame(pl.read_ndjson(path), profile)
     return kept["sample_id"].to_list()
 
 
@@ -53,13 +54,17 @@ def main() -> None:
     parser.add_argument("--dup-fraction", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    rows = make_rows(args.rows, args.seed, args.dup_fraction)
     profile = decode_profile({"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 128, "seed": 0, "n": 1})
-    t0 = time.perf_counter()
-    fast = polars_path(rows, profile)
-    t1 = time.perf_counter()
-    slow = python_loop(rows, profile)
-    t2 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.jsonl"
+        with open(path, "w", encoding="utf-8") as handle:
+            for row in make_rows(args.rows, args.seed, args.dup_fraction):
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        t0 = time.perf_counter()
+        fast = polars_path(path, profile)
+        t1 = time.perf_counter()
+        slow = python_loop(path, profile)
+        t2 = time.perf_counter()
     if fast != slow:
         raise SystemExit("polars and the Python loop disagree on the kept sample_ids")
     result = {

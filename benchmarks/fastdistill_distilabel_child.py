@@ -38,7 +38,8 @@ def main() -> None:
     output_tokens, failed = 0, 0
     for row in rows:
         stats = row["distilabel_metadata"].get("statistics_text_generation_0") or {}
-        output_tokens += sum(stats.get("output_tokens") or [0])
+        value = stats.get("output_tokens") or 0  # an int per row in 1.5.x, a list in some versions
+        output_tokens += sum(value) if isinstance(value, list) else int(value)
         failed += row["generation"] is None
     print(json.dumps({"wall_s": wall, "output_tokens": output_tokens, "samples": len(rows), "failed": failed}))
 

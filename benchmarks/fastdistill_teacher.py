@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.fastdistill_teacher --prompts 32 --max-tokens 32 --concurrency 4 \
         [--distilabel-python /tmp/dvenv/bin/python] [--server-url http://127.0.0.1:8000/v1]
 
-Contenders, each run once in the order ceiling, ours, distilabel, ceiling (the repeat shows drift):
+Contenders, interleaved for `--rounds` rounds (ceiling, ours, distilabel, ...), medians reported:
 - ceiling: a plain asyncio httpx client keeping `concurrency` requests in flight on one client;
 - ours: FastDistill `agenerate` with OpenAIChatLLM (bounded in flight, cache writes per result);
 - distilabel: its OpenAILLM + TextGeneration in a separate interpreter (a venv where it is
@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--server-url", default="")
     parser.add_argument("--distilabel-python", default="")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     args = parser.parse_args()
     params = DecodeParams(temperature=0.0, max_new_tokens=args.max_tokens, seed=0, n=1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,24 +133,33 @@ def main() -> None:
         rec["sample_id"] = f"{rec['sample_id']}-{i}"
     conversations = [item.messages for item in work_items(records, "sql")]
     proc, url = (None, args.server_url) if args.server_url else start_server(args.threads)
+    runs: dict[str, list[dict]] = {"ceiling": [], "ours": [], "distilabel": []}
     try:
-        results = {"ceiling": rates(asyncio.run(ceiling(url, conversations, params, args.concurrency))),
-                   "ours": rates(asyncio.run(ours(url, records, params, args.concurrency)))}
-        if args.distilabel_python:
-            results["distilabel"] = rates(distilabel(args.distilabel_python, url, conversations, params,
-                                                     args.concurrency))
-        results["ceiling_repeat"] = rates(asyncio.run(ceiling(url, conversations, params, args.concurrency)))
+        for _ in range(args.rounds):
+            runs["ceiling"].append(rates(asyncio.run(ceiling(url, conversations, params, args.concurrency))))
+            runs["ours"].append(rates(asyncio.run(ours(url, records, params, args.concurrency))))
+            if args.distilabel_python:
+                runs["distilabel"].append(rates(distilabel(args.distilabel_python, url, conversations, params,
+                                                           args.concurrency)))
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-    ceil = (results["ceiling"]["samples_per_h"] + results["ceiling_repeat"]["samples_per_h"]) / 2
-    summary = {name: {"samples_per_h": round(r["samples_per_h"], 1),
-                      "output_tokens_per_s": round(r["output_tokens_per_s"], 2),
-                      "wall_s": round(r["wall_s"], 2), "vs_ceiling": round(r["samples_per_h"] / ceil, 3)}
-               for name, r in results.items()}
-    if "distilabel" in results:
-        summary["ours_vs_distilabel"] = round(results["ours"]["samples_per_h"] / results["distilabel"]["samples_per_h"], 3)
+    summary = {}
+    for name, results in runs.items():
+        if results:
+            summary[name] = {
+                "samples_per_h_median": round(statistics.median(r["samples_per_h"] for r in results), 1),
+                "output_tokens_per_s_median": round(statistics.median(r["output_tokens_per_s"] for r in results), 2),
+                "samples_per_h_each": [round(r["samples_per_h"], 1) for r in results],
+                "output_tokens_total_each": [r["output_tokens"] for r in results],
+            }
+    ceil = summary["ceiling"]["samples_per_h_median"]
+    for name in summary:
+        summary[name]["vs_ceiling"] = round(summary[name]["samples_per_h_median"] / ceil, 3)
+    if "distilabel" in summary:
+        summary["ours_vs_distilabel"] = round(
+            summary["ours"]["samples_per_h_median"] / summary["distilabel"]["samples_per_h_median"], 3)
     print(json.dumps({"config": vars(args), "results": summary}, indent=2))
 
 

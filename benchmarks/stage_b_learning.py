@@ -93,6 +93,8 @@ def run(args) -> dict:
     wall = time.perf_counter() - started
     candidates = [r for r in read_jsonl(out / "rule_candidates.jsonl") if r["run_id"] == result.run_id]
     reflections = [r for r in read_jsonl(out / "reflections.jsonl") if r["run_id"] == result.run_id]
+    v0 = [s for s in read_jsonl(out / "selections.jsonl")
+          if s["run_id"] == result.run_id and s["epoch"] == 1 and s["guidance_version"] == 0]
     return {
         "model": llm.fingerprint, "seed": args.seed, "threads": args.threads, "data": data_stats,
         "config": config.to_dict(), "out_dir": str(out), "wall_s": round(wall, 1),
@@ -102,6 +104,9 @@ def run(args) -> dict:
         "format_ok_rate": result.version_stats[0]["train_format_ok_rate"],
         "kept_version": result.kept_version, "epochs_run": len(result.epochs), "converged": result.converged,
         "accepted": result.accepted_edits, "rejected": result.rejected_edits, "counts": result.counts,
+        "v0_predicted_fail_share": sum(s["predicted"] == "fail" for s in v0) / len(v0) if v0 else None,
+        "reflections": len(reflections),
+        "reflections_valid_json": len(reflections) - sum(c["decision"] == "invalid_json" for c in candidates),
         "decisions": dict(Counter(c["decision"] for c in candidates)),
         "filter_reasons": dict(Counter(c["reason"] for c in candidates if c["decision"] == "filtered")),
         "reflection_example": (reflections[0]["raw"] or "")[:200] if reflections else None,
@@ -128,8 +133,16 @@ def render(r: dict) -> str:
         f"{c['prompt_tokens']} prompt + {c['completion_tokens']} completion tokens, {r['wall_s']} s wall. "
         f"Epochs run: {r['epochs_run']} (converged: {r['converged']}). Edits accepted: {r['accepted']}, "
         f"rejected or vetoed: {r['rejected']}. Candidate decisions: {json.dumps(r['decisions'])}; "
-        f"filter reasons: {json.dumps(r['filter_reasons'])}.", "",
+        f"filter reasons: {json.dumps(r['filter_reasons'])}.",
+        f"Reflector answers that parsed as JSON: {r['reflections_valid_json']} of {r['reflections']}. "
+        f"Share of groups the initial guidance predicted `fail`: {r['v0_predicted_fail_share']:.2f} "
+        f"(true fail share {r['data']['fail_labels'] / r['data']['records']:.2f}).", "",
         f"First reflector answer (truncated): `{example}`", "",
+        "How to read it: v0 is the initial guidance (mission focus G0 plus scaffold rules), the learned row is "
+        "the version the loop kept by eval accuracy (the same version when no edit was accepted). Eval "
+        "records belong to groups the reflector never saw. Rollouts are greedy and constrained to the "
+        "verdict contract, so the format-ok rate measures the constraint, not the model; accuracy measures "
+        "the model's choice between the two forced first lines.", "",
         "Command:", "", "```bash", COMMAND, "```", "",
     ]
     return "\n".join(lines)

@@ -38,7 +38,10 @@ class LLMResource(dg.ConfigurableResource):
     max_retries: int = Field(default=3, description="retries on timeout/429/5xx (openai backend)")
     n_mode: str = Field(default="fanout", description="fanout (n requests, seeds seed+i) | native (send n)")
     device: str = Field(default="cpu", description="torch device (transformers backend)")
-    dtype: str = Field(default="float32", description="float32 | bfloat16 | float16 (vllm also: auto)")
+    dtype: str = Field(
+        default="float32",
+        description="float32 | bfloat16 | float16; vllm also auto, and its float32 (the CPU default) means auto",
+    )
     batch_size: int = Field(default=8, description="conversations per generate call (transformers backend)")
     cpu_threads: int = Field(default=0, description="torch intra-op threads while decoding; 0 = torch default")
     structured_output: str = Field(
@@ -61,6 +64,9 @@ class LLMResource(dg.ConfigurableResource):
                 f"structured_output={self.structured_output!r} only applies to backend='openai'; "
                 f"backend={self.backend!r} constrains params.regex natively"
             )
+        dtypes = ("float32", "bfloat16", "float16") + (("auto",) if self.backend == "vllm" else ())
+        if self.dtype not in dtypes:
+            raise ValueError(f"dtype must be one of {dtypes} for backend={self.backend!r}, got {self.dtype!r}")
         for name in ("max_in_flight", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

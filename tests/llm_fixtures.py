@@ -98,9 +98,10 @@ OK_BODY = {
 
 
 class FaultInjectionServer:
-    """Test-only OpenAI-shaped server. Each request's `model` names a scenario; the scenario's script
-    (a list of actions) is consumed one action per request, the last action repeating. Actions:
-    "ok", "timeout" (sleep `hang_s` before answering), "429", "500", "400", "malformed"."""
+    """Test-only OpenAI-shaped server. A request's scenario is its last message's content if a script
+    has that name, else its `model`; the scenario's script (a list of actions) is consumed one action
+    per request, the last action repeating. Actions: "ok", "timeout" (sleep `hang_s` before
+    answering), "429", "500", "400", "malformed"."""
 
     def __init__(self, hang_s: float = 2.0) -> None:
         self.hang_s = hang_s
@@ -108,6 +109,8 @@ class FaultInjectionServer:
         self.hits: dict[str, int] = defaultdict(int)
         self.payloads: dict[str, list[dict]] = defaultdict(list)
         self.auth: dict[str, list[str | None]] = defaultdict(list)
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.peak_in_flight: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -121,13 +124,17 @@ class FaultInjectionServer:
         with self._lock:
             self.scripts[scenario] = deque(actions)
 
-    def _next_action(self, scenario: str, payload: dict, auth: str | None) -> str:
+    def _next_action(self, payload: dict, auth: str | None) -> tuple[str, str]:
         with self._lock:
+            content = payload["messages"][-1]["content"]
+            scenario = content if content in self.scripts else payload["model"]
             self.hits[scenario] += 1
             self.payloads[scenario].append(payload)
             self.auth[scenario].append(auth)
+            self.in_flight[scenario] += 1
+            self.peak_in_flight[scenario] = max(self.peak_in_flight[scenario], self.in_flight[scenario])
             actions = self.scripts[scenario]
-            return actions.popleft() if len(actions) > 1 else actions[0]
+            return scenario, actions.popleft() if len(actions) > 1 else actions[0]
 
     def _handler(self):
         outer = self
@@ -138,7 +145,14 @@ class FaultInjectionServer:
 
             def do_POST(self) -> None:
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                action = outer._next_action(payload["model"], payload, self.headers.get("Authorization"))
+                scenario, action = outer._next_action(payload, self.headers.get("Authorization"))
+                try:
+                    self._respond(action)
+                finally:
+                    with outer._lock:
+                        outer.in_flight[scenario] -= 1
+
+            def _respond(self, action: str) -> None:
                 if action == "timeout":
                     time.sleep(outer.hang_s)
                     action = "ok"

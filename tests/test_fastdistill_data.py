@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from qc_assets.fastdistill.canonical import (
+    canonical_dedup_frame,
     canonical_input,
     canonicalize_frame,
     decode_profile,
@@ -117,6 +118,8 @@ def test_polars_canonicalize_matches_python_and_dedups():
     kept, dropped = dedup_frame(frame)
     assert dropped == 2 and kept.height == len(questions)
     assert kept["question"].to_list() == questions  # first occurrence kept, order preserved
+    fused, fused_dropped = canonical_dedup_frame(pl.DataFrame(rows), profile)
+    assert fused_dropped == 2 and fused["sample_id"].to_list() == kept["sample_id"].to_list()
     with pytest.raises(ValueError, match="must be String"):
         canonicalize_frame(pl.DataFrame({"task_id": ["t"], "db_id": [1], "question": ["q"], "schema": ["s"]}), profile)
 
@@ -163,3 +166,21 @@ def test_split_rationale():
     assert split_rationale(text) == ("Use cities.", "SELECT name FROM cities")
     assert split_rationale("SELECT 1") == (None, "SELECT 1")
     assert split_rationale(None) == (None, None)
+
+
+def test_stage_inputs_on_a_records_file_splits_and_dedups(tmp_path):
+    from qc_assets.fastdistill.config import RunConfig
+    from qc_assets.fastdistill.pipeline import read_rows, stage_inputs
+
+    recs = synthetic_dataset(tmp_path / "src", seed=0, per_template=1)
+    lines = [json.dumps({k: v for k, v in r.items() if k != "split"}, ensure_ascii=False) for r in recs]
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(lines + lines[:3]) + "\n")  # three exact duplicates
+    out = stage_inputs(tmp_path / "run", "w", RunConfig(source="records", data_path=str(path)))
+    assert out["loaded"] == len(recs) + 3 and out["duplicates_dropped"] == 3
+    rows = read_rows(tmp_path / "run" / "dedup" / "records.parquet")
+    assert len(rows) == len(recs) and len({r["sample_id"] for r in rows}) == len(recs)
+    assert {r["split"] for r in rows} == {"train", "dev"}
+    manifest = json.loads((tmp_path / "run" / "dedup" / "manifest.json").read_text())
+    assert manifest["count"] == len(recs)
+    assert manifest["min_sample_id"] == min(r["sample_id"] for r in rows)

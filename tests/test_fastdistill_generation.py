@@ -105,7 +105,7 @@ _CHILD = textwrap.dedent(
 
 @pytest.mark.slow
 def test_kill_mid_generation_then_rerun_loses_nothing(tmp_path, embedded_llm):
-    total = 8
+    total = 5
     cache_path = tmp_path / "teacher" / CACHE_FILE
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path), str(total)], cwd=REPO, env=env,

@@ -38,7 +38,8 @@ def test_lora_sft_trains_only_adapters_and_student_is_evaluable(tmp_path, base):
     assert train[0]["gold_sql"] in answer
 
     train_dir = tmp_path / "data" / "fastdistill" / "r0" / "train"
-    report = train_lora(base[0], base[1], conversations, StudentConfig(steps=2, batch_size=2), train_dir)
+    cfg = StudentConfig(steps=2, batch_size=1, max_length=256)
+    report = train_lora(base[0], base[1], conversations, cfg, train_dir)
     assert report["trainable_tensors"] > 0
     assert report["trainable_tensors_changed"] == report["trainable_tensors"]
     assert report["frozen_tensors_changed"] == 0

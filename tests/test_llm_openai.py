@@ -193,6 +193,37 @@ def test_failures_do_not_disturb_order(fault_server):
     assert [r[0].ok for r in bad.chat(QUESTIONS, DecodeParams())] == [False] * len(QUESTIONS)
 
 
+def test_aiter_does_not_wait_for_a_slow_request(fault_server):
+    fault_server.script("slow-first", ["timeout"])
+    fault_server.script("fast-rest", ["ok"])
+    conversations = [[{"role": "user", "content": c}] for c in ("slow-first", "a", "b")]
+    llm = fault_llm(fault_server, "fast-rest", timeout_s=30, max_in_flight=3)
+
+    async def collect():
+        return [(i, comps[0].ok) async for i, comps in llm.aiter_completions(conversations, DecodeParams())]
+
+    # the slow request was sent first but finishes last; the others are yielded before it
+    assert asyncio.run(collect())[-1] == (0, True)
+    assert [r[0].ok for r in llm.chat(conversations, DecodeParams())] == [True] * 3  # chat keeps input order
+
+
+def test_requests_in_flight_are_bounded(fault_server):
+    fault_server.script("bounded", ["timeout"])  # every request hangs, so they pile up if unbounded
+    llm = fault_llm(fault_server, "bounded", timeout_s=30, max_in_flight=2)
+    out = llm.chat(QUESTIONS, DecodeParams())
+    assert all(r[0].ok for r in out)
+    assert fault_server.hits["bounded"] == len(QUESTIONS)
+    assert fault_server.peak_in_flight["bounded"] == 2
+
+
+def test_chat_inside_a_running_loop_points_to_achat():
+    async def call():
+        OpenAIChatLLM("http://127.0.0.1:9/v1", "m").chat(QUESTIONS[:1], DecodeParams())
+
+    with pytest.raises(RuntimeError, match="achat"):
+        asyncio.run(call())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

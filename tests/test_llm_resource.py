@@ -31,6 +31,7 @@ def test_smollm2_gguf_path_points_at_the_embedded_file():
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"timeout_s": 0}, "timeout_s"),
         ({"cpu_threads": -1}, "cpu_threads"),
+        ({"dtype": "auto"}, "dtype must be one of"),
     ],
 )
 def test_bad_config_raises_clear_value_error(config, match):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
+from transformers import AutoModelForCausalLM
 from llm_fixtures import smollm2_gguf, smollm2_llm  # noqa: F401  (pytest fixtures)
 
 from resources.constrained import VERDICT_REGEX
@@ -62,17 +64,18 @@ def test_token_counts_and_finish_reason(smollm2_llm):
 
 
 def test_seeded_sampling_is_reproducible(smollm2_llm):
-    sampled = DecodeParams(temperature=0.9, top_p=0.95, max_new_tokens=10, seed=7, n=2)
-    first = smollm2_llm.chat(PROMPTS, sampled)
-    again = smollm2_llm.chat(PROMPTS, sampled)
-    other = smollm2_llm.chat(PROMPTS, DecodeParams(temperature=0.9, top_p=0.95, max_new_tokens=10, seed=8, n=2))
+    prompts = PROMPTS[:3]
+    sampled = DecodeParams(temperature=0.9, top_p=0.95, max_new_tokens=8, seed=7, n=2)
+    first = smollm2_llm.chat(prompts, sampled)
+    again = smollm2_llm.chat(prompts, sampled)
+    other = smollm2_llm.chat(prompts, DecodeParams(temperature=0.9, top_p=0.95, max_new_tokens=8, seed=8, n=2))
     texts = [[c.text for c in row] for row in first]
     assert all(len(row) == 2 for row in texts)
     assert texts == [[c.text for c in row] for row in again]
     assert texts != [[c.text for c in row] for row in other]
     # sample i uses seed + i, so the two samples of a prompt differ somewhere
     assert any(row[0] != row[1] for row in texts)
-    assert [row[1].extra["seed"] for row in first] == [8] * len(PROMPTS)
+    assert [row[1].extra["seed"] for row in first] == [8] * len(prompts)
 
 
 def test_greedy_n_repeats_one_decode(smollm2_llm):
@@ -94,6 +97,26 @@ def test_constrained_output_matches_verdict_regex(smollm2_llm, temperature):
 def test_constraint_rejects_unknown_regex(smollm2_llm):
     with pytest.raises(ValueError, match="VERDICT_REGEX"):
         smollm2_llm.chat(PROMPTS[:1], DecodeParams(regex=r"\d+"))
+
+
+def test_hf_model_folder_matches_the_gguf(smollm2_llm, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("smollm2_hf")
+    # A GGUF-loaded model refuses save_pretrained; copy its dequantised weights into a plain model.
+    config = copy.deepcopy(smollm2_llm.model.config)
+    for attr in ("quantization_config", "gguf_file"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(smollm2_llm.model.state_dict())
+    plain.save_pretrained(folder)
+    smollm2_llm.tokenizer.save_pretrained(folder)
+    from_folder = TransformersChatLLM(folder, batch_size=4, num_threads=1)
+    assert from_folder.model is not smollm2_llm.model
+    assert from_folder.fingerprint == model_fingerprint(folder, None, "float32") != smollm2_llm.fingerprint
+    params = DecodeParams(max_new_tokens=8)
+    assert [r[0].text for r in from_folder.chat(PROMPTS[:2], params)] == [
+        r[0].text for r in smollm2_llm.chat(PROMPTS[:2], params)
+    ]
 
 
 def test_bad_config_is_rejected(smollm2_gguf, tmp_path):

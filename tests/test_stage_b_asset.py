@@ -16,7 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MISSION = "挡风板安装检查"
 
 TINY = StageBConfig(epochs=1, decode_grid=[[0.0, 1.0]], samples=1, max_new_tokens=8, constrained=False,
-                    reflection_max_new_tokens=16, rounds_per_epoch=1, bootstrap_samples=100)
+                    reflection_max_new_tokens=16, reflection_batch_size=2, rounds_per_epoch=1,
+                    bootstrap_samples=100)
 
 
 def write_records(root, n_groups: int = 4) -> None:

@@ -36,6 +36,7 @@ def tiny_records() -> list[dict]:
 
 CONFIG = StageBLoopConfig(epochs=1, decode_grid=((0.0, 1.0),), samples=1, max_new_tokens=8, constrained=False,
                           rollout_batch_size=2, reflection_max_new_tokens=24, reflection_temperature=0.0,
+                          reflection_batch_size=2,
                           rounds_per_epoch=1, bootstrap_samples=200)
 
 

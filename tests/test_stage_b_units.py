@@ -94,10 +94,12 @@ def test_filters_and_rejected_memory():
         RuleOp("add", text="图片2显示缺失则不通过"),  # case reference
         RuleOp("add", text="空槽位未装挡风板判为不通过"),  # fine
         RuleOp("add", text="空槽位未装挡风板判为不通过"),  # repeated within the batch
+        RuleOp("add", text="<新规则>"),  # the prompt's example copied
+        RuleOp("update", text="改写后的规则", ids=("G1",)),
     ]
     reasons = [why for _, why in filter_ops(ops, g, summaries, rejected)]
     assert reasons == ["copies_summary", "hedge", "duplicate", "previously_rejected", "invalid_target",
-                       "copies_summary", None, "duplicate"]
+                       "copies_summary", None, "duplicate", "placeholder", "placeholder"]
 
 
 def test_rollout_plan_pairs_seeds_and_collapses_greedy():

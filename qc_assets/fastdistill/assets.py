@@ -85,7 +85,7 @@ def fastdistill_inputs(
         "fastdistill/duplicates_dropped": out["duplicates_dropped"],
         "fastdistill/train_inputs": sum(r["split"] == "train" for r in rows),
         "fastdistill/dev_inputs": sum(r["split"] == "dev" for r in rows),
-        "manifest": dg.MetadataValue.json(out["reports"]["manifest"] | {"columns": len(rows[0]) if rows else 0}),
+        "manifest": dg.MetadataValue.json(out["reports"]["manifest"]),
         "preview": md_preview(rows, cols),
         "sample": table(rows[:10], cols),
     })

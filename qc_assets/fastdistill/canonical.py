@@ -73,9 +73,7 @@ def _hash_series(series: pl.Series) -> pl.Series:
     return pl.Series([hashlib.sha256(s.encode("utf-8")).hexdigest() for s in series], dtype=pl.String)
 
 
-def canonicalize_frame(df: pl.DataFrame, profile: str, key_fields: Sequence[str] = KEY_FIELDS) -> pl.DataFrame:
-    """Vectorised `with_ids` for string key fields: NFC + strip + JSON encode in polars; sha256
-    (which polars lacks) over the unique strings only."""
+def _with_keys(df: pl.DataFrame, profile: str, key_fields: Sequence[str]) -> pl.DataFrame:
     for k in (*key_fields, "task_id", "schema"):
         if k not in df.columns:
             raise ValueError(f"frame lacks column {k!r}; expected {sorted({*key_fields, 'task_id', 'schema'})}")
@@ -93,8 +91,25 @@ def canonicalize_frame(df: pl.DataFrame, profile: str, key_fields: Sequence[str]
     keys = pl.concat_str(
         [pl.col("task_id"), pl.col("schema_hash"), pl.col("canonical_input"), pl.lit(profile)], separator="|"
     )
-    out = out.with_columns(decode_profile=pl.lit(profile), _key=keys)
+    return out.with_columns(decode_profile=pl.lit(profile), _key=keys)
+
+
+def canonicalize_frame(df: pl.DataFrame, profile: str, key_fields: Sequence[str] = KEY_FIELDS) -> pl.DataFrame:
+    """Vectorised `with_ids` for string key fields: NFC + strip + JSON encode in polars; sha256
+    (which polars lacks) in one tight loop per row."""
+    out = _with_keys(df, profile, key_fields)
     return out.with_columns(sample_id=_hash_series(out["_key"])).drop("_key")
+
+
+def canonical_dedup_frame(
+    df: pl.DataFrame, profile: str, key_fields: Sequence[str] = KEY_FIELDS
+) -> tuple[pl.DataFrame, int]:
+    """Canonicalize and keep the first row per sample_id, hashing only the unique keys (equal
+    keys give equal sha256, so deduplicating on the key first is exact); returns (frame, dropped)."""
+    out = _with_keys(df, profile, key_fields)
+    kept = out.unique(subset="_key", keep="first", maintain_order=True)
+    kept = kept.with_columns(sample_id=_hash_series(kept["_key"])).drop("_key")
+    return kept, df.height - kept.height
 
 
 def dedup_frame(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:

@@ -21,7 +21,7 @@ from qc_assets.fastdistill.reports import run_metrics, stage_timing, timing_repo
 from qc_assets.fastdistill.scoring import exec_rows, gate_rows, judge_rows, score_rows
 from qc_assets.fastdistill.select_export import KeepRules, preference_pairs, select_rows, sft_rows
 from qc_assets.fastdistill.teacher import candidate_rows, decode_profile_for, run_teacher
-from qc_assets.fastdistill.text2sql_data import synthetic_dataset
+from qc_assets.fastdistill.text2sql_data import split_examples, synthetic_dataset
 from resources.llm import ChatLLM, DecodeParams
 from resources.store import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 
@@ -52,10 +52,15 @@ def _load_source(cfg: RunConfig, run_dir: Path) -> list[dict]:
     if cfg.source == "synthetic":
         return synthetic_dataset(run_dir / "source", cfg.seed, cfg.per_template, cfg.dev_fraction)
     if cfg.source == "wikisql":
-        return load_wikisql(Path(cfg.data_path), Path(cfg.tables_path), Path(cfg.db_path), "train")
-    if cfg.source == "spider":
-        return load_spider(Path(cfg.data_path), Path(cfg.db_path), "train")
-    return load_records_jsonl(Path(cfg.data_path))
+        records = load_wikisql(Path(cfg.data_path), Path(cfg.tables_path), Path(cfg.db_path), "train")
+    elif cfg.source == "spider":
+        records = load_spider(Path(cfg.data_path), Path(cfg.db_path), "train")
+    else:
+        records = load_records_jsonl(Path(cfg.data_path))
+    if {r["split"] for r in records} == {"train", "dev"}:
+        return records
+    # one file without a held-out part: split it the same seeded way as the synthetic set
+    return split_examples(records, cfg.seed, cfg.dev_fraction)
 
 
 def _cap(records: list[dict], split: str, limit: int) -> list[dict]:

@@ -99,7 +99,8 @@ def train_lora(
     merged = model.merge_and_unload()
     merged.eval()
     _drop_gguf_tag(merged)
-    merged.save_pretrained(out_dir / "model")
+    # bfloat16 on disk halves the write; the transformers backend loads it back as float32.
+    merged.to(torch.bfloat16).save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     return {
         "steps": cfg.steps, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "lora_r": cfg.lora_r,

@@ -9,7 +9,7 @@ from qc_assets.stage_b.gate import GateThresholds
 
 @dataclass(frozen=True)
 class StageBLoopConfig:
-    epochs: int = field(default=2, metadata={"help": "max epochs; the loop stops earlier once an epoch accepts no edit"})
+    epochs: int = field(default=2, metadata={"help": "max epochs; stops earlier once an epoch accepts no edit"})
     decode_grid: tuple[tuple[float, float], ...] = field(
         default=((0.7, 0.9),), metadata={"help": "(temperature, top_p) settings each group is rolled out under"})
     samples: int = field(default=2, metadata={"help": "samples per sampled setting (greedy settings use one)"})
@@ -32,7 +32,7 @@ class StageBLoopConfig:
     gate_chunk_size: int = field(
         default=0, metadata={"help": "roll a candidate out this many groups at a time and stop once it cannot "
                                      "pass the gate; 0 = whole train pool at once"})
-    label_hint: bool = field(default=False, metadata={"help": "show the reviewers' label to the reflector (experiments)"})
+    label_hint: bool = field(default=False, metadata={"help": "show reviewers' labels to the reflector (experiments)"})
 
     def __post_init__(self) -> None:
         grid = tuple((float(t), float(p)) for t, p in self.decode_grid)

@@ -1,8 +1,8 @@
 """Cheap filters run on proposed edits before the (expensive) gate.
 
-They drop rules that copy a summary (they fit one group, not a pattern), hedge (a third state the
-verdict contract cannot express), duplicate an existing rule, touch immutable rules, or repeat an
-edit the gate already rejected in this run.
+They drop rules that copy the prompt's example (placeholders), copy a summary (they fit one group,
+not a pattern), hedge (a third state the verdict contract cannot express), duplicate an existing
+rule, touch immutable rules, or repeat an edit the gate already rejected in this run.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from qc_assets.stage_b.guidance import Guidance, RuleOp
+from qc_assets.stage_b.prompts import PLACEHOLDERS
 
 HEDGES = ("视情况", "无法判断", "无法确定", "不确定", "待定", "待复核", "人工复核", "需复核", "进一步确认",
           "部分通过", "酌情", "maybe", "unsure", "unknown")
@@ -20,6 +21,8 @@ MAX_RULE_CHARS = 200
 COPY_MIN_RUN = 12  # a shared run this long with a summary is copying
 COPY_SHARE = 0.7  # or a shared run covering this share of the rule
 DUPLICATE_JACCARD = 0.8
+# The schema example's texts, with and without brackets, and the old-style example words.
+_PLACEHOLDERS = {re.sub(r"[<>]", "", p) for p in PLACEHOLDERS} | {"新规则", "改写后的规则", "合并后的规则", "规则"}
 
 
 def normalize(text: str) -> str:
@@ -48,6 +51,8 @@ def bigram_jaccard(a: str, b: str) -> float:
 def text_problem(text: str, existing: Iterable[str], summaries: Sequence[str]) -> str | None:
     """The filter reason for a rule text, or None if it may go to the gate."""
     norm = normalize(text)
+    if "<" in text or ">" in text or norm in _PLACEHOLDERS:
+        return "placeholder"
     if len(norm) < MIN_RULE_CHARS or len(norm) > MAX_RULE_CHARS:
         return "length"
     lowered = text.lower()

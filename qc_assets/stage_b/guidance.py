@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -77,7 +77,6 @@ class Guidance:
     items: tuple[GuidanceItem, ...]
     next_learned: int = 1
     version: int = 0
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.items, key=lambda it: rule_sort_key(it.id)))

@@ -57,9 +57,14 @@ def build_messages(mission, guidance: Guidance, record: dict) -> list[dict]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+# Placeholders are in angle brackets so a reflector that copies the example is caught by the filters.
+PLACEHOLDERS = ("<新规则>", "<新文本>", "<合并后的规则>")
 REFLECTION_SCHEMA = (
-    '{"operations": [{"op": "add", "text": "新规则"}, {"op": "update", "id": "G1", "text": "改写后的规则"}, '
-    '{"op": "remove", "id": "G2"}, {"op": "merge", "ids": ["G1", "G2"], "text": "合并后的规则"}]}'
+    '{"operations": [操作, ...]}，操作为以下之一：\n'
+    '{"op": "add", "text": "<新规则>"}\n'
+    '{"op": "update", "id": "G1", "text": "<新文本>"}\n'
+    '{"op": "remove", "id": "G1"}\n'
+    '{"op": "merge", "ids": ["G1", "G2"], "text": "<合并后的规则>"}'
 )
 
 
@@ -75,7 +80,7 @@ def build_reflection_messages(mission, guidance: Guidance, cases: list[dict], re
         "以及判对的对照案例。请提出少量规则修改，使模型以后判对。\n"
         "要求：规则要概括（不要抄写摘要原文、不要提组号或图片编号），只能给出通过或不通过的明确标准，"
         "不要写“视情况”“无法判断”之类的模糊说法。G0 和 S 开头的规则不能修改。\n"
-        f"只输出一个 JSON 对象，格式如下：\n{REFLECTION_SCHEMA}"
+        f"只输出一个 JSON 对象，通常只含一两个操作：\n{REFLECTION_SCHEMA}"
     )
     blocks = []
     for i, case in enumerate(cases, start=1):

@@ -165,7 +165,8 @@ def reflection_round(ctx: LoopContext, state: PoolState, epoch: int, rnd: int) -
     for idx, op in to_gate:
         before = ctx.engine.counter.rollout_calls
         cand = replace(parent.apply(op, epoch=epoch, groups=case_groups), version=-1)
-        result, cand_rows, early = _gate_candidate(ctx, state, cand, epoch, derive_seed(cfg.seed, "gate", epoch, rnd, idx))
+        gate_seed = derive_seed(cfg.seed, "gate", epoch, rnd, idx)
+        result, cand_rows, early = _gate_candidate(ctx, state, cand, epoch, gate_seed)
         spent = ctx.engine.counter.rollout_calls - before
         ctx.log(f"epoch {epoch} round {rnd}: {op.op} {op.ids} {op.text!r} -> gate "
                 f"{'accept' if result.accepted else 'reject'} {list(result.reasons)}")
@@ -188,7 +189,7 @@ def reflection_round(ctx: LoopContext, state: PoolState, epoch: int, rnd: int) -
         eval_runs[idx] = (rows, outs, ctx.engine.counter.rollout_calls - before)
         return eval_veto(state.eval_out, outs, cfg.thresholds)
 
-    chosen, outcomes = choose_edit(passed, veto_of)
+    _, outcomes = choose_edit(passed, veto_of)
     new_state = None
     for (idx, op, cand, result, cand_rows, spent), decision, veto in outcomes:
         spent += eval_runs.get(idx, (None, None, 0))[2]

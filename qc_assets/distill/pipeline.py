@@ -1,0 +1,115 @@
+"""Distillation after Stage-B convergence: teacher answers -> label filter -> chatml corpus.
+
+Runs once on the kept guidance version, never inside the learning loop (the earlier system
+distilled inside the loop and exported candidates without checking them against the label).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from qc_assets.distill.config import DistillConfig
+from qc_assets.distill.export import chatml_rows, pair_rows, rejected_rows, write_outputs
+from qc_assets.distill.select import (
+    hard_records,
+    judge_answers,
+    majority_wrong_records,
+    preference_pairs,
+    reason_counts,
+)
+from qc_assets.distill.teacher import ANSWERS_FILE, TeacherRun, run_teacher
+from qc_assets.stage_b.guidance import Guidance
+from qc_assets.stage_b.prompts import build_messages
+from resources.llm import ChatLLM
+from resources.store import atomic_write_json
+
+REQUIRED = ("record_id", "group_id", "mission", "label", "per_image", "image_sha256")
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    mission: str
+    guidance_version: int
+    guidance_hash: str
+    teacher: str
+    n_groups: int
+    n_answers: int
+    kept_answers: int
+    rejected: dict[str, int]
+    rows: list[dict]
+    n_pairs: int
+    hard_groups: int
+    majority_wrong_groups: int
+    teacher_run: TeacherRun
+    paths: dict[str, Path]
+
+    @property
+    def keep_rate(self) -> float:
+        return self.kept_answers / self.n_answers if self.n_answers else 0.0
+
+    @property
+    def label_counts(self) -> dict[str, int]:
+        counts = Counter(r["label"] for r in self.rows)
+        return {"pass": counts.get("pass", 0), "fail": counts.get("fail", 0)}
+
+    def summary(self) -> dict:
+        t = self.teacher_run
+        return {
+            "mission": self.mission, "guidance_version": self.guidance_version, "guidance_hash": self.guidance_hash,
+            "teacher": self.teacher, "groups": self.n_groups, "answers": self.n_answers,
+            "kept_answers": self.kept_answers, "keep_rate": self.keep_rate, "rows": len(self.rows),
+            "label_counts": self.label_counts, "rejected": self.rejected, "preference_pairs": self.n_pairs,
+            "hard_groups": self.hard_groups, "majority_wrong_groups": self.majority_wrong_groups,
+            "teacher_calls": t.teacher_calls, "cached": t.cached, "failed": t.failed,
+            "chat_requests": t.chat_requests, "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens, "paths": {k: str(v) for k, v in self.paths.items()},
+        }
+
+
+def validate_records(records: Sequence[dict], mission_name: str) -> list[dict]:
+    if not records:
+        raise ValueError(f"no Stage-A records for mission {mission_name!r}")
+    for i, rec in enumerate(records):
+        missing = [k for k in REQUIRED if k not in rec]
+        if missing:
+            raise ValueError(f"Stage-A record #{i} lacks {missing}; expected fields {list(REQUIRED)}")
+        if rec["label"] not in ("pass", "fail"):
+            raise ValueError(f"record {rec['record_id']!r}: label must be 'pass' or 'fail', got {rec['label']!r}")
+        if rec["mission"] != mission_name:
+            raise ValueError(f"record {rec['record_id']!r} is for mission {rec['mission']!r}, not {mission_name!r}")
+    return sorted(records, key=lambda r: r["record_id"])
+
+
+def run_distill(records: Sequence[dict], mission, guidance: Guidance, llm: ChatLLM, config: DistillConfig,
+                out_dir: str | Path, trajectory_rows: Iterable[dict] = (),
+                log: Callable[[str], None] = print) -> DistillResult:
+    """Ask the teacher, filter against the labels, write the corpus; `trajectory_rows` are Stage-B's
+    rollouts, used only to find groups its majority got wrong (hard cases)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = validate_records(records, mission.name)
+    by_id = {r["record_id"]: r for r in records}
+    prompts = {rid: build_messages(mission, guidance, rec) for rid, rec in by_id.items()}
+    run = run_teacher(llm, mission, guidance, records, config, out_dir, log)
+    judged = judge_answers(run.answers, config)
+    wrong = majority_wrong_records(trajectory_rows, guidance.content_hash()) & set(by_id)
+    hard = hard_records(records, wrong, config)
+    teacher = llm.fingerprint
+    rows = chatml_rows(judged, by_id, prompts, guidance, teacher, hard, config.hard_case_factor)
+    pairs = pair_rows(preference_pairs(judged), by_id, prompts, guidance, teacher) if config.preference_pairs else []
+    paths = write_outputs(out_dir, rows, pairs, rejected_rows(judged))
+    paths["teacher_answers"] = out_dir / ANSWERS_FILE
+    result = DistillResult(
+        mission=mission.name, guidance_version=guidance.version, guidance_hash=guidance.content_hash(),
+        teacher=teacher, n_groups=len(records), n_answers=len(judged), kept_answers=sum(j.kept for j in judged),
+        rejected=reason_counts(judged), rows=rows, n_pairs=len(pairs), hard_groups=len(hard),
+        majority_wrong_groups=len(wrong), teacher_run=run, paths=paths,
+    )
+    paths["summary"] = atomic_write_json(out_dir / "summary.json", {**result.summary(), "config": config.to_dict()})
+    log(f"distill {mission.name}: kept {result.kept_answers}/{result.n_answers} answers "
+        f"(keep rate {result.keep_rate:.3f}), {len(rows)} rows, {len(pairs)} preference pairs, "
+        f"{run.teacher_calls} new teacher calls")
+    return result

@@ -1,0 +1,165 @@
+"""Fusion config: which chatml sources are mixed at which ratios, the LoRA policy and the eval gate.
+
+Dataclasses beside the code they configure (defaults + help + validation in `__post_init__`), and a
+YAML loader whose errors name the bad value and what was expected. `configs/fusion.example.yaml`
+is the shipped example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+SOURCE_TYPES = ("distill_chatml", "mission_corpus", "stage_a_summaries", "chatml_file")
+DEFAULT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str = field(metadata={"help": "unique name; keys the realised-ratio report"})
+    type: str = field(metadata={"help": f"one of {SOURCE_TYPES}"})
+    ratio: float = field(default=1.0, metadata={"help": "relative weight (> 0); normalised over non-empty sources"})
+    missions: tuple[str, ...] = field(default=(), metadata={
+        "help": "mission_corpus only: missions whose distill_chatml to read; empty = every other mission found"})
+    path: str = field(default="", metadata={"help": "chatml_file only: a JSONL of {messages: [...]} rows"})
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError(f"source name must be a non-empty string, got {self.name!r}")
+        if self.type not in SOURCE_TYPES:
+            raise ValueError(f"source {self.name!r}: unknown type {self.type!r}, expected one of {SOURCE_TYPES}")
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not self.ratio > 0:
+            raise ValueError(f"source {self.name!r}: ratio must be a number > 0, got {self.ratio!r}")
+        if self.type == "chatml_file":
+            if not self.path:
+                raise ValueError(f"source {self.name!r}: type chatml_file needs a path")
+            if not Path(self.path).is_file():
+                raise ValueError(f"source {self.name!r}: chatml file {self.path!r} does not exist")
+        elif self.path:
+            raise ValueError(f"source {self.name!r}: path is only used by type chatml_file, not {self.type!r}")
+        if self.missions and self.type != "mission_corpus":
+            raise ValueError(f"source {self.name!r}: missions is only used by type mission_corpus")
+
+
+@dataclass(frozen=True)
+class LoraSFTConfig:
+    last_k: int = field(default=2, metadata={"help": "LoRA on the language model's last K decoder blocks"})
+    r: int = field(default=8, metadata={"help": "LoRA rank"})
+    alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    projections: tuple[str, ...] = field(default=DEFAULT_PROJECTIONS, metadata={
+        "help": "attention/MLP projection names adapted inside each chosen block"})
+    max_steps: int = field(default=30, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=2, metadata={"help": "rows per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    learning_rate: float = field(default=5e-3, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_length: int = field(default=1024, metadata={"help": "rows longer than this many tokens are dropped"})
+    seed: int = field(default=0, metadata={"help": "seeds LoRA init, data order and dropout"})
+
+    def __post_init__(self) -> None:
+        for name in ("last_k", "r", "alpha", "max_steps", "batch_size", "grad_accum", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"lora.{name} must be an integer >= 1, got {value!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"lora.learning_rate must be > 0, got {self.learning_rate!r}")
+        if not self.projections:
+            raise ValueError("lora.projections must name at least one projection, e.g. q_proj")
+
+
+@dataclass(frozen=True)
+class EvalGateConfig:
+    tolerance: float = field(default=0.05, metadata={
+        "help": "largest allowed drop (absolute rate) of any gated metric, fused vs base"})
+    max_groups: int = field(default=8, metadata={"help": "held-out Stage-B groups evaluated"})
+    stage_a_images: int = field(default=4, metadata={"help": "held-out images for Stage-A format validity"})
+    max_new_tokens: int = field(default=32, metadata={"help": "greedy decode budget per answer"})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tolerance <= 1:
+            raise ValueError(f"eval.tolerance must be in [0, 1], got {self.tolerance!r}")
+        for name in ("max_groups", "stage_a_images", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"eval.{name} must be an integer >= 1, got {value!r}")
+
+
+def _default_sources() -> tuple[SourceConfig, ...]:
+    return (SourceConfig(name="stageb_teacher", type="distill_chatml", ratio=0.5),
+            SourceConfig(name="stage_a_summary", type="stage_a_summaries", ratio=0.5))
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    sources: tuple[SourceConfig, ...] = field(default_factory=_default_sources, metadata={
+        "help": "chatml sources and their ratios"})
+    total_rows: int = field(default=0, metadata={
+        "help": "rows in the mixed set; 0 = the sum of the non-empty sources' sizes"})
+    seed: int = field(default=0, metadata={"help": "seeds the mix (sampling and shuffle)"})
+    lora: LoraSFTConfig = field(default_factory=LoraSFTConfig)
+    eval: EvalGateConfig = field(default_factory=EvalGateConfig)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("fusion config needs at least one source")
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique, repeated: {dupes}")
+        if isinstance(self.total_rows, bool) or not isinstance(self.total_rows, int) or self.total_rows < 0:
+            raise ValueError(f"total_rows must be an integer >= 0, got {self.total_rows!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _build(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}, expected some of {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ValueError(f"{where}: {e}") from e
+
+
+def fusion_config_from_dict(data: dict, base_dir: Path | None = None) -> FusionConfig:
+    """Build a FusionConfig; relative chatml_file paths resolve against `base_dir` (the YAML's folder)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"fusion config must be a mapping, got {type(data).__name__}")
+    data = dict(data)
+    raw_sources = data.pop("sources", None)
+    if raw_sources is not None:
+        if not isinstance(raw_sources, (list, tuple)):
+            raise ValueError(f"sources must be a list, got {type(raw_sources).__name__}")
+        sources = []
+        for i, src in enumerate(raw_sources):
+            if isinstance(src, dict) and src.get("path") and base_dir is not None and not Path(src["path"]).is_absolute():
+                src = {**src, "path": str(base_dir / src["path"])}
+            sources.append(_build(SourceConfig, src, f"sources[{i}]"))
+        data["sources"] = tuple(sources)
+    if "lora" in data:
+        data["lora"] = _build(LoraSFTConfig, data["lora"], "lora")
+    if "eval" in data:
+        data["eval"] = _build(EvalGateConfig, data["eval"], "eval")
+    return _build(FusionConfig, data, "fusion config")
+
+
+def load_fusion_config(path: str | Path) -> FusionConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"fusion config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"fusion config {str(path)!r} is not valid YAML: {e}") from e
+    return fusion_config_from_dict(data or {}, base_dir=path.parent)

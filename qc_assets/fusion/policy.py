@@ -1,0 +1,72 @@
+"""Model-library-free pieces of the LoRA policy: which modules get adapters, which stay frozen, and
+the assistant-only label mask. Shared by LoRA SFT and GRPO.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+IGNORE_INDEX = -100
+# A decoder block's projection: `model.language_model.layers.3.mlp.up_proj` (Qwen3-VL) or
+# `model.layers.3.self_attn.q_proj` (a plain causal LM such as SmolLM2).
+_LAYER_PROJ = re.compile(r"^(?P<prefix>(?:.*\.)?layers)\.(?P<idx>\d+)\.(?:self_attn|mlp)\.(?P<proj>\w+)$")
+# Everything under the vision tower, its merger and the deepstack mergers.
+VISION_MARKERS = ("visual.",)
+
+
+def is_vision_param(name: str) -> bool:
+    return any(m in name for m in VISION_MARKERS) or name.startswith("visual")
+
+
+def lora_target_modules(module_names: Iterable[str], last_k: int, projections: Sequence[str]) -> list[str]:
+    """Full module names of the chosen projections in the language model's last `last_k` blocks.
+
+    Names are built from the model's own layer list, so a model with fewer blocks than `last_k`, or one
+    without the named projections, is an error rather than a silently different adapter.
+
+    >>> names = [f"model.language_model.layers.{i}.self_attn.q_proj" for i in range(3)]
+    >>> lora_target_modules(names + ["model.visual.blocks.0.attn.qkv"], 2, ["q_proj"])
+    ['model.language_model.layers.1.self_attn.q_proj', 'model.language_model.layers.2.self_attn.q_proj']
+    """
+    if last_k < 1:
+        raise ValueError(f"last_k must be >= 1, got {last_k}")
+    found: dict[int, list[str]] = {}
+    prefixes = set()
+    for name in module_names:
+        if is_vision_param(name):
+            continue
+        m = _LAYER_PROJ.match(name)
+        if m and m.group("proj") in projections:
+            found.setdefault(int(m.group("idx")), []).append(name)
+            prefixes.add(m.group("prefix"))
+    if not found:
+        raise ValueError(f"no language-model projections named {list(projections)} under a '.layers.<n>.' path")
+    if len(prefixes) != 1:
+        raise ValueError(f"expected one decoder layer list, found several: {sorted(prefixes)}")
+    n_layers = max(found) + 1
+    if last_k > n_layers:
+        raise ValueError(f"last_k={last_k} but the language model has {n_layers} decoder layers")
+    chosen = range(n_layers - last_k, n_layers)
+    missing = [i for i in chosen if i not in found]
+    if missing:
+        raise ValueError(f"decoder layers {missing} have none of the projections {list(projections)}")
+    targets = [name for i in chosen for name in sorted(found[i])]
+    per_layer = {len(found[i]) for i in chosen}
+    if len(per_layer) != 1:
+        raise ValueError(f"layers {list(chosen)} differ in which of {list(projections)} they have")
+    return targets
+
+
+def assistant_labels(prompt_len: int, completion_ids: Sequence[int], end_id: int) -> list[int]:
+    """Labels for `prompt + completion`: IGNORE for the prompt, the completion's ids up to and including
+    its last `end_id` (the turn's end token), IGNORE for what the template adds after it (a newline).
+
+    >>> assistant_labels(2, [7, 8, 9, 4], end_id=9)
+    [-100, -100, 7, 8, 9, -100]
+    """
+    ids = list(completion_ids)
+    if end_id not in ids:
+        raise ValueError(f"the assistant turn has no end token id {end_id}; cannot mask the reply span")
+    last = len(ids) - 1 - ids[::-1].index(end_id)
+    return [IGNORE_INDEX] * prompt_len + ids[: last + 1] + [IGNORE_INDEX] * (len(ids) - last - 1)

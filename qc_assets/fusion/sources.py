@@ -1,0 +1,124 @@
+"""Load each fusion source into uniform chatml examples.
+
+An example is `{"source", "messages", "images", "group_id", "mission"}`. Text-only rows (distill,
+other missions, external chat) have `images == []`; Stage-A summary rows are one per photo:
+[system = Stage-A system prompt, user = [image, Stage-A user prompt], assistant = the summary] with
+the photo's absolute path in `images`. Groups held out for this mission's evaluation are dropped
+from this mission's sources, so the gate never scores the checkpoint on what it trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qc_assets.fusion.config import SourceConfig
+from qc_assets.missions import get_mission
+from qc_assets.stage_a import prompts as stage_a_prompts
+from resources.store import read_jsonl
+
+DISTILL_ASSET = "distill_chatml"
+DISTILL_FILE = "distill_chatml.jsonl"
+STAGE_A_ASSET = "stage_a_summaries"
+_ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class LoadedSource:
+    config: SourceConfig
+    examples: list[dict]
+    note: str = ""  # why a source is empty or smaller than its file
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
+
+
+def validate_chatml(messages, where: str) -> list[dict]:
+    """ValueError unless messages are [.., user, assistant] with known roles and a non-empty reply."""
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise ValueError(f"{where}: messages must be a list of at least [user, assistant], got {messages!r:.200}")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or msg.get("role") not in _ROLES:
+            raise ValueError(f"{where}: message {i} must have role in {_ROLES}, got {msg!r:.200}")
+    if messages[-1]["role"] != "assistant":
+        raise ValueError(f"{where}: last message must be the assistant reply, got role {messages[-1]['role']!r}")
+    reply = messages[-1].get("content")
+    if not isinstance(reply, str) or not reply.strip():
+        raise ValueError(f"{where}: assistant reply must be a non-empty string, got {reply!r:.200}")
+    return messages
+
+
+def _chatml_examples(rows: Iterable[dict], source: str, where: str, exclude_groups: set[str],
+                     mission: str | None) -> tuple[list[dict], dict[str, int]]:
+    out, dropped = [], {}
+    for i, row in enumerate(rows):
+        gid = row.get("group_id")
+        row_mission = row.get("mission", mission)
+        if gid is not None and row_mission == mission and gid in exclude_groups:
+            dropped["held_out_group"] = dropped.get("held_out_group", 0) + 1
+            continue
+        messages = validate_chatml(row.get("messages"), f"{where} row {i}")
+        out.append({"source": source, "messages": messages, "images": [], "group_id": gid, "mission": row_mission})
+    return out, dropped
+
+
+def stage_a_examples(records: list[dict], mission_name: str, images_root: Path, source: str = "stage_a_summary",
+                     exclude_groups: frozenset[str] | set[str] = frozenset()) -> tuple[list[dict], dict[str, int]]:
+    """One SFT row per summarised photo; photos that no longer exist are dropped and counted."""
+    mission = get_mission(mission_name)
+    system, user = stage_a_prompts.system_prompt(), stage_a_prompts.user_prompt(mission)
+    out, dropped = [], {}
+    for rec in records:
+        if rec["group_id"] in exclude_groups:
+            dropped["held_out_group"] = dropped.get("held_out_group", 0) + 1
+            continue
+        for n, rel in enumerate(rec["images"], start=1):
+            summary = rec["per_image"].get(f"image_{n}", "")
+            path = Path(images_root) / mission_name / rel
+            if not summary.strip():
+                dropped["empty_summary"] = dropped.get("empty_summary", 0) + 1
+                continue
+            if not path.is_file():
+                dropped["missing_image"] = dropped.get("missing_image", 0) + 1
+                continue
+            out.append({"source": source, "images": [str(path)], "group_id": rec["group_id"], "mission": mission_name,
+                        "messages": [{"role": "system", "content": system},
+                                     {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user}]},
+                                     {"role": "assistant", "content": summary.strip()}]})
+    return out, dropped
+
+
+def distill_path(data_root: Path, mission: str) -> Path:
+    return Path(data_root) / DISTILL_ASSET / mission / DISTILL_FILE
+
+
+def load_source(src: SourceConfig, *, mission: str, data_root: Path, images_root: Path,
+                exclude_groups: set[str]) -> LoadedSource:
+    data_root = Path(data_root)
+    if src.type == "distill_chatml":
+        path = distill_path(data_root, mission)
+        if not path.exists():
+            return LoadedSource(src, [], note=f"{path} missing: materialize distill_chatml for {mission!r}")
+        examples, dropped = _chatml_examples(read_jsonl(path), src.name, str(path), exclude_groups, mission)
+        return LoadedSource(src, examples, note="" if examples else f"{path} has no usable rows", dropped=dropped)
+    if src.type == "mission_corpus":
+        root = data_root / DISTILL_ASSET
+        names = list(src.missions) or sorted(p.name for p in root.glob("*") if p.is_dir() and p.name != mission)
+        examples, missing = [], []
+        for other in names:
+            path = distill_path(data_root, other)
+            if not path.exists():
+                missing.append(other)
+                continue
+            rows, _ = _chatml_examples(read_jsonl(path), src.name, str(path), set(), None)
+            examples.extend(rows)
+        note = f"no distill_chatml for missions {missing}" if missing else ("" if names else "no other mission corpora")
+        return LoadedSource(src, examples, note=note)
+    if src.type == "stage_a_summaries":
+        path = data_root / STAGE_A_ASSET / mission / "records.jsonl"
+        if not path.exists():
+            return LoadedSource(src, [], note=f"{path} missing: materialize stage_a_summaries for {mission!r}")
+        examples, dropped = stage_a_examples(read_jsonl(path), mission, images_root, src.name, exclude_groups)
+        return LoadedSource(src, examples, note="" if examples else "no usable Stage-A summaries", dropped=dropped)
+    # chatml_file: the config already checked the file exists.
+    examples, dropped = _chatml_examples(read_jsonl(Path(src.path)), src.name, src.path, set(), None)
+    return LoadedSource(src, examples, note="" if examples else f"{src.path} has no rows", dropped=dropped)
