@@ -35,6 +35,9 @@ def llm_from_env(prefix: str) -> LLMResource:
         "model": _env(f"{prefix}_MODEL", ""),
         "device": _env("QC_DEVICE", "cpu"),
         "structured_output": _env(f"{prefix}_STRUCTURED_OUTPUT", "none"),
+        # one decode thread by default: on a small shared CPU, torch's default threads oversubscribe the
+        # cores and decoding slows down many times; 0 = torch default
+        "cpu_threads": int(_env("QC_CPU_THREADS", "1")),
     }
     if f"{prefix}_API_KEY" in os.environ:  # a secret: only ever through EnvVar
         settings["api_key"] = dg.EnvVar(f"{prefix}_API_KEY")

@@ -40,6 +40,7 @@ FAIL_PATTERNS = {
 # Near misses: defect words, negated or resolved; the group still passes.
 NEAR_MISS = ["挡风板无松动，未见缝隙", "未发现螺丝缺失，挡风板固定牢固", "槽位无空置，挡风板齐全",
              "原空槽位已补装挡风板"]
+FIXED = "问题已整改，挡风板安装到位"
 FILLER = ["机柜正面，BBU安装在第二层，指示灯正常", "机柜侧面，线缆绑扎整齐", "空槽位均已安装挡风板，安装到位",
           "机柜整体照片，柜门完好", "挡风板齐全，螺丝紧固", "接地排清晰可见，标签完整"]
 
@@ -51,20 +52,22 @@ def generate(n_groups: int, noise: float, seed: int) -> tuple[list[dict], dict]:
         n_images = rng.randint(2, 3)
         texts = rng.sample(FILLER, n_images)
         fail = rng.random() < 0.5
+        spot = rng.randrange(n_images)
         if fail:
             rule = rng.choice(sorted(FAIL_PATTERNS))
-            texts[rng.randrange(n_images)] = rng.choice(FAIL_PATTERNS[rule]).format(k=rng.randint(1, 3))
+            texts[spot] = rng.choice(FAIL_PATTERNS[rule]).format(k=rng.randint(1, 3))
             stats[f"rule:{rule}"] += 1
         elif rng.random() < 0.5:
-            texts[rng.randrange(n_images)] = rng.choice(NEAR_MISS)
+            texts[spot] = rng.choice(NEAR_MISS)
             stats["near_miss"] += 1
         label = "fail" if fail else "pass"
         if rng.random() < noise:
             label = "pass" if fail else "fail"
             stats["noisy_label"] += 1
         records.append(_record(f"g{g:03d}", label, texts))
-        if g % 8 == 0 and fail:  # a resubmission: the same group fixed and passed
-            records.append(_record(f"g{g:03d}", "pass", [*texts[:-1], "原空槽位已补装挡风板"], suffix="resub"))
+        if g % 8 == 0 and fail:  # a resubmission: the same group with the defect fixed, passed
+            fixed = [*texts[:spot], FIXED, *texts[spot + 1:]]
+            records.append(_record(f"g{g:03d}", "pass", fixed, suffix="resub"))
             stats["resubmission"] += 1
     stats["records"] = len(records)
     stats["fail_labels"] = sum(r["label"] == "fail" for r in records)
@@ -123,7 +126,8 @@ def render(r: dict) -> str:
         f"seed {r['seed']}. Generated data: {json.dumps(r['data'], ensure_ascii=False)}; "
         f"{r['n_train']} train / {r['n_eval']} eval records (split by group).",
         f"Loop: {r['config']['epochs']} max epochs, grid {r['config']['decode_grid']} x {r['config']['samples']} "
-        f"sample(s), constrained={r['config']['constrained']}, {r['config']['rounds_per_epoch']} reflection "
+        f"sample(s), max_new_tokens={r['config']['max_new_tokens']}, constrained={r['config']['constrained']}, "
+        f"{r['config']['rounds_per_epoch']} reflection "
         f"rounds/epoch, label_hint={r['config']['label_hint']}.", "",
         "| guidance | eval accuracy (held out) | train accuracy | format-ok rate |", "|---|---|---|---|",
         f"| G0 + scaffold only (v0) | {r['g0_eval_accuracy']:.3f} | {r['g0_train_accuracy']:.3f} "

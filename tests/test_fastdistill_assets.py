@@ -35,7 +35,7 @@ def meta(result, asset):
 @pytest.mark.slow
 def test_fastdistill_group_end_to_end_and_rerun_calls_no_teacher(tmp_path):
     storage = StorageResource(data_root=str(tmp_path / "data"))
-    teacher = LLMResource(batch_size=4)
+    teacher = LLMResource(batch_size=4, cpu_threads=1)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         result = run_fastdistill("r1", TINY, instance=instance, storage=storage, teacher_llm=teacher,
                                  include_student=False)

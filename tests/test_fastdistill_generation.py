@@ -50,7 +50,7 @@ def embedded_llm():
     from resources.smollm2 import smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
-    return TransformersChatLLM(gguf.parent, gguf_file=gguf.name, batch_size=4)
+    return TransformersChatLLM(gguf.parent, gguf_file=gguf.name, batch_size=4, num_threads=1)
 
 
 def records(tmp_path, count, seed=5):
@@ -95,7 +95,7 @@ _CHILD = textwrap.dedent(
     profile = decode_profile_for(params, "sql")
     recs = [with_ids(r, profile) for r in synthetic_dataset(tmp / "data", seed=5, per_template=1)[:count]]
     gguf = smollm2_gguf_path()
-    llm = TransformersChatLLM(gguf.parent, gguf_file=gguf.name, batch_size=4)
+    llm = TransformersChatLLM(gguf.parent, gguf_file=gguf.name, batch_size=4, num_threads=1)
     print("loaded", flush=True)
     run_teacher(llm, recs, params, "sql", tmp / "teacher", GenerationConfig(max_in_flight=1, chunk_size=1))
     print("finished", flush=True)
@@ -187,3 +187,27 @@ def test_cache_refuses_a_different_teacher_and_duplicate_ids(tmp_path):
         run_teacher(other, recs, PARAMS, "sql", tmp_path / "t", GenerationConfig())
     with pytest.raises(ValueError, match="appears twice"):
         generate(llm, work_items(recs * 2, "sql"), PARAMS, GenerationCache(tmp_path / "x.jsonl", "f"))
+
+
+def test_results_are_written_as_they_finish_not_per_batch(tmp_path):
+    """One slow request (the fault-injection server hangs on it) must not hold back the rows of the
+    fast ones sent in the same chunk: they are cached first, the slow one last."""
+    from llm_fixtures import FaultInjectionServer
+
+    from qc_assets.fastdistill.generation import WorkItem
+    from resources.llm_openai import OpenAIChatLLM
+
+    with FaultInjectionServer(hang_s=1.0) as server:
+        server.script("hol", ["ok"])
+        server.script("slow question", ["timeout"])
+        llm = OpenAIChatLLM(server.base_url, "hol", max_in_flight=4, timeout_s=30, max_retries=0)
+        texts = ["slow question", "fast 1", "fast 2", "fast 3"]
+        items = [WorkItem(f"s{i}", [{"role": "user", "content": t}], 10) for i, t in enumerate(texts)]
+        order = []
+        cache = GenerationCache(tmp_path / "c.jsonl", llm.fingerprint)
+        stats = generate(llm, items, PARAMS, cache, GenerationConfig(max_in_flight=1, chunk_size=4),
+                         on_row=lambda row: order.append(row["sample_id"]))
+        assert stats.failed_samples == 0 and stats.teacher_calls == 1
+        assert set(order[:3]) == {"s1", "s2", "s3"} and order[3] == "s0"
+        assert [r["sample_id"] for r in read_jsonl(tmp_path / "c.jsonl")] == order
+        assert server.peak_in_flight["hol"] <= 4

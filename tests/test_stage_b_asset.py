@@ -34,7 +34,7 @@ def write_records(root, n_groups: int = 4) -> None:
 def materialize(root, instance, config: StageBConfig):
     return dg.materialize(
         [stage_b_guidance, *asset_checks], partition_key=MISSION, instance=instance,
-        resources={"storage": StorageResource(data_root=str(root)), "llm": LLMResource(batch_size=4)},
+        resources={"storage": StorageResource(data_root=str(root)), "llm": LLMResource(batch_size=4, cpu_threads=1)},
         run_config=dg.RunConfig({"stage_b_guidance": config}), raise_on_error=False,
     )
 

@@ -24,7 +24,8 @@ def smollm2():
     from resources.smollm2 import smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
-    return TransformersChatLLM(gguf.parent, gguf_file=gguf.name, batch_size=4)
+    # One torch thread: on a shared 2-core box two threads per process oversubscribe the CPU.
+    return TransformersChatLLM(gguf.parent, gguf_file=gguf.name, batch_size=4, num_threads=1)
 
 
 def tiny_records() -> list[dict]:

@@ -119,3 +119,19 @@ def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         StageBLoopConfig(**kwargs)
     assert StageBLoopConfig().label_hint is False
+
+
+def test_benchmark_generator_is_seeded_and_hides_rules_behind_near_misses():
+    from benchmarks.stage_b_learning import FAIL_PATTERNS, NEAR_MISS, generate
+
+    records, stats = generate(40, noise=0.0, seed=3)
+    assert (records, stats) == generate(40, noise=0.0, seed=3)
+    assert stats["near_miss"] > 0 and stats["resubmission"] > 0 and sum(k.startswith("rule:") for k in stats) >= 3
+    for rec in records:
+        texts = list(rec["per_image"].values())
+        has_defect = any(t.startswith(p.split("{")[0]) for t in texts for ps in FAIL_PATTERNS.values() for p in ps)
+        assert (rec["label"] == "fail") == has_defect
+        if any(t in NEAR_MISS for t in texts):
+            assert rec["label"] == "pass"
+    noisy, noisy_stats = generate(40, noise=0.5, seed=3)
+    assert noisy_stats["noisy_label"] > 0

@@ -100,7 +100,7 @@ def teacher_llm_for(cfg: RunConfig, storage: StorageResource, teacher_llm: LLMRe
     model_dir = storage.root() / "fastdistill" / cfg.teacher_from_run / "train" / "model"
     if not (model_dir / "config.json").exists():
         raise ValueError(f"teacher_from_run={cfg.teacher_from_run!r} has no trained student at {model_dir}")
-    return TransformersChatLLM(model_dir)
+    return TransformersChatLLM(model_dir, batch_size=teacher_llm.batch_size, num_threads=teacher_llm.cpu_threads)
 
 
 @dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_inputs], pool="gpu",
@@ -121,7 +121,7 @@ def fastdistill_teacher(
     if rows and all(r["teacher_text"] is None for r in rows):
         raise dg.Failure(description=f"every teacher request failed for run {run_id}",
                          metadata={"first_error": rows[0]["teacher_error"], "teacher": out["teacher_fingerprint"]})
-    atomic_chain(folder, run_id, cfg, out["teacher_fingerprint"])
+    write_lineage(folder, run_id, cfg, out["teacher_fingerprint"])
     timing = out["reports"]["timing_report"]["stages"]["teacher"]
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(rows),
@@ -141,7 +141,7 @@ def fastdistill_teacher(
     })
 
 
-def atomic_chain(folder: Path, run_id: str, cfg: RunConfig, fingerprint: str) -> None:
+def write_lineage(folder: Path, run_id: str, cfg: RunConfig, fingerprint: str) -> None:
     """Born-Again lineage: which run's student (if any) taught this run."""
     from resources.store import atomic_write_json
 
@@ -226,8 +226,9 @@ def fastdistill_dataset(context: dg.AssetExecutionContext, storage: StorageResou
                         ["stage", "count", "p50", "p90", "p95", "wall_s"]),
         "stage_wall_s": plot_md({s: t["wall_s"] for s, t in stages.items()}, "wall seconds per stage"),
         "export_path": dg.MetadataValue.path(str(folder / "export")),
-        "preview": md_preview([{"user": r["messages"][1]["content"][-80:], "assistant": r["messages"][-1]["content"]}
-                               for r in out["sft"]], ["user", "assistant"]),
+        "preview": md_preview([{"question": r["messages"][1]["content"].rsplit("Question: ", 1)[-1],
+                                "assistant": r["messages"][-1]["content"]} for r in out["sft"]],
+                              ["question", "assistant"]),
     }, check_results=checks)
 
 
@@ -244,6 +245,7 @@ class StudentRunConfig(dg.Config):
     max_length: int = 384
     eval_max_new_tokens: int = 64
     seed: int = 0
+    cpu_threads: int = 0  # torch intra-op threads; 1 is fastest on an oversubscribed CPU
 
 
 @dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_dataset], pool="gpu",

@@ -95,8 +95,11 @@ class StudentConfig:
     max_length: int = 384
     eval_max_new_tokens: int = 64
     seed: int = 0
+    cpu_threads: int = 0  # torch intra-op threads for training and eval decode; 0 = torch default
 
     def __post_init__(self) -> None:
+        if self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         for name in ("steps", "batch_size", "lora_r", "lora_alpha", "max_length", "eval_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -98,7 +98,9 @@ class GenerationCache:
         row = self.rows.get(sample_id)
         return 0 if row is None else row["attempt"]
 
-    def record(self, sample_id: str, completions: list[Completion] | None, error: str | None, params: DecodeParams) -> dict:
+    def record(
+        self, sample_id: str, completions: list[Completion] | None, error: str | None, params: DecodeParams
+    ) -> dict:
         if completions is not None and error is None:
             failed = [c.error or "no text" for c in completions if not c.ok]
             error = f"{len(failed)}/{len(completions)} completions failed: {failed[0]}" if failed else None

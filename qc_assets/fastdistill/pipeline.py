@@ -27,6 +27,7 @@ from resources.store import atomic_write_bytes, atomic_write_json, atomic_write_
 
 RUN_CONFIG = "run_config.json"
 STAGES = ("canonical", "dedup", "teacher", "filter", "exec_eval", "score", "select", "export", "train", "eval")
+STUDENT_STAGES = ("train", "eval")
 
 
 def write_parquet(path: Path, rows: list[dict]) -> Path:
@@ -188,8 +189,10 @@ def write_run_reports(run_dir: Path) -> dict:
     gen = json.loads(gen_path.read_text())["totals"] if gen_path.exists() else {"completion_tokens": 0, "wall_s": 0.0}
     train_path = run_dir / "train" / "train_report.json"
     train = json.loads(train_path.read_text()) if train_path.exists() else {}
+    # kept samples per hour of the data pipeline (through export); student train/eval are not part of it
+    data_wall = sum(t["wall_s"] for s, t in stages.items() if s not in STUDENT_STAGES)
     metrics = run_metrics(gen["completion_tokens"], gen["wall_s"], quality["kept"] if quality else 0,
-                          timing["total"]["wall_s"], train.get("train_tokens"), train.get("train_wall_s"))
+                          data_wall, train.get("train_tokens"), train.get("train_wall_s"))
     reports_dir = run_dir / "reports"
     atomic_write_json(reports_dir / "timing_report.json", timing)
     atomic_write_json(reports_dir / "metrics.json", metrics)

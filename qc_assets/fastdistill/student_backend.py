@@ -82,14 +82,20 @@ def train_lora(
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
     rng = random.Random(cfg.seed)
     losses, tokens, started = [], 0, time.perf_counter()
-    for _ in range(cfg.steps):
-        batch = _batch([encoded[rng.randrange(len(encoded))] for _ in range(cfg.batch_size)], pad_id)
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(float(loss.detach()))
-        tokens += int(batch["attention_mask"].sum())
+    threads_before = torch.get_num_threads()
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    try:
+        for _ in range(cfg.steps):
+            batch = _batch([encoded[rng.randrange(len(encoded))] for _ in range(cfg.batch_size)], pad_id)
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(float(loss.detach()))
+            tokens += int(batch["attention_mask"].sum())
+    finally:
+        torch.set_num_threads(threads_before)
     wall = time.perf_counter() - started
     changed = sum(not torch.equal(trainable[n], p.detach()) for n, p in model.named_parameters() if n in trainable)
     frozen_changed = sum(not torch.equal(frozen_probe[n], p.detach()) for n, p in model.named_parameters()

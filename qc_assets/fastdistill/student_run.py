@@ -43,8 +43,9 @@ def run_student(run_dir: Path, options: dict) -> dict:
     atomic_write_json(run_dir / "train" / "train_report.json", report)
     write_stage_reports(run_dir / "train", sft, stage_timing([], t1 - t0))
 
-    base = TransformersChatLLM(base_path, gguf_file=gguf_file, batch_size=8)
-    student = TransformersChatLLM(report["model_dir"], batch_size=8)
+    threads = student_cfg.cpu_threads
+    base = TransformersChatLLM(base_path, gguf_file=gguf_file, batch_size=8, num_threads=threads)
+    student = TransformersChatLLM(report["model_dir"], batch_size=8, num_threads=threads)
     before_rows, before = evaluate_llm(base, dev, cfg.recipe, params, cfg.exec_timeout_s, cfg.max_sql_chars)
     after_rows, after = evaluate_llm(student, dev, cfg.recipe, params, cfg.exec_timeout_s, cfg.max_sql_chars)
     t2 = time.perf_counter()

@@ -10,8 +10,10 @@ from qc_assets.stage_b.gate import GateThresholds
 @dataclass(frozen=True)
 class StageBLoopConfig:
     epochs: int = field(default=2, metadata={"help": "max epochs; stops earlier once an epoch accepts no edit"})
+    # Greedy by default so the CPU demo does one rollout per group; production passes a wider grid,
+    # e.g. ((0.0, 1.0), (0.7, 0.9)) with 4 samples, through the asset's run config.
     decode_grid: tuple[tuple[float, float], ...] = field(
-        default=((0.7, 0.9),), metadata={"help": "(temperature, top_p) settings each group is rolled out under"})
+        default=((0.0, 1.0),), metadata={"help": "(temperature, top_p) settings each group is rolled out under"})
     samples: int = field(default=2, metadata={"help": "samples per sampled setting (greedy settings use one)"})
     seed: int = field(default=0, metadata={"help": "seeds the split, the rollout seeds, reflection and bootstrap"})
     eval_fraction: float = field(default=0.3, metadata={"help": "share of groups held out for the eval veto"})
@@ -21,7 +23,7 @@ class StageBLoopConfig:
     false_release_tolerance: float = field(default=0.0, metadata={"help": "gate+veto: allowed false-release rise"})
     max_eval_accuracy_drop: float = field(default=0.0, metadata={"help": "veto: allowed eval accuracy drop"})
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples in the gate"})
-    max_new_tokens: int = field(default=48, metadata={"help": "verdict completion budget"})
+    max_new_tokens: int = field(default=32, metadata={"help": "verdict completion budget"})
     constrained: bool = field(default=True, metadata={"help": "decode under the verdict contract (regex)"})
     rollout_batch_size: int = field(default=8, metadata={"help": "conversations per llm.chat call"})
     reflection_batch_size: int = field(default=4, metadata={"help": "error cases shown to the reflector"})
