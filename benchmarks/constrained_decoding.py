@@ -19,7 +19,7 @@ from resources.constrained import VERDICT_REGEX
 from resources.llm import DecodeParams
 from resources.llm_transformers import TransformersChatLLM
 from resources.smollm2 import smollm2_gguf_path
-from resources.store import atomic_write_text
+from benchmarks.report import write_section
 
 SECTION = "## Constrained decoding (format-ok rate)"
 COMMAND = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.constrained_decoding"
@@ -112,19 +112,6 @@ def render(result: dict) -> str:
     ]
     lines += ["", "Command:", "", "```bash", COMMAND, "```", ""]
     return "\n".join(lines)
-
-
-def write_section(doc: Path, section: str) -> None:
-    """Replace this benchmark's section in `doc` (or append it), leaving other sections untouched."""
-    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
-    section = section.rstrip("\n") + "\n"
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("" if end == -1 else "\n" + text[end + 1 :])
-    atomic_write_text(doc, text)
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.loop import run_stage_b
-from resources.store import atomic_write_text, read_jsonl
+from benchmarks.report import write_section
+from resources.store import read_jsonl
 
 SECTION = "## Stage-B learning"
 COMMAND = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.stage_b_learning"
@@ -150,18 +151,6 @@ def render(r: dict) -> str:
         "Command:", "", "```bash", COMMAND, "```", "",
     ]
     return "\n".join(lines)
-
-
-def write_section(doc: Path, section: str) -> None:
-    """Replace this benchmark's section in `doc` (or append it), leaving other sections untouched."""
-    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n\n"
-    start = text.find(SECTION + "\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("" if end == -1 else text[end + 1:])
-    atomic_write_text(doc, text)
 
 
 def main() -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Sequence
 
 import dagster as dg
+
+from qc_assets.plots import new_axes, png_bytes, png_markdown
 
 PREVIEW_CHARS = 500
 
@@ -41,12 +41,7 @@ def plot_md(values: dict[str, float], title: str, line: bool = False) -> dg.Meta
     """A small PNG (bar or line chart) embedded in markdown; text when there is nothing to plot."""
     if not values:
         return dg.MetadataValue.md(f"*{title}: none*")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 2.6), dpi=80)
+    fig, ax = new_axes(figsize=(5, 2.6), dpi=80)
     keys, vals = list(values), [float(v) for v in values.values()]
     if line:
         ax.plot(range(1, len(vals) + 1), vals, marker="o")
@@ -55,9 +50,4 @@ def plot_md(values: dict[str, float], title: str, line: bool = False) -> dg.Meta
         ax.bar(keys, vals)
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     ax.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    encoded = base64.b64encode(buf.getvalue()).decode()
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+    return dg.MetadataValue.md(png_markdown(png_bytes(fig), title))

@@ -8,7 +8,6 @@ file at definitions load time).
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import time
@@ -22,6 +21,7 @@ from qc_assets.fusion.evaluate import evaluate, held_out_records, regression_gat
 from qc_assets.fusion.mixing import SourceReport, mix
 from qc_assets.fusion.sources import LoadedSource, load_source
 from qc_assets.missions import get_mission
+from qc_assets.plots import new_axes, png_bytes
 from qc_assets.stage_b.guidance import Guidance, load_guidance
 from resources.store import atomic_write_bytes, atomic_write_json, read_jsonl
 
@@ -57,22 +57,13 @@ class FusionResult:
 
 
 def plot_loss(losses: list[float], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = new_axes()
     ax.plot(range(1, len(losses) + 1), losses, marker=".")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (assistant tokens)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, png_bytes(fig))
 
 
 def _publish(staging: Path, out_dir: Path) -> None:

@@ -112,7 +112,7 @@ def run_stage_b(records: Sequence[dict], mission, llm: ChatLLM, config: StageBLo
     engine = RolloutEngine(llm=llm, mission=mission, out_dir=out_dir,
                            plan=rollout_plan(config.decode_grid, config.samples, config.seed),
                            max_new_tokens=config.max_new_tokens, constrained=config.constrained,
-                           run_id=run_id, batch_size=config.rollout_batch_size)
+                           run_id=run_id, batch_size=config.rollout_batch_size, log=log)
     store = GuidanceStore(out_dir / "guidance")
     ctx = LoopContext(mission=mission, config=config, engine=engine,
                       reflector=ReflectionCache(llm, out_dir, engine.counter, run_id), store=store,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qc_assets.plots import new_axes, png_bytes
 from resources.store import atomic_write_bytes
 
 COLUMNS = [
@@ -27,15 +28,8 @@ def epoch_table(rows: list[dict]) -> str:
 
 def plot_epochs(rows: list[dict], path: Path, title: str) -> Path:
     """Accuracy and format-ok rate per epoch (at the epoch's start, plus the end of the last epoch)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     xs = [r["epoch"] - 1 for r in rows] + [rows[-1]["epoch"]] if rows else []
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = new_axes()
     for key, label in (("train_accuracy", "train accuracy"), ("eval_accuracy", "eval accuracy"),
                        ("train_format_ok_rate", "format ok (train)")):
         ys = [r[key] for r in rows] + [rows[-1][f"end_{key}"]] if rows else []
@@ -45,8 +39,4 @@ def plot_epochs(rows: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, png_bytes(fig))

@@ -13,7 +13,7 @@ cached, so a resume retries them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +79,7 @@ class RolloutEngine:
     run_id: str
     batch_size: int = 8
     counter: CallCounter = field(default_factory=CallCounter)
+    log: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
         self.path = Path(self.out_dir) / "trajectories.jsonl"
@@ -104,6 +105,9 @@ class RolloutEngine:
             self.counter.cached += len(records) - len(pending)
             for start in range(0, len(pending), self.batch_size):
                 self._generate(guidance, pending[start:start + self.batch_size], entry, epoch, phase)
+                self.log(f"{phase} rollouts, guidance v{guidance.version}, T={entry.temperature} "
+                         f"seed {entry.seed}: {min(start + self.batch_size, len(pending))}/{len(pending)} generated, "
+                         f"{len(records) - len(pending)} cached")
         out: dict[str, list[dict]] = {}
         for rec in records:
             rows = []
