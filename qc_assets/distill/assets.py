@@ -13,6 +13,7 @@ from qc_assets.distill.pipeline import DistillResult, run_distill
 from qc_assets.distill.schema import validate_frame
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
+from qc_assets.stage_a.assets import load_stage_a_records
 from qc_assets.stage_b.guidance import load_guidance
 from qc_assets.stage_b.verdict import parse_verdict
 from resources.llm_resource import LLMResource
@@ -20,7 +21,6 @@ from resources.storage import StorageResource
 from resources.store import iter_jsonl, read_jsonl
 
 ASSET_NAME = "distill_chatml"
-STAGE_A = "stage_a_summaries"
 STAGE_B = "stage_b_guidance"
 _D = DistillConfig()
 
@@ -48,12 +48,7 @@ class DistillAssetConfig(dg.Config):
 
 
 def _load_inputs(storage: StorageResource, mission: str, which: str):
-    records_path = storage.root() / STAGE_A / mission / "records.jsonl"
-    records = read_jsonl(records_path)
-    if not records:
-        raise dg.Failure(
-            f"no Stage-A records for mission {mission!r} at {records_path}: {STAGE_A} must be materialized first",
-            metadata={"expected_path": dg.MetadataValue.path(str(records_path))})
+    records = load_stage_a_records(storage, mission)
     stage_b_dir = storage.root() / STAGE_B / mission
     state_path = stage_b_dir / "state.json"
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}

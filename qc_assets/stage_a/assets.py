@@ -8,6 +8,7 @@ import dagster as dg
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
 from qc_assets.stage_a.runner import StageAConfig, StageAResult, run_stage_a
+from resources.store import read_jsonl
 from resources.storage import StorageResource
 from resources.vlm import VisionDecode
 from resources.vlm_resource import VLMResource
@@ -88,6 +89,17 @@ def _table(header: list[str], rows) -> str:
 def _preview(records: list[dict], limit: int = 500) -> str:
     rows = [(r["label"], r["group_id"], r["per_image"]["image_1"][:40]) for r in records[:5]]
     return _table(["label", "group", "image_1 summary"], rows)[:limit]
+
+
+def load_stage_a_records(storage: StorageResource, mission: str) -> list[dict]:
+    path = storage.root() / ASSET_NAME / mission / "records.jsonl"
+    records = read_jsonl(path)
+    if not records:
+        raise dg.Failure(
+            f"no Stage-A records for mission {mission!r} at {path}: materialize {ASSET_NAME} for this partition first",
+            metadata={"expected_path": dg.MetadataValue.path(str(path)), "exists": path.exists()},
+        )
+    return records
 
 
 assets = [stage_a_summaries]

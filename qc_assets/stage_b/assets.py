@@ -7,6 +7,7 @@ from pydantic import Field
 
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
+from qc_assets.stage_a.assets import load_stage_a_records
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore
 from qc_assets.stage_b.loop import StageBResult, run_stage_b
@@ -50,17 +51,6 @@ class StageBConfig(dg.Config):
             if len(setting) != 2:
                 raise ValueError(f"decode_grid entries must be [temperature, top_p], got {list(setting)}")
         return StageBLoopConfig(**values)
-
-
-def load_stage_a_records(storage: StorageResource, mission: str) -> list[dict]:
-    path = storage.root() / UPSTREAM / mission / "records.jsonl"
-    records = read_jsonl(path)
-    if not records:
-        raise dg.Failure(
-            f"no Stage-A records for mission {mission!r} at {path}: materialize {UPSTREAM} for this partition first",
-            metadata={"expected_path": dg.MetadataValue.path(str(path)), "exists": path.exists()},
-        )
-    return records
 
 
 @dg.asset(
