@@ -44,8 +44,15 @@ ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# CPU benchmarks; each writes its section of docs/benchmarks.md. The teacher-throughput benchmark
+# needs distilabel in a separate venv: see its section for the command.
 bench: $(STAMP)
 	$(PY) -m benchmarks.stage_a_throughput
+	$(PY) -m benchmarks.lora_step --size tiny --write-doc
+	$(PY) -m benchmarks.constrained_decoding
+	$(PY) -m benchmarks.stage_b_learning
+	$(PY) -m benchmarks.fastdistill_dedup --rows 1000000
+	$(PY) -m benchmarks.fastdistill_sql_eval --seconds 3
 
 clean:
 	rm -rf $(DAGSTER_HOME) $(QC_DATA_ROOT)
