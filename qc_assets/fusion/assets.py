@@ -13,6 +13,7 @@ from qc_assets.fusion.mixing import report_table
 from qc_assets.fusion.runner import (ADAPTER_DIR, EVAL_FILE, LOSS_PLOT, REPORT_FILE, FusionResult, NoTrainingData,
                                      run_fusion)
 from qc_assets.partitions import mission_partitions
+from qc_assets.plots import png_markdown
 from resources.storage import StorageResource
 from resources.vlm_resource import VLMResource, smoke_model_dir
 
@@ -98,7 +99,7 @@ def _metadata(result: FusionResult, cfg: FusionConfig, fingerprint: str, note: s
         "empty_sources": dg.MetadataValue.json(result.empty_sources),
         "source_notes": dg.MetadataValue.json({r.name: r.note for r in result.sources if r.note}),
         "eval_table": dg.MetadataValue.md(gate_table(gate)),
-        "loss_plot": dg.MetadataValue.md(f"![loss curve]({plot.as_uri()})\n\n`{plot}`"),
+        "loss_plot": dg.MetadataValue.md(png_markdown(plot.read_bytes(), "loss curve")),
         "loss_plot_path": dg.MetadataValue.path(str(plot)),
         "adapter_path": dg.MetadataValue.path(str(result.out_dir / ADAPTER_DIR)),
         "held_out_source": result.eval["held_out_source"],

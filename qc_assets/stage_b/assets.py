@@ -7,6 +7,7 @@ from pydantic import Field
 
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
+from qc_assets.plots import png_markdown
 from qc_assets.stage_a.assets import load_stage_a_records
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore
@@ -100,7 +101,7 @@ def _metadata(result: StageBResult, fingerprint: str, config: StageBLoopConfig) 
         "preview": dg.MetadataValue.md(f"```\n{preview}\n```"),
         "guidance": dg.MetadataValue.md(kept.to_markdown()),
         "epochs": dg.MetadataValue.md(epoch_table(rows)),
-        "accuracy_plot": dg.MetadataValue.md(f"![per-epoch accuracy]({plot.as_uri()})\n\n`{plot}`"),
+        "accuracy_plot": dg.MetadataValue.md(png_markdown(plot.read_bytes(), "per-epoch accuracy")),
         "accuracy_plot_path": dg.MetadataValue.path(str(plot)),
         "edits": dg.MetadataValue.md(edits),
         "stage_b/kept_version": kept.version,
