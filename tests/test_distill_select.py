@@ -31,16 +31,17 @@ def test_every_rejection_reason_and_the_kept_answer():
         answer("r/g1", "pass", 3, FAIL_OK),
         answer("r/g1", "pass", 4, "通过\n理由: " + "挡" * 11),
         answer("r/g1", "pass", 5, "通过\n理由: 挡风板齐全 "),  # same answer as sample 0 after canonicalising
+        {**answer("r/g1", "pass", 6, "通过\n理由: 挡风板"), "finish_reason": "length"},  # cut by the token limit
     ]
     judged = judge_answers(answers, config)
     assert [j.reason for j in judged] == [None, "teacher_error", "format_bad", "label_mismatch",
-                                          "reason_too_long", "duplicate_answer"]
+                                          "reason_too_long", "duplicate_answer", "truncated"]
     kept = judged[0]
     assert kept.text == PASS_OK and kept.verdict == "pass" and kept.rationale == "挡风板齐全"
     # A failed request is never parsed: no verdict, no text.
     assert judged[1].verdict is None and judged[1].text is None
     counts = reason_counts(judged)
-    assert set(counts) == set(REJECT_REASONS) and sum(counts.values()) == 5 and counts["not_selected"] == 0
+    assert set(counts) == set(REJECT_REASONS) and sum(counts.values()) == 6 and counts["not_selected"] == 0
 
 
 def test_the_word_pass_is_not_matched_inside_fail():

@@ -40,7 +40,7 @@ def test_select_returns_rows(db):
     assert result.columns == ["name"]
 
 
-@pytest.mark.parametrize("sql", ["", "   ", "\n\t", None])
+@pytest.mark.parametrize("sql", ["", "   ", "\n\t", None, "-- nothing", "/* c */", ";", " ; ; "])
 def test_empty_sql_fails(db, sql):
     result = run_sql(db, sql, timeout_s=1.0)
     assert not result.ok

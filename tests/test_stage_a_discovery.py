@@ -37,6 +37,19 @@ def test_unknown_label_folder_and_symlink_leaving_root_are_listed(sample_images,
     assert reasons["审核通过/G100/9.jpg"] == "symlink leaving the images root"
 
 
+def test_broken_symlink_and_symlinked_group_leaving_root_are_listed_not_read(sample_images, tmp_path):
+    os.symlink(sample_images / "missing.jpg", sample_images / MISSION / "审核通过" / "G100" / "8.jpg")
+    outside_group = tmp_path / "elsewhere" / "G1"
+    outside_group.mkdir(parents=True)
+    (outside_group / "1.jpg").write_bytes((sample_images / MISSION / "审核通过" / "G100" / "1.jpg").read_bytes())
+    os.symlink(outside_group, sample_images / MISSION / "审核通过" / "G555")
+    found = discover(sample_images, MISSION)
+    reasons = {s.path: s.reason for s in found.skipped}
+    assert reasons["审核通过/G100/8.jpg"] == "broken symlink"
+    assert reasons["审核通过/G555"] == "symlink leaving the images root"
+    assert "G555" not in {g.group_id for g in found.groups}
+
+
 def test_natural_sort_puts_2_before_10():
     assert sorted(["10.jpg", "2.jpg", "1.jpg"], key=natural_key) == ["1.jpg", "2.jpg", "10.jpg"]
 

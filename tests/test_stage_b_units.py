@@ -102,6 +102,18 @@ def test_filters_and_rejected_memory():
                        "copies_summary", None, "duplicate", "placeholder", "placeholder"]
 
 
+def test_rejected_memory_catches_rewordings_and_other_op_kinds():
+    g = Guidance.initial(MISSION).apply(RuleOp("add", text="挡风板螺丝缺失时判为不通过"), epoch=1)
+    rejected = {RuleOp("add", text="挡风板松动或缺失时判为不通过").signature()}
+    ops = [
+        RuleOp("add", text="挡风板松动或缺失时应判为不通过"),  # reworded by one character
+        RuleOp("update", text="挡风板松动或缺失时判为不通过", ids=("G1",)),  # same text as an update
+        RuleOp("add", text="接地线未连接接地排判为不通过"),  # a different rule
+    ]
+    reasons = [why for _, why in filter_ops(ops, g, [], rejected)]
+    assert reasons == ["previously_rejected", "previously_rejected", None]
+
+
 def test_rollout_plan_pairs_seeds_and_collapses_greedy():
     plan = rollout_plan([(0.0, 1.0), (0.7, 0.9)], samples=3, seed=1)
     assert [(e.temperature, e.sample) for e in plan] == [(0.0, 0), (0.7, 0), (0.7, 1), (0.7, 2)]

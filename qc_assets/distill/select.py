@@ -9,6 +9,7 @@ this order of precedence:
 - `format_bad`: the text breaks the two-line verdict contract.
 - `label_mismatch`: well formed, but the verdict disagrees with the label.
 - `reason_too_long`: right verdict, rationale longer than `max_reason_chars`.
+- `truncated`: the teacher hit its token limit, so the rationale may be cut mid-sentence.
 - `duplicate_answer`: the same answer as an earlier kept sample of the same group.
 - `not_selected`: a further accepted sample when `multi_sample` is off (one answer per group).
 """
@@ -23,7 +24,7 @@ from qc_assets.distill.config import DistillConfig
 from qc_assets.stage_b.aggregate import majority
 from qc_assets.stage_b.verdict import format_verdict, parse_verdict
 
-REJECT_REASONS = ("teacher_error", "format_bad", "label_mismatch", "reason_too_long", "duplicate_answer",
+REJECT_REASONS = ("teacher_error", "format_bad", "label_mismatch", "reason_too_long", "truncated", "duplicate_answer",
                   "not_selected")
 # Answers that are wrong about the group, usable as the rejected side of a preference pair.
 INCORRECT_REASONS = ("label_mismatch", "format_bad")
@@ -58,6 +59,8 @@ def _judge_one(answer: dict, config: DistillConfig) -> Judged:
         return Judged(answer, "label_mismatch", **fields)
     if config.short_rationale and len(parsed.reason) > config.max_reason_chars:
         return Judged(answer, "reason_too_long", **fields)
+    if answer.get("finish_reason") == "length":
+        return Judged(answer, "truncated", **fields)
     return Judged(answer, None, **fields)
 
 

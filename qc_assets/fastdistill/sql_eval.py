@@ -119,8 +119,13 @@ def execute_on(conn: sqlite3.Connection, sql: str, timeout_s: float, max_rows: i
     conn.set_progress_handler(lambda: 1 if time.perf_counter() > deadline else 0, PROGRESS_STEPS)
     try:
         cursor = conn.execute(sql)
+        if cursor.description is None:
+            # only comments, bare semicolons or a statement that returns nothing: no query ran, so
+            # it must not count as executed (nor match a gold query with an empty result)
+            cursor.close()
+            return _failure("no query: the SQL returns no result columns", "empty", started)
         rows = cursor.fetchmany(max_rows + 1)
-        columns = [d[0] for d in cursor.description or ()]
+        columns = [d[0] for d in cursor.description]
         cursor.close()
     except (sqlite3.Error, sqlite3.Warning, OverflowError, ValueError) as err:
         # sqlite3.Warning is what Python raises for "You can only execute one statement at a time."

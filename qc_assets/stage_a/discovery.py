@@ -73,6 +73,9 @@ def discover(images_root: str | Path, mission: str) -> Discovery:
         found.skipped.append(Skipped(path.relative_to(mission_dir).as_posix(), reason))
 
     for label_dir in sorted(mission_dir.iterdir(), key=lambda p: natural_key(p.name)):
+        if _leaves_root(label_dir, root):
+            skip(label_dir, "symlink leaving the images root")
+            continue
         if not label_dir.is_dir():
             skip(label_dir, "file outside a label folder")
             continue
@@ -81,6 +84,9 @@ def discover(images_root: str | Path, mission: str) -> Discovery:
             skip(label_dir, f"unknown label folder (expected one of {sorted(LABEL_FOLDERS)})")
             continue
         for group_dir in sorted(label_dir.iterdir(), key=lambda p: natural_key(p.name)):
+            if _leaves_root(group_dir, root):
+                skip(group_dir, "symlink leaving the images root")
+                continue
             if not group_dir.is_dir():
                 skip(group_dir, "file outside a group folder")
                 continue
@@ -112,9 +118,15 @@ def _group_images(group_dir: Path, root: Path, skip) -> list[ImageFile]:
     return images
 
 
+def _leaves_root(path: Path, root: Path) -> bool:
+    return path.is_symlink() and not path.resolve().is_relative_to(root)
+
+
 def _unusable_reason(path: Path, root: Path) -> str | None:
-    if path.is_symlink() and not path.resolve().is_relative_to(root):
+    if _leaves_root(path, root):
         return "symlink leaving the images root"
+    if not path.exists():
+        return "broken symlink"
     if path.is_dir():
         return "nested folder inside a group"
     if path.suffix.lower() not in IMAGE_SUFFIXES:

@@ -7,6 +7,7 @@ rule, touch immutable rules, or repeat an edit the gate already rejected in this
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 
@@ -77,9 +78,13 @@ def filter_ops(ops: Sequence[RuleOp], guidance: Guidance, summaries: Sequence[st
     out: list[tuple[RuleOp, str | None]] = []
     seen: set[str] = set()
     accepted_texts: list[str] = []
+    # a reworded rule, or the same rule sent as another kind of op, is still the rejected edit
+    rejected_texts = [normalize(json.loads(sig)[2]) for sig in rejected]
     for op in ops:
         sig = op.signature()
-        if sig in rejected:
+        norm = normalize(op.text or "")
+        if sig in rejected or (norm and any(bigram_jaccard(norm, old) >= DUPLICATE_JACCARD
+                                            for old in rejected_texts if old)):
             out.append((op, "previously_rejected"))
             continue
         if sig in seen:
