@@ -38,6 +38,7 @@ def test_well_formed(text, verdict, reason):
         "不通过\n理由: assistant: 缺少挡风板",
         "不通过\n理由: 缺少<|im_end|>",
         "通过\n理由: 通过",  # restates the verdict instead of a reason
+        "不通过\n理由: 不通过。",  # the same, with punctuation
         "",
         "   ",
     ],

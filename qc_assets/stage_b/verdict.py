@@ -57,8 +57,8 @@ def parse_verdict(text: str | None) -> Verdict:
     reason = second[len(prefix):].strip()
     if not reason or _ROLE_WORDS.search(reason) or not _CJK.search(reason):
         return _bad(text)
-    if reason in _LINE_TO_VERDICT:
-        # "理由: 通过" restates a verdict instead of giving a reason.
+    if re.sub(r"[\W_]+", "", reason) in _LINE_TO_VERDICT:
+        # "理由: 通过。" restates a verdict instead of giving a reason.
         return _bad(text)
     return Verdict(verdict=verdict, reason=reason, format_ok=True, raw=text)
 
