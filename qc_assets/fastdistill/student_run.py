@@ -1,6 +1,6 @@
 """Student stage: LoRA SFT on this run's export, then base vs student on the dev split.
 
-Imports torch through `student_backend`; the asset imports this module only when it runs.
+Imports torch through `resources.lora_sft_text`; the asset imports this module only when it runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from qc_assets.fastdistill import pipeline
 from qc_assets.fastdistill.config import StudentConfig
 from qc_assets.fastdistill.reports import stage_timing, write_stage_reports
 from qc_assets.fastdistill.student import evaluate_llm
-from qc_assets.fastdistill.student_backend import train_lora
+from resources.lora_sft_text import train_lora
 from resources.llm import DecodeParams
 from resources.llm_transformers import TransformersChatLLM
 from resources.store import atomic_write_json, iter_jsonl

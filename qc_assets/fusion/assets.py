@@ -151,7 +151,7 @@ def eval_gate_result(storage: StorageResource, mission: str) -> dg.AssetCheckRes
                 description="The saved adapter's files exist and it loads onto the base model and merges.")
 def fused_sft_adapter_loads(context: dg.AssetCheckExecutionContext, storage: StorageResource,
                             vlm: VLMResource) -> dg.AssetCheckResult:
-    from qc_assets.fusion.lora_sft import load_adapter
+    from resources.lora_sft_vl import load_adapter
 
     adapter = storage.root() / ASSET_NAME / context.partition_key / ADAPTER_DIR
     report = _read_json(storage, context.partition_key, REPORT_FILE)
