@@ -11,6 +11,7 @@ from qc_assets.distill.config import DistillConfig
 from qc_assets.distill.export import CHATML_PARQUET
 from qc_assets.distill.pipeline import DistillResult, run_distill
 from qc_assets.distill.schema import validate_frame
+from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
 from qc_assets.stage_a.assets import load_stage_a_records
@@ -98,10 +99,7 @@ def distill_chatml(context: dg.AssetExecutionContext, config: DistillAssetConfig
 
 
 def _reasons_table(result: DistillResult) -> str:
-    lines = ["| reason | answers |", "|---|---|"]
-    lines += [f"| {reason} | {n} |" for reason, n in result.rejected.items()]
-    lines.append(f"| **kept** | {result.kept_answers} |")
-    return "\n".join(lines)
+    return md_table(["reason", "answers"], [*result.rejected.items(), ("**kept**", result.kept_answers)])
 
 
 def _preview(result: DistillResult) -> str:

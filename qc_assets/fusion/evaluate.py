@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from qc_assets.markdown import md_table
 from qc_assets.stage_a import prompts as stage_a_prompts
 from qc_assets.stage_a.records import is_degenerate
 from qc_assets.stage_b.prompts import build_messages
@@ -104,8 +105,6 @@ def regression_gate(base: dict, fused: dict, tolerance: float, metrics: Sequence
 
 
 def gate_table(gate: dict) -> str:
-    lines = ["| metric | base | fused | delta | ok |", "|---|---|---|---|---|"]
-    for r in gate["rows"]:
-        lines.append(f"| {r['metric']} | {r['base']:.3f} | {r['fused']:.3f} | {r['delta']:+.3f} | "
-                     f"{'yes' if r['ok'] else 'NO'} |")
-    return "\n".join(lines)
+    return md_table(["metric", "base", "fused", "delta", "ok"],
+                    [(r["metric"], f"{r['base']:.3f}", f"{r['fused']:.3f}", f"{r['delta']:+.3f}",
+                      "yes" if r["ok"] else "NO") for r in gate["rows"]])

@@ -13,6 +13,8 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from qc_assets.markdown import md_table
+
 
 @dataclass(frozen=True)
 class SourceReport:
@@ -87,10 +89,6 @@ def mix(pools: dict[str, list], ratios: dict[str, float], total_rows: int, seed:
 
 
 def report_table(reports: list[SourceReport]) -> str:
-    lines = ["| source | type | pool | target | realised | rows | upsampled | note |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in reports:
-        note = r.note.replace("|", "\\|")[:80]
-        lines.append(f"| {r.name} | {r.type} | {r.pool} | {r.target_ratio:.3f} | {r.realised_ratio:.3f} | "
-                     f"{r.realised} | {'yes' if r.upsampled else 'no'} | {note} |")
-    return "\n".join(lines)
+    return md_table(["source", "type", "pool", "target", "realised", "rows", "upsampled", "note"],
+                    [(r.name, r.type, r.pool, f"{r.target_ratio:.3f}", f"{r.realised_ratio:.3f}", r.realised,
+                      "yes" if r.upsampled else "no", r.note[:80]) for r in reports])

@@ -5,6 +5,7 @@ from collections import Counter
 
 import dagster as dg
 
+from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
 from qc_assets.stage_a.runner import StageAConfig, StageAResult, run_stage_a
@@ -69,7 +70,7 @@ def _metadata(result: StageAResult, fingerprint: str, note: str, seed: int, out_
         "stage_a/images_skipped": len(result.skipped),
         "stage_a/images_per_second": round(result.images_per_second, 3),
         "stage_a/degenerate_summaries": result.degenerate,
-        "skipped_reasons": dg.MetadataValue.md(_table(["reason", "count"], sorted(reasons.items()))),
+        "skipped_reasons": dg.MetadataValue.md(md_table(["reason", "count"], sorted(reasons.items()))),
         "preview": dg.MetadataValue.md(_preview(result.records)),
         "model_fingerprint": fingerprint,
         "model_note": note or "real checkpoint",
@@ -80,15 +81,9 @@ def _metadata(result: StageAResult, fingerprint: str, note: str, seed: int, out_
     }
 
 
-def _table(header: list[str], rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _preview(records: list[dict], limit: int = 500) -> str:
     rows = [(r["label"], r["group_id"], r["per_image"]["image_1"][:40]) for r in records[:5]]
-    return _table(["label", "group", "image_1 summary"], rows)[:limit]
+    return md_table(["label", "group", "image_1 summary"], rows)[:limit]
 
 
 def load_stage_a_records(storage: StorageResource, mission: str) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qc_assets.markdown import md_table
 from qc_assets.plots import new_axes, png_bytes
 from resources.store import atomic_write_bytes
 
@@ -19,11 +20,9 @@ COLUMNS = [
 
 
 def epoch_table(rows: list[dict]) -> str:
-    head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
-    sep = "|" + "---|" * len(COLUMNS)
-    body = ["| " + " | ".join(fmt.format(r.get(key)) if r.get(key) is not None else "" for key, _, fmt in COLUMNS)
-            + " |" for r in rows]
-    return "\n".join([head, sep, *body])
+    return md_table([title for _, title, _ in COLUMNS],
+                    [[fmt.format(r[key]) if r.get(key) is not None else None for key, _, fmt in COLUMNS]
+                     for r in rows])
 
 
 def plot_epochs(rows: list[dict], path: Path, title: str) -> Path:
