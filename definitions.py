@@ -16,10 +16,10 @@ from qc_assets.fusion import assets as fusion_assets
 from qc_assets.stage_a import assets as stage_a_assets
 from qc_assets.stage_a import checks as stage_a_checks
 from qc_assets.stage_b import assets as stage_b_assets
-from resources.llm_resource import LLMResource
+from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import data_root
-from resources.vlm_resource import VLMResource
+from resources.vlm.resource import VLMResource
 
 
 def _env(name: str, default: str) -> str:

@@ -15,10 +15,10 @@ import re
 import time
 from pathlib import Path
 
-from resources.constrained import VERDICT_REGEX
+from resources.llm.constrained import VERDICT_REGEX
 from resources.llm import DecodeParams
-from resources.llm_transformers import TransformersChatLLM
-from resources.smollm2 import smollm2_gguf_path
+from resources.llm.transformers_backend import TransformersChatLLM
+from resources.llm.smollm2 import smollm2_gguf_path
 from benchmarks.report import write_section
 
 SECTION = "## Constrained decoding (format-ok rate)"

@@ -37,7 +37,7 @@ from qc_assets.fastdistill.generation import GenerationCache, GenerationConfig, 
 from qc_assets.fastdistill.teacher import decode_profile_for, work_items
 from qc_assets.fastdistill.text2sql_data import synthetic_dataset
 from resources.llm import DecodeParams
-from resources.llm_openai import OpenAIChatLLM
+from resources.llm.openai_backend import OpenAIChatLLM
 
 MODEL = "smollm2"
 TITLE = "## FastDistill teacher throughput (ours vs distilabel vs a saturating client)"
@@ -45,7 +45,7 @@ DISTILABEL_SCRIPT = Path(__file__).with_name("fastdistill_distilabel_child.py")
 
 
 def start_server(threads: int) -> tuple[subprocess.Popen, str]:
-    from resources.smollm2 import smollm2_gguf_path
+    from resources.llm.smollm2 import smollm2_gguf_path
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

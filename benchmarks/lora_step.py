@@ -1,7 +1,7 @@
 """LoRA SFT step speed and memory of the Qwen3-VL student, random weights, with the project's LoRA policy.
 
 Builds Qwen3-VL from a config (no download): `--size 4b` uses Qwen3-VL-4B-Instruct's shapes, `--size
-tiny` the smoke model's. Adapters on the last K language blocks (resources.lora_sft_vl.apply_lora),
+tiny` the smoke model's. Adapters on the last K language blocks (resources.training.lora_sft_vl.apply_lora),
 vision tower and merger frozen; each row carries a synthetic image (random pixel patches, an
 `--image-grid` patch grid) so the frozen vision forward is timed too. Reports optimizer steps per
 second, target tokens per second and peak memory (CUDA allocator peak on GPU, max RSS on CPU), and
@@ -21,7 +21,7 @@ import time
 import torch
 
 from qc_assets.fusion.config import LoraSFTConfig
-from resources.lora_sft_vl import apply_lora, trainable_parameters
+from resources.training.lora_sft_vl import apply_lora, trainable_parameters
 
 SECTION = "## LoRA SFT step"
 # Qwen3-VL-4B-Instruct shapes (config.json of the released checkpoint).

@@ -19,9 +19,9 @@ from PIL import Image
 from benchmarks.report import DOC, write_section
 from qc_assets.missions import get_mission
 from qc_assets.stage_a import prompts
-from resources.tiny_qwen3vl import build_tiny_qwen3vl
+from resources.vlm.tiny_qwen3vl import build_tiny_qwen3vl
 from resources.vlm import VisionDecode, VisionPrompt
-from resources.vlm_transformers import TransformersVLM, _load
+from resources.vlm.transformers_backend import TransformersVLM, _load
 
 SIZES = [(320, 240), (240, 320), (400, 300), (256, 256)]
 
@@ -30,7 +30,7 @@ def build_4b(out_dir: Path, tiny_dir: Path) -> Path:
     """A Qwen3-VL-4B-shaped model (random weights) that reuses the tiny model's tokenizer/processor."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    from resources.qwen3vl_processor import ImageOnlyQwen3VLProcessor
+    from resources.vlm.qwen3vl_processor import ImageOnlyQwen3VLProcessor
 
     if (out_dir / "config.json").exists():
         return out_dir

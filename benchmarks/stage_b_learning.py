@@ -82,8 +82,8 @@ def _record(group_id: str, label: str, texts: list[str], suffix: str = "") -> di
 
 
 def run(args) -> dict:
-    from resources.llm_transformers import TransformersChatLLM
-    from resources.smollm2 import smollm2_gguf_path
+    from resources.llm.transformers_backend import TransformersChatLLM
+    from resources.llm.smollm2 import smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
     llm = TransformersChatLLM(gguf.parent, gguf_file=gguf.name, batch_size=8, num_threads=args.threads)

@@ -11,15 +11,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_vlm_dir(tmp_path_factory):
-    from resources.tiny_qwen3vl import build_tiny_qwen3vl
+    from resources.vlm.tiny_qwen3vl import build_tiny_qwen3vl
 
     return build_tiny_qwen3vl(tmp_path_factory.mktemp("models") / "tiny-qwen3vl")
 
 
 @pytest.fixture(scope="session")
 def tiny_vlm(tiny_vlm_dir):
-    from resources.tiny_qwen3vl import SMOKE_MODEL_NOTE
-    from resources.vlm_transformers import TransformersVLM
+    from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE
+    from resources.vlm.transformers_backend import TransformersVLM
 
     return TransformersVLM(str(tiny_vlm_dir), note=SMOKE_MODEL_NOTE)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from resources.smollm2 import smollm2_gguf_path
+from resources.llm.smollm2 import smollm2_gguf_path
 
 SERVER_MODEL_ALIAS = "smollm2"
 SERVER_START_TIMEOUT_S = 120.0
@@ -44,7 +44,7 @@ def smollm2_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_llm(smollm2_gguf):
-    from resources.llm_transformers import TransformersChatLLM
+    from resources.llm.transformers_backend import TransformersChatLLM
 
     return TransformersChatLLM(smollm2_gguf.parent, gguf_file=smollm2_gguf.name, batch_size=4, num_threads=TEST_THREADS)
 

@@ -15,7 +15,7 @@ from qc_assets.distill.assets import DistillAssetConfig, asset_checks, distill_c
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore
 from qc_assets.stage_b.prompts import build_messages
-from resources.llm_resource import LLMResource
+from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl, read_jsonl
 

@@ -12,7 +12,7 @@ from qc_assets.distill.pipeline import run_distill
 from qc_assets.distill.teacher import ANSWERS_FILE, run_teacher, sample_seed
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance
-from resources.llm_openai import OpenAIChatLLM
+from resources.llm.openai_backend import OpenAIChatLLM
 from resources.store import read_jsonl
 
 MISSION = get_mission("挡风板安装检查")

@@ -13,7 +13,7 @@ import pytest
 from qc_assets.fastdistill.assets import assets as fd_assets
 from qc_assets.fastdistill.partitions import fastdistill_runs
 from qc_assets.fastdistill.runner import run_fastdistill
-from resources.llm_resource import LLMResource
+from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 
 TINY = {"max_train": 4, "max_dev": 2, "max_new_tokens": 24, "chunk_size": 4,

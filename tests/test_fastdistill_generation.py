@@ -46,8 +46,8 @@ class CountingLLM:
 
 @pytest.fixture(scope="module")
 def embedded_llm():
-    from resources.llm_transformers import TransformersChatLLM
-    from resources.smollm2 import smollm2_gguf_path
+    from resources.llm.transformers_backend import TransformersChatLLM
+    from resources.llm.smollm2 import smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
     return TransformersChatLLM(gguf.parent, gguf_file=gguf.name, batch_size=4, num_threads=1)
@@ -87,8 +87,8 @@ _CHILD = textwrap.dedent(
     from qc_assets.fastdistill.teacher import decode_profile_for, run_teacher
     from qc_assets.fastdistill.text2sql_data import synthetic_dataset
     from resources.llm import DecodeParams
-    from resources.llm_transformers import TransformersChatLLM
-    from resources.smollm2 import smollm2_gguf_path
+    from resources.llm.transformers_backend import TransformersChatLLM
+    from resources.llm.smollm2 import smollm2_gguf_path
 
     tmp, count = Path(sys.argv[1]), int(sys.argv[2])
     params = DecodeParams(temperature=0.0, max_new_tokens=8, seed=11, n=1)
@@ -141,7 +141,7 @@ def closed_port() -> int:
 
 
 def test_failed_requests_are_error_rows_and_retried_up_to_max_attempts(tmp_path):
-    from resources.llm_openai import OpenAIChatLLM
+    from resources.llm.openai_backend import OpenAIChatLLM
 
     llm = OpenAIChatLLM(f"http://127.0.0.1:{closed_port()}/v1", "nobody", max_retries=0, timeout_s=2)
     recs = records(tmp_path, 3)
@@ -158,7 +158,7 @@ def test_failed_requests_are_error_rows_and_retried_up_to_max_attempts(tmp_path)
 
 
 def test_token_budget_and_in_flight_bound(tmp_path):
-    from resources.llm_openai import OpenAIChatLLM
+    from resources.llm.openai_backend import OpenAIChatLLM
 
     llm = OpenAIChatLLM(f"http://127.0.0.1:{closed_port()}/v1", "nobody", max_retries=0, timeout_s=2)
     recs = records(tmp_path, 8)
@@ -177,7 +177,7 @@ def test_token_budget_and_in_flight_bound(tmp_path):
 
 
 def test_cache_refuses_a_different_teacher_and_duplicate_ids(tmp_path):
-    from resources.llm_openai import OpenAIChatLLM
+    from resources.llm.openai_backend import OpenAIChatLLM
 
     llm = OpenAIChatLLM(f"http://127.0.0.1:{closed_port()}/v1", "a", max_retries=0, timeout_s=2)
     recs = records(tmp_path, 1)
@@ -195,7 +195,7 @@ def test_results_are_written_as_they_finish_not_per_batch(tmp_path):
     from llm_fixtures import FaultInjectionServer
 
     from qc_assets.fastdistill.generation import WorkItem
-    from resources.llm_openai import OpenAIChatLLM
+    from resources.llm.openai_backend import OpenAIChatLLM
 
     with FaultInjectionServer(hang_s=1.0) as server:
         server.script("hol", ["ok"])

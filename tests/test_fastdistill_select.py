@@ -91,7 +91,7 @@ class CountingLLM:
 
 
 def test_judge_only_sees_executed_candidates(record, tmp_path):
-    from resources.llm_openai import OpenAIChatLLM
+    from resources.llm.openai_backend import OpenAIChatLLM
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

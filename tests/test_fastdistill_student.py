@@ -12,10 +12,10 @@ from qc_assets.fastdistill.assets import fastdistill_student, teacher_llm_for
 from qc_assets.fastdistill.config import RunConfig, StudentConfig
 from qc_assets.fastdistill.pipeline import read_rows, stage_inputs
 from qc_assets.fastdistill.prompts import build_messages
-from resources.lora_sft_text import IGNORE, encode_chat, train_lora
-from resources.llm_resource import LLMResource
-from resources.llm_transformers import load_model
-from resources.smollm2 import smollm2_gguf_path
+from resources.training.lora_sft_text import IGNORE, encode_chat, train_lora
+from resources.llm.resource import LLMResource
+from resources.llm.transformers_backend import load_model
+from resources.llm.smollm2 import smollm2_gguf_path
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl
 

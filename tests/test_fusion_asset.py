@@ -9,7 +9,7 @@ from fusion_fixtures import MISSION, one_torch_thread, write_inputs  # noqa: F40
 from qc_assets.fusion.assets import FusedSFTConfig, asset_checks, fused_sft_checkpoint
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl, read_jsonl
-from resources.vlm_resource import VLMResource
+from resources.vlm.resource import VLMResource
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 OUT = "fused_sft_checkpoint"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fusion_fixtures import distill_rows, one_torch_thread, stage_a_records  # noqa: F401
-from resources import lora_sft_vl as lora_sft
+from resources.training import lora_sft_vl as lora_sft
 from qc_assets.fusion.config import LoraSFTConfig
 from qc_assets.fusion.policy import IGNORE_INDEX, is_vision_param
 from qc_assets.fusion.sources import stage_a_examples

@@ -172,7 +172,7 @@ def test_definitions_with_the_fusion_asset_load():
 
     from qc_assets.fusion.assets import assets, asset_checks
     from resources.storage import StorageResource
-    from resources.vlm_resource import VLMResource
+    from resources.vlm.resource import VLMResource
 
     defs = dg.Definitions(assets=assets, asset_checks=asset_checks,
                           resources={"storage": StorageResource(), "vlm": VLMResource()})

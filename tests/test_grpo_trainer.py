@@ -26,7 +26,7 @@ def cjk_share(completions, **columns):
 
 
 def test_grpo_two_steps_moves_only_lora(tiny_vlm_dir, tmp_path):
-    from resources.lora_sft_vl import load_student
+    from resources.training.lora_sft_vl import load_student
 
     mission = get_mission(MISSION)
     recs = [{"record_id": f"r{i}", "group_id": f"g{i}", "mission": MISSION, "label": "pass" if i % 2 else "fail",

@@ -10,9 +10,9 @@ import pytest
 from llm_fixtures import OK_TEXT, SERVER_MODEL_ALIAS
 from llm_fixtures import fault_server, llama_server, smollm2_gguf  # noqa: F401  (pytest fixtures)
 
-from resources.constrained import VERDICT_REGEX
+from resources.llm.constrained import VERDICT_REGEX
 from resources.llm import ChatLLM, DecodeParams
-from resources.llm_openai import OpenAIChatLLM
+from resources.llm.openai_backend import OpenAIChatLLM
 
 QUESTIONS = [
     [{"role": "user", "content": "Hi."}],

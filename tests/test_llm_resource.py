@@ -10,9 +10,9 @@ from llm_fixtures import OK_TEXT
 from llm_fixtures import fault_server, smollm2_gguf  # noqa: F401  (pytest fixtures)
 
 from resources.llm import DecodeParams
-from resources.llm_openai import OpenAIChatLLM
-from resources.llm_resource import LLMResource
-from resources.smollm2 import smollm2_gguf_path
+from resources.llm.openai_backend import OpenAIChatLLM
+from resources.llm.resource import LLMResource
+from resources.llm.smollm2 import smollm2_gguf_path
 
 
 def test_smollm2_gguf_path_points_at_the_embedded_file():

@@ -9,9 +9,9 @@ import pytest
 from transformers import AutoModelForCausalLM
 from llm_fixtures import smollm2_gguf, smollm2_llm  # noqa: F401  (pytest fixtures)
 
-from resources.constrained import VERDICT_REGEX
+from resources.llm.constrained import VERDICT_REGEX
 from resources.llm import ChatLLM, DecodeParams
-from resources.llm_transformers import TransformersChatLLM, model_fingerprint
+from resources.llm.transformers_backend import TransformersChatLLM, model_fingerprint
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from qc_assets.sensors import new_images_sensor, stage_a_job
 from qc_assets.stage_a.assets import stage_a_summaries
 from qc_assets.stage_a.checks import asset_checks, images_accounted
 from resources.storage import StorageResource
-from resources.vlm_resource import VLMResource
+from resources.vlm.resource import VLMResource
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSIONS = ["BBU接地线检查", "RRU安装检查"]

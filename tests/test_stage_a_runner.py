@@ -87,7 +87,7 @@ import sys
 from qc_assets.missions import get_mission
 from qc_assets.stage_a.runner import StageAConfig, run_stage_a
 from resources.vlm import VisionDecode
-from resources.vlm_transformers import TransformersVLM
+from resources.vlm.transformers_backend import TransformersVLM
 vlm = TransformersVLM(sys.argv[1])
 run_stage_a(sys.argv[2], get_mission("BBU接地线检查"), vlm,
             StageAConfig(batch_size=1, decode=VisionDecode(max_new_tokens=8)), sys.argv[3])

@@ -8,7 +8,7 @@ import pytest
 
 from qc_assets.stage_b.guidance import load_guidance
 from qc_assets.stage_b.assets import StageBConfig, asset_checks, stage_b_guidance
-from resources.llm_resource import LLMResource
+from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl
 

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from resources.llm_transformers import TransformersChatLLM
-    from resources.smollm2 import smollm2_gguf_path
+    from resources.llm.transformers_backend import TransformersChatLLM
+    from resources.llm.smollm2 import smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
     # One torch thread: on a shared 2-core box two threads per process oversubscribe the CPU.

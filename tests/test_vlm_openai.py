@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from resources.vlm import VisionDecode, VisionPrompt
-from resources.vlm_resource import VLMResource
+from resources.vlm.resource import VLMResource
 
 
 class TinyVLMServer:

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 from transformers import Qwen3VLForConditionalGeneration
 
-from resources.qwen3vl_processor import ImageOnlyQwen3VLProcessor
+from resources.vlm.qwen3vl_processor import ImageOnlyQwen3VLProcessor
 from resources.vlm import VisionDecode, VisionPrompt
 
 SIZES = [(320, 240), (96, 300), (64, 64), (400, 128)]

@@ -17,7 +17,7 @@ from qc_assets.partitions import mission_partitions
 from qc_assets.stage_a.assets import load_stage_a_records
 from qc_assets.stage_b.guidance import load_guidance
 from qc_assets.stage_b.verdict import parse_verdict
-from resources.llm_resource import LLMResource
+from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import iter_jsonl, read_jsonl
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from qc_assets.distill.config import DistillConfig
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.stage_b.prompts import build_messages, prompt_hash
-from resources.constrained import VERDICT_REGEX
+from resources.llm.constrained import VERDICT_REGEX
 from resources.llm import ChatLLM, DecodeParams
 from resources.store import append_jsonl, iter_jsonl
 

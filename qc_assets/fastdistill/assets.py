@@ -16,7 +16,7 @@ from qc_assets.fastdistill import pipeline
 from qc_assets.fastdistill.assets_meta import md_preview, plot_md, table
 from qc_assets.fastdistill.config import RunConfig
 from qc_assets.fastdistill.partitions import fastdistill_runs
-from resources.llm_resource import LLMResource
+from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 
 GROUP = "fastdistill"
@@ -95,7 +95,7 @@ def teacher_llm_for(cfg: RunConfig, storage: StorageResource, teacher_llm: LLMRe
     """The configured provider, or (Born-Again) an earlier run's merged student."""
     if not cfg.teacher_from_run:
         return teacher_llm.get_llm()
-    from resources.llm_transformers import TransformersChatLLM
+    from resources.llm.transformers_backend import TransformersChatLLM
 
     model_dir = storage.root() / "fastdistill" / cfg.teacher_from_run / "train" / "model"
     if not (model_dir / "config.json").exists():

@@ -12,7 +12,7 @@ import dagster as dg
 
 from qc_assets.fastdistill.assets import assets as fastdistill_assets
 from qc_assets.fastdistill.partitions import fastdistill_runs
-from resources.llm_resource import LLMResource
+from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import data_root
 

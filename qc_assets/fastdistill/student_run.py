@@ -1,6 +1,6 @@
 """Student stage: LoRA SFT on this run's export, then base vs student on the dev split.
 
-Imports torch through `resources.lora_sft_text`; the asset imports this module only when it runs.
+Imports torch through `resources.training.lora_sft_text`; the asset imports this module only when it runs.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from qc_assets.fastdistill import pipeline
 from qc_assets.fastdistill.config import StudentConfig
 from qc_assets.fastdistill.reports import stage_timing, write_stage_reports
 from qc_assets.fastdistill.student import evaluate_llm
-from resources.lora_sft_text import train_lora
+from resources.training.lora_sft_text import train_lora
 from resources.llm import DecodeParams
-from resources.llm_transformers import TransformersChatLLM
+from resources.llm.transformers_backend import TransformersChatLLM
 from resources.store import atomic_write_json, iter_jsonl
 
 
 def _base_location(base_model_path: str, gguf_file: str) -> tuple[Path, str | None]:
     if base_model_path:
         return Path(base_model_path), gguf_file or None
-    from resources.smollm2 import smollm2_gguf_path
+    from resources.llm.smollm2 import smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
     return gguf.parent, gguf.name

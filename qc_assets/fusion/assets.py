@@ -15,7 +15,7 @@ from qc_assets.fusion.runner import (ADAPTER_DIR, EVAL_FILE, LOSS_PLOT, REPORT_F
 from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
 from resources.storage import StorageResource
-from resources.vlm_resource import VLMResource, smoke_model_dir
+from resources.vlm.resource import VLMResource, smoke_model_dir
 
 ASSET_NAME = "fused_sft_checkpoint"
 
@@ -43,7 +43,7 @@ def student_path(vlm: VLMResource) -> tuple[str, str]:
     """(model folder, note): the configured checkpoint, or the tiny smoke model built on first use."""
     if vlm.model_path:
         return vlm.model_path, ""
-    from resources.tiny_qwen3vl import SMOKE_MODEL_NOTE, build_tiny_qwen3vl
+    from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE, build_tiny_qwen3vl
 
     return str(build_tiny_qwen3vl(smoke_model_dir())), SMOKE_MODEL_NOTE
 
@@ -59,7 +59,7 @@ def student_path(vlm: VLMResource) -> tuple[str, str]:
 )
 def fused_sft_checkpoint(context: dg.AssetExecutionContext, config: FusedSFTConfig, storage: StorageResource,
                          vlm: VLMResource) -> dg.MaterializeResult:
-    from resources.vlm_transformers import model_fingerprint
+    from resources.vlm.transformers_backend import model_fingerprint
 
     mission = context.partition_key
     cfg = config.to_fusion_config()
@@ -151,7 +151,7 @@ def eval_gate_result(storage: StorageResource, mission: str) -> dg.AssetCheckRes
                 description="The saved adapter's files exist and it loads onto the base model and merges.")
 def fused_sft_adapter_loads(context: dg.AssetCheckExecutionContext, storage: StorageResource,
                             vlm: VLMResource) -> dg.AssetCheckResult:
-    from resources.lora_sft_vl import load_adapter
+    from resources.training.lora_sft_vl import load_adapter
 
     adapter = storage.root() / ASSET_NAME / context.partition_key / ADAPTER_DIR
     report = _read_json(storage, context.partition_key, REPORT_FILE)

@@ -104,7 +104,7 @@ def run_fusion(mission_name: str, cfg: FusionConfig, *, data_root: Path, images_
         if s.note:
             log(f"fusion source {s.config.name}: {s.note}")
 
-    from resources import lora_sft_vl as lora_sft
+    from resources.training import lora_sft_vl as lora_sft
 
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     staging = out_dir / f".staging-{run_id}"

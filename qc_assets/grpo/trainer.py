@@ -57,7 +57,7 @@ def train_grpo(model, processing_class, rows: list[dict], cfg: GRPORunConfig, ou
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from resources.lora_sft_vl import apply_lora, trainable_parameters
+    from resources.training.lora_sft_vl import apply_lora, trainable_parameters
 
     if not rows:
         raise ValueError("GRPO needs at least one prompt row")
@@ -87,7 +87,7 @@ def run_grpo_for_mission(data_root: str | Path, mission_name: str, model_path: s
                          out_dir: str | Path) -> dict:
     """Stage-A records + Stage-B best guidance (initial guidance if Stage-B has not run) -> GRPO ->
     `<out_dir>/adapter`. Returns train_grpo's summary without the model."""
-    from resources.lora_sft_vl import load_student
+    from resources.training.lora_sft_vl import load_student
     from qc_assets.grpo.dataset import build_grpo_dataset
     from qc_assets.missions import get_mission
     from qc_assets.stage_b.guidance import Guidance, load_guidance

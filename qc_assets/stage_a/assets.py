@@ -12,7 +12,7 @@ from qc_assets.stage_a.runner import StageAConfig, StageAResult, run_stage_a
 from resources.store import read_jsonl
 from resources.storage import StorageResource
 from resources.vlm import VisionDecode
-from resources.vlm_resource import VLMResource
+from resources.vlm.resource import VLMResource
 
 ASSET_NAME = "stage_a_summaries"
 

@@ -13,7 +13,7 @@ from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore
 from qc_assets.stage_b.loop import StageBResult, run_stage_b
 from qc_assets.stage_b.report import epoch_table, plot_epochs
-from resources.llm_resource import LLMResource
+from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import read_jsonl
 

@@ -21,7 +21,7 @@ from qc_assets.stage_b.aggregate import GroupOutcome, outcome_from_votes
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.stage_b.prompts import build_messages
 from qc_assets.stage_b.verdict import parse_verdict
-from resources.constrained import VERDICT_REGEX
+from resources.llm.constrained import VERDICT_REGEX
 from resources.llm import ChatLLM, DecodeParams
 from resources.store import append_jsonl, iter_jsonl
 

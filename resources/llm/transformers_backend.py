@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from resources.constrained import prefixes_for_regex
+from resources.llm.constrained import prefixes_for_regex
 from resources.llm import Completion, Conversation, DecodeParams
-from resources.llm_transformers_constrained import PrefixChooser, ReasonLineConstraint
+from resources.llm.transformers_constrained import PrefixChooser, ReasonLineConstraint
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _CACHE: dict[tuple[str, str | None, str, str], tuple[object, object]] = {}

@@ -18,7 +18,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from qc_assets.fastdistill.config import StudentConfig
-from resources.llm_transformers import load_model
+from resources.llm.transformers_backend import load_model
 
 IGNORE = -100
 

@@ -33,23 +33,23 @@ class VLMResource(dg.ConfigurableResource):
         if self.backend not in BACKENDS:
             raise ValueError(f"VLMResource.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.backend == "openai":
-            from resources.llm_openai import OpenAIChatLLM
-            from resources.vlm_openai import OpenAIVisionModel
+            from resources.llm.openai_backend import OpenAIChatLLM
+            from resources.vlm.openai_backend import OpenAIVisionModel
 
             client = OpenAIChatLLM(self.base_url, self.model, self.api_key, max_in_flight=self.max_in_flight)
             return OpenAIVisionModel(client)
         if self.backend == "vllm":
-            from resources.vlm_vllm import VLLMVisionModel
+            from resources.vlm.vllm_backend import VLLMVisionModel
 
             if not self.model_path:
                 raise ValueError("the vllm backend needs model_path (a Qwen3-VL checkpoint folder)")
             return VLLMVisionModel(self.model_path, dtype=self.dtype)
 
-        from resources.vlm_transformers import TransformersVLM
+        from resources.vlm.transformers_backend import TransformersVLM
 
         if self.model_path:
             return TransformersVLM(self.model_path, self.device, self.dtype)
-        from resources.tiny_qwen3vl import SMOKE_MODEL_NOTE, build_tiny_qwen3vl
+        from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE, build_tiny_qwen3vl
 
         folder = build_tiny_qwen3vl(smoke_model_dir())
         return TransformersVLM(str(folder), self.device, self.dtype, note=SMOKE_MODEL_NOTE)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resources.llm import DecodeParams
-from resources.llm_openai import OpenAIChatLLM
+from resources.llm.openai_backend import OpenAIChatLLM
 from resources.vlm import VisionDecode, VisionOutput, VisionPrompt
 
 
@@ -35,7 +35,7 @@ class OpenAIVisionModel:
         return ""
 
     def generate(self, prompts: Sequence[VisionPrompt], decode: VisionDecode) -> list[VisionOutput]:
-        from resources.vlm_transformers import one_line
+        from resources.vlm.transformers_backend import one_line
 
         conversations = [
             [{"role": "system", "content": p.system},

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from resources.constrained import reason_may_start_with
+from resources.llm.constrained import reason_may_start_with
 
 if TYPE_CHECKING:
-    from resources.llm_transformers import TransformersChatLLM
+    from resources.llm.transformers_backend import TransformersChatLLM
 
 
 class PrefixChooser:

@@ -26,7 +26,7 @@ def load_student(model_path: str, device: str = "cpu", dtype: str = "float32"):
     """A fresh (uncached) model + processor: training mutates the model, so it must not be shared."""
     from transformers import Qwen3VLForConditionalGeneration
 
-    from resources.qwen3vl_processor import ImageOnlyQwen3VLProcessor
+    from resources.vlm.qwen3vl_processor import ImageOnlyQwen3VLProcessor
 
     processor = ImageOnlyQwen3VLProcessor.from_pretrained(model_path)
     model = Qwen3VLForConditionalGeneration.from_pretrained(model_path, dtype=getattr(torch, dtype))

@@ -2,7 +2,7 @@
 
 Stage-B, distillation and FastDistill code depends only on `ChatLLM`, `DecodeParams` and
 `Completion`. Backends (transformers incl. GGUF, OpenAI-compatible HTTP, vLLM) live in their own
-modules and are chosen in one place by `LLMResource` in `resources/llm_resource.py`.
+modules and are chosen in one place by `LLMResource` in `resources/llm/resource.py`.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def build_tiny_qwen3vl(out_dir: str | Path, seed: int = 0, vocab_size: int = 120
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from qc_assets.stage_a.prompts import corpus_text
-    from resources.qwen3vl_processor import ImageOnlyQwen3VLProcessor
+    from resources.vlm.qwen3vl_processor import ImageOnlyQwen3VLProcessor
 
     out = Path(out_dir)
     if (out / "smoke_model.json").exists():

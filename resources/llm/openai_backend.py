@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from resources.constrained import gbnf_for_regex
+from resources.llm.constrained import gbnf_for_regex
 from resources.llm import Completion, Conversation, DecodeParams
 
 N_MODES = ("native", "fanout")

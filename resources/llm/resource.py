@@ -78,7 +78,7 @@ class LLMResource(dg.ConfigurableResource):
     def transformers_location(self) -> tuple[Path, str | None]:
         """(folder, gguf_file) for the transformers backend, resolving the embedded default."""
         if not self.model_path:
-            from resources.smollm2 import smollm2_gguf_path
+            from resources.llm.smollm2 import smollm2_gguf_path
 
             gguf = smollm2_gguf_path()
             return gguf.parent, gguf.name
@@ -100,7 +100,7 @@ class LLMResource(dg.ConfigurableResource):
 
     def _build(self) -> ChatLLM:
         if self.backend == "transformers":
-            from resources.llm_transformers import TransformersChatLLM
+            from resources.llm.transformers_backend import TransformersChatLLM
 
             folder, gguf_file = self.transformers_location()
             return TransformersChatLLM(
@@ -112,7 +112,7 @@ class LLMResource(dg.ConfigurableResource):
                 num_threads=self.cpu_threads,
             )
         if self.backend == "openai":
-            from resources.llm_openai import OpenAIChatLLM
+            from resources.llm.openai_backend import OpenAIChatLLM
 
             return OpenAIChatLLM(
                 self.base_url,
@@ -124,6 +124,6 @@ class LLMResource(dg.ConfigurableResource):
                 n_mode=self.n_mode,
                 structured_output=self.structured_output,
             )
-        from resources.llm_vllm import VLLMChatLLM
+        from resources.llm.vllm_backend import VLLMChatLLM
 
         return VLLMChatLLM(self.model_path, dtype="auto" if self.dtype == "float32" else self.dtype)

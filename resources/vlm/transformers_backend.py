@@ -28,7 +28,7 @@ def _load(model_path: str, device: str, dtype: str):
             import torch
             from transformers import Qwen3VLForConditionalGeneration
 
-            from resources.qwen3vl_processor import ImageOnlyQwen3VLProcessor
+            from resources.vlm.qwen3vl_processor import ImageOnlyQwen3VLProcessor
 
             processor = ImageOnlyQwen3VLProcessor.from_pretrained(model_path)
             processor.tokenizer.padding_side = "left"

@@ -39,7 +39,7 @@ class VLLMVisionModel:
         from PIL import Image
         from vllm import SamplingParams
 
-        from resources.vlm_transformers import one_line
+        from resources.vlm.transformers_backend import one_line
 
         requests = []
         for prompt in prompts:

@@ -1,8 +1,8 @@
 """Vision-language interface: one image + a prompt in, one line of text out, in batches.
 
 Stage-A depends only on `VisionLanguageModel`, `VisionPrompt`, `VisionDecode` and `VisionOutput`.
-Backends: `resources.vlm_transformers` (Qwen3-VL via transformers, CPU or GPU) and
-`resources.vlm_vllm` (vLLM offline engine, GPU only). `VLMResource` in `resources.vlm_resource`
+Backends: `resources.vlm.transformers_backend` (Qwen3-VL via transformers, CPU or GPU) and
+`resources.vlm.vllm_backend` (vLLM offline engine, GPU only). `VLMResource` in `resources.vlm.resource`
 picks one from config.
 """
 
