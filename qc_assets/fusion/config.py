@@ -58,6 +58,8 @@ class LoraSFTConfig:
     max_length: int = field(default=1024, metadata={"help": "rows longer than this many tokens are dropped"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warmup before cosine decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    activation_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in backward: less GPU memory for a large student, slower"})
     seed: int = field(default=0, metadata={"help": "seeds LoRA init, data order and dropout"})
 
     def __post_init__(self) -> None:
