@@ -145,7 +145,7 @@ def test_missing_guidance_fails_unless_config_says_initial(tmp_path, sample_imag
 
 
 def test_corrupt_guidance_is_refused_too(tmp_path):
-    from qc_assets.fusion.runner import resolve_guidance
+    from qc_assets.fusion.post_train import resolve_guidance
     from qc_assets.missions import get_mission
 
     mission = get_mission(MISSION)

@@ -13,25 +13,17 @@ Layout under `out_root` (the asset's folder):
 from __future__ import annotations
 
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qc_assets.fusion.config import FusionConfig
-from qc_assets.fusion.evaluate import evaluate, held_out_records, mission_gate
 from qc_assets.fusion.mixing import SourceReport, mix
-from qc_assets.fusion.sources import LoadedSource, discover_missions, load_source
-from qc_assets.missions import get_mission
+from qc_assets.fusion.post_train import RUNS_DIR, evaluate_session, in_staging, mission_plan, new_run, publish
+from qc_assets.fusion.sources import discover_missions, load_source
 from qc_assets.plots import new_axes, png_bytes
-from qc_assets.stage_b.guidance import Guidance, load_guidance
-from resources.store import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
-
-STAGE_A_ASSET = "stage_a_summaries"
-STAGE_B_ASSET = "stage_b_guidance"
-RUNS_DIR = "runs"
+from resources.store import append_jsonl, atomic_write_bytes, atomic_write_json
 CURRENT = "current"
 PROMOTIONS = "promotions.jsonl"
 ADAPTER_DIR = "adapter"
@@ -75,19 +67,6 @@ def plot_loss(losses: list[float], path: Path, title: str) -> Path:
     return atomic_write_bytes(path, png_bytes(fig))
 
 
-def resolve_guidance(stage_b_dir: Path, mission, choice: str) -> tuple[Guidance, str]:
-    """(guidance, how it was chosen). `best` fails when Stage-B left none: no silent fallback."""
-    if choice == "initial":
-        return Guidance.initial(mission), "initial (config guidance: initial)"
-    try:
-        guidance = load_guidance(stage_b_dir, "best")
-    except (ValueError, OSError, KeyError) as e:
-        raise ValueError(f"mission {mission.name!r}: no usable Stage-B guidance under {stage_b_dir} ({e}); "
-                         "materialize stage_b_guidance for it, or set guidance: initial to evaluate with "
-                         "the initial guidance") from e
-    return guidance, f"best (version {guidance.version})"
-
-
 def current_run(out_root: Path) -> str | None:
     link = Path(out_root) / CURRENT
     return os.readlink(link).split("/")[-1] if link.is_symlink() else None
@@ -101,24 +80,14 @@ def promote(out_root: Path, run_id: str) -> None:
     os.replace(tmp, Path(out_root) / CURRENT)
 
 
-def _mission_inputs(cfg: FusionConfig, data_root: Path, images_root: Path, missions: list[str], log):
-    """Per mission: held-out records, guidance, and the loaded sources (held-out groups excluded)."""
-    plan = {}
-    for name in missions:
-        mission = get_mission(name)
-        stage_b_dir = data_root / STAGE_B_ASSET / name
-        records = read_jsonl(data_root / STAGE_A_ASSET / name / "records.jsonl")
-        held, split_note = held_out_records(records, stage_b_dir, cfg.seed) if records else ([], "no Stage-A records")
-        guidance, how = resolve_guidance(stage_b_dir, mission, cfg.guidance)
-        exclude = {r["group_id"] for r in held}
-        loaded = [load_source(s, mission=name, data_root=data_root, images_root=images_root, exclude_groups=exclude)
-                  for s in cfg.sources if s.type != "chatml_file"]
-        for s in loaded:
+def _load_sources(cfg: FusionConfig, plan: dict, data_root: Path, images_root: Path, log) -> None:
+    """Each mission's sources, its held-out groups excluded, into plan[mission]["loaded"]."""
+    for name, p in plan.items():
+        p["loaded"] = [load_source(s, mission=name, data_root=data_root, images_root=images_root,
+                                   exclude_groups=p["held_groups"]) for s in cfg.sources if s.type != "chatml_file"]
+        for s in p["loaded"]:
             if s.note:
                 log(f"fusion source {s.config.name}/{name}: {s.note}")
-        plan[name] = {"mission": mission, "held": held, "split": split_note, "guidance": guidance,
-                      "guidance_source": how, "loaded": loaded}
-    return plan
 
 
 def _mix(cfg: FusionConfig, plan: dict, data_root: Path, images_root: Path):
@@ -153,21 +122,14 @@ def run_fusion(cfg: FusionConfig, student, *, data_root: Path, images_root: Path
     if unknown:
         raise ValueError(f"fusion config weighs missions {unknown} that have no data under {data_root}; "
                          f"missions with data: {missions}")
-    plan = _mission_inputs(cfg, data_root, images_root, missions, log)
+    plan = mission_plan(data_root, missions, cfg.seed, cfg.guidance)
+    _load_sources(cfg, plan, data_root, images_root, log)
     mixed, reports, empty = _mix(cfg, plan, data_root, images_root)
 
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    runs = out_root / RUNS_DIR
-    staging = runs / f".staging-{run_id}"
-    staging.mkdir(parents=True)
-    try:
-        result = _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root, staging, run_id, log)
-    except BaseException:
-        # a failed run leaves no half-written run folder behind
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    run_dir = runs / run_id
-    os.replace(staging, run_dir)
+    run_id, staging = new_run(out_root)
+    result = in_staging(staging, lambda: _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root,
+                                                              staging, run_id, log))
+    run_dir = publish(staging, run_id)
     passed = result["eval"]["passed"]
     if passed:
         promote(out_root, run_id)
@@ -181,21 +143,7 @@ def run_fusion(cfg: FusionConfig, student, *, data_root: Path, images_root: Path
 def _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root, staging: Path, run_id: str,
                         log) -> dict:
     session = student.sft(mixed, cfg.lora, staging, log=log)
-    ev = cfg.eval
-    per_mission, gates = {}, []
-    for name, p in plan.items():
-        results = {}
-        for side, adapter in (("base", False), ("fused", True)):
-            results[side] = evaluate(session.generator(adapter), p["mission"], p["guidance"], p["held"], images_root,
-                                     ev.max_groups, ev.stage_a_images, ev.max_new_tokens)
-        gate = mission_gate(name, results["base"], results["fused"], ev, cfg.seed)
-        gates.append(gate)
-        per_mission[name] = {"held_out_source": p["split"], "held_out_records": [r["record_id"] for r in p["held"]],
-                             "guidance": p["guidance_source"], "guidance_version": p["guidance"].version,
-                             "base": results["base"], "fused": results["fused"], "gate": gate}
-    failures = [f"{g['mission']}: {f}" for g in gates for f in g["failures"]]
-    eval_doc = {"run_id": run_id, "passed": not failures, "failures": failures, "gates": gates,
-                "missions": per_mission, "config": asdict(ev)}
+    eval_doc = {"run_id": run_id, **evaluate_session(session, plan, cfg.eval, images_root, cfg.seed)}
     adapter_bytes = session.save_adapter(staging / ADAPTER_DIR)
     session.save_merged(staging)
     report = {"run_id": run_id, "missions": sorted(plan), "config": cfg.to_dict(), "rows": len(mixed),
