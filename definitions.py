@@ -13,6 +13,7 @@ from qc_assets import sensors
 from qc_assets.distill import assets as distill_assets
 from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.fusion import assets as fusion_assets
+from qc_assets.grpo import assets as grpo_assets
 from qc_assets.stage_a import assets as stage_a_assets
 from qc_assets.stage_a import checks as stage_a_checks
 from qc_assets.stage_b import assets as stage_b_assets
@@ -53,11 +54,11 @@ qc_pipeline = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=[*stage_a_assets.assets, *stage_b_assets.assets, *distill_assets.assets, *fusion_assets.assets,
-            *fastdistill_assets.assets],
+            *grpo_assets.assets, *fastdistill_assets.assets],
     asset_checks=[*stage_a_checks.asset_checks, *stage_b_assets.asset_checks, *distill_assets.asset_checks,
                   *fusion_assets.asset_checks, *fastdistill_assets.asset_checks],
     sensors=[*sensors.sensors],
-    jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs],
+    jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs],
     resources={
         "storage": StorageResource(data_root=str(data_root()), images_root=_env("QC_IMAGES_ROOT", "")),
         "vlm": VLMResource(
