@@ -94,3 +94,12 @@ def test_lora_step_benchmark_runs_at_tiny_size():
     assert result["steps_per_s"] > 0 and result["lora_modules"] == 7 and result["image_tokens"] == 16
     assert 0 < result["trainable_params"] < result["total_params"]
     assert section([result], "cmd").startswith("## LoRA SFT step\n")
+
+
+def test_merged_checkpoint_load_benchmark_runs_at_tiny_size(tmp_path):
+    from benchmarks.merged_checkpoint_load import main, section
+
+    result = main(["--size", "tiny", "--device", "cpu", "--new-tokens", "4", "--tmp-dir", str(tmp_path)])
+    assert result["lora_modules"] == 7 and result["disk_gib"] > 0
+    assert result["merge_save_s"] > 0 and result["load_s"] > 0 and result["first_answer_s"] > 0
+    assert section([result], "cmd").startswith("## Merged checkpoint load\n")
