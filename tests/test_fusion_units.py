@@ -203,7 +203,8 @@ def test_definitions_with_the_fusion_asset_load():
     dg.Definitions.validate_loadable(defs)
     spec = defs.resolve_assets_def("fused_sft_checkpoint")
     key = dg.AssetKey("fused_sft_checkpoint")
-    assert set(spec.asset_deps[key]) == {dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries")}
+    assert set(spec.asset_deps[key]) == {dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"),
+                                         dg.AssetKey("stage_b_guidance")}
     assert spec.partitions_def is None and spec.op.pool == "gpu"
     blocking = {c.name: c.blocking for a in asset_checks for c in a.check_specs}
     assert blocking == {"fused_sft_eval_gate": True, "fused_sft_checkpoint_loads": True}
@@ -219,3 +220,13 @@ def test_student_resource_refuses_the_smoke_model_unless_asked(tmp_path, monkeyp
         StudentTrainingResource(model_path=str(tmp_path)).get_student()
     with pytest.raises(ValueError, match="student dtype must be one of"):
         StudentTrainingResource(model_path=str(tmp_path), dtype="fp8").get_student()
+
+
+def test_student_resource_builds_the_smoke_model_only_when_asked(tmp_path, monkeypatch):
+    from resources.training.resource import StudentTrainingResource
+    from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE
+
+    monkeypatch.setenv("QC_DATA_ROOT", str(tmp_path))
+    student = StudentTrainingResource(smoke_model=True).get_student()
+    assert student.note == SMOKE_MODEL_NOTE and student.model_path.startswith(str(tmp_path))
+    assert StudentTrainingResource(model_path=student.model_path).get_student().note == ""

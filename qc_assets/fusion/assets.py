@@ -29,7 +29,8 @@ FusedSFTConfig = dagster_config(FusionRunConfig, "FusedSFTConfig")
 
 @dg.asset(
     name=ASSET_NAME,
-    deps=[dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries")],
+    # Stage-B: its split picks the held-out groups and its best guidance writes the eval prompts
+    deps=[dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")],
     pool="gpu",
     group_name=GROUP,
     kinds={"pytorch"},
