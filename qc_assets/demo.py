@@ -1,4 +1,5 @@
 """`make demo`: materialize every per-mission asset for every mission folder of the sample images,
+then train one student for all missions (`student_job`, saying whether it was promoted or refused),
 then a small FastDistill run.
 
 Runs on the instance in DAGSTER_HOME (SQLite), in one process so each model loads once. A second
