@@ -103,3 +103,18 @@ def test_merged_checkpoint_load_benchmark_runs_at_tiny_size(tmp_path):
     assert result["lora_modules"] == 7 and result["disk_gib"] > 0
     assert result["merge_save_s"] > 0 and result["load_s"] > 0 and result["first_answer_s"] > 0
     assert section([result], "cmd").startswith("## Merged checkpoint load\n")
+
+
+def test_bfloat16_student_trains_with_bf16_weights_and_float32_adapters(tiny_vlm_dir, examples, tmp_path):
+    """The dtype comes from the student resource (QC_DTYPE), nothing pins float32: bf16 base weights,
+    bf16 mixed precision in TRL, float32 LoRA weights (peft keeps adapters in float32)."""
+    import math
+
+    spec = LoraSFTConfig(last_k=1, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0)
+    session = VLStudent(str(tiny_vlm_dir), dtype="bfloat16").sft([examples[0][0], examples[1][0]], spec, tmp_path,
+                                                               log=lambda m: None)
+    params = dict(session.model.named_parameters())
+    assert {p.dtype for n, p in params.items() if "lora_" not in n} == {torch.bfloat16}
+    assert {p.dtype for n, p in params.items() if "lora_" in n} == {torch.float32}
+    assert all(math.isfinite(x) for x in session.losses) and len(session.losses) == 2
+    assert any(p.abs().sum() > 0 for n, p in params.items() if "lora_B" in n)
