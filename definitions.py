@@ -13,12 +13,14 @@ from qc_assets import sensors
 from qc_assets.distill import assets as distill_assets
 from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.fusion import assets as fusion_assets
+from qc_assets.grpo import assets as grpo_assets
 from qc_assets.stage_a import assets as stage_a_assets
 from qc_assets.stage_a import checks as stage_a_checks
 from qc_assets.stage_b import assets as stage_b_assets
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import data_root
+from resources.training.resource import StudentTrainingResource
 from resources.vlm.resource import VLMResource
 
 
@@ -52,11 +54,11 @@ qc_pipeline = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=[*stage_a_assets.assets, *stage_b_assets.assets, *distill_assets.assets, *fusion_assets.assets,
-            *fastdistill_assets.assets],
+            *grpo_assets.assets, *fastdistill_assets.assets],
     asset_checks=[*stage_a_checks.asset_checks, *stage_b_assets.asset_checks, *distill_assets.asset_checks,
                   *fusion_assets.asset_checks, *fastdistill_assets.asset_checks],
     sensors=[*sensors.sensors],
-    jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs],
+    jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs],
     resources={
         "storage": StorageResource(data_root=str(data_root()), images_root=_env("QC_IMAGES_ROOT", "")),
         "vlm": VLMResource(
@@ -66,6 +68,14 @@ defs = dg.Definitions(
             model=_env("QC_VLM_SERVED_MODEL", ""),
             device=_env("QC_DEVICE", "cpu"),
             dtype=_env("QC_DTYPE", "float32"),
+        ),
+        # the student's base checkpoint; empty = refuse, unless QC_STUDENT_SMOKE_MODEL=1 (the demo) allows the
+        # random-weight smoke model
+        "student": StudentTrainingResource(
+            model_path=_env("QC_STUDENT_MODEL", ""),
+            device=_env("QC_DEVICE", "cpu"),
+            dtype=_env("QC_DTYPE", "float32"),
+            smoke_model=_env("QC_STUDENT_SMOKE_MODEL", "0") == "1",
         ),
         "llm": llm_from_env("QC_LLM"),
         "teacher_llm": llm_from_env("QC_TEACHER"),

@@ -1,9 +1,11 @@
 """LoRA SFT step speed and memory of the Qwen3-VL student, random weights, with the project's LoRA policy.
 
 Builds Qwen3-VL from a config (no download): `--size 4b` uses Qwen3-VL-4B-Instruct's shapes, `--size
-tiny` the smoke model's. Adapters on the last K language blocks (resources.training.lora_sft_vl.apply_lora),
-vision tower and merger frozen; each row carries a synthetic image (random pixel patches, an
-`--image-grid` patch grid) so the frozen vision forward is timed too. Reports optimizer steps per
+tiny` the smoke model's. Adapters from the same peft `LoraConfig` the TRL trainers get
+(resources.training.trl_common.lora_config: last K language blocks, vision tower and merger frozen);
+each row carries a synthetic image (random pixel patches, an `--image-grid` patch grid) so the
+frozen vision forward is timed too. The step is SFTTrainer's compute step (forward, backward,
+gradient clipping, AdamW) without its data pipeline, so the number is the model's, not the collator's. Reports optimizer steps per
 second, target tokens per second and peak memory (CUDA allocator peak on GPU, max RSS on CPU), and
 writes the section "## LoRA SFT step" of docs/benchmarks.md with `--write-doc`.
 
@@ -15,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 
 import torch
 
 from qc_assets.fusion.config import LoraSFTConfig
-from resources.training.lora_sft_vl import apply_lora, trainable_parameters
+from resources.training.trl_common import check_frozen, lora_config, trainable_parameters
 
 SECTION = "## LoRA SFT step"
 # Qwen3-VL-4B-Instruct shapes (config.json of the released checkpoint).
@@ -100,7 +103,11 @@ def run(args) -> dict:
     model = build_model(args.size, args.device, dtype)
     build_s = time.perf_counter() - t0
     cfg = LoraSFTConfig(last_k=args.last_k, r=args.rank, alpha=2 * args.rank, seed=args.seed)
-    model, targets = apply_lora(model, cfg)
+    from peft import get_peft_model
+
+    peft_config, targets = lora_config(model, cfg)
+    model = get_peft_model(model, peft_config)
+    check_frozen(model)
     if args.grad_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
@@ -113,6 +120,7 @@ def run(args) -> dict:
         opt.zero_grad(set_to_none=True)
         loss = model(**batch).loss
         loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         return float(loss.detach())
 
@@ -139,7 +147,7 @@ def run(args) -> dict:
 def section(results: list[dict], command: str) -> str:
     lines = [SECTION, "",
              "Random-weight Qwen3-VL built from a config, LoRA on the last K language blocks (vision frozen), "
-             "synthetic rows with one image each, AdamW. Peak memory: CUDA allocator peak on GPU, max RSS on CPU.",
+             "synthetic rows with one image each; forward, backward, clip, AdamW (SFTTrainer's compute step). Peak memory: CUDA allocator peak on GPU, max RSS on CPU.",
              "", "| size | device | dtype | batch x seq | image tokens | last K / rank | trainable / total params | "
              "steps/s | target tok/s | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -174,7 +182,8 @@ def main() -> None:
     if args.write_doc:
         from benchmarks.report import DOC, write_section
 
-        cmd = "python -m benchmarks.lora_step " + " ".join(
+        env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+        cmd = env + "python -m benchmarks.lora_step " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
             if k not in ("write_doc", "grad_checkpointing")) + (" --grad-checkpointing" if args.grad_checkpointing else "")
         write_section(DOC, section([result], cmd))

@@ -1,4 +1,5 @@
 """`make demo`: materialize every per-mission asset for every mission folder of the sample images,
+then train one student for all missions (`student_job`, saying whether it was promoted or refused),
 then a small FastDistill run.
 
 Runs on the instance in DAGSTER_HOME (SQLite), in one process so each model loads once. A second
@@ -6,10 +7,14 @@ run reuses finished work: Stage-A finds every summary in its log, Stage-B its ro
 and FastDistill their teacher caches.
 """
 
+import os
 import sys
 import time
 
 import dagster as dg
+
+# The demo trains the random-weight smoke student on purpose; production sets QC_STUDENT_MODEL instead.
+os.environ.setdefault("QC_STUDENT_SMOKE_MODEL", "1")
 
 from definitions import defs
 from qc_assets.fastdistill import assets as fastdistill_assets
@@ -54,6 +59,12 @@ def main() -> int:
                             result, expected)
 
     started = time.perf_counter()
+    result = defs.resolve_job_def("student_job").execute_in_process(instance=instance, raise_on_error=False)
+    problems += _report(f"student (run {result.run_id}, {time.perf_counter() - started:.0f}s)", result,
+                        {"fused_sft_checkpoint"})
+    problems += _student_verdict(result)
+
+    started = time.perf_counter()
     result = run_fastdistill("demo", instance=instance, storage=storage, teacher_llm=defs.resources["teacher_llm"],
                              raise_on_error=False)
     problems += _report(f"FastDistill run 'demo' ({time.perf_counter() - started:.0f}s)", result,
@@ -65,6 +76,20 @@ def main() -> int:
     if problems:
         print("\n" + "\n".join(problems))
     return 1 if any(p.startswith("FAILED") for p in problems) else 0
+
+
+def _student_verdict(result) -> list[str]:
+    """Say whether the one student was promoted to `current` or refused, and why."""
+    for mat in result.get_asset_materialization_events():
+        meta = mat.step_materialization_data.materialization.metadata
+        if "promoted" in meta:
+            run_id, current = meta["run_id"].value, meta["current_run"].value or "none"
+            if meta["promoted"].value:
+                print(f"student run {run_id}: PROMOTED; fused_sft_checkpoint/current -> runs/{run_id}")
+                return []
+            print(f"student run {run_id}: REFUSED by the eval gate; current stays {current}")
+            return [f"student run {run_id} refused: {meta['preview'].value}"]
+    return []
 
 
 def _report(title: str, result, expected: set[str]) -> list[str]:

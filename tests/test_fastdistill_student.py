@@ -1,4 +1,4 @@
-"""The student asset on a real Dagster instance: LoRA SFT of the embedded SmolLM2 on a run's export,
+"""The student asset on a real Dagster instance: LoRA SFT (TRL SFTTrainer) of the embedded SmolLM2 on a run's export,
 base vs student exec-eval on the dev split, Born-Again lineage. The export is written here from gold
 SQL (the teacher stages have their own tests), so the training data does not depend on SmolLM2's luck."""
 
@@ -12,7 +12,7 @@ from qc_assets.fastdistill.assets import fastdistill_student, teacher_llm_for
 from qc_assets.fastdistill.config import RunConfig, StudentConfig
 from qc_assets.fastdistill.pipeline import read_rows, stage_inputs
 from qc_assets.fastdistill.prompts import build_messages
-from resources.training.lora_sft_text import IGNORE, encode_chat, train_lora
+from resources.training.sft_text import TextLoraSpec, build_trainer, train_lora
 from resources.llm.resource import LLMResource
 from resources.llm.transformers_backend import load_model
 from resources.llm.smollm2 import smollm2_gguf_path
@@ -33,13 +33,21 @@ def test_student_asset_trains_evaluates_and_chains(tmp_path):
 
     model, tokenizer = load_model(gguf.parent, gguf.name, "cpu", "float32")
     probe_before = next(model.parameters()).detach().clone()
-    ids, labels = encode_chat(tokenizer, sft[0]["messages"], max_length=512)
-    assert len(ids) == len(labels) and labels[0] == IGNORE
-    assert train[0]["gold_sql"] in tokenizer.decode([t for t in labels if t != IGNORE])
+    # TRL's prompt-completion rows: loss only on the reply (the gold SQL), none on the prompt
+    spec = TextLoraSpec(max_steps=1, batch_size=1, learning_rate=1e-3, r=4, alpha=8, seed=0)
+    trainer, _ = build_trainer(gguf.parent, gguf.name, [sft[0]["messages"]], spec, tmp_path / "probe", "cpu",
+                               "float32", 512)
+    row = trainer.train_dataset[0]
+    reply = [t for t in row["labels"] if t != -100]  # TRL folds the completion mask into the labels
+    assert row["labels"][0] == -100 and train[0]["gold_sql"] in tokenizer.decode(reply)
+    assert "Question" not in tokenizer.decode(reply)
+    del trainer
 
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         instance.add_dynamic_partitions("fastdistill_runs", ["r0"])
-        config = {"steps": 2, "batch_size": 1, "max_length": 256, "eval_max_new_tokens": 16, "cpu_threads": 1}
+        # no warmup: with 2 steps the first would run at lr 0, and LoRA A only moves once B is non-zero
+        config = {"steps": 2, "batch_size": 1, "max_length": 256, "eval_max_new_tokens": 16, "cpu_threads": 1,
+                  "warmup_ratio": 0.0}
         result = dg.materialize([fastdistill_student], partition_key="r0", instance=instance,
                                 resources={"storage": storage},
                                 run_config={"ops": {"fastdistill_student": {"config": config}}})
@@ -52,6 +60,7 @@ def test_student_asset_trains_evaluates_and_chains(tmp_path):
     assert report["trainable_tensors_changed"] == report["trainable_tensors"]
     assert report["frozen_tensors_changed"] == 0
     assert report["train_tokens"] > 0 and len(report["losses"]) == 2
+    assert report["device"] == "cpu" and report["dtype"] == "float32"
     assert torch.equal(next(model.parameters()).detach(), probe_before)  # shared base untouched
     assert (run / "train" / "adapter" / "adapter_config.json").exists()
 
@@ -74,4 +83,6 @@ def test_student_asset_trains_evaluates_and_chains(tmp_path):
     with pytest.raises(ValueError, match="has no trained student"):
         teacher_llm_for(RunConfig(teacher_from_run="nope"), storage, LLMResource())
     with pytest.raises(ValueError, match="no SFT conversations"):
-        train_lora(gguf.parent, gguf.name, [], StudentConfig(steps=1), tmp_path / "empty")
+        train_lora(gguf.parent, gguf.name, [], spec, tmp_path / "empty")
+    with pytest.raises(ValueError, match="needs base_model_path"):
+        StudentConfig(gguf_file="x.gguf")

@@ -1,15 +1,17 @@
-"""LoRA SFT on the tiny random-weight Qwen3-VL: the assistant-only mask, the freeze policy, a falling
-loss on a fixed batch, and the saved adapter's load/merge round trip."""
+"""LoRA SFT through TRL's SFTTrainer on the tiny random-weight Qwen3-VL: the completion-only loss
+mask of TRL's vision-language collator, the freeze policy (vision tower and merger untouched), the
+warmup + cosine schedule, a falling loss, and the merged checkpoint reproducing the adapter."""
 
 import pytest
 import torch
 
-from fusion_fixtures import distill_rows, one_torch_thread, stage_a_records  # noqa: F401
-from resources.training import lora_sft_vl as lora_sft
+from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
 from qc_assets.fusion.config import LoraSFTConfig
-from qc_assets.fusion.policy import IGNORE_INDEX, is_vision_param
 from qc_assets.fusion.sources import stage_a_examples
-from fusion_fixtures import MISSION
+from resources.store import read_jsonl
+from resources.training import sft_vl
+from resources.training.lora_policy import is_vision_param
+from resources.training.student import VLStudent
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -22,45 +24,39 @@ def examples(sample_images):
     return text, image
 
 
-def _reply_span(enc, processor):
-    labels = enc["labels"]
-    kept = [i for i, lab in enumerate(labels) if lab != IGNORE_INDEX]
-    assert kept == list(range(kept[0], kept[-1] + 1)), "the trained tokens must be one contiguous span"
-    assert [enc["input_ids"][i] for i in kept] == [labels[i] for i in kept]
-    return processor.tokenizer.decode([enc["input_ids"][i] for i in kept]), kept
+def test_collator_puts_loss_on_the_reply_only_for_text_and_photo_rows(tiny_vlm_dir, examples):
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-
-def test_mask_is_exactly_the_assistant_reply_and_its_end_token(tiny_vlm_dir, examples):
-    _, processor = lora_sft.load_student(str(tiny_vlm_dir))
+    _, processor = sft_vl.load_student(str(tiny_vlm_dir))
+    collator = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
     text, image = examples
-    for ex in (text[0], image[0]):
-        enc = lora_sft.encode_example(ex, processor)
-        decoded, kept = _reply_span(enc, processor)
-        assert decoded == ex["messages"][-1]["content"] + "<|im_end|>"
-        # everything after the end token (the template's newline) is masked too
-        assert kept[-1] == len(enc["input_ids"]) - 2
-        prompt = processor.tokenizer.decode(enc["input_ids"][: kept[0]])
+    rows = [sft_vl.trl_row(text[0]), sft_vl.trl_row(image[0])]
+    batch = collator([dict(r) for r in rows])  # one text row and one photo row in one batch
+    assert batch["image_grid_thw"].shape[0] == 1 and int(batch["mm_token_type_ids"][1].sum()) > 0
+    for i, ex in enumerate((text[0], image[0])):
+        labels, ids = batch["labels"][i], batch["input_ids"][i]
+        kept = (labels != -100).nonzero().flatten().tolist()
+        assert kept == list(range(kept[0], kept[-1] + 1)), "the trained tokens must be one contiguous span"
+        # the reply, its end-of-turn token and the template's newline; nothing of the prompt
+        assert processor.tokenizer.decode(ids[kept]) == ex["messages"][-1]["content"] + "<|im_end|>\n"
+        prompt = processor.tokenizer.decode(ids[: kept[0]][batch["attention_mask"][i][: kept[0]] == 1])
         assert prompt.endswith("<|im_start|>assistant\n") and "<|im_start|>system" in prompt
-    image_enc = lora_sft.encode_example(image[0], processor)
-    assert "pixel_values" in image_enc and sum(image_enc["mm_token_type_ids"]) > 0
-    assert lora_sft.encode_example(text[0], processor, max_length=5) is None
+    assert sft_vl.token_length(rows[1], processor) > sft_vl.token_length(rows[0], processor) > 20
 
 
-def test_lora_trains_only_adapters_and_loss_falls_on_a_fixed_batch(tiny_vlm_dir, examples, tmp_path):
-    from resources.store import read_jsonl
+def test_sft_trains_only_language_lora_with_warmup_cosine_and_loss_falls(tiny_vlm_dir, examples, tmp_path):
+    before = {n: p.detach().clone() for n, p in sft_vl.load_student(str(tiny_vlm_dir))[0].named_parameters()}
+    spec = LoraSFTConfig(last_k=1, max_steps=12, batch_size=2, learning_rate=3e-2, warmup_ratio=0.25, seed=3)
+    fixed = [examples[0][0], examples[1][0]]  # one text row, one photo row: the same batch every step
+    session = VLStudent(str(tiny_vlm_dir)).sft(fixed, spec, tmp_path, log=lambda m: None)
+    assert session.targets and all(".layers.1." in t for t in session.targets)  # 2 blocks, last 1 adapted
+    assert session.losses[-1] < session.losses[0] * 0.9
+    log = read_jsonl(tmp_path / "train_log.jsonl")
+    lrs = [r["learning_rate"] for r in log]
+    assert len(log) == 12 and lrs[0] < max(lrs) == pytest.approx(3e-2) and lrs[-1] < max(lrs) / 2
+    assert all(r["grad_norm"] > 0 for r in log)
 
-    model, processor = lora_sft.load_student(str(tiny_vlm_dir))
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = LoraSFTConfig(last_k=1, max_steps=8, batch_size=2, learning_rate=1e-2, seed=3)
-    peft_model, targets = lora_sft.apply_lora(model, cfg)
-    assert targets and all(".layers.1." in t for t in targets)  # tiny model: 2 blocks, last 1 adapted
-    fixed = [examples[0][0], examples[1][0]]  # one text row, one image row: the same batch every step
-    result = lora_sft.train_lora(peft_model, processor, fixed, cfg, log_path=tmp_path / "log.jsonl", log=lambda m: None)
-    assert result.losses[-1] < result.losses[0] * 0.9
-    log = read_jsonl(tmp_path / "log.jsonl")
-    assert [r["step"] for r in log] == list(range(1, 9)) and log[0]["loss"] == pytest.approx(result.losses[0])
-
-    after = dict(peft_model.named_parameters())
+    after = dict(session.model.named_parameters())
     base_after = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
                   for n, p in after.items() if "lora_" not in n}
     assert set(base_after) == set(before)
@@ -69,35 +65,22 @@ def test_lora_trains_only_adapters_and_loss_falls_on_a_fixed_batch(tiny_vlm_dir,
     assert all(torch.equal(before[n], base_after[n]) for n in before), "a base parameter changed"
     lora_b = [p for n, p in after.items() if "lora_B" in n]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b), "LoRA B matrices start at zero and must move"
-    assert result.trainable_params == sum(p.numel() for n, p in after.items() if "lora_" in n)
-    assert result.trainable_params < result.total_params / 10
+    assert session.trainable_params == sum(p.numel() for n, p in after.items() if "lora_" in n)
+    assert session.trainable_params < session.total_params / 10
 
-    # the saved adapter reloads onto the base, reproduces the fused logits, and merges
-    peft_model.save_pretrained(str(tmp_path / "adapter"))
-    assert lora_sft.adapter_size_bytes(tmp_path / "adapter") > 0
-    batch = lora_sft.collate([lora_sft.encode_example(examples[0][0], processor)], processor.tokenizer.pad_token_id)
-    batch.pop("labels")
-    with torch.no_grad():
-        want = peft_model(**batch).logits
-        with peft_model.disable_adapter():
-            base_logits = peft_model(**batch).logits
-        merged = lora_sft.load_adapter(str(tiny_vlm_dir), tmp_path / "adapter", merge=True)
-        got = merged(**batch).logits
-    assert torch.allclose(want, got, atol=1e-4) and not torch.allclose(want, base_logits, atol=1e-4)
-
-
-def test_generator_runs_base_and_fused_on_text_and_image_prompts(tiny_vlm_dir, examples):
-    model, processor = lora_sft.load_student(str(tiny_vlm_dir))
-    peft_model, _ = lora_sft.apply_lora(model, LoraSFTConfig(last_k=1))
-    text, image = examples
-    convs = [text[0]["messages"][:-1], image[0]["messages"][:-1]]
-    side = processor.tokenizer.padding_side
-    outs = [lora_sft.StudentGenerator(peft_model, processor, adapter=adapter).generate(
-        convs, [[], image[0]["images"]], max_new_tokens=4) for adapter in (False, True)]
-    assert len(outs[0]) == 2 and all(isinstance(t, str) and t for t in outs[0])
-    # a fresh adapter has B = 0, so adapter on and off must decode the same text
-    assert outs[0] == outs[1]
-    assert processor.tokenizer.padding_side == side
+    # base and student differ; the merged checkpoint answers exactly like the adapter it came from
+    convs = [examples[0][0]["messages"][:-1], examples[1][0]["messages"][:-1]]
+    imgs = [[], examples[1][0]["images"]]
+    base = session.generator(adapter=False).generate(convs, imgs, max_new_tokens=6)
+    fused = session.generator(adapter=True).generate(convs, imgs, max_new_tokens=6)
+    assert fused != base
+    assert session.save_adapter(tmp_path / "adapter") > 0
+    merged_dir = session.save_merged(tmp_path / "merged")
+    model, processor = sft_vl.load_student(str(merged_dir))
+    assert sft_vl.StudentGenerator(model, processor, adapter=True).generate(convs, imgs, max_new_tokens=6) == fused
+    reloaded = sft_vl.load_adapter(str(tiny_vlm_dir), tmp_path / "adapter", merge=True)
+    assert any("lora" in n for n in dict(sft_vl.load_adapter(str(tiny_vlm_dir), tmp_path / "adapter").named_parameters()))
+    assert not any("lora" in n for n, _ in reloaded.named_parameters())
 
 
 def test_lora_step_benchmark_runs_at_tiny_size():
@@ -111,3 +94,27 @@ def test_lora_step_benchmark_runs_at_tiny_size():
     assert result["steps_per_s"] > 0 and result["lora_modules"] == 7 and result["image_tokens"] == 16
     assert 0 < result["trainable_params"] < result["total_params"]
     assert section([result], "cmd").startswith("## LoRA SFT step\n")
+
+
+def test_merged_checkpoint_load_benchmark_runs_at_tiny_size(tmp_path):
+    from benchmarks.merged_checkpoint_load import main, section
+
+    result = main(["--size", "tiny", "--device", "cpu", "--new-tokens", "4", "--tmp-dir", str(tmp_path)])
+    assert result["lora_modules"] == 7 and result["disk_gib"] > 0
+    assert result["merge_save_s"] > 0 and result["load_s"] > 0 and result["first_answer_s"] > 0
+    assert section([result], "cmd").startswith("## Merged checkpoint load\n")
+
+
+def test_bfloat16_student_trains_with_bf16_weights_and_float32_adapters(tiny_vlm_dir, examples, tmp_path):
+    """The dtype comes from the student resource (QC_DTYPE), nothing pins float32: bf16 base weights,
+    bf16 mixed precision in TRL, float32 LoRA weights (peft keeps adapters in float32)."""
+    import math
+
+    spec = LoraSFTConfig(last_k=1, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0)
+    session = VLStudent(str(tiny_vlm_dir), dtype="bfloat16").sft([examples[0][0], examples[1][0]], spec, tmp_path,
+                                                               log=lambda m: None)
+    params = dict(session.model.named_parameters())
+    assert {p.dtype for n, p in params.items() if "lora_" not in n} == {torch.bfloat16}
+    assert {p.dtype for n, p in params.items() if "lora_" in n} == {torch.float32}
+    assert all(math.isfinite(x) for x in session.losses) and len(session.losses) == 2
+    assert any(p.abs().sum() > 0 for n, p in params.items() if "lora_B" in n)

@@ -1,4 +1,4 @@
-"""Fusion config, source loading, mixing, LoRA target naming and the regression gate (no model)."""
+"""Fusion config, source loading, mixing, LoRA target naming and the bootstrap gate (no model)."""
 
 import doctest
 from pathlib import Path
@@ -6,17 +6,20 @@ from pathlib import Path
 import pytest
 
 from fusion_fixtures import MISSION, distill_rows, stage_a_records, write_inputs
-from qc_assets.fusion import evaluate, mixing, policy
-from qc_assets.fusion.config import FusionConfig, LoraSFTConfig, SourceConfig, load_fusion_config
-from qc_assets.fusion.sources import load_source, validate_chatml
+from qc_assets.fusion import evaluate, mixing
+from qc_assets.fusion.config import (EvalGateConfig, FusionConfig, FusionRunConfig, LoraSFTConfig, SourceConfig,
+                                     load_fusion_config)
+from qc_assets.fusion.sources import discover_missions, load_source, validate_chatml
+from resources.training import lora_policy as policy
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_example_config_loads_and_roundtrips():
     cfg = load_fusion_config(REPO / "configs" / "fusion.example.yaml")
-    assert [s.type for s in cfg.sources] == ["distill_chatml", "mission_corpus", "stage_a_summaries"]
-    assert cfg.lora.last_k == 2 and cfg.eval.tolerance == 0.05
+    assert [s.type for s in cfg.sources] == ["distill_chatml", "stage_a_summaries"]
+    assert cfg.lora.last_k == 2 and cfg.eval.confidence == 0.95 and cfg.guidance == "best"
+    assert cfg.missions == {"BBU接地线检查": 1.0, "RRU安装检查": 1.0}
     assert FusionConfig(**{**cfg.__dict__}).to_dict() == cfg.to_dict()
 
 
@@ -28,7 +31,12 @@ def test_example_config_loads_and_roundtrips():
     ("sources:\n  - {name: a, type: distill_chatml}\n  - {name: a, type: stage_a_summaries}\n", "unique"),
     ("sources:\n  - {name: a, type: distill_chatml, weight: 2}\n", "unknown keys ['weight']"),
     ("lora: {last_k: 0}\n", "lora.last_k must be an integer >= 1"),
-    ("eval: {tolerance: 1.5}\n", "eval.tolerance must be in"),
+    ("eval: {confidence: 1.5}\n", "eval.confidence must be in"),
+    ("eval: {tolerance: 0.05}\n", "unknown keys ['tolerance']"),
+    ("guidance: latest\n", "guidance must be one of"),
+    ("missions: {BBU接地线检查: 0}\n", "mission weights must be numbers > 0"),
+    ("sources:\n  - {name: a, type: mission_corpus}\n", "unknown type 'mission_corpus'"),
+    ("lora: {warmup_ratio: 1.0}\n", "lora.warmup_ratio"),
     ("sources: []\n", "at least one source"),
 ])
 def test_bad_yaml_is_refused_with_a_clear_message(tmp_path, yaml_text, message):
@@ -87,8 +95,7 @@ def test_sources_drop_held_out_groups_and_missing_photos(tmp_path, sample_images
     ex = stage_a.examples[0]
     assert Path(ex["images"][0]).is_file() and ex["messages"][1]["content"][0] == {"type": "image"}
     assert ex["messages"][2]["content"] in ("机柜空槽位挡风板齐全，安装到位", "机柜有两个空槽位缺少挡风板")
-    other = load_source(SourceConfig(name="o", type="mission_corpus"), **kwargs)
-    assert other.examples == [] and other.note == "no other mission corpora"
+    assert discover_missions(tmp_path) == [MISSION]
     missing = load_source(SourceConfig(name="d", type="distill_chatml"),
                           **{**kwargs, "mission": "BBU接地线检查"})
     assert missing.examples == [] and "materialize distill_chatml" in missing.note
@@ -117,23 +124,27 @@ def test_lora_targets_are_the_last_k_blocks_only():
     assert policy.is_vision_param("base_model.model.model.visual.merger.linear_fc1.weight")
 
 
-def test_assistant_labels_mask_everything_but_the_reply():
-    labels = policy.assistant_labels(3, [10, 11, 2, 5], end_id=2)
-    assert labels == [-100, -100, -100, 10, 11, 2, -100]
-    with pytest.raises(ValueError, match="no end token"):
-        policy.assistant_labels(3, [10, 11], end_id=2)
+def _scores(correct: list[float]) -> dict:
+    items = {m: list(correct) for m in evaluate.GATED_METRICS}
+    return {**{m: sum(v) / len(v) if v else 0.0 for m, v in items.items()}, "items": items}
 
 
-def test_regression_gate_pass_and_fail_paths():
-    base = {m: 0.5 for m in evaluate.GATED_METRICS}
-    assert evaluate.regression_gate(base, dict(base), tolerance=0.0)["passed"]
-    worse = {**base, "stage_b/verdict_accuracy": 0.4}
-    gate = evaluate.regression_gate(base, worse, tolerance=0.05)
-    assert not gate["passed"] and gate["failures"] == ["stage_b/verdict_accuracy"]
-    assert "| stage_b/verdict_accuracy | 0.500 | 0.400 | -0.100 | NO |" in evaluate.gate_table(gate)
-    assert evaluate.regression_gate(base, worse, tolerance=0.1)["passed"]
-    with pytest.raises(ValueError, match="missing from fused"):
-        evaluate.regression_gate(base, {}, tolerance=0.1)
+def test_bootstrap_gate_blocks_a_real_regression_and_passes_noise():
+    cfg = EvalGateConfig()
+    base = _scores([1, 1, 1, 1, 1, 1, 1, 1])
+    gate = evaluate.mission_gate("m", base, _scores([0, 0, 0, 0, 0, 0, 0, 1]), cfg, seed=0)
+    assert not gate["passed"] and len(gate["failures"]) == 3 and gate["rows"][0]["high"] < 0
+    # one flipped answer out of eight is within the noise: the interval reaches 0
+    noisy = evaluate.mission_gate("m", base, _scores([1, 1, 1, 1, 1, 1, 1, 0]), cfg, seed=0)
+    assert noisy["passed"] and noisy["rows"][0]["low"] < 0 <= noisy["rows"][0]["high"]
+    # equal models pass by default, fail when an improvement is demanded
+    assert evaluate.mission_gate("m", base, base, cfg, seed=0)["passed"]
+    assert not evaluate.mission_gate("m", base, base, EvalGateConfig(min_improvement=0.1), seed=0)["passed"]
+    empty = evaluate.mission_gate("m", _scores([]), _scores([]), cfg, seed=0)
+    assert not empty["passed"] and "no held-out items" in empty["failures"][0]
+    assert "| m | stage_b/verdict_accuracy | 8 | 1.000 | 0.125 |" in evaluate.gate_table([gate])
+    with pytest.raises(ValueError, match="must be paired"):
+        evaluate.paired_bootstrap([1, 0], [1], 100, 0.95, 0)
 
 
 def test_stage_a_format_validity():
@@ -160,6 +171,19 @@ def test_doctests():
         assert doctest.testmod(module).failed == 0
 
 
+def test_run_config_is_derived_and_overrides_the_yaml():
+    from qc_assets.fusion.assets import FusedSFTConfig
+    from qc_assets.run_config import to_domain
+
+    fields = FusedSFTConfig.model_fields
+    assert set(fields) == {"config_file", "max_steps", "seed", "guidance"}
+    cfg = to_domain(FusedSFTConfig(config_file=str(REPO / "configs" / "fusion.example.yaml"), max_steps=3,
+                                   guidance="initial"), FusionRunConfig).fusion_config()
+    assert cfg.lora.max_steps == 3 and cfg.guidance == "initial" and cfg.sources[0].name == "stageb_teacher"
+    with pytest.raises(ValueError, match="guidance must be one of"):
+        FusionRunConfig(guidance="latest")
+
+
 def test_lora_config_validation():
     with pytest.raises(ValueError, match="dropout"):
         LoraSFTConfig(dropout=1.0)
@@ -170,16 +194,39 @@ def test_lora_config_validation():
 def test_definitions_with_the_fusion_asset_load():
     import dagster as dg
 
-    from qc_assets.fusion.assets import assets, asset_checks
+    from qc_assets.fusion.assets import asset_checks, assets, jobs
     from resources.storage import StorageResource
-    from resources.vlm.resource import VLMResource
+    from resources.training.resource import StudentTrainingResource
 
-    defs = dg.Definitions(assets=assets, asset_checks=asset_checks,
-                          resources={"storage": StorageResource(), "vlm": VLMResource()})
+    defs = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=jobs,
+                          resources={"storage": StorageResource(), "student": StudentTrainingResource()})
     dg.Definitions.validate_loadable(defs)
     spec = defs.resolve_assets_def("fused_sft_checkpoint")
     key = dg.AssetKey("fused_sft_checkpoint")
-    assert set(spec.asset_deps[key]) == {dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries")}
-    assert spec.partitions_def.name == "missions" and spec.op.pool == "gpu"
+    assert set(spec.asset_deps[key]) == {dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"),
+                                         dg.AssetKey("stage_b_guidance")}
+    assert spec.partitions_def is None and spec.op.pool == "gpu"
     blocking = {c.name: c.blocking for a in asset_checks for c in a.check_specs}
-    assert blocking == {"fused_sft_eval_gate": True, "fused_sft_adapter_loads": True}
+    assert blocking == {"fused_sft_eval_gate": True, "fused_sft_checkpoint_loads": True}
+    assert defs.resolve_job_def("student_job")
+
+
+def test_student_resource_refuses_the_smoke_model_unless_asked(tmp_path, monkeypatch):
+    from resources.training.resource import StudentTrainingResource
+
+    with pytest.raises(ValueError, match="QC_STUDENT_SMOKE_MODEL=1"):
+        StudentTrainingResource().get_student()
+    with pytest.raises(ValueError, match="no student checkpoint at"):
+        StudentTrainingResource(model_path=str(tmp_path)).get_student()
+    with pytest.raises(ValueError, match="student dtype must be one of"):
+        StudentTrainingResource(model_path=str(tmp_path), dtype="fp8").get_student()
+
+
+def test_student_resource_builds_the_smoke_model_only_when_asked(tmp_path, monkeypatch):
+    from resources.training.resource import StudentTrainingResource
+    from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE
+
+    monkeypatch.setenv("QC_DATA_ROOT", str(tmp_path))
+    student = StudentTrainingResource(smoke_model=True).get_student()
+    assert student.note == SMOKE_MODEL_NOTE and student.model_path.startswith(str(tmp_path))
+    assert StudentTrainingResource(model_path=student.model_path).get_student().note == ""

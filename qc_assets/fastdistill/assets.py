@@ -14,8 +14,9 @@ import dagster as dg
 
 from qc_assets.fastdistill import pipeline
 from qc_assets.fastdistill.assets_meta import md_preview, plot_md, table
-from qc_assets.fastdistill.config import RunConfig
+from qc_assets.fastdistill.config import RunConfig, StudentConfig
 from qc_assets.fastdistill.partitions import fastdistill_runs
+from qc_assets.run_config import dagster_config, to_domain
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 
@@ -232,20 +233,7 @@ def fastdistill_dataset(context: dg.AssetExecutionContext, storage: StorageResou
     }, check_results=checks)
 
 
-class StudentRunConfig(dg.Config):
-    """LoRA SFT of the student on this run's export, then before/after eval on the dev split."""
-
-    base_model_path: str = ""  # HF folder or folder with gguf_file; empty = embedded SmolLM2 GGUF
-    gguf_file: str = ""
-    steps: int = 8
-    batch_size: int = 2
-    learning_rate: float = 2e-3
-    lora_r: int = 8
-    lora_alpha: int = 16
-    max_length: int = 384
-    eval_max_new_tokens: int = 64
-    seed: int = 0
-    cpu_threads: int = 0  # torch intra-op threads; 1 is fastest on an oversubscribed CPU
+StudentRunConfig = dagster_config(StudentConfig, "StudentRunConfig")
 
 
 @dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_dataset], pool="gpu",
@@ -259,7 +247,7 @@ def fastdistill_student(
     run_id = context.partition_key
     folder = run_dir(storage, run_id)
     try:
-        out = run_student(folder, config.model_dump())
+        out = run_student(folder, to_domain(config, StudentConfig))
     except (OSError, RuntimeError, ValueError) as err:
         raise _fail("student training/eval", err, run_id) from err
     train, before, after = out["train"], out["before"], out["after"]

@@ -7,7 +7,7 @@ from its folder and every stage sees the same settings.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qc_assets.fastdistill.prompts import RECIPES
 from resources.llm import DecodeParams
@@ -87,15 +87,25 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    steps: int = 8
-    batch_size: int = 2
-    learning_rate: float = 2e-3
-    lora_r: int = 8
-    lora_alpha: int = 16
-    max_length: int = 384
-    eval_max_new_tokens: int = 64
-    seed: int = 0
-    cpu_threads: int = 0  # torch intra-op threads for training and eval decode; 0 = torch default
+    """LoRA SFT of the text student on a run's export (TRL SFTTrainer), then base vs student on the dev split."""
+
+    base_model_path: str = field(default="", metadata={
+        "help": "HF folder, or folder holding gguf_file; empty = the embedded SmolLM2 GGUF"})
+    gguf_file: str = field(default="", metadata={"help": "GGUF file name inside base_model_path"})
+    device: str = field(default="cpu", metadata={"help": "training and eval device, e.g. cuda"})
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 (bf16 mixed precision) or float16"})
+    steps: int = field(default=8, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=2, metadata={"help": "rows per step"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "linear warmup share before cosine decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    max_length: int = field(default=384, metadata={"help": "tokens kept per row"})
+    eval_max_new_tokens: int = field(default=64, metadata={"help": "greedy decode budget per dev answer"})
+    seed: int = field(default=0, metadata={"help": "seeds LoRA init and data order"})
+    cpu_threads: int = field(default=0, metadata={
+        "help": "torch intra-op threads for training and eval decode; 0 = torch default, 1 is fastest on a busy CPU"})
 
     def __post_init__(self) -> None:
         if self.cpu_threads < 0:
@@ -105,3 +115,8 @@ class StudentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.gguf_file and not self.base_model_path:
+            raise ValueError(f"gguf_file {self.gguf_file!r} needs base_model_path (the folder that holds it)")
+

@@ -1,6 +1,6 @@
 """Student evaluation on the held-out split with the same gates and exec eval as the teacher.
 
-Training itself needs torch/peft and lives in `resources/training/lora_sft_text.py`; this module only needs a
+Training itself needs torch/TRL and lives in `resources/training/sft_text.py`; this module only needs a
 `ChatLLM`, so the base model and the trained student are scored by identical code.
 """
 

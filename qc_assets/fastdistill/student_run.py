@@ -1,6 +1,6 @@
 """Student stage: LoRA SFT on this run's export, then base vs student on the dev split.
 
-Imports torch through `resources.training.lora_sft_text`; the asset imports this module only when it runs.
+Imports torch through `resources.training.sft_text` (TRL SFTTrainer); the asset imports this module only when it runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from qc_assets.fastdistill import pipeline
 from qc_assets.fastdistill.config import StudentConfig
 from qc_assets.fastdistill.reports import stage_timing, write_stage_reports
 from qc_assets.fastdistill.student import evaluate_llm
-from resources.training.lora_sft_text import train_lora
+from resources.training.sft_text import TextLoraSpec, train_lora
 from resources.llm import DecodeParams
 from resources.llm.transformers_backend import TransformersChatLLM
 from resources.store import atomic_write_json, iter_jsonl
@@ -28,24 +28,31 @@ def _base_location(base_model_path: str, gguf_file: str) -> tuple[Path, str | No
     return gguf.parent, gguf.name
 
 
-def run_student(run_dir: Path, options: dict) -> dict:
+def run_student(run_dir: Path, student_cfg: StudentConfig) -> dict:
     run_dir = Path(run_dir)
     cfg = pipeline.load_config(run_dir)
-    base_path, gguf_file = _base_location(options.pop("base_model_path", ""), options.pop("gguf_file", ""))
-    student_cfg = StudentConfig(**options)
+    base_path, gguf_file = _base_location(student_cfg.base_model_path, student_cfg.gguf_file)
     sft = list(iter_jsonl(run_dir / "export" / "sft_chatml.jsonl"))
     dev = [r for r in pipeline.read_rows(run_dir / "dedup" / "records.parquet") if r["split"] == "dev"]
     params = DecodeParams(temperature=0.0, max_new_tokens=student_cfg.eval_max_new_tokens, seed=student_cfg.seed)
 
     t0 = time.perf_counter()
-    report = train_lora(base_path, gguf_file, [r["messages"] for r in sft], student_cfg, run_dir / "train")
+    spec = TextLoraSpec(max_steps=student_cfg.steps, batch_size=student_cfg.batch_size,
+                        learning_rate=student_cfg.learning_rate, r=student_cfg.lora_r, alpha=student_cfg.lora_alpha,
+                        seed=student_cfg.seed, warmup_ratio=student_cfg.warmup_ratio,
+                        max_grad_norm=student_cfg.max_grad_norm)
+    report = train_lora(base_path, gguf_file, [r["messages"] for r in sft], spec, run_dir / "train",
+                        device=student_cfg.device, dtype=student_cfg.dtype, max_length=student_cfg.max_length,
+                        cpu_threads=student_cfg.cpu_threads)
     t1 = time.perf_counter()
     atomic_write_json(run_dir / "train" / "train_report.json", report)
     write_stage_reports(run_dir / "train", sft, stage_timing([], t1 - t0))
 
     threads = student_cfg.cpu_threads
-    base = TransformersChatLLM(base_path, gguf_file=gguf_file, batch_size=8, num_threads=threads)
-    student = TransformersChatLLM(report["model_dir"], batch_size=8, num_threads=threads)
+    device, dtype = student_cfg.device, student_cfg.dtype
+    base = TransformersChatLLM(base_path, gguf_file=gguf_file, batch_size=8, num_threads=threads, device=device,
+                               dtype=dtype)
+    student = TransformersChatLLM(report["model_dir"], batch_size=8, num_threads=threads, device=device, dtype=dtype)
     before_rows, before = evaluate_llm(base, dev, cfg.recipe, params, cfg.exec_timeout_s, cfg.max_sql_chars)
     after_rows, after = evaluate_llm(student, dev, cfg.recipe, params, cfg.exec_timeout_s, cfg.max_sql_chars)
     t2 = time.perf_counter()

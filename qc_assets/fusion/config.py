@@ -1,4 +1,5 @@
-"""Fusion config: which chatml sources are mixed at which ratios, the LoRA policy and the eval gate.
+"""Fusion config: which sources of which missions are mixed at which ratios, the LoRA policy, the
+guidance the eval uses and the per-mission eval gate.
 
 Dataclasses beside the code they configure (defaults + help + validation in `__post_init__`), and a
 YAML loader whose errors name the bad value and what was expected. `configs/fusion.example.yaml`
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
-SOURCE_TYPES = ("distill_chatml", "mission_corpus", "stage_a_summaries", "chatml_file")
+SOURCE_TYPES = ("distill_chatml", "stage_a_summaries", "chatml_file")
+GUIDANCE_CHOICES = ("best", "initial")
 DEFAULT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -21,8 +24,6 @@ class SourceConfig:
     name: str = field(metadata={"help": "unique name; keys the realised-ratio report"})
     type: str = field(metadata={"help": f"one of {SOURCE_TYPES}"})
     ratio: float = field(default=1.0, metadata={"help": "relative weight (> 0); normalised over non-empty sources"})
-    missions: tuple[str, ...] = field(default=(), metadata={
-        "help": "mission_corpus only: missions whose distill_chatml to read; empty = every other mission found"})
     path: str = field(default="", metadata={"help": "chatml_file only: a JSONL of {messages: [...]} rows"})
 
     def __post_init__(self) -> None:
@@ -39,8 +40,6 @@ class SourceConfig:
                 raise ValueError(f"source {self.name!r}: chatml file {self.path!r} does not exist")
         elif self.path:
             raise ValueError(f"source {self.name!r}: path is only used by type chatml_file, not {self.type!r}")
-        if self.missions and self.type != "mission_corpus":
-            raise ValueError(f"source {self.name!r}: missions is only used by type mission_corpus")
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,10 @@ class LoraSFTConfig:
     learning_rate: float = field(default=5e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_length: int = field(default=1024, metadata={"help": "rows longer than this many tokens are dropped"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warmup before cosine decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    activation_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in backward: less GPU memory for a large student, slower"})
     seed: int = field(default=0, metadata={"help": "seeds LoRA init, data order and dropout"})
 
     def __post_init__(self) -> None:
@@ -68,25 +71,35 @@ class LoraSFTConfig:
             raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"lora.learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"lora.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"lora.max_grad_norm must be > 0, got {self.max_grad_norm!r}")
         if not self.projections:
             raise ValueError("lora.projections must name at least one projection, e.g. q_proj")
 
 
 @dataclass(frozen=True)
 class EvalGateConfig:
-    tolerance: float = field(default=0.05, metadata={
-        "help": "largest allowed drop (absolute rate) of any gated metric, fused vs base"})
-    max_groups: int = field(default=8, metadata={"help": "held-out Stage-B groups evaluated"})
-    stage_a_images: int = field(default=4, metadata={"help": "held-out images for Stage-A format validity"})
+    confidence: float = field(default=0.95, metadata={
+        "help": "two-sided level of the paired bootstrap interval of (fused - base), per mission and metric"})
+    n_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples (seeded with the fusion seed)"})
+    min_improvement: float = field(default=0.0, metadata={
+        "help": "a mission blocks when its interval's upper bound is below this: 0 = block only a regression "
+                "that noise cannot explain; > 0 demands evidence that the student could be better"})
+    max_groups: int = field(default=0, metadata={"help": "held-out Stage-B groups per mission; 0 = all"})
+    stage_a_images: int = field(default=4, metadata={"help": "held-out photos per mission for Stage-A format validity"})
     max_new_tokens: int = field(default=32, metadata={"help": "greedy decode budget per answer"})
 
     def __post_init__(self) -> None:
-        if not 0 <= self.tolerance <= 1:
-            raise ValueError(f"eval.tolerance must be in [0, 1], got {self.tolerance!r}")
-        for name in ("max_groups", "stage_a_images", "max_new_tokens"):
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError(f"eval.confidence must be in [0.5, 1), got {self.confidence!r}")
+        if not -1 <= self.min_improvement <= 1:
+            raise ValueError(f"eval.min_improvement must be in [-1, 1], got {self.min_improvement!r}")
+        for name, low in (("n_bootstrap", 100), ("max_groups", 0), ("stage_a_images", 1), ("max_new_tokens", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"eval.{name} must be an integer >= 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"eval.{name} must be an integer >= {low}, got {value!r}")
 
 
 def _default_sources() -> tuple[SourceConfig, ...]:
@@ -100,7 +113,11 @@ class FusionConfig:
         "help": "chatml sources and their ratios"})
     total_rows: int = field(default=0, metadata={
         "help": "rows in the mixed set; 0 = the sum of the non-empty sources' sizes"})
-    seed: int = field(default=0, metadata={"help": "seeds the mix (sampling and shuffle)"})
+    seed: int = field(default=0, metadata={"help": "seeds the mix (sampling and shuffle) and the bootstrap"})
+    missions: dict = field(default_factory=dict, metadata={
+        "help": "mission name -> relative weight of its rows; missions not named weigh 1; empty = all equal"})
+    guidance: str = field(default="best", metadata={
+        "help": "Stage-B guidance for the eval prompts: best (fail if a mission has none) or initial (G0 + scaffold)"})
     lora: LoraSFTConfig = field(default_factory=LoraSFTConfig)
     eval: EvalGateConfig = field(default_factory=EvalGateConfig)
 
@@ -111,6 +128,14 @@ class FusionConfig:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique, repeated: {dupes}")
+        if self.guidance not in GUIDANCE_CHOICES:
+            raise ValueError(f"guidance must be one of {GUIDANCE_CHOICES}, got {self.guidance!r}")
+        if not isinstance(self.missions, dict):
+            raise ValueError(f"missions must be a mapping of mission name -> weight, got {self.missions!r}")
+        bad = {k: v for k, v in self.missions.items()
+               if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+        if bad:
+            raise ValueError(f"mission weights must be numbers > 0, got {bad}")
         if isinstance(self.total_rows, bool) or not isinstance(self.total_rows, int) or self.total_rows < 0:
             raise ValueError(f"total_rows must be an integer >= 0, got {self.total_rows!r}")
 
@@ -126,6 +151,8 @@ def _build(cls, data, where: str):
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}, expected some of {sorted(known)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    if cls is FusionConfig and values.get("missions") is None:
+        values.pop("missions", None)
     try:
         return cls(**values)
     except TypeError as e:
@@ -163,3 +190,29 @@ def load_fusion_config(path: str | Path) -> FusionConfig:
     except yaml.YAMLError as e:
         raise ValueError(f"fusion config {str(path)!r} is not valid YAML: {e}") from e
     return fusion_config_from_dict(data or {}, base_dir=path.parent)
+
+
+@dataclass(frozen=True)
+class FusionRunConfig:
+    """Run config of `fused_sft_checkpoint` (the launchpad form is derived from this class)."""
+
+    config_file: str = field(default="", metadata={
+        "help": "fusion YAML (see configs/fusion.example.yaml); empty = the defaults of FusionConfig"})
+    max_steps: Optional[int] = field(default=None, metadata={"help": "override lora.max_steps of the YAML"})
+    seed: Optional[int] = field(default=None, metadata={"help": "override the mix, training and bootstrap seeds"})
+    guidance: Optional[str] = field(default=None, metadata={"help": "override guidance: best or initial"})
+
+    def __post_init__(self) -> None:
+        if self.guidance is not None and self.guidance not in GUIDANCE_CHOICES:
+            raise ValueError(f"guidance must be one of {GUIDANCE_CHOICES}, got {self.guidance!r}")
+
+    def fusion_config(self) -> FusionConfig:
+        base = load_fusion_config(self.config_file) if self.config_file else FusionConfig()
+        data = base.to_dict()
+        if self.max_steps is not None:
+            data["lora"]["max_steps"] = self.max_steps
+        if self.seed is not None:
+            data["seed"] = data["lora"]["seed"] = self.seed
+        if self.guidance is not None:
+            data["guidance"] = self.guidance
+        return fusion_config_from_dict(data)

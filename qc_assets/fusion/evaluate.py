@@ -1,14 +1,20 @@
-"""Base-vs-fused evaluation and the regression gate.
+"""Base-vs-student evaluation per mission and the bootstrap regression gate.
 
-Stage-B: the production verdict prompt on held-out groups (the eval side of Stage-B's own split, read
-from its `splits.jsonl`; a seeded split of the Stage-A records when Stage-B has not run), scored with
-the Stage-B verdict parser: verdict accuracy and format-ok rate. Stage-A: the summary prompt on
-held-out photos, scored for format validity (one non-empty, non-degenerate line). The gate fails when
-any metric of the fused model falls more than `tolerance` below the base model's.
+Stage-B: the production verdict prompt on a mission's held-out groups (the eval side of Stage-B's own
+split, read from its `splits.jsonl`; a seeded split of the Stage-A records when Stage-B has not run),
+scored with the Stage-B verdict parser: verdict accuracy and format-ok rate. Stage-A: the summary
+prompt on held-out photos, scored for format validity (one non-empty, non-degenerate line). Those
+groups are excluded from training, so the gate never scores the student on what it learned from.
+
+The gate is paired: each held-out item is answered by both models, and a seeded bootstrap over items
+gives an interval for the mean difference (student - base). A mission blocks when, for any metric,
+the whole interval lies below `min_improvement` (0 by default: a regression that resampling noise does
+not explain), or when it has no held-out items at all (nothing to judge is not a pass).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -31,13 +37,15 @@ class ChatGenerator(Protocol):
 
 def held_out_records(records: list[dict], stage_b_dir: Path, seed: int, eval_fraction: float = 0.2
                      ) -> tuple[list[dict], str]:
-    """(held-out records, where the split came from). Stage-B's latest recorded split wins."""
+    """(held-out records, where the split came from). Stage-B's latest recorded split wins (its `test`
+    side when it records one, else `eval`)."""
     splits = read_jsonl(Path(stage_b_dir) / "splits.jsonl")
     if splits:
-        ids = set(splits[-1]["eval"])
+        side = "test" if "test" in splits[-1] else "eval"
+        ids = set(splits[-1][side])
         held = [r for r in records if r.get("record_id") in ids]
         if held:
-            return held, f"stage_b_guidance splits.jsonl run {splits[-1].get('run_id')}"
+            return held, f"stage_b_guidance splits.jsonl run {splits[-1].get('run_id')} ({side})"
     _, held = split_groups(records, eval_fraction, seed)
     return held, f"seeded split of Stage-A records (fraction {eval_fraction}, seed {seed}): no Stage-B split found"
 
@@ -52,13 +60,14 @@ def stage_a_format_valid(text: str | None) -> bool:
 
 def evaluate(generator: ChatGenerator, mission, guidance, records: Sequence[dict], images_root: Path,
              max_groups: int, stage_a_images: int, max_new_tokens: int) -> dict:
-    """Metrics + a few raw answers for one model over the held-out records (in record_id order)."""
-    recs = sorted(records, key=lambda r: r["record_id"])[:max_groups]
+    """Per-item scores (for the paired gate), their means and a few raw answers for one model."""
+    recs = sorted(records, key=lambda r: r["record_id"])
+    recs = recs[:max_groups] if max_groups else recs
     convs = [build_messages(mission, guidance, r) for r in recs]
     answers = generator.generate(convs, [[] for _ in convs], max_new_tokens) if convs else []
     parsed = [parse_verdict(a) for a in answers]
-    correct = sum(p.format_ok and p.verdict == r["label"] for p, r in zip(parsed, recs))
-    formatted = sum(p.format_ok for p in parsed)
+    correct = [float(p.format_ok and p.verdict == r["label"]) for p, r in zip(parsed, recs)]
+    formatted = [float(p.format_ok) for p in parsed]
 
     photos = []
     for r in sorted(records, key=lambda r: r["record_id"]):
@@ -70,41 +79,66 @@ def evaluate(generator: ChatGenerator, mission, guidance, records: Sequence[dict
     a_convs = [[{"role": "system", "content": stage_a_prompts.system_prompt()}, {"role": "user", "content": user}]
                for _ in photos]
     summaries = generator.generate(a_convs, [[p] for p in photos], max_new_tokens) if photos else []
-    valid = sum(stage_a_format_valid(s) for s in summaries)
-    n_b, n_a = len(recs), len(summaries)
+    valid = [float(stage_a_format_valid(s)) for s in summaries]
+    items = {"stage_b/verdict_accuracy": correct, "stage_b/format_ok_rate": formatted,
+             "stage_a/format_valid_rate": valid}
     return {
-        "stage_b/verdict_accuracy": correct / n_b if n_b else 0.0,
-        "stage_b/format_ok_rate": formatted / n_b if n_b else 0.0,
-        "stage_a/format_valid_rate": valid / n_a if n_a else 0.0,
-        "stage_b/n_groups": n_b,
-        "stage_a/n_images": n_a,
+        **{m: (sum(v) / len(v) if v else 0.0) for m, v in items.items()},
+        "items": items,
+        "stage_b/n_groups": len(recs),
+        "stage_a/n_images": len(summaries),
         "examples": [{"record_id": r["record_id"], "label": r["label"], "answer": a[:200]}
                      for r, a in list(zip(recs, answers))[:3]],
     }
 
 
-def regression_gate(base: dict, fused: dict, tolerance: float, metrics: Sequence[str] = GATED_METRICS) -> dict:
-    """{passed, tolerance, rows: [{metric, base, fused, delta, ok}], failures: [metric names]}.
+def paired_bootstrap(base: Sequence[float], fused: Sequence[float], n_bootstrap: int, confidence: float,
+                     seed: int) -> tuple[float, float, float]:
+    """(mean delta, low, high) of fused - base over paired items, by a seeded percentile bootstrap.
 
-    >>> regression_gate({"m": 0.8}, {"m": 0.7}, 0.05, ["m"])["failures"]
-    ['m']
-    >>> regression_gate({"m": 0.8}, {"m": 0.78}, 0.05, ["m"])["passed"]
-    True
+    >>> paired_bootstrap([1, 1, 1], [0, 0, 0], 200, 0.95, 0)
+    (-1.0, -1.0, -1.0)
     """
-    if not 0 <= tolerance <= 1:
-        raise ValueError(f"tolerance must be in [0, 1], got {tolerance}")
-    rows = []
+    if len(base) != len(fused):
+        raise ValueError(f"{len(base)} base scores for {len(fused)} student scores: the items must be paired")
+    if not base:
+        raise ValueError("no paired items to bootstrap")
+    deltas = [f - b for b, f in zip(base, fused)]
+    rng = random.Random(seed)
+    n = len(deltas)
+    means = sorted(sum(deltas[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_bootstrap))
+    tail = (1 - confidence) / 2
+    low = means[int(tail * (n_bootstrap - 1))]
+    high = means[int(round((1 - tail) * (n_bootstrap - 1)))]
+    return sum(deltas) / n, low, high
+
+
+def mission_gate(mission: str, base: dict, fused: dict, cfg, seed: int,
+                 metrics: Sequence[str] = GATED_METRICS) -> dict:
+    """{mission, passed, rows: [{metric, n, base, fused, delta, low, high, ok}], failures}; cfg = EvalGateConfig."""
+    rows, failures = [], []
     for m in metrics:
-        if m not in base or m not in fused:
-            raise ValueError(f"metric {m!r} missing from {'base' if m not in base else 'fused'} eval results")
-        delta = fused[m] - base[m]
-        # A tiny epsilon so that equal rates computed in different orders never fail the gate.
-        rows.append({"metric": m, "base": base[m], "fused": fused[m], "delta": delta, "ok": delta >= -tolerance - 1e-9})
-    failures = [r["metric"] for r in rows if not r["ok"]]
-    return {"passed": not failures, "tolerance": tolerance, "rows": rows, "failures": failures}
+        b, f = base["items"][m], fused["items"][m]
+        if not b:
+            rows.append({"metric": m, "n": 0, "base": None, "fused": None, "delta": None, "low": None,
+                         "high": None, "ok": False})
+            failures.append(f"{m}: no held-out items")
+            continue
+        delta, low, high = paired_bootstrap(b, f, cfg.n_bootstrap, cfg.confidence, seed)
+        # A tiny epsilon so that equal scores computed in different orders never fail the gate.
+        ok = high >= cfg.min_improvement - 1e-9
+        rows.append({"metric": m, "n": len(b), "base": base[m], "fused": fused[m], "delta": delta, "low": low,
+                     "high": high, "ok": ok})
+        if not ok:
+            failures.append(f"{m}: interval [{low:+.3f}, {high:+.3f}] below {cfg.min_improvement:+.3f}")
+    return {"mission": mission, "passed": not failures, "rows": rows, "failures": failures}
 
 
-def gate_table(gate: dict) -> str:
-    return md_table(["metric", "base", "fused", "delta", "ok"],
-                    [(r["metric"], f"{r['base']:.3f}", f"{r['fused']:.3f}", f"{r['delta']:+.3f}",
-                      "yes" if r["ok"] else "NO") for r in gate["rows"]])
+def gate_table(gates: Sequence[dict]) -> str:
+    def num(x, fmt):
+        return "-" if x is None else format(x, fmt)
+
+    return md_table(["mission", "metric", "n", "base", "student", "delta", "interval", "ok"],
+                    [(g["mission"], r["metric"], r["n"], num(r["base"], ".3f"), num(r["fused"], ".3f"),
+                      num(r["delta"], "+.3f"), "-" if r["low"] is None else f"[{r['low']:+.3f}, {r['high']:+.3f}]",
+                      "yes" if r["ok"] else "NO") for g in gates for r in g["rows"]])

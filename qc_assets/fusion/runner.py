@@ -1,32 +1,31 @@
-"""One fusion run: load and mix sources, LoRA-train the student, save, evaluate base vs fused, gate.
+"""One fusion run: one student for every mission. Load and mix every mission's sources, train through
+the student backend, evaluate student vs base per mission, write `runs/<run_id>/`, promote on pass.
 
-Everything is written to a staging folder first and published into `out_dir` at the end, `eval.json`
-last and after the old one is removed, so a crashed run never leaves an old "gate passed" beside a
-new adapter. The model library is imported inside `run_fusion` only (the asset module imports this
-file at definitions load time).
+Layout under `out_root` (the asset's folder):
+- `runs/<run_id>/`: the merged checkpoint at the top (config.json, safetensors, processor, chat
+  template: loads with `TransformersVLM` and `vllm serve`), `adapter/`, `eval.json`,
+  `fusion_report.json`, `train_log.jsonl`, `loss.png`. Written under `runs/.staging-<run_id>` and
+  renamed when complete, so a crash leaves no half run.
+- `current`: a symlink to the last run whose gate passed, swapped atomically; a failed run stays
+  under `runs/` for inspection and never moves it. `promotions.jsonl` lists every decision.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qc_assets.fusion.config import FusionConfig
-from qc_assets.fusion.evaluate import evaluate, held_out_records, regression_gate
 from qc_assets.fusion.mixing import SourceReport, mix
-from qc_assets.fusion.sources import LoadedSource, load_source
-from qc_assets.missions import get_mission
+from qc_assets.fusion.post_train import RUNS_DIR, evaluate_session, in_staging, mission_plan, new_run, publish
+from qc_assets.fusion.sources import discover_missions, load_source
 from qc_assets.plots import new_axes, png_bytes
-from qc_assets.stage_b.guidance import Guidance, load_guidance
-from resources.store import atomic_write_bytes, atomic_write_json, read_jsonl
-
-STAGE_A_ASSET = "stage_a_summaries"
-STAGE_B_ASSET = "stage_b_guidance"
+from resources.store import append_jsonl, atomic_write_bytes, atomic_write_json
+CURRENT = "current"
+PROMOTIONS = "promotions.jsonl"
 ADAPTER_DIR = "adapter"
 EVAL_FILE = "eval.json"
 REPORT_FILE = "fusion_report.json"
@@ -40,9 +39,9 @@ class NoTrainingData(ValueError):
 
 @dataclass
 class FusionResult:
-    mission: str
-    out_dir: Path
     run_id: str
+    run_dir: Path
+    missions: list[str]
     rows: int
     sources: list[SourceReport]
     losses: list[float]
@@ -52,108 +51,111 @@ class FusionResult:
     targets: list[str]
     eval: dict
     empty_sources: list[str]
-    guidance_version: int | None
+    guidance: dict[str, str]
     train_seconds: float
+    promoted: bool
+    current_run: str | None
 
 
 def plot_loss(losses: list[float], path: Path, title: str) -> Path:
     fig, ax = new_axes()
     ax.plot(range(1, len(losses) + 1), losses, marker=".")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (assistant tokens)")
+    ax.set_ylabel("loss (completion tokens)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     return atomic_write_bytes(path, png_bytes(fig))
 
 
-def _publish(staging: Path, out_dir: Path) -> None:
-    (out_dir / EVAL_FILE).unlink(missing_ok=True)
-    for item in sorted(staging.iterdir(), key=lambda p: p.name == EVAL_FILE):
-        target = out_dir / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    staging.rmdir()
+def current_run(out_root: Path) -> str | None:
+    link = Path(out_root) / CURRENT
+    return os.readlink(link).split("/")[-1] if link.is_symlink() else None
 
 
-def _guidance(stage_b_dir: Path, mission) -> Guidance:
-    try:
-        return load_guidance(stage_b_dir, "best")
-    except ValueError:
-        return Guidance.initial(mission)
+def promote(out_root: Path, run_id: str) -> None:
+    """Point `current` at runs/<run_id> with an atomic symlink swap (relative, so the tree can move)."""
+    tmp = Path(out_root) / f".{CURRENT}-{run_id}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(f"{RUNS_DIR}/{run_id}", tmp)
+    os.replace(tmp, Path(out_root) / CURRENT)
 
 
-def run_fusion(mission_name: str, cfg: FusionConfig, *, data_root: Path, images_root: Path, model_path: str,
-               device: str, dtype: str, out_dir: Path, log: Callable[[str], None] = print) -> FusionResult:
-    mission = get_mission(mission_name)
-    data_root, out_dir = Path(data_root), Path(out_dir)
-    stage_b_dir = data_root / STAGE_B_ASSET / mission.name
-    records = read_jsonl(data_root / STAGE_A_ASSET / mission.name / "records.jsonl")
-    held, split_note = held_out_records(records, stage_b_dir, cfg.seed) if records else ([], "no Stage-A records")
-    exclude = {r["group_id"] for r in held}
-    loaded: list[LoadedSource] = [load_source(s, mission=mission.name, data_root=data_root, images_root=images_root,
-                                              exclude_groups=exclude) for s in cfg.sources]
-    empty = [s.config.name for s in loaded if not s.examples]
-    if len(empty) == len(loaded):
-        notes = "; ".join(f"{s.config.name}: {s.note or 'empty'}" for s in loaded)
-        raise NoTrainingData(f"every fusion source is empty for mission {mission.name!r} ({notes})")
-    mixed, reports = mix({s.config.name: s.examples for s in loaded}, {s.config.name: s.config.ratio for s in loaded},
-                         cfg.total_rows, cfg.seed, types={s.config.name: s.config.type for s in loaded},
-                         notes={s.config.name: s.note for s in loaded})
-    for s in loaded:
-        if s.note:
-            log(f"fusion source {s.config.name}: {s.note}")
-
-    from resources.training import lora_sft_vl as lora_sft
-
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    staging = out_dir / f".staging-{run_id}"
-    staging.mkdir(parents=True)
-    try:
-        result = _train_and_evaluate(lora_sft, cfg, mission, mixed, reports, loaded, empty, held, split_note,
-                                     stage_b_dir, images_root, model_path, device, dtype, staging, run_id, log)
-    except BaseException:
-        # a failed run leaves nothing half-written beside the published checkpoint
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _publish(staging, out_dir)
-    return FusionResult(mission=mission.name, out_dir=out_dir, run_id=run_id, rows=len(mixed), sources=reports,
-                        empty_sources=empty, **result)
+def _load_sources(cfg: FusionConfig, plan: dict, data_root: Path, images_root: Path, log) -> None:
+    """Each mission's sources, its held-out groups excluded, into plan[mission]["loaded"]."""
+    for name, p in plan.items():
+        p["loaded"] = [load_source(s, mission=name, data_root=data_root, images_root=images_root,
+                                   exclude_groups=p["held_groups"]) for s in cfg.sources if s.type != "chatml_file"]
+        for s in p["loaded"]:
+            if s.note:
+                log(f"fusion source {s.config.name}/{name}: {s.note}")
 
 
-def _train_and_evaluate(lora_sft, cfg, mission, mixed, reports, loaded, empty, held, split_note, stage_b_dir,
-                        images_root, model_path, device, dtype, staging: Path, run_id: str, log) -> dict:
-    model, processor = lora_sft.load_student(model_path, device, dtype)
-    peft_model, targets = lora_sft.apply_lora(model, cfg.lora)
-    train = lora_sft.train_lora(peft_model, processor, mixed, cfg.lora, log_path=staging / TRAIN_LOG, log=log)
-    peft_model.save_pretrained(str(staging / ADAPTER_DIR))
-    processor.save_pretrained(str(staging))
+def _mix(cfg: FusionConfig, plan: dict, data_root: Path, images_root: Path):
+    """Pools keyed `<source>/<mission>` weighted source ratio x normalised mission weight; files once."""
+    weights = {m: float(cfg.missions.get(m, 1.0)) for m in plan}
+    total_w = sum(weights.values())
+    pools, ratios, types, notes = {}, {}, {}, {}
+    for m, p in plan.items():
+        for s in p["loaded"]:
+            key = f"{s.config.name}/{m}"
+            pools[key], ratios[key] = s.examples, s.config.ratio * weights[m] / total_w
+            types[key], notes[key] = s.config.type, s.note
+    for src in cfg.sources:
+        if src.type == "chatml_file":
+            s = load_source(src, mission="", data_root=data_root, images_root=images_root, exclude_groups=set())
+            pools[src.name], ratios[src.name], types[src.name], notes[src.name] = s.examples, src.ratio, src.type, s.note
+    if not any(pools.values()):
+        raise NoTrainingData("every fusion source is empty for missions " + str(sorted(plan)) + " ("
+                             + "; ".join(f"{k}: {v or 'empty'}" for k, v in notes.items()) + ")")
+    mixed, reports = mix(pools, ratios, cfg.total_rows, cfg.seed, types=types, notes=notes)
+    return mixed, reports, [k for k, v in pools.items() if not v]
 
-    guidance = _guidance(stage_b_dir, mission)
-    ev = cfg.eval
-    results = {}
-    for name, adapter in (("base", False), ("fused", True)):
-        gen = lora_sft.StudentGenerator(peft_model, processor, adapter=adapter)
-        results[name] = evaluate(gen, mission, guidance, held, images_root, ev.max_groups, ev.stage_a_images,
-                                 ev.max_new_tokens)
-    gate = regression_gate(results["base"], results["fused"], ev.tolerance)
-    n_groups = results["fused"]["stage_b/n_groups"]
-    if n_groups == 0:
-        gate = {**gate, "passed": False, "failures": gate["failures"] + ["no held-out groups to evaluate on"]}
-    eval_doc = {"run_id": run_id, "mission": mission.name, "held_out_source": split_note,
-                "held_out_records": [r["record_id"] for r in held], "guidance_version": guidance.version,
-                "base": results["base"], "fused": results["fused"], "gate": gate}
-    adapter_bytes = lora_sft.adapter_size_bytes(staging / ADAPTER_DIR)
-    report = {"run_id": run_id, "mission": mission.name, "config": cfg.to_dict(), "rows": len(mixed),
+
+def run_fusion(cfg: FusionConfig, student, *, data_root: Path, images_root: Path, out_root: Path,
+               missions: list[str] | None = None, log: Callable[[str], None] = print) -> FusionResult:
+    """Train one student on every mission's data (`missions`: default = every mission on disk)."""
+    data_root, out_root = Path(data_root), Path(out_root)
+    missions = sorted(missions) if missions is not None else discover_missions(data_root)
+    if not missions:
+        raise NoTrainingData(f"no mission has Stage-A records or distill rows under {data_root}")
+    unknown = sorted(set(cfg.missions) - set(missions))
+    if unknown:
+        raise ValueError(f"fusion config weighs missions {unknown} that have no data under {data_root}; "
+                         f"missions with data: {missions}")
+    plan = mission_plan(data_root, missions, cfg.seed, cfg.guidance)
+    _load_sources(cfg, plan, data_root, images_root, log)
+    mixed, reports, empty = _mix(cfg, plan, data_root, images_root)
+
+    run_id, staging = new_run(out_root)
+    result = in_staging(staging, lambda: _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root,
+                                                              staging, run_id, log))
+    run_dir = publish(staging, run_id)
+    passed = result["eval"]["passed"]
+    if passed:
+        promote(out_root, run_id)
+    append_jsonl(out_root / PROMOTIONS, [{"run_id": run_id, "promoted": passed, "current": current_run(out_root),
+                                          "failures": result["eval"]["failures"], "at": time.time()}])
+    log(f"fusion run {run_id}: gate {'passed, promoted to current' if passed else 'FAILED, current unchanged'}")
+    return FusionResult(run_id=run_id, run_dir=run_dir, missions=missions, rows=len(mixed), sources=reports,
+                        empty_sources=empty, promoted=passed, current_run=current_run(out_root), **result)
+
+
+def _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root, staging: Path, run_id: str,
+                        log) -> dict:
+    session = student.sft(mixed, cfg.lora, staging, log=log)
+    eval_doc = {"run_id": run_id, **evaluate_session(session, plan, cfg.eval, images_root, cfg.seed)}
+    adapter_bytes = session.save_adapter(staging / ADAPTER_DIR)
+    session.save_merged(staging)
+    report = {"run_id": run_id, "missions": sorted(plan), "config": cfg.to_dict(), "rows": len(mixed),
               "sources": [asdict(r) for r in reports], "empty_sources": empty,
-              "dropped": {s.config.name: s.dropped for s in loaded if s.dropped},
-              "lora_targets": targets, "trainable_params": train.trainable_params,
-              "total_params": train.total_params, "dropped_too_long": train.dropped_too_long,
-              "adapter_bytes": adapter_bytes, "base_model_path": model_path, "train_seconds": train.seconds,
-              "final_loss": train.losses[-1], "first_loss": train.losses[0]}
+              "dropped": {f"{s.config.name}/{m}": s.dropped for m, p in plan.items() for s in p["loaded"] if s.dropped},
+              "lora_targets": session.targets, "trainable_params": session.trainable_params,
+              "total_params": session.total_params, **session.extra, "adapter_bytes": adapter_bytes,
+              "base_model_path": session.base_path, "student_note": getattr(student, "note", ""),
+              "train_seconds": session.seconds, "first_loss": session.losses[0], "final_loss": session.losses[-1]}
     atomic_write_json(staging / REPORT_FILE, report)
-    plot_loss(train.losses, staging / LOSS_PLOT, f"LoRA SFT loss, run {run_id}")
+    plot_loss(session.losses, staging / LOSS_PLOT, f"LoRA SFT loss, run {run_id}")
     atomic_write_json(staging / EVAL_FILE, eval_doc)
-    return dict(losses=train.losses, trainable_params=train.trainable_params, total_params=train.total_params,
-                adapter_bytes=adapter_bytes, targets=targets, eval=eval_doc, guidance_version=guidance.version,
-                train_seconds=train.seconds)
+    return dict(losses=session.losses, trainable_params=session.trainable_params, total_params=session.total_params,
+                adapter_bytes=adapter_bytes, targets=session.targets, eval=eval_doc,
+                guidance={m: p["guidance_source"] for m, p in plan.items()}, train_seconds=session.seconds)

@@ -1,10 +1,11 @@
 """Load each fusion source into uniform chatml examples.
 
 An example is `{"source", "messages", "images", "group_id", "mission"}`. Text-only rows (distill,
-other missions, external chat) have `images == []`; Stage-A summary rows are one per photo:
+external chat) have `images == []`; Stage-A summary rows are one per photo:
 [system = Stage-A system prompt, user = [image, Stage-A user prompt], assistant = the summary] with
 the photo's absolute path in `images`. Groups held out for this mission's evaluation are dropped
-from this mission's sources, so the gate never scores the checkpoint on what it trained on.
+from that mission's sources, so the gate never scores the checkpoint on what it trained on.
+`discover_missions` lists the missions with data on disk: the one student trains on all of them.
 """
 
 from __future__ import annotations
@@ -100,19 +101,6 @@ def load_source(src: SourceConfig, *, mission: str, data_root: Path, images_root
             return LoadedSource(src, [], note=f"{path} missing: materialize distill_chatml for {mission!r}")
         examples, dropped = _chatml_examples(read_jsonl(path), src.name, str(path), exclude_groups, mission)
         return LoadedSource(src, examples, note="" if examples else f"{path} has no usable rows", dropped=dropped)
-    if src.type == "mission_corpus":
-        root = data_root / DISTILL_ASSET
-        names = list(src.missions) or sorted(p.name for p in root.glob("*") if p.is_dir() and p.name != mission)
-        examples, missing = [], []
-        for other in names:
-            path = distill_path(data_root, other)
-            if not path.exists():
-                missing.append(other)
-                continue
-            rows, _ = _chatml_examples(read_jsonl(path), src.name, str(path), set(), None)
-            examples.extend(rows)
-        note = f"no distill_chatml for missions {missing}" if missing else ("" if names else "no other mission corpora")
-        return LoadedSource(src, examples, note=note)
     if src.type == "stage_a_summaries":
         path = data_root / STAGE_A_ASSET / mission / "records.jsonl"
         if not path.exists():
@@ -122,3 +110,11 @@ def load_source(src: SourceConfig, *, mission: str, data_root: Path, images_root
     # chatml_file: the config already checked the file exists.
     examples, dropped = _chatml_examples(read_jsonl(Path(src.path)), src.name, src.path, set(), None)
     return LoadedSource(src, examples, note="" if examples else f"{src.path} has no rows", dropped=dropped)
+
+
+def discover_missions(data_root: Path) -> list[str]:
+    """Missions with Stage-A records or distill rows on disk, sorted."""
+    data_root = Path(data_root)
+    found = {p.parent.name for p in (data_root / STAGE_A_ASSET).glob("*/records.jsonl")}
+    found |= {p.parent.name for p in (data_root / DISTILL_ASSET).glob(f"*/{DISTILL_FILE}")}
+    return sorted(found)

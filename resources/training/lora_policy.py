@@ -1,5 +1,5 @@
-"""Model-library-free pieces of the LoRA policy: which modules get adapters, which stay frozen, and
-the assistant-only label mask. Shared by LoRA SFT and GRPO.
+"""Model-library-free pieces of the LoRA policy: which modules get adapters and which stay frozen.
+Shared by SFT, DPO and GRPO (all through TRL with a peft `LoraConfig` naming these modules).
 """
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-IGNORE_INDEX = -100
 # A decoder block's projection: `model.language_model.layers.3.mlp.up_proj` (Qwen3-VL) or
 # `model.layers.3.self_attn.q_proj` (a plain causal LM such as SmolLM2).
 _LAYER_PROJ = re.compile(r"^(?P<prefix>(?:.*\.)?layers)\.(?P<idx>\d+)\.(?:self_attn|mlp)\.(?P<proj>\w+)$")
@@ -56,17 +55,3 @@ def lora_target_modules(module_names: Iterable[str], last_k: int, projections: S
     if len(per_layer) != 1:
         raise ValueError(f"layers {list(chosen)} differ in which of {list(projections)} they have")
     return targets
-
-
-def assistant_labels(prompt_len: int, completion_ids: Sequence[int], end_id: int) -> list[int]:
-    """Labels for `prompt + completion`: IGNORE for the prompt, the completion's ids up to and including
-    its last `end_id` (the turn's end token), IGNORE for what the template adds after it (a newline).
-
-    >>> assistant_labels(2, [7, 8, 9, 4], end_id=9)
-    [-100, -100, 7, 8, 9, -100]
-    """
-    ids = list(completion_ids)
-    if end_id not in ids:
-        raise ValueError(f"the assistant turn has no end token id {end_id}; cannot mask the reply span")
-    last = len(ids) - 1 - ids[::-1].index(end_id)
-    return [IGNORE_INDEX] * prompt_len + ids[: last + 1] + [IGNORE_INDEX] * (len(ids) - last - 1)

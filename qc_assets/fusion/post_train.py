@@ -1,0 +1,89 @@
+"""Pieces every student run shares (SFT, DPO, GRPO): per-mission held-out split and guidance, the
+per-mission base-vs-trained evaluation, and the staging -> `runs/<run_id>` rename."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from qc_assets.fusion.evaluate import evaluate, held_out_records, mission_gate
+from qc_assets.missions import get_mission
+from qc_assets.stage_b.guidance import Guidance, load_guidance
+from resources.store import read_jsonl
+
+STAGE_A_ASSET = "stage_a_summaries"
+STAGE_B_ASSET = "stage_b_guidance"
+RUNS_DIR = "runs"
+
+
+def resolve_guidance(stage_b_dir: Path, mission, choice: str) -> tuple[Guidance, str]:
+    """(guidance, how it was chosen). `best` fails when Stage-B left none: no silent fallback."""
+    if choice == "initial":
+        return Guidance.initial(mission), "initial (config guidance: initial)"
+    try:
+        guidance = load_guidance(stage_b_dir, "best")
+    except (ValueError, OSError, KeyError) as e:
+        raise ValueError(f"mission {mission.name!r}: no usable Stage-B guidance under {stage_b_dir} ({e}); "
+                         "materialize stage_b_guidance for it, or set guidance: initial to evaluate with "
+                         "the initial guidance") from e
+    return guidance, f"best (version {guidance.version})"
+
+
+def mission_plan(data_root: Path, missions: list[str], seed: int, guidance: str) -> dict[str, dict]:
+    """Per mission: its records, the held-out ones (never trained on), the rest, and the guidance."""
+    plan = {}
+    for name in missions:
+        mission = get_mission(name)
+        stage_b_dir = Path(data_root) / STAGE_B_ASSET / name
+        records = read_jsonl(Path(data_root) / STAGE_A_ASSET / name / "records.jsonl")
+        held, split = held_out_records(records, stage_b_dir, seed) if records else ([], "no Stage-A records")
+        held_groups = {r["group_id"] for r in held}
+        chosen, how = resolve_guidance(stage_b_dir, mission, guidance)
+        plan[name] = {"mission": mission, "records": records, "held": held, "held_groups": held_groups,
+                      "train": [r for r in records if r["group_id"] not in held_groups], "split": split,
+                      "guidance": chosen, "guidance_source": how}
+    return plan
+
+
+def evaluate_session(session, plan: dict, eval_cfg, images_root: Path, seed: int) -> dict:
+    """Base (adapter off) vs trained (adapter on) on every mission's held-out items, with the gate."""
+    per_mission, gates = {}, []
+    for name, p in plan.items():
+        results = {side: evaluate(session.generator(adapter), p["mission"], p["guidance"], p["held"], images_root,
+                                  eval_cfg.max_groups, eval_cfg.stage_a_images, eval_cfg.max_new_tokens)
+                   for side, adapter in (("base", False), ("fused", True))}
+        gate = mission_gate(name, results["base"], results["fused"], eval_cfg, seed)
+        gates.append(gate)
+        per_mission[name] = {"held_out_source": p["split"], "held_out_records": [r["record_id"] for r in p["held"]],
+                             "guidance": p["guidance_source"], "guidance_version": p["guidance"].version,
+                             "base": results["base"], "fused": results["fused"], "gate": gate}
+    failures = [f"{g['mission']}: {f}" for g in gates for f in g["failures"]]
+    return {"passed": not failures, "failures": failures, "gates": gates, "missions": per_mission,
+            "config": asdict(eval_cfg)}
+
+
+def new_run(out_root: Path) -> tuple[str, Path]:
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    staging = Path(out_root) / RUNS_DIR / f".staging-{run_id}"
+    staging.mkdir(parents=True)
+    return run_id, staging
+
+
+def in_staging(staging: Path, work: Callable[[], dict]) -> dict:
+    """Run `work`; on any failure remove the staging folder, so no half run is ever left behind."""
+    try:
+        return work()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def publish(staging: Path, run_id: str) -> Path:
+    run_dir = staging.parent / run_id
+    os.replace(staging, run_dir)
+    return run_dir

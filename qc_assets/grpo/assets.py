@@ -1,0 +1,84 @@
+"""Dagster wiring for the optional preference/RL students: `dpo_checkpoint` (TRL DPOTrainer on the
+exported preference pairs) and `grpo_checkpoint` (TRL GRPOTrainer with the verdict rewards).
+
+Both are unpartitioned like `fused_sft_checkpoint` (one student for all missions), each in its own
+job (`dpo_job`, `grpo_job`) so nothing runs them by default: the demo does not.
+"""
+
+import dagster as dg
+
+from qc_assets.fusion.evaluate import GATED_METRICS, gate_table
+from qc_assets.grpo.config import DPORunConfig, GRPORunConfig
+from qc_assets.grpo.runner import run_dpo, run_grpo
+from qc_assets.run_config import dagster_config, to_domain
+from resources.storage import StorageResource
+from resources.training.resource import StudentTrainingResource
+
+GROUP = "student"
+DPOConfig = dagster_config(DPORunConfig, "DPOConfig")
+GRPOConfig = dagster_config(GRPORunConfig, "GRPOConfig")
+
+
+def _metadata(summary: dict, fingerprint: str, note: str, method: str, n_rows: int) -> dict:
+    ev = summary["eval"]
+    losses = summary["losses"] or [float("nan")]
+    preview = (f"{method} run {summary['run_id']}: {n_rows} rows, {len(summary['losses'])} steps; held-out eval "
+               f"{'not worse than base' if ev['passed'] else 'WORSE than base: ' + '; '.join(ev['failures'])}")
+    meta = {
+        "dagster/row_count": n_rows, "mission": ", ".join(sorted(ev["missions"])), "model_fingerprint": fingerprint,
+        "model_note": note, "seed": summary["config"]["seed"], "run_id": summary["run_id"],
+        "preview": dg.MetadataValue.md(preview[:480]), "guidance": dg.MetadataValue.json(summary["guidance"]),
+        "eval_table": dg.MetadataValue.md(gate_table(ev["gates"])),
+        "run_path": dg.MetadataValue.path(summary["run_dir"]), "config": dg.MetadataValue.json(summary["config"]),
+        f"{method}/steps": len(summary["losses"]), f"{method}/first_loss": losses[0],
+        f"{method}/final_loss": losses[-1], f"{method}/trainable_params": summary["trainable_params"],
+        f"{method}/train_seconds": round(summary["train_seconds"], 2), f"{method}/eval_not_worse": ev["passed"],
+    }
+    for mission, doc in ev["missions"].items():
+        for m in GATED_METRICS:
+            meta[f"{mission}/base/{m}"] = doc["base"][m]
+            meta[f"{mission}/{method}/{m}"] = doc["fused"][m]
+    return meta
+
+
+def _student(student: StudentTrainingResource):
+    try:
+        backend = student.get_student()
+        return backend, backend.fingerprint
+    except (OSError, ValueError) as e:
+        raise dg.Failure(f"could not prepare the student model: {e}",
+                         metadata={"model_path": student.model_path, "smoke_model": student.smoke_model}) from e
+
+
+@dg.asset(deps=[dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")],
+          pool="gpu", group_name=GROUP,
+          kinds={"pytorch"}, description="LoRA DPO of the student on every mission's exported preference pairs "
+                                         "(TRL DPOTrainer), evaluated per mission on held-out groups.")
+def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, storage: StorageResource,
+                   student: StudentTrainingResource) -> dg.MaterializeResult:
+    cfg = to_domain(config, DPORunConfig)
+    backend, fingerprint = _student(student)
+    summary = run_dpo(cfg, backend, data_root=storage.root(), images_root=storage.images(),
+                      out_root=storage.root() / "dpo_checkpoint", log=context.log.info)
+    return dg.MaterializeResult(metadata=_metadata(summary, fingerprint, backend.note, "dpo", summary["train_pairs"]))
+
+
+@dg.asset(deps=[dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")], pool="gpu", group_name=GROUP,
+          kinds={"pytorch"}, description="LoRA GRPO of the student on every mission's train split (TRL "
+                                         "GRPOTrainer, label + format rewards), evaluated on held-out groups after.")
+def grpo_checkpoint(context: dg.AssetExecutionContext, config: GRPOConfig, storage: StorageResource,
+                    student: StudentTrainingResource) -> dg.MaterializeResult:
+    cfg = to_domain(config, GRPORunConfig)
+    backend, fingerprint = _student(student)
+    summary = run_grpo(cfg, backend, data_root=storage.root(), images_root=storage.images(),
+                       out_root=storage.root() / "grpo_checkpoint", log=context.log.info)
+    return dg.MaterializeResult(metadata=_metadata(summary, fingerprint, backend.note, "grpo", summary["train_rows"]))
+
+
+dpo_job = dg.define_asset_job("dpo_job", selection=dg.AssetSelection.assets(dpo_checkpoint),
+                              description="Optional: DPO of the student on the exported preference pairs.")
+grpo_job = dg.define_asset_job("grpo_job", selection=dg.AssetSelection.assets(grpo_checkpoint),
+                               description="Optional: GRPO of the student on the train split.")
+
+assets = [dpo_checkpoint, grpo_checkpoint]
+jobs = [dpo_job, grpo_job]
