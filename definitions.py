@@ -19,7 +19,7 @@ from qc_assets.stage_b import assets as stage_b_assets
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import data_root
-from resources.vlm.resource import VLMResource
+from resources.vlm.resource import vlm_from_env
 
 
 def _env(name: str, default: str) -> str:
@@ -59,14 +59,7 @@ defs = dg.Definitions(
     jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs],
     resources={
         "storage": StorageResource(data_root=str(data_root()), images_root=_env("QC_IMAGES_ROOT", "")),
-        "vlm": VLMResource(
-            backend=_env("QC_VLM_BACKEND", "transformers"),
-            model_path=_env("QC_VLM_MODEL", ""),
-            base_url=_env("QC_VLM_BASE_URL", ""),
-            model=_env("QC_VLM_SERVED_MODEL", ""),
-            device=_env("QC_DEVICE", "cpu"),
-            dtype=_env("QC_DTYPE", "float32"),
-        ),
+        "vlm": vlm_from_env(),
         "llm": llm_from_env("QC_LLM"),
         "teacher_llm": llm_from_env("QC_TEACHER"),
     },

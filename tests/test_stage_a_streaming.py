@@ -133,3 +133,32 @@ def test_kill_9_mid_stream_then_rerun_redoes_nothing(server, sample_images, tmp_
     assert not set(asked_again) & {row["sha256"] for row in survived}  # nothing finished was redone
     kept = {(path, r["per_image"][f"image_{i}"]) for r in result.records for i, path in enumerate(r["images"], 1)}
     assert {(row["image"], row["summary"]) for row in survived} <= kept
+
+
+def test_asset_fails_with_the_failed_images_then_a_rerun_finishes_them(server, sample_images, tmp_path):
+    import dagster as dg
+
+    from qc_assets.partitions import mission_partitions
+    from qc_assets.stage_a.assets import stage_a_summaries
+    from resources.storage import StorageResource
+
+    broken = discover(sample_images, MISSION.name).groups[-1].images[0]
+    server.failing.add(broken.sha256)
+    resources = {"storage": StorageResource(data_root=str(tmp_path / "data"), images_root=str(sample_images)),
+                 "vlm": VLMResource(backend="openai", base_url=server.url, model="double", max_retries=0)}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(mission_partitions.name, [MISSION.name])
+        failed = dg.materialize([stage_a_summaries], partition_key=MISSION.name, instance=instance,
+                                resources=resources, raise_on_error=False)
+        assert not failed.success
+        failure = failed.failure_data_for_node("stage_a_summaries").user_failure_data
+        assert failure.metadata["stage_a/failed_requests"].value == 1
+        assert broken.path in failure.metadata["failed_images"].value
+
+        server.failing.clear()
+        done = dg.materialize([stage_a_summaries], partition_key=MISSION.name, instance=instance,
+                              resources=resources)
+        meta = done.asset_materializations_for_node("stage_a_summaries")[0].metadata
+        assert meta["stage_a/images_generated_this_run"].value == 1
+        assert meta["stage_a/max_pixels"].value == MISSION.max_pixels
+        assert meta["model_fingerprint"].value.startswith("openai:double@127.0.0.1")
