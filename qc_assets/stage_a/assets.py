@@ -59,9 +59,7 @@ def stage_a_summaries(
                       "failed_images": dg.MetadataValue.md(md_table(["image", "error"], e.failures[:20])),
                       "out_dir": dg.MetadataValue.path(str(out_dir))},
         ) from e
-    metadata = _metadata(result, model.fingerprint, model.note, config.seed, out_dir)
-    metadata["stage_a/max_pixels"] = mission.max_pixels
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=_metadata(result, model.fingerprint, model.note, config.seed, out_dir))
 
 
 def _metadata(result: StageAResult, fingerprint: str, note: str, seed: int, out_dir) -> dict:

@@ -33,9 +33,10 @@ def _load(model_path: str, device: str, dtype: str):
             processor = ImageOnlyQwen3VLProcessor.from_pretrained(model_path)
             processor.tokenizer.padding_side = "left"
             processor.tokenizer.truncation_side = "left"
+            # device_map places the weights on the device as they load (no full copy in CPU memory first)
             model = Qwen3VLForConditionalGeneration.from_pretrained(
-                model_path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
-            _CACHE[key] = (model.to(device).eval(), processor)
+                model_path, dtype="auto" if dtype == "auto" else getattr(torch, dtype), device_map=device)
+            _CACHE[key] = (model.eval(), processor)
         return _CACHE[key]
 
 
