@@ -10,8 +10,8 @@
 #   lora_step    SFT LoRA steps: tokens/s and peak memory                         (benchmarks/lora_step.py)
 #   merged_load  loading the merged checkpoint in transformers                    (benchmarks/merged_checkpoint_load.py)
 # then a "## GPU suite" section: machine, each step's status and wall time, and this command.
-# Every step runs under its own time limit, so the suite ends in bounded time; a failed, missing or
-# timed-out step is reported in that section and the suite exits 1.
+# Every step runs under its own time limit (--step-limit-s sets one for all), so the suite ends in
+# bounded time; a failed, missing or timed-out step is reported in that section and the suite exits 1.
 #
 # Python: $PYTHON if set, else .venv/bin/python of this repository (on a fresh GPU machine: install
 # a CUDA build of torch and `pip install -e .`, then `PYTHON=python3 bash benchmarks/gpu_suite.sh`).
@@ -21,7 +21,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEVICE=cuda SIZE=4b DTYPE=bfloat16
 STEPS=stage_a,lora_step,merged_load
 IMAGES=32 NEW_TOKENS=32 BATCH=16
-STEP_LIMIT_S=150  # 3 steps x 150 s + model builds stay under 8 minutes
+# Time limits per step (model build, save and load included): 200 + 120 + 150 s = 7 min 50 s at most.
+declare -A LIMIT_S=([stage_a]=200 [lora_step]=120 [merged_load]=150)
 WORK="${TMPDIR:-/tmp}/qc-gpu-suite"
 ARGS="$*"
 
@@ -35,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --images) IMAGES="$2"; shift 2 ;;
     --new-tokens) NEW_TOKENS="$2"; shift 2 ;;
     --batch) BATCH="$2"; shift 2 ;;
-    --step-limit-s) STEP_LIMIT_S="$2"; shift 2 ;;
+    --step-limit-s) for k in "${!LIMIT_S[@]}"; do LIMIT_S[$k]="$2"; done; shift 2 ;;
     --work) WORK="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "gpu_suite.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -75,13 +76,13 @@ for step in "${SELECTED[@]}"; do
   started_ns=$(date +%s%N)
   set +e
   # shellcheck disable=SC2086  # the command is a word list on purpose
-  timeout --signal=KILL "$STEP_LIMIT_S" "$PY" $cmd
+  timeout --signal=KILL "${LIMIT_S[$step]}" "$PY" $cmd
   rc=$?
   set -e
   tenths=$(( ($(date +%s%N) - started_ns) / 100000000 ))
   seconds="$((tenths / 10)).$((tenths % 10))"
   status=ok
-  if [[ $rc -eq 137 ]]; then status="timed out after ${STEP_LIMIT_S}s"; elif [[ $rc -ne 0 ]]; then status="failed (exit $rc)"; fi
+  if [[ $rc -eq 137 ]]; then status="timed out after ${LIMIT_S[$step]}s"; elif [[ $rc -ne 0 ]]; then status="failed (exit $rc)"; fi
   printf '%s\t%s\t%s\t%s\n' "$step" "$status" "$seconds" "$cmd" >> "$RESULTS"
 done
 

@@ -11,6 +11,7 @@ directory), so the CPU and GPU rows live side by side.
 """
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("data/bench"))
     parser.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]  # other jobs on a shared machine move the absolute numbers
 
     model_dir = build_tiny_qwen3vl(args.work / "tiny-qwen3vl")
     build_s = 0.0
@@ -146,7 +148,8 @@ def main() -> None:
         f"| {args.batch} | {batched:.2f} |",
         "",
         f"Batched / unbatched: **{batched / single:.2f}x** (one run). Memory: {memory}. "
-        f"Model build {build_s:.0f} s, load {load_s:.0f} s.",
+        f"Model build {build_s:.0f} s, load {load_s:.0f} s. Machine: {os.cpu_count()} CPUs, load average "
+        f"{load_before:.1f} before the run (absolute numbers compare only within one run).",
         "",
         "Command:",
         "",

@@ -38,6 +38,12 @@ def test_a_failing_step_is_reported_and_the_suite_exits_1(tmp_path):
     assert "## Stage-A throughput" not in doc
 
 
+def test_a_step_over_its_time_limit_is_killed_and_reported(tmp_path):
+    out, doc = _suite(tmp_path, *TINY, "--steps", "stage_a", "--step-limit-s", "1")
+    assert out.returncode == 1
+    assert "| stage_a | timed out after 1s |" in doc
+
+
 def test_unknown_options_and_steps_are_refused(tmp_path):
     assert _suite(tmp_path, "--gpus", "2")[0].returncode == 2
     out, _ = _suite(tmp_path, "--steps", "stage_a,warp_drive")

@@ -126,3 +126,15 @@ def test_rru_missions_get_a_larger_image_budget_than_bbu(tmp_path):
     assert load_missions_file(extra)[0].max_pixels == 4194304
     with pytest.raises(ValueError, match="max_pixels must be an integer >= 1024"):
         Mission("小图", "bbu", "焦点", max_pixels=100)
+
+
+def test_fingerprint_changes_with_the_processor_config_not_only_the_weights(tiny_vlm_dir, tmp_path):
+    import shutil
+
+    from resources.vlm.transformers_backend import model_fingerprint
+
+    copy = shutil.copytree(tiny_vlm_dir, tmp_path / "tiny-qwen3vl")
+    before = model_fingerprint(str(copy), "float32")
+    config = (copy / "processor_config.json").read_text(encoding="utf-8")
+    (copy / "processor_config.json").write_text(config.replace("65536", "65537"), encoding="utf-8")
+    assert "65536" in config and model_fingerprint(str(copy), "float32") != before

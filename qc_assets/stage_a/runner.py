@@ -100,6 +100,7 @@ def run_stage_a(
         return VisionPrompt(str(found.mission_dir / img.path), system, user, mission.max_pixels)
 
     def save(items: list[tuple[Group, ImageFile]], outputs: list[VisionOutput], seconds: list[float]) -> None:
+        # batch_seconds: the batch's wall time (local backends) or the request's own latency (streamed)
         rows = [
             {"run_key": key, "image": img.path, "sha256": img.sha256, "label": g.label, "group_id": g.group_id,
              "summary": out.text, "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,

@@ -40,10 +40,19 @@ def _load(model_path: str, device: str, dtype: str):
         return _CACHE[key]
 
 
+# Files besides the weights that change what the model answers: architecture, decoding defaults,
+# image preprocessing (min/max pixels), chat template and tokenizer.
+_FINGERPRINT_FILES = ("config.json", "generation_config.json", "processor_config.json", "preprocessor_config.json",
+                      "chat_template.jinja", "chat_template.json", "tokenizer.json", "tokenizer_config.json")
+
+
 def model_fingerprint(model_path: str, dtype: str) -> str:
-    """Hash of the config and the weight files' names and sizes: cheap, and changes with the weights."""
+    """Hash of the checkpoint's config, processor and tokenizer files and the weight files' names and
+    sizes: cheap, and it changes with anything that changes a summary."""
     folder = Path(model_path)
-    parts = [(folder / "config.json").read_text(encoding="utf-8"), dtype]
+    parts = [dtype]
+    parts += [f"{name}:{hashlib.sha256((folder / name).read_bytes()).hexdigest()}"
+              for name in _FINGERPRINT_FILES if (folder / name).exists()]
     parts += [f"{p.name}:{p.stat().st_size}" for p in sorted(folder.glob("*.safetensors"))]
     return f"{folder.name}-{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]}"
 
