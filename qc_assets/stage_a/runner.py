@@ -5,8 +5,8 @@ fingerprint + prompt hash + decode params + the mission's image budget) and each
 sha256. A backend that streams (an OpenAI-compatible server) gets every image at once through its
 bounded in-flight pool, and each answer is appended as it finishes; `mode` and `batch_size` shape
 only the local backends' batches. A re-run, after a crash or with new groups, summarises only images
-that have no row under the current key. `records.jsonl`
-and `skipped.jsonl` are then rebuilt from that log and replaced atomically.
+that have no row under the current key. `records.jsonl` and `skipped.jsonl` are then rebuilt from
+that log and replaced atomically.
 """
 
 from __future__ import annotations
