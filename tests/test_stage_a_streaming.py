@@ -43,7 +43,7 @@ def _sha(path) -> str:
 
 
 def test_requests_in_flight_follow_the_pool_not_the_batch_size(server, sample_images, tmp_path):
-    server.delay_s = 0.2
+    server.delay_s = 0.5  # long enough that four requests overlap even on a loaded CPU
     result = run_stage_a(sample_images, MISSION, _remote(server.url, max_in_flight=4), CONFIG, tmp_path)
     assert len(server.requests) == result.summarised_now > 4
     assert server.max_in_flight == 4  # batch_size is 1: sent batch by batch it would have been 1
@@ -54,7 +54,7 @@ def test_requests_in_flight_follow_the_pool_not_the_batch_size(server, sample_im
 
 def test_answers_are_saved_as_they_finish_not_in_submission_order(server, sample_images, tmp_path):
     first = discover(sample_images, MISSION.name).groups[0].images[0]  # the first one submitted
-    server.delay_s, server.slow[first.sha256] = 0.05, 1.5
+    server.delay_s, server.slow[first.sha256] = 0.05, 3.0
     result = run_stage_a(sample_images, MISSION, _remote(server.url, max_in_flight=3), CONFIG, tmp_path)
     log = read_jsonl(tmp_path / "summaries.jsonl")
     assert [row["image"] for row in log][-1] == first.path  # saved last: it held nothing back
@@ -108,7 +108,7 @@ run_stage_a(sys.argv[2], get_mission("BBU接地线检查"), vlm,
 
 
 def test_kill_9_mid_stream_then_rerun_redoes_nothing(server, sample_images, tmp_path):
-    server.delay_s = 0.3
+    server.delay_s = 0.5  # 12 images, 2 in flight: about 3 s, so the kill lands mid-run
     out = tmp_path / "out"
     child = subprocess.Popen([sys.executable, "-c", _CHILD, server.url, str(sample_images), str(out)],
                              cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
