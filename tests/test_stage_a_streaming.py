@@ -13,8 +13,8 @@ import sys
 import time
 
 import pytest
-from vlm_server_double import ScriptedVLMServerDouble, answer_for
 
+from benchmarks.vlm_server_double import ScriptedVLMServerDouble, answer_for
 from qc_assets.missions import get_mission
 from qc_assets.stage_a.discovery import discover
 from qc_assets.stage_a.records import validate_records
@@ -119,6 +119,7 @@ def test_kill_9_mid_stream_then_rerun_redoes_nothing(server, sample_images, tmp_
         time.sleep(0.02)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
+    time.sleep(0.5)  # a request the child sent just before it died is still read and held by the server
     server.wait_idle()
     survived = read_jsonl(log)
     assert len(survived) >= 3
@@ -161,3 +162,20 @@ def test_asset_fails_with_the_failed_images_then_a_rerun_finishes_them(server, s
         meta = done.asset_materializations_for_node("stage_a_summaries")[0].metadata
         assert meta["stage_a/images_generated_this_run"].value == 1
         assert meta["model_fingerprint"].value.startswith("openai:double@127.0.0.1")
+
+
+def test_closing_the_stream_early_cancels_the_pool_and_its_thread(server, sample_images):
+    import threading
+
+    from resources.vlm import VisionPrompt
+
+    server.delay_s = 0.3
+    images = sorted((sample_images / MISSION.name).rglob("*.jpg"))[:10]
+    stream = _remote(server.url, max_in_flight=2).stream([VisionPrompt(str(p), "s", "u") for p in images],
+                                                        VisionDecode(max_new_tokens=4))
+    first = next(stream)
+    stream.close()
+    assert 1 <= len(first) <= 2 and first[0].output is not None
+    assert not any(t.name == "openai-vlm-stream" for t in threading.enumerate())
+    time.sleep(0.8)  # long enough for two more rounds, had the pool kept going
+    assert len(server.requests) <= 4

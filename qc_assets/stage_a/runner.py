@@ -138,15 +138,18 @@ def _stream(vlm: StreamingVisionModel, todo, config: StageAConfig, prompt, save,
     """
     started = time.perf_counter()
     failures: list[tuple[str, str]] = []
-    for n, result in enumerate(vlm.stream([prompt(img) for _, img in todo], config.decode), start=1):
-        g, img = todo[result.index]
-        if result.error is not None:
-            failures.append((img.path, result.error))
-            log(f"failed: {img.path}: {result.error}")
-            continue
-        save([(g, img)], [result.output], [result.seconds])
-        if n % 50 == 0 or n == len(todo):
-            log(f"{n}/{len(todo)} answers, {len(failures)} failed, {time.perf_counter() - started:.1f}s")
+    answered = 0
+    for finished in vlm.stream([prompt(img) for _, img in todo], config.decode):
+        ok = [r for r in finished if r.error is None]
+        for r in finished:
+            if r.error is not None:
+                failures.append((todo[r.index][1].path, r.error))
+                log(f"failed: {todo[r.index][1].path}: {r.error}")
+        if ok:  # what finished together is saved together: one fsync
+            save([todo[r.index] for r in ok], [r.output for r in ok], [r.seconds for r in ok])
+        before, answered = answered, answered + len(finished)
+        if answered // 50 > before // 50 or answered == len(todo):
+            log(f"{answered}/{len(todo)} answers, {len(failures)} failed, {time.perf_counter() - started:.1f}s")
     if failures:
         raise VLMRequestError(failures, len(todo))
     return time.perf_counter() - started

@@ -105,5 +105,6 @@ class StreamingVisionModel(VisionLanguageModel, Protocol):
     def max_in_flight(self) -> int:
         """How many requests the stream keeps in flight at most."""
 
-    def stream(self, prompts: Sequence[VisionPrompt], decode: VisionDecode) -> Iterator[StreamedResult]:
-        """One `StreamedResult` per prompt, in the order they finish; a failure is a result, not a raise."""
+    def stream(self, prompts: Sequence[VisionPrompt], decode: VisionDecode) -> Iterator[list[StreamedResult]]:
+        """One `StreamedResult` per prompt, in the order they finish, in lists: each list holds what
+        finished since the previous one (at least one result). A failed request is a result, not a raise."""

@@ -4,7 +4,8 @@ The client is the official SDK's `AsyncOpenAI` (its own retries with backoff for
 408/409/429/5xx, and a per-request timeout). `stream` keeps a bounded pool of at most
 `max_in_flight` requests on the wire and hands back each answer as soon as it finishes, so one slow
 image never holds back the ones behind it and Stage-A can save every answer at once; the number of
-requests in flight is this pool's size, not Stage-A's batch size.
+requests in flight is this pool's size, not Stage-A's batch size. The pool's event loop runs in a
+worker thread, so requests keep flowing while Stage-A fsyncs what it received.
 
 Images travel inline as base64 data URLs, so the server needs no access to our file system. The
 image budget (`VisionPrompt.max_pixels`) is applied here, client-side: a larger image is scaled down
@@ -21,6 +22,8 @@ import hashlib
 import io
 import math
 import mimetypes
+import queue
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -28,6 +31,8 @@ from urllib.parse import urlsplit
 
 from resources.vlm import StreamedResult, VisionDecode, VisionOutput, VisionPrompt, VLMRequestError
 from resources.vlm.transformers_backend import one_line
+
+_DONE = object()  # the worker thread's last word on the result queue
 
 
 def fit_to_budget(width: int, height: int, max_pixels: int) -> tuple[int, int]:
@@ -96,32 +101,61 @@ class OpenAIVisionModel:
         return self._max_in_flight
 
     def generate(self, prompts: Sequence[VisionPrompt], decode: VisionDecode) -> list[VisionOutput]:
-        results = sorted(self.stream(prompts, decode), key=lambda r: r.index)
+        results = sorted((r for batch in self.stream(prompts, decode) for r in batch), key=lambda r: r.index)
         failed = [(prompts[r.index].image_path, r.error) for r in results if r.error is not None]
         if failed:
             raise VLMRequestError(failed, len(prompts))
         return [r.output for r in results]
 
-    def stream(self, prompts: Sequence[VisionPrompt], decode: VisionDecode) -> Iterator[StreamedResult]:
-        """Synchronous view of `astream` on a private event loop (Stage-A's runner is synchronous)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RuntimeError("OpenAIVisionModel.stream() was called inside a running event loop; use `astream`")
+    def stream(self, prompts: Sequence[VisionPrompt], decode: VisionDecode) -> Iterator[list[StreamedResult]]:
+        """Synchronous view of `astream`: each item holds every result that finished since the last one.
+
+        The event loop runs in a worker thread, so requests keep going while the caller writes what it
+        got; a caller slowed by fsync receives several results at once and saves them in one write.
+        """
+        results: queue.Queue = queue.Queue()
         loop = asyncio.new_event_loop()
-        results = self.astream(prompts, decode)
+
+        async def pump() -> None:
+            async for result in self.astream(prompts, decode):
+                results.put(result)
+
+        task = loop.create_task(pump())
+
+        def worker() -> None:
+            try:
+                loop.run_until_complete(task)
+            except asyncio.CancelledError:
+                pass  # the caller stopped reading; astream has cancelled its requests
+            except Exception as e:  # handed to the caller's thread, which raises it
+                results.put(e)
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+                results.put(_DONE)
+
+        thread = threading.Thread(target=worker, name="openai-vlm-stream", daemon=True)
+        thread.start()
         try:
-            while True:
-                try:
-                    yield loop.run_until_complete(anext(results))
-                except StopAsyncIteration:
-                    return
+            finished = False
+            while not finished:
+                batch = [results.get()]  # every request has its own timeout, so this returns
+                while not results.empty():
+                    batch.append(results.get_nowait())
+                finished = _DONE in batch
+                errors = [item for item in batch if isinstance(item, Exception)]
+                done = [item for item in batch if isinstance(item, StreamedResult)]
+                if done:
+                    yield done
+                if errors:
+                    raise errors[0]
         finally:
-            loop.run_until_complete(results.aclose())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+            if thread.is_alive():
+                try:
+                    loop.call_soon_threadsafe(task.cancel)
+                except RuntimeError:
+                    pass  # the loop closed in between: the worker has already finished
+            thread.join()
 
     async def astream(self, prompts: Sequence[VisionPrompt], decode: VisionDecode) -> AsyncIterator[StreamedResult]:
         from openai import AsyncOpenAI

@@ -4,13 +4,15 @@ No real VLM server runs on this CPU-only machine (vLLM is GPU-only), so this dou
 `POST /v1/chat/completions` image requests with a scripted, deterministic text derived from the image
 bytes it received: `"<width>x<height> <sha256[:12]>"`. Scripts: a base delay per request, extra delay
 for chosen images, and images that always get HTTP 500. It records what it was asked (sha256 and size
-of every image, in arrival order) and the largest number of requests it held at once, so tests can
-check the client's in-flight bound and its resume behaviour. The client under test is the production
-`OpenAIVisionModel` (the `openai` SDK).
+of every image, in arrival order) and the largest number of requests it held at once (`GET /stats`
+reads and resets it), so tests can check the client's in-flight bound and its resume behaviour. The client under test is the production
+`OpenAIVisionModel` (the `openai` SDK). Used by tests/test_stage_a_streaming.py and by
+benchmarks/stage_a_streaming.py (which measures the client side only: the double has no model).
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import io
@@ -54,19 +56,29 @@ class ScriptedVLMServerDouble:
                     double.max_in_flight = max(double.max_in_flight, double.in_flight)
                 try:
                     time.sleep(double.delay_s + double.slow.get(sha, 0.0))
-                    if sha in double.failing:
-                        self._send(500, {"error": {"message": "scripted failure", "type": "server_error"}})
-                        return
-                    text = answer_for(data)
-                    self._send(200, {
-                        "id": "double", "object": "chat.completion", "created": 0, "model": body["model"],
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                     "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
-                    })
                 finally:
+                    # before the answer goes out: the client can only send its next request after it,
+                    # so the count never includes a request that the client already sees as finished
                     with double._lock:
                         double.in_flight -= 1
+                if sha in double.failing:
+                    self._send(500, {"error": {"message": "scripted failure", "type": "server_error"}})
+                    return
+                self._send(200, {
+                    "id": "double", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_for(data)},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+                })
+
+            def do_GET(self):
+                if self.path != "/stats":
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                with double._lock:  # read and reset, so each benchmark row sees its own peak
+                    stats = {"max_in_flight": double.max_in_flight, "requests": len(double.requests)}
+                    double.max_in_flight = 0
+                self._send(200, stats)
 
             def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()
@@ -102,3 +114,16 @@ class ScriptedVLMServerDouble:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main() -> None:
+    """Serve in this process (benchmarks run it apart from the client, so they do not share a GIL)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--delay-s", type=float, default=0.0)
+    server = ScriptedVLMServerDouble(delay_s=parser.parse_args().delay_s)
+    print(server.url, flush=True)
+    threading.Event().wait()  # until the parent terminates this process
+
+
+if __name__ == "__main__":
+    main()
