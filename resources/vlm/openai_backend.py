@@ -131,6 +131,7 @@ class OpenAIVisionModel:
                 results.put(e)
             finally:
                 loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())  # the image-encoding threads
                 loop.close()
                 results.put(_DONE)
 
