@@ -21,7 +21,7 @@ from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import data_root
 from resources.training.resource import StudentTrainingResource
-from resources.vlm.resource import VLMResource
+from resources.vlm.resource import vlm_from_env
 
 
 def _env(name: str, default: str) -> str:
@@ -61,14 +61,7 @@ defs = dg.Definitions(
     jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs],
     resources={
         "storage": StorageResource(data_root=str(data_root()), images_root=_env("QC_IMAGES_ROOT", "")),
-        "vlm": VLMResource(
-            backend=_env("QC_VLM_BACKEND", "transformers"),
-            model_path=_env("QC_VLM_MODEL", ""),
-            base_url=_env("QC_VLM_BASE_URL", ""),
-            model=_env("QC_VLM_SERVED_MODEL", ""),
-            device=_env("QC_DEVICE", "cpu"),
-            dtype=_env("QC_DTYPE", "float32"),
-        ),
+        "vlm": vlm_from_env(),
         # the student's base checkpoint; empty = refuse, unless QC_STUDENT_SMOKE_MODEL=1 (the demo) allows the
         # random-weight smoke model
         "student": StudentTrainingResource(

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from resources.vlm import MIN_MAX_PIXELS
+
 DOMAINS = ("bbu", "rru")
+# Image budget per photo (pixels the VLM sees at most; Qwen3-VL spends one visual token per 32x32
+# pixels). RRU photos are taken from the ground or a distance and the equipment is small in the
+# frame, so they get twice the BBU budget: 1024 vs 2048 visual tokens.
+DEFAULT_MAX_PIXELS = {"bbu": 1024 * 32 * 32, "rru": 2048 * 32 * 32}
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,7 @@ class Mission:
     domain: str  # "bbu" | "rru": selects the domain knowledge block of the prompts
     focus: str  # what an inspector checks; becomes guidance rule G0
     scaffold_rules: tuple[str, ...] = ()  # immutable rules S1..Sk every guidance version starts with
+    max_pixels: int | None = None  # Stage-A image budget; None = DEFAULT_MAX_PIXELS of the domain
 
     def __post_init__(self) -> None:
         validate_mission_name(self.name)
@@ -30,6 +37,11 @@ class Mission:
             raise ValueError(f"mission {self.name!r}: domain must be one of {DOMAINS}, got {self.domain!r}")
         if not self.focus.strip():
             raise ValueError(f"mission {self.name!r}: focus text is empty")
+        if self.max_pixels is None:
+            object.__setattr__(self, "max_pixels", DEFAULT_MAX_PIXELS[self.domain])  # frozen: set once here
+        if not isinstance(self.max_pixels, int) or self.max_pixels < MIN_MAX_PIXELS:
+            raise ValueError(f"mission {self.name!r}: max_pixels must be an integer >= {MIN_MAX_PIXELS} "
+                             f"(one visual token), got {self.max_pixels!r}")
 
 
 def validate_mission_name(name: str) -> str:
@@ -101,7 +113,7 @@ MISSIONS: dict[str, Mission] = {m.name: m for m in _BUILTIN}
 
 
 def load_missions_file(path: str | Path) -> list[Mission]:
-    """Read extra missions from YAML: a list of {name, domain, focus, scaffold_rules?}."""
+    """Read extra missions from YAML: a list of {name, domain, focus, scaffold_rules?, max_pixels?}."""
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or []
     if not isinstance(raw, list):
         raise ValueError(f"{path}: expected a list of missions, got {type(raw).__name__}")
@@ -111,7 +123,7 @@ def load_missions_file(path: str | Path) -> list[Mission]:
         if missing:
             raise ValueError(f"{path}: mission #{i} lacks {sorted(missing)}")
         rules = item.get("scaffold_rules", list(_COMMON_SCAFFOLD))
-        missions.append(Mission(item["name"], item["domain"], item["focus"], tuple(rules)))
+        missions.append(Mission(item["name"], item["domain"], item["focus"], tuple(rules), item.get("max_pixels")))
     return missions
 
 

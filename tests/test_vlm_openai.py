@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from resources.vlm import VisionDecode, VisionPrompt
+from resources.vlm import VisionDecode, VisionPrompt, VLMRequestError
 from resources.vlm.resource import VLMResource
 
 
@@ -72,8 +72,8 @@ def test_openai_backend_returns_what_the_served_model_generates(server, tiny_vlm
 
 
 def test_failed_requests_raise_instead_of_becoming_empty_summaries(sample_images):
-    remote = VLMResource(backend="openai", base_url="http://127.0.0.1:9/v1", model="x").get_vlm()
-    remote.client.max_retries, remote.client.timeout_s = 0, 2.0
+    remote = VLMResource(backend="openai", base_url="http://127.0.0.1:9/v1", model="x", max_retries=0,
+                         timeout_s=2.0).get_vlm()
     image = next((sample_images / "RRU安装检查").rglob("*.jpg"))
-    with pytest.raises(RuntimeError, match="VLM requests failed"):
+    with pytest.raises(VLMRequestError, match="1 of 1 VLM requests failed.*APIConnectionError"):
         remote.generate([VisionPrompt(str(image), "s", "u")], VisionDecode(max_new_tokens=4))

@@ -11,7 +11,7 @@ from qc_assets.partitions import mission_partitions
 from qc_assets.stage_a.runner import StageAConfig, StageAResult, run_stage_a
 from resources.store import read_jsonl
 from resources.storage import StorageResource
-from resources.vlm import VisionDecode
+from resources.vlm import VisionDecode, VLMRequestError
 from resources.vlm.resource import VLMResource
 
 ASSET_NAME = "stage_a_summaries"
@@ -51,6 +51,14 @@ def stage_a_summaries(
     except OSError as e:
         raise dg.Failure(f"Stage-A I/O failed for {mission.name}: {e}",
                          metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
+    except VLMRequestError as e:
+        # every answer that did arrive is already in summaries.jsonl: a re-run asks only for these
+        raise dg.Failure(
+            f"Stage-A for {mission.name}: {e}; re-run to retry only the failed images",
+            metadata={"stage_a/failed_requests": len(e.failures), "model_fingerprint": model.fingerprint,
+                      "failed_images": dg.MetadataValue.md(md_table(["image", "error"], e.failures[:20])),
+                      "out_dir": dg.MetadataValue.path(str(out_dir))},
+        ) from e
     return dg.MaterializeResult(metadata=_metadata(result, model.fingerprint, model.note, config.seed, out_dir))
 
 

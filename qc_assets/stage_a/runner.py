@@ -1,9 +1,12 @@
 """Stage-A: summarise every usable photo of a mission, resumably, and write the records.
 
 Each finished batch is appended (fsynced) to `summaries.jsonl`, keyed by the run key (model
-fingerprint + prompt hash + decode params) and each image's path and sha256. A re-run, after a crash
-or with new groups, summarises only images that have no row under the current key. `records.jsonl`
-and `skipped.jsonl` are then rebuilt from that log and replaced atomically.
+fingerprint + prompt hash + decode params + the mission's image budget) and each image's path and
+sha256. A backend that streams (an OpenAI-compatible server) gets every image at once through its
+bounded in-flight pool, and each answer is appended as it finishes; `mode` and `batch_size` shape
+only the local backends' batches. A re-run, after a crash or with new groups, summarises only images
+that have no row under the current key. `records.jsonl` and `skipped.jsonl` are then rebuilt from
+that log and replaced atomically.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from qc_assets.stage_a.discovery import Group, ImageFile, Skipped, discover
 from qc_assets.stage_a.records import CONTRACT_VERSION, image_keys, is_degenerate, record_id
 from qc_assets.stage_a.sampling import sample_groups
 from resources.store import append_jsonl, atomic_write_jsonl, iter_jsonl
-from resources.vlm import VisionDecode, VisionLanguageModel, VisionPrompt
+from resources.vlm import (StreamingVisionModel, VisionDecode, VisionLanguageModel, VisionOutput, VisionPrompt,
+                          VLMRequestError)
 
 MODES = ("per_group", "per_image")
 
@@ -59,7 +63,9 @@ class StageAResult:
 
 
 def run_key(vlm: VisionLanguageModel, mission: Mission, decode: VisionDecode) -> str:
-    payload = json.dumps([vlm.fingerprint, prompts.prompt_hash(mission), decode.as_dict()], sort_keys=True)
+    """Everything that changes a summary: weights, prompt, decode params and the image budget."""
+    payload = json.dumps([vlm.fingerprint, prompts.prompt_hash(mission), decode.as_dict(), mission.max_pixels],
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -83,27 +89,38 @@ def run_stage_a(
     done = {(row["image"], row["sha256"]): row for row in iter_jsonl(log_path) if row["run_key"] == key}
     todo = [(g, img) for g in kept for img in g.images if (img.path, img.sha256) not in done]
     total = sum(len(g.images) for g in kept)
+    shape = (f"streamed, {vlm.max_in_flight} in flight" if isinstance(vlm, StreamingVisionModel)
+             else f"{config.mode}, batch {config.batch_size}")
     log(f"{mission.name}: {len(kept)} groups, {total} images; {total - len(todo)} already summarised, "
-        f"{len(todo)} to do ({config.mode}, batch {config.batch_size})")
+        f"{len(todo)} to do ({shape}, max_pixels {mission.max_pixels})")
 
-    seconds = 0.0
     system, user = prompts.system_prompt(), prompts.user_prompt(mission)
-    for n_batch, batch in enumerate(_batches(todo, config), start=1):
-        started = time.perf_counter()
-        outputs = vlm.generate(
-            [VisionPrompt(str(found.mission_dir / img.path), system, user) for _, img in batch], config.decode
-        )
-        elapsed = time.perf_counter() - started
-        seconds += elapsed
+
+    def prompt(img: ImageFile) -> VisionPrompt:
+        return VisionPrompt(str(found.mission_dir / img.path), system, user, mission.max_pixels)
+
+    def save(items: list[tuple[Group, ImageFile]], outputs: list[VisionOutput], seconds: list[float]) -> None:
+        # batch_seconds: the batch's wall time (local backends) or the request's own latency (streamed)
         rows = [
             {"run_key": key, "image": img.path, "sha256": img.sha256, "label": g.label, "group_id": g.group_id,
              "summary": out.text, "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-             "finish_reason": out.finish_reason, "batch_seconds": round(elapsed, 4)}
-            for (g, img), out in zip(batch, outputs, strict=True)
+             "finish_reason": out.finish_reason, "batch_seconds": round(sec, 4)}
+            for (g, img), out, sec in zip(items, outputs, seconds, strict=True)
         ]
         append_jsonl(log_path, rows)
         done.update({(r["image"], r["sha256"]): r for r in rows})
-        log(f"batch {n_batch}: {len(batch)} images in {elapsed:.2f}s")
+
+    if isinstance(vlm, StreamingVisionModel):
+        seconds = _stream(vlm, todo, config, prompt, save, log)
+    else:
+        seconds = 0.0
+        for n_batch, batch in enumerate(_batches(todo, config), start=1):
+            started = time.perf_counter()
+            outputs = vlm.generate([prompt(img) for _, img in batch], config.decode)
+            elapsed = time.perf_counter() - started
+            seconds += elapsed
+            save(batch, outputs, [elapsed] * len(batch))
+            log(f"batch {n_batch}: {len(batch)} images in {elapsed:.2f}s")
 
     records, empty = _build_records(kept, done, mission, vlm, config, key)
     skipped += empty
@@ -111,6 +128,31 @@ def run_stage_a(
     atomic_write_jsonl(out_dir / "skipped.jsonl", [{"path": s.path, "reason": s.reason} for s in skipped])
     degenerate = sum(is_degenerate(t) for r in records for t in r["per_image"].values())
     return StageAResult(records, skipped, found.image_count, len(todo), total - len(todo), seconds, key, degenerate)
+
+
+def _stream(vlm: StreamingVisionModel, todo, config: StageAConfig, prompt, save, log) -> float:
+    """Every image through the backend's bounded in-flight pool; each answer is saved as it finishes.
+
+    Requests that still fail after the backend's retries are collected and raised together at the
+    end, after every other answer has been saved, so a re-run asks only for those.
+    """
+    started = time.perf_counter()
+    failures: list[tuple[str, str]] = []
+    answered = 0
+    for finished in vlm.stream([prompt(img) for _, img in todo], config.decode):
+        ok = [r for r in finished if r.error is None]
+        for r in finished:
+            if r.error is not None:
+                failures.append((todo[r.index][1].path, r.error))
+                log(f"failed: {todo[r.index][1].path}: {r.error}")
+        if ok:  # what finished together is saved together: one fsync
+            save([todo[r.index] for r in ok], [r.output for r in ok], [r.seconds for r in ok])
+        before, answered = answered, answered + len(finished)
+        if answered // 50 > before // 50 or answered == len(todo):
+            log(f"{answered}/{len(todo)} answers, {len(failures)} failed, {time.perf_counter() - started:.1f}s")
+    if failures:
+        raise VLMRequestError(failures, len(todo))
+    return time.perf_counter() - started
 
 
 def _batches(todo: list[tuple[Group, ImageFile]], config: StageAConfig) -> Iterator[list]:

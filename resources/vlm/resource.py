@@ -1,13 +1,18 @@
-"""Dagster resource that picks the VLM backend from config; the model loads on first use in a run."""
+"""Dagster resource that picks the VLM backend from config; the model loads on first use in a run.
+
+`vlm_from_env()` builds it from the QC_VLM_* environment (README "Configuration"), so the same
+definitions run the CPU demo and a GPU node.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
 
 from resources.store import data_root
-from resources.vlm import VisionLanguageModel
+from resources.vlm import DTYPES, VisionLanguageModel
 
 BACKENDS = ("transformers", "openai", "vllm")
 
@@ -22,28 +27,32 @@ class VLMResource(dg.ConfigurableResource):
 
     backend: str = "transformers"
     model_path: str = ""
-    device: str = "cpu"
-    dtype: str = "float32"
+    device: str = "cpu"  # transformers: any torch device (cpu, cuda, cuda:1); vllm: cuda only
+    dtype: str = "float32"  # transformers and vllm; the openai backend's server owns its dtype
     base_url: str = ""  # openai backend, e.g. http://vllm:8000/v1
     model: str = ""  # openai backend: the model id the server serves
     api_key: str | None = None  # pass dg.EnvVar(...), never a literal
-    max_in_flight: int = 16
+    max_in_flight: int = 16  # openai backend: requests on the wire at once (not Stage-A's batch size)
+    timeout_s: float = 120.0  # openai backend: per request
+    max_retries: int = 3  # openai backend: the SDK's retries with backoff (connection, 408, 429, 5xx)
+    tensor_parallel_size: int = 1  # vllm backend
+    gpu_memory_utilization: float = 0.85  # vllm backend
+    max_model_len: int = 8192  # vllm backend
 
     def get_vlm(self) -> VisionLanguageModel:
         if self.backend not in BACKENDS:
             raise ValueError(f"VLMResource.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"VLMResource.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.backend == "openai":
-            from resources.llm.openai_backend import OpenAIChatLLM
             from resources.vlm.openai_backend import OpenAIVisionModel
 
-            client = OpenAIChatLLM(self.base_url, self.model, self.api_key, max_in_flight=self.max_in_flight)
-            return OpenAIVisionModel(client)
+            return OpenAIVisionModel(self.base_url, self.model, self.api_key, max_in_flight=self.max_in_flight,
+                                     timeout_s=self.timeout_s, max_retries=self.max_retries)
         if self.backend == "vllm":
             from resources.vlm.vllm_backend import VLLMVisionModel
 
-            if not self.model_path:
-                raise ValueError("the vllm backend needs model_path (a Qwen3-VL checkpoint folder)")
-            return VLLMVisionModel(self.model_path, dtype=self.dtype)
+            return VLLMVisionModel(self.vllm_settings())
 
         from resources.vlm.transformers_backend import TransformersVLM
 
@@ -54,6 +63,49 @@ class VLMResource(dg.ConfigurableResource):
         folder = build_tiny_qwen3vl(smoke_model_dir())
         return TransformersVLM(str(folder), self.device, self.dtype, note=SMOKE_MODEL_NOTE)
 
+    def vllm_settings(self):
+        """The vLLM engine settings (validated); builds nothing, so it runs where vLLM is not installed."""
+        from resources.vlm.vllm_backend import VLLMEngineSettings
+
+        if self.device != "cuda":
+            raise ValueError(f"the vllm backend runs on the GPUs in CUDA_VISIBLE_DEVICES: set device 'cuda' "
+                             f"(QC_VLM_DEVICE=cuda), got {self.device!r}")
+        return VLLMEngineSettings(self.model_path, self.dtype, self.tensor_parallel_size,
+                                  self.gpu_memory_utilization, self.max_model_len)
+
 
 def smoke_model_dir() -> Path:
     return data_root() / "models" / "tiny-qwen3vl"
+
+
+def _env(name: str, default: str) -> str:
+    return dg.EnvVar(name).get_value(default)
+
+
+def _env_number(name: str, default: str, kind: type[int] | type[float]):
+    value = _env(name, default)
+    try:
+        return kind(value)
+    except ValueError as e:
+        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from e
+
+
+def vlm_from_env() -> VLMResource:
+    """A VLMResource from QC_VLM_* (device and dtype fall back to the shared QC_DEVICE / QC_DTYPE)."""
+    settings = {
+        "backend": _env("QC_VLM_BACKEND", "transformers"),
+        "model_path": _env("QC_VLM_MODEL", ""),
+        "base_url": _env("QC_VLM_BASE_URL", ""),
+        "model": _env("QC_VLM_SERVED_MODEL", ""),
+        "device": _env("QC_VLM_DEVICE", _env("QC_DEVICE", "cpu")),
+        "dtype": _env("QC_VLM_DTYPE", _env("QC_DTYPE", "float32")),
+        "max_in_flight": _env_number("QC_VLM_MAX_IN_FLIGHT", "16", int),
+        "timeout_s": _env_number("QC_VLM_TIMEOUT_S", "120", float),
+        "max_retries": _env_number("QC_VLM_MAX_RETRIES", "3", int),
+        "tensor_parallel_size": _env_number("QC_VLM_TENSOR_PARALLEL_SIZE", "1", int),
+        "gpu_memory_utilization": _env_number("QC_VLM_GPU_MEMORY_UTILIZATION", "0.85", float),
+        "max_model_len": _env_number("QC_VLM_MAX_MODEL_LEN", "8192", int),
+    }
+    if "QC_VLM_API_KEY" in os.environ:  # a secret: only ever through EnvVar
+        settings["api_key"] = dg.EnvVar("QC_VLM_API_KEY")
+    return VLMResource(**settings)

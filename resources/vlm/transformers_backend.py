@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-from resources.vlm import VisionDecode, VisionOutput, VisionPrompt
+from resources.vlm import DTYPES, VisionDecode, VisionOutput, VisionPrompt
 
 _CACHE: dict[tuple, tuple] = {}
 _LOCK = threading.Lock()
@@ -33,15 +33,26 @@ def _load(model_path: str, device: str, dtype: str):
             processor = ImageOnlyQwen3VLProcessor.from_pretrained(model_path)
             processor.tokenizer.padding_side = "left"
             processor.tokenizer.truncation_side = "left"
-            model = Qwen3VLForConditionalGeneration.from_pretrained(model_path, dtype=getattr(torch, dtype))
-            _CACHE[key] = (model.to(device).eval(), processor)
+            # device_map places the weights on the device as they load (no full copy in CPU memory first)
+            model = Qwen3VLForConditionalGeneration.from_pretrained(
+                model_path, dtype="auto" if dtype == "auto" else getattr(torch, dtype), device_map=device)
+            _CACHE[key] = (model.eval(), processor)
         return _CACHE[key]
 
 
+# Files besides the weights that change what the model answers: architecture, decoding defaults,
+# image preprocessing (min/max pixels), chat template and tokenizer.
+_FINGERPRINT_FILES = ("config.json", "generation_config.json", "processor_config.json", "preprocessor_config.json",
+                      "chat_template.jinja", "chat_template.json", "tokenizer.json", "tokenizer_config.json")
+
+
 def model_fingerprint(model_path: str, dtype: str) -> str:
-    """Hash of the config and the weight files' names and sizes: cheap, and changes with the weights."""
+    """Hash of the checkpoint's config, processor and tokenizer files and the weight files' names and
+    sizes: cheap, and it changes with anything that changes a summary."""
     folder = Path(model_path)
-    parts = [(folder / "config.json").read_text(encoding="utf-8"), dtype]
+    parts = [dtype]
+    parts += [f"{name}:{hashlib.sha256((folder / name).read_bytes()).hexdigest()}"
+              for name in _FINGERPRINT_FILES if (folder / name).exists()]
     parts += [f"{p.name}:{p.stat().st_size}" for p in sorted(folder.glob("*.safetensors"))]
     return f"{folder.name}-{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]}"
 
@@ -52,10 +63,30 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def image_size_kwargs(processor, prompts: Sequence[VisionPrompt]) -> dict:
+    """The processor-call override for the prompts' image budget ({} = the processor's saved size).
+
+    One processor call takes one size, so a batch must share one budget (Stage-A's always does: it is
+    the mission's).
+    """
+    budgets = {p.max_pixels for p in prompts}
+    if len(budgets) > 1:
+        raise ValueError(f"one batch must share one max_pixels, got {sorted(budgets, key=str)}")
+    budget = budgets.pop()
+    if budget is None:
+        return {}
+    shortest = processor.image_processor.size["shortest_edge"]
+    if budget < shortest:
+        raise ValueError(f"max_pixels {budget} is below the processor's minimum of {shortest} pixels")
+    return {"size": {"shortest_edge": shortest, "longest_edge": budget}}
+
+
 class TransformersVLM:
     def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32", note: str = ""):
         if not (Path(model_path) / "config.json").exists():
             raise ValueError(f"no model at {model_path!r}: expected a folder with config.json")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.model_path = model_path
         self.device = device
         self.dtype = dtype
@@ -86,7 +117,8 @@ class TransformersVLM:
             texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
             with Image.open(prompt.image_path) as img:
                 images.append(img.convert("RGB"))
-        inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(self.device)
+        inputs = processor(text=texts, images=images, padding=True, return_tensors="pt",
+                           **image_size_kwargs(processor, prompts)).to(self.device)
         sampling = decode.temperature > 0
         gen_kwargs = {"max_new_tokens": decode.max_new_tokens, "do_sample": sampling,
                       "repetition_penalty": decode.repetition_penalty}

@@ -1,0 +1,129 @@
+"""`ScriptedVLMServerDouble`: a test double of an OpenAI-compatible VLM server (stdlib HTTP, 127.0.0.1).
+
+No real VLM server runs on this CPU-only machine (vLLM is GPU-only), so this double answers
+`POST /v1/chat/completions` image requests with a scripted, deterministic text derived from the image
+bytes it received: `"<width>x<height> <sha256[:12]>"`. Scripts: a base delay per request, extra delay
+for chosen images, and images that always get HTTP 500. It records what it was asked (sha256 and size
+of every image, in arrival order) and the largest number of requests it held at once (`GET /stats`
+reads and resets it), so tests can check the client's in-flight bound and its resume behaviour. The client under test is the production
+`OpenAIVisionModel` (the `openai` SDK). Used by tests/test_stage_a_streaming.py and by
+benchmarks/stage_a_streaming.py (which measures the client side only: the double has no model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+
+def answer_for(image_bytes: bytes) -> str:
+    with Image.open(io.BytesIO(image_bytes)) as img:
+        w, h = img.size
+    return f"{w}x{h} {hashlib.sha256(image_bytes).hexdigest()[:12]}"
+
+
+class ScriptedVLMServerDouble:
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self.slow: dict[str, float] = {}  # image sha256 -> extra seconds
+        self.failing: set[str] = set()  # image sha256 -> HTTP 500, every time
+        self.requests: list[dict] = []  # {"sha256", "size"} per request, in arrival order
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                user = body["messages"][1]["content"]
+                url = next(p for p in user if p["type"] == "image_url")["image_url"]["url"]
+                data = base64.b64decode(url.split(",", 1)[1])
+                sha = hashlib.sha256(data).hexdigest()
+                with Image.open(io.BytesIO(data)) as img:
+                    size = img.size
+                with double._lock:
+                    double.requests.append({"sha256": sha, "size": size})
+                    double.in_flight += 1
+                    double.max_in_flight = max(double.max_in_flight, double.in_flight)
+                try:
+                    time.sleep(double.delay_s + double.slow.get(sha, 0.0))
+                finally:
+                    # before the answer goes out: the client can only send its next request after it,
+                    # so the count never includes a request that the client already sees as finished
+                    with double._lock:
+                        double.in_flight -= 1
+                if sha in double.failing:
+                    self._send(500, {"error": {"message": "scripted failure", "type": "server_error"}})
+                    return
+                self._send(200, {
+                    "id": "double", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_for(data)},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+                })
+
+            def do_GET(self):
+                if self.path != "/stats":
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                with double._lock:  # read and reset, so each benchmark row sees its own peak
+                    stats = {"max_in_flight": double.max_in_flight, "requests": len(double.requests)}
+                    double.max_in_flight = 0
+                self._send(200, stats)
+
+            def _send(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a client killed mid-request leaves a broken pipe here; that is the test's point
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def wait_idle(self, timeout_s: float = 30.0) -> None:
+        """Until no request is being held (after a client was killed, its requests still finish here)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.in_flight == 0:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.in_flight} requests still held after {timeout_s}s")
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def main() -> None:
+    """Serve in this process (benchmarks run it apart from the client, so they do not share a GIL)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--delay-s", type=float, default=0.0)
+    server = ScriptedVLMServerDouble(delay_s=parser.parse_args().delay_s)
+    print(server.url, flush=True)
+    threading.Event().wait()  # until the parent terminates this process
+
+
+if __name__ == "__main__":
+    main()
