@@ -117,7 +117,8 @@ def loop_config(args, setup: str) -> StageBLoopConfig:
 
 
 def run_loop(name: str, what: str, llm, records: list[dict], config: StageBLoopConfig) -> dict:
-    out = Path(tempfile.mkdtemp(prefix=f"stage_b_learning_{name}_"))
+    slug = name.split(")")[0].strip("(")  # "a", "b"
+    out = Path(tempfile.mkdtemp(prefix=f"stage_b_learning_{slug}_"))
     started = time.perf_counter()
     result = run_stage_b(records, get_mission(MISSION), llm, config, out, log=lambda _: None)
     wall = time.perf_counter() - started

@@ -42,7 +42,7 @@ class StageBLoopConfig:
     max_candidates_per_round: int = field(default=2, metadata={"help": "filtered edits gated per round"})
     gate_chunk_size: int = field(
         default=0, metadata={"help": "roll a candidate out this many groups at a time and stop once it cannot "
-                                     "pass the gate; 0 = whole train pool at once"})
+                                     "pass the gate; 0 = whole selection pool at once"})
     label_hint: bool = field(default=False, metadata={"help": "show reviewers' labels to the reflector (experiments)"})
     reflection_json_schema: bool = field(
         default=False, metadata={"help": "constrain reflection answers to the rule-operation JSON schema "
