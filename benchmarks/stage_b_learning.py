@@ -125,9 +125,11 @@ def run_loop(name: str, what: str, llm, records: list[dict], config: StageBLoopC
     candidates = [r for r in read_jsonl(out / "rule_candidates.jsonl") if r["run_id"] == result.run_id]
     gated = [c for c in candidates if c["decision"] in ("accepted", "rejected", "vetoed")]
     harmful = [c for c in gated if c["op"]["text"] in HARMFUL_RULES]
+    refused_true = [f"{c['op']['text']} ({'; '.join(c['gate']['reasons'])})" for c in gated
+                    if c["op"]["text"] in TRUE_RULES and c["decision"] != "accepted"]
     return {"setup": name, "what": what, "model": llm.fingerprint, "test": result.test,
             "accepted": result.accepted_edits, "rejected": result.rejected_edits,
-            "harmful_gated": len(harmful), "harmful_accepted": sum(c["decision"] == "accepted" for c in harmful),
+            "harmful_gated": len(harmful), "true_rules_refused": refused_true, "harmful_accepted": sum(c["decision"] == "accepted" for c in harmful),
             "llm_calls": result.llm_calls, "failed_calls": result.counts["failed_calls"],
             "calls_per_accepted": result.llm_calls / result.accepted_edits if result.accepted_edits else None,
             "stop_reason": result.stop_reason, "kept_version": result.kept_version,
@@ -260,10 +262,13 @@ def render(report: dict, args) -> str:
         if "test" in r:
             lines.append(f"- {r['setup']}: model `{r['model']}`, {r['llm_calls']} LLM calls ({r['failed_calls']} "
                          f"failed), {r['wall_s']} s wall, decisions {json.dumps(r['decisions'])}, kept rules "
-                         f"{json.dumps(r['kept_rules'], ensure_ascii=False)}.")
+                         f"{json.dumps(r['kept_rules'], ensure_ascii=False)}."
+                         + (f" True rules the gate refused: {'; '.join(r['true_rules_refused'])}."
+                            if r["true_rules_refused"] else ""))
     lines += ["", "How to read it: (b) is a simulation of the control loop, not a model: its student follows "
               "whatever 「keyword」 rules the guidance holds and its reflector replays the true rules mixed with "
-              "harmful and useless ones, so the row measures the gate and the memory of refused edits. (a) is the "
+              "harmful and useless ones, so the row measures the gate and the memory of refused edits (a true rule "
+              "that fixes too few selection groups is refused too: the price of a conservative gate). (a) is the "
               "real model the project ships (too small to learn rules). (c) is the bar learned guidance must beat "
               "with a real model. Run (a) against any OpenAI-compatible server (vLLM serving Qwen3, say) with "
               "`--base-url http://host:8000/v1 --model Qwen/Qwen3-32B --structured-output vllm --setups a`.", "",
