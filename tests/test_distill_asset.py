@@ -12,6 +12,8 @@ import pytest
 from llm_fixtures import fault_server  # noqa: F401  (pytest fixture)
 
 from qc_assets.distill.assets import DistillAssetConfig, asset_checks, distill_chatml
+from qc_assets.distill.config import DistillConfig
+from qc_assets.run_config import to_domain
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore
 from qc_assets.stage_b.prompts import build_messages
@@ -39,12 +41,15 @@ def write_stage_a(root, n_groups: int = 2) -> list[dict]:
     return rows
 
 
-def write_stage_b(root) -> Guidance:
-    """G0 + scaffold rules committed through the Stage-B guidance store, pointed at as best."""
+def write_stage_b(root, stop_reason: str = "converged") -> Guidance:
+    """G0 + scaffold rules committed through the Stage-B guidance store, pointed at as best, and the
+    run's result.json (how it stopped)."""
     store = GuidanceStore(root / "stage_b_guidance" / MISSION.name / "guidance")
     guidance = store.commit(Guidance.initial(MISSION), parent=None, change=None)
     store.set_pointer("current", guidance.version)
     store.set_pointer("best", guidance.version)
+    (root / "stage_b_guidance" / MISSION.name / "result.json").write_text(json.dumps(
+        {"run_id": "run-0001", "stop_reason": stop_reason, "kept_version": guidance.version}), encoding="utf-8")
     return guidance
 
 
@@ -85,7 +90,33 @@ def test_an_unfinished_stage_b_run_is_refused(tmp_path):
 
 def test_bad_run_config_is_refused():
     with pytest.raises(ValueError, match="n_samples"):
-        DistillAssetConfig(n_samples=0).to_distill_config()
+        to_domain(DistillAssetConfig(n_samples=0), DistillConfig)
+
+
+@pytest.mark.parametrize("stop_reason", ["max_epochs", "no_usable_candidate"])
+def test_a_stage_b_run_that_did_not_converge_is_refused(tmp_path, stop_reason):
+    write_stage_a(tmp_path)
+    write_stage_b(tmp_path, stop_reason=stop_reason)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("missions", [MISSION.name])
+        result = materialize(tmp_path, instance, LLMResource(), DistillAssetConfig())
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert f"did not converge (stop_reason={stop_reason})" in failure.step_failure_data.error.message
+    assert "allow_unconverged" in failure.step_failure_data.error.message
+
+
+def test_a_failed_stage_b_run_is_refused(tmp_path):
+    write_stage_a(tmp_path)
+    write_stage_b(tmp_path)
+    (tmp_path / "stage_b_guidance" / MISSION.name / "state.json").write_text(
+        json.dumps({"run_id": "run-0002", "status": "failed", "error": "12 of 12 LLM calls failed"}), encoding="utf-8")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("missions", [MISSION.name])
+        result = materialize(tmp_path, instance, LLMResource(), DistillAssetConfig())
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "failed (12 of 12 LLM calls failed)" in failure.step_failure_data.error.message
 
 
 @pytest.mark.slow
@@ -138,19 +169,21 @@ def test_scripted_server_teacher_exercises_weighting_pairs_and_every_check(fault
     """The server always answers "通过\\n理由: 螺丝齐全": kept for pass groups, a mismatch for fail groups."""
     fault_server.script("distill-asset", ["ok"])
     write_stage_a(tmp_path, n_groups=4)
-    guidance = write_stage_b(tmp_path)
+    guidance = write_stage_b(tmp_path, stop_reason="max_epochs")  # distilled anyway: the config allows it
     # Stage-B's rollouts under the kept guidance got group g0 (pass) wrong: a hard case.
     atomic_write_jsonl(tmp_path / "stage_b_guidance" / MISSION.name / "trajectories.jsonl", [
         {"guidance_hash": guidance.content_hash(), "record_id": "rid-g0", "label": "pass", "verdict": "fail",
          "error": None}])
     llm = LLMResource(backend="openai", base_url=fault_server.base_url, model="distill-asset", max_retries=0)
-    config = DistillAssetConfig(n_samples=2, hard_case_factor=2, hard_fail_groups=False)
+    config = DistillAssetConfig(n_samples=2, hard_case_factor=2, hard_fail_groups=False, allow_unconverged=True)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("missions", [MISSION.name])
         result = materialize(tmp_path, instance, llm, config)
     assert result.success
     (mat,) = result.asset_materializations_for_node(OUT)
     meta = {k: v.value for k, v in mat.metadata.items()}
+    assert meta["distill/allow_unconverged"] is True and meta["distill/stage_b_converged"] is False
+    assert meta["distill/stage_b_stop_reason"] == "max_epochs"
     # 2 pass groups x 2 identical samples: one kept each + one duplicate; fail groups: mismatches.
     assert meta["distill/kept_answers"] == 2 and meta["distill/rejected_duplicate_answer"] == 2
     assert meta["distill/rejected_label_mismatch"] == 4 and meta["distill/keep_rate"] == 2 / 8

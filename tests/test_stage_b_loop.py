@@ -88,16 +88,18 @@ def test_loop_artifacts_crash_resume_and_rerun(smollm2, tmp_path):
     assert all({"epoch", "raw", "verdict", "reason", "format_ok", "correct", "seed", "temperature"} <= set(r)
                for r in traj)
     selections = read_jsonl(out / "selections.jsonl")
-    assert Counter(s["pool"] for s in selections) == Counter({"train": result.n_train_records,
-                                                              "eval": result.n_eval_records})
+    split = result.split_sizes
+    assert Counter(s["pool"] for s in selections) == Counter({"train": split["train_records"],
+                                                              "selection": split["selection_records"]})
+    assert split["test_records"] == 0 and result.test["verdict"] == "inconclusive"  # too few groups
     candidates = read_jsonl(out / "rule_candidates.jsonl")
     assert candidates and all(c["decision"] for c in candidates)
     (metrics,) = read_jsonl(out / "metrics.jsonl")
     assert metrics["llm_calls"] == result.counts["llm_calls"] and 0 <= metrics["train_format_ok_rate"] <= 1
     assert (out / "guidance" / "v0000.json").exists()
     assert load_guidance(out, "best").version == result.kept_version
-    assert result.kept_eval_accuracy >= result.baseline_eval_accuracy
-    assert result.converged or result.stopped_at_max_epochs
+    assert result.kept_selection_accuracy >= result.baseline_selection_accuracy
+    assert result.stop_reason in ("converged", "max_epochs", "no_usable_candidate", "nothing_to_reflect")
     assert json.loads((out / "state.json").read_text(encoding="utf-8"))["status"] == "completed"
 
     # A torn write: cut the log mid-line. Only the lost rollouts are redone, in a new run.

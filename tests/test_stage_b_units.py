@@ -10,7 +10,7 @@ from qc_assets.stage_b.guidance import Guidance, RuleOp
 from qc_assets.stage_b.prompts import build_messages, build_reflection_messages
 from qc_assets.stage_b.reflection import parse_operations, select_cases
 from qc_assets.stage_b.rollout import rollout_plan
-from qc_assets.stage_b.split import split_groups
+from qc_assets.stage_b.split import split_groups, split_three_way
 
 MISSION = get_mission("挡风板安装检查")
 
@@ -34,6 +34,24 @@ def test_split_keeps_resubmissions_together_and_is_seeded():
     assert split_groups(records, 0.3, seed=8) != (train, held)
     with pytest.raises(ValueError, match="unique record_id"):
         split_groups(records + [record(0, "pass")], 0.3, seed=0)
+
+
+def test_three_way_split_is_seeded_stratified_disjoint_and_keeps_resubmissions_together():
+    records = [record(i, "pass" if i % 2 else "fail") for i in range(40)]
+    records += [record(40, "fail", group="resub"), record(41, "pass", group="resub")]
+    split = split_three_way(records, 0.25, 0.25, seed=7)
+    sides = {side: {r["group_id"] for r in getattr(split, side)} for side in ("train", "selection", "test")}
+    assert not (sides["train"] & sides["selection"]) and not (sides["train"] & sides["test"])
+    assert not (sides["selection"] & sides["test"])
+    assert sum(len(getattr(split, s)) for s in sides) == len(records)
+    for side in ("selection", "test"):
+        assert {r["label"] for r in getattr(split, side)} == {"pass", "fail"}
+        assert 9 <= split.group_count(side) <= 12
+    assert split_three_way(records, 0.25, 0.25, seed=7) == split
+    assert split_three_way(records, 0.25, 0.25, seed=8) != split
+    # Tiny data: train keeps one group per stratum, selection is served before test.
+    tiny = split_three_way([record(0, "pass"), record(1, "pass"), record(2, "fail")], 0.25, 0.25, seed=0)
+    assert tiny.group_count("train") == 2 and tiny.group_count("selection") == 1 and not tiny.test
 
 
 def test_production_prompt_never_contains_the_label_and_orders_images_numerically():
@@ -124,7 +142,9 @@ def test_rollout_plan_pairs_seeds_and_collapses_greedy():
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"epochs": 0}, "epochs"), ({"decode_grid": ()}, "decode_grid"), ({"decode_grid": ((0.5, 1.5),)}, "top_p"),
-     ({"min_bootstrap_prob": 1.5}, "min_bootstrap_prob"), ({"eval_fraction": 1.0}, "eval_fraction"),
+     ({"min_bootstrap_prob": 1.5}, "min_bootstrap_prob"), ({"test_fraction": 1.0}, "test_fraction"),
+     ({"selection_fraction": 0.5, "test_fraction": 0.5}, "leave train groups"), ({"decode_grid": ((0.0,),)}, "decode_grid"),
+     ({"max_provider_failure_rate": 1.5}, "max_provider_failure_rate"),
      ({"samples": 0}, "samples")],
 )
 def test_config_validation(kwargs, match):

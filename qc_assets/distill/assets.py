@@ -5,7 +5,6 @@ import json
 import dagster as dg
 import polars as pl
 from pandera.errors import SchemaError, SchemaErrors
-from pydantic import Field
 
 from qc_assets.distill.config import DistillConfig
 from qc_assets.distill.export import CHATML_PARQUET
@@ -14,6 +13,7 @@ from qc_assets.distill.schema import validate_frame
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
+from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.assets import load_stage_a_records
 from qc_assets.stage_b.guidance import load_guidance
 from qc_assets.stage_b.verdict import parse_verdict
@@ -23,32 +23,28 @@ from resources.store import iter_jsonl, read_jsonl
 
 ASSET_NAME = "distill_chatml"
 STAGE_B = "stage_b_guidance"
-_D = DistillConfig()
+# The run config is derived from the one distillation config class; fields and help live there.
+DistillAssetConfig = dagster_config(DistillConfig, "DistillAssetConfig")
 
 
-class DistillAssetConfig(dg.Config):
-    n_samples: int = Field(default=_D.n_samples, description="teacher samples per group")
-    temperature: float = Field(default=_D.temperature, description="teacher sampling temperature")
-    top_p: float = Field(default=_D.top_p, description="teacher nucleus sampling mass")
-    max_new_tokens: int = Field(default=_D.max_new_tokens, description="teacher completion budget")
-    seed: int = Field(default=_D.seed, description="base seed; each sample index derives its own seed")
-    constrained: bool = Field(default=_D.constrained, description="decode under the verdict contract (regex)")
-    guidance: str = Field(default=_D.guidance, description="Stage-B guidance pointer: best | current")
-    batch_size: int = Field(default=_D.batch_size, description="conversations per llm.chat call")
-    short_rationale: bool = Field(default=_D.short_rationale, description="recipe: rationale length budget")
-    max_reason_chars: int = Field(default=_D.max_reason_chars, description="rationale budget in characters")
-    multi_sample: bool = Field(default=_D.multi_sample, description="recipe: keep every distinct accepted sample")
-    preference_pairs: bool = Field(default=_D.preference_pairs, description="recipe: export DPO pairs")
-    hard_case_factor: int = Field(default=_D.hard_case_factor, description="copies of a hard group's rows")
-    hard_fail_groups: bool = Field(default=_D.hard_fail_groups, description="fail groups are hard")
-    hard_majority_wrong: bool = Field(default=_D.hard_majority_wrong, description="Stage-B majority-wrong are hard")
-    min_label_share: float = Field(default=_D.min_label_share, description="balance check: min share per label")
-
-    def to_distill_config(self) -> DistillConfig:
-        return DistillConfig(**self.model_dump())
+def stage_b_convergence(stage_b_dir, allow_unconverged: bool) -> tuple[dict, str | None]:
+    """(what the metadata records about the Stage-B run, why distillation must refuse it or None)."""
+    path = stage_b_dir / "result.json"
+    if not path.exists():
+        return {}, (f"no Stage-B result under {stage_b_dir}: {STAGE_B} must be materialized first "
+                    "(distillation runs on converged guidance)")
+    result = json.loads(path.read_text(encoding="utf-8"))
+    reason = result.get("stop_reason", "unknown (result.json predates stop_reason: re-materialize Stage-B)")
+    info = {"stage_b_run_id": result.get("run_id"), "stage_b_stop_reason": reason,
+            "stage_b_converged": reason == "converged", "allow_unconverged": allow_unconverged}
+    if reason == "converged" or allow_unconverged:
+        return info, None
+    return info, (f"Stage-B run {result.get('run_id')!r} did not converge (stop_reason={reason}); distillation "
+                  "runs on converged guidance only. Re-run Stage-B until stage_b_converged passes, or set "
+                  "allow_unconverged: true in distill_chatml's run config (the metadata will record it)")
 
 
-def _load_inputs(storage: StorageResource, mission: str, which: str):
+def _load_inputs(storage: StorageResource, mission: str, which: str, allow_unconverged: bool):
     records = load_stage_a_records(storage, mission)
     stage_b_dir = storage.root() / STAGE_B / mission
     state_path = stage_b_dir / "state.json"
@@ -59,6 +55,14 @@ def _load_inputs(storage: StorageResource, mission: str, which: str):
             f"Stage-B run {state.get('run_id')!r} for mission {mission!r} has not finished: distillation runs only "
             f"after {STAGE_B} has converged; wait for (or resume) that materialization",
             metadata={"state": dg.MetadataValue.path(str(state_path)), "phase": str(state.get("phase"))})
+    if state.get("status") == "failed":
+        raise dg.Failure(
+            f"Stage-B run {state.get('run_id')!r} for mission {mission!r} failed ({state.get('error')}); "
+            f"re-materialize {STAGE_B} before distilling",
+            metadata={"state": dg.MetadataValue.path(str(state_path))})
+    convergence, refusal = stage_b_convergence(stage_b_dir, allow_unconverged)
+    if refusal is not None:
+        raise dg.Failure(refusal, metadata={k: v for k, v in convergence.items() if v is not None})
     try:
         guidance = load_guidance(stage_b_dir, which)
     except ValueError as e:
@@ -66,7 +70,7 @@ def _load_inputs(storage: StorageResource, mission: str, which: str):
             f"no {which!r} Stage-B guidance for mission {mission!r} under {stage_b_dir}: "
             f"{STAGE_B} must be materialized first ({e})",
             metadata={"expected_dir": dg.MetadataValue.path(str(stage_b_dir / "guidance"))}) from e
-    return records, guidance, stage_b_dir / "trajectories.jsonl"
+    return records, guidance, stage_b_dir / "trajectories.jsonl", convergence
 
 
 @dg.asset(
@@ -82,8 +86,9 @@ def _load_inputs(storage: StorageResource, mission: str, which: str):
 def distill_chatml(context: dg.AssetExecutionContext, config: DistillAssetConfig, storage: StorageResource,
                    teacher_llm: LLMResource) -> dg.MaterializeResult:
     mission = get_mission(context.partition_key)
-    distill_config = config.to_distill_config()
-    records, guidance, trajectories = _load_inputs(storage, mission.name, distill_config.guidance)
+    distill_config = to_domain(config, DistillConfig)
+    records, guidance, trajectories, convergence = _load_inputs(storage, mission.name, distill_config.guidance,
+                                                               distill_config.allow_unconverged)
     out_dir = storage.asset_dir(ASSET_NAME, mission.name)
     try:
         llm = teacher_llm.get_llm()
@@ -95,7 +100,11 @@ def distill_chatml(context: dg.AssetExecutionContext, config: DistillAssetConfig
     except OSError as e:
         raise dg.Failure(f"distillation I/O failed for {mission.name}: {e}",
                          metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
-    return dg.MaterializeResult(metadata=_metadata(result, distill_config, teacher_llm.backend))
+    if not convergence["stage_b_converged"]:
+        context.log.warning(f"distilling under a Stage-B run that did not converge "
+                            f"({convergence['stage_b_stop_reason']}), as allow_unconverged asks")
+    return dg.MaterializeResult(metadata={**_metadata(result, distill_config, teacher_llm.backend),
+                                          **{f"distill/{k}": v for k, v in convergence.items() if v is not None}})
 
 
 def _reasons_table(result: DistillResult) -> str:
@@ -194,7 +203,7 @@ def distill_chatml_label_balance(context: dg.AssetCheckExecutionContext, storage
         return _missing(CHATML_PARQUET)
     summary_path = storage.root() / ASSET_NAME / context.partition_key / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
-    band = float(summary.get("config", {}).get("min_label_share", _D.min_label_share))
+    band = float(summary.get("config", {}).get("min_label_share", DistillConfig().min_label_share))
     counts = {label: frame.filter(pl.col("label") == label).height for label in ("pass", "fail")}
     if frame.height == 0:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={

@@ -38,6 +38,9 @@ class DistillConfig:
         default=True, metadata={"help": "groups the Stage-B majority got wrong under the kept guidance count as hard"})
     min_label_share: float = field(
         default=0.2, metadata={"help": "balance check: each label's share of exported rows must be >= this"})
+    allow_unconverged: bool = field(
+        default=False, metadata={"help": "distil under the guidance of a Stage-B run that did not converge "
+                                         "(recorded in the metadata); by default such a run is refused"})
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "max_new_tokens", "batch_size", "max_reason_chars", "hard_case_factor"):

@@ -3,15 +3,15 @@
 import json
 
 import dagster as dg
-from pydantic import Field
 
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
+from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.assets import load_stage_a_records
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore
-from qc_assets.stage_b.loop import StageBResult, run_stage_b
+from qc_assets.stage_b.loop import ProviderFailureError, StageBResult, run_stage_b
 from qc_assets.stage_b.report import epoch_table, plot_epochs
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
@@ -19,39 +19,8 @@ from resources.store import read_jsonl
 
 ASSET_NAME = "stage_b_guidance"
 UPSTREAM = "stage_a_summaries"
-_D = StageBLoopConfig()
-
-
-class StageBConfig(dg.Config):
-    epochs: int = Field(default=_D.epochs, description="max epochs (stops earlier on convergence)")
-    decode_grid: list[list[float]] = Field(default=[list(s) for s in _D.decode_grid],
-                                           description="[[temperature, top_p], ...] rollout settings")
-    samples: int = Field(default=_D.samples, description="samples per sampled decode setting")
-    seed: int = Field(default=_D.seed, description="seeds split, rollouts, reflection and bootstrap")
-    eval_fraction: float = Field(default=_D.eval_fraction, description="share of groups held out")
-    min_relative_error_reduction: float = _D.min_relative_error_reduction
-    max_changed_fraction: float = _D.max_changed_fraction
-    min_bootstrap_prob: float = _D.min_bootstrap_prob
-    false_release_tolerance: float = _D.false_release_tolerance
-    max_eval_accuracy_drop: float = _D.max_eval_accuracy_drop
-    bootstrap_samples: int = _D.bootstrap_samples
-    max_new_tokens: int = _D.max_new_tokens
-    constrained: bool = Field(default=_D.constrained, description="decode under the verdict contract")
-    rollout_batch_size: int = _D.rollout_batch_size
-    reflection_batch_size: int = _D.reflection_batch_size
-    reflection_max_new_tokens: int = _D.reflection_max_new_tokens
-    rounds_per_epoch: int = _D.rounds_per_epoch
-    max_candidates_per_round: int = _D.max_candidates_per_round
-    gate_chunk_size: int = _D.gate_chunk_size
-    label_hint: bool = Field(default=False, description="show labels to the reflector (experiments only)")
-
-    def to_loop_config(self) -> StageBLoopConfig:
-        values = self.model_dump()
-        values["decode_grid"] = tuple(tuple(s) for s in values["decode_grid"])
-        for setting in values["decode_grid"]:
-            if len(setting) != 2:
-                raise ValueError(f"decode_grid entries must be [temperature, top_p], got {list(setting)}")
-        return StageBLoopConfig(**values)
+# The run config is derived from the one Stage-B config class; its fields, defaults and help live there.
+StageBConfig = dagster_config(StageBLoopConfig, "StageBConfig")
 
 
 @dg.asset(
@@ -67,7 +36,7 @@ def stage_b_guidance(context: dg.AssetExecutionContext, config: StageBConfig, st
                      llm: LLMResource) -> dg.MaterializeResult:
     mission = get_mission(context.partition_key)
     records = load_stage_a_records(storage, mission.name)
-    loop_config = config.to_loop_config()
+    loop_config = to_domain(config, StageBLoopConfig)
     out_dir = storage.asset_dir(ASSET_NAME, mission.name)
     try:
         model = llm.get_llm()
@@ -75,10 +44,27 @@ def stage_b_guidance(context: dg.AssetExecutionContext, config: StageBConfig, st
         raise dg.Failure(f"could not load the Stage-B LLM: {e}", metadata={"backend": llm.backend}) from e
     try:
         result = run_stage_b(records, mission, model, loop_config, out_dir, log=context.log.info)
+    except ProviderFailureError as e:
+        raise dg.Failure(str(e), metadata={
+            **{f"stage_b/{k}": v for k, v in e.counts.items()}, "stage_b/failed_call_rate": e.rate,
+            "max_provider_failure_rate": loop_config.max_provider_failure_rate,
+            "backend": llm.backend, "model_fingerprint": model.fingerprint}) from e
     except OSError as e:
         raise dg.Failure(f"Stage-B I/O failed for {mission.name}: {e}",
                          metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
     return dg.MaterializeResult(metadata=_metadata(result, model.fingerprint, loop_config))
+
+
+def _test_metadata(test: dict) -> dict:
+    """Test numbers only where the test side is big enough to conclude; otherwise the reason why not."""
+    meta = {"stage_b/test_groups": test["n_groups"], "stage_b/test_conclusive": test["conclusive"],
+            "stage_b/test_verdict": test["verdict"]}
+    if not test["conclusive"]:
+        return {**meta, "test_note": test["note"]}
+    return {**meta, "stage_b/test_baseline_accuracy": test["baseline_accuracy"],
+            "stage_b/test_kept_accuracy": test["kept_accuracy"], "stage_b/test_difference": test["difference"],
+            "stage_b/test_ci_low": test["ci_low"], "stage_b/test_ci_high": test["ci_high"],
+            "stage_b/test_level": test["level"]}
 
 
 def _metadata(result: StageBResult, fingerprint: str, config: StageBLoopConfig) -> dict:
@@ -86,10 +72,10 @@ def _metadata(result: StageBResult, fingerprint: str, config: StageBLoopConfig) 
     plot = plot_epochs(rows, result.out_dir / f"metrics_{result.run_id}.png", f"Stage-B guidance, {result.run_id}")
     kept = result.kept_guidance
     stats = result.version_stats[kept.version]
-    accepted = [r for r in read_jsonl(result.out_dir / "rule_candidates.jsonl")
-                if r.get("run_id") == result.run_id and r.get("decision") in ("accepted", "rejected", "vetoed")]
+    decided = [r for r in read_jsonl(result.out_dir / "rule_candidates.jsonl")
+               if r.get("run_id") == result.run_id and r.get("decision") in ("accepted", "rejected", "vetoed")]
     edits = "\n".join(f"- epoch {r['epoch']} {r['decision']}: {r['op']['op']} {r['op']['ids']} {r['op']['text'] or ''}"
-                      for r in accepted[:20]) or "(no edit reached the gate)"
+                      for r in decided[:20]) or "(no edit reached the gate)"
     preview = "\n".join(f"[{it.id}] {it.text}" for it in kept.items)[:480]
     counts = result.counts
     return {
@@ -105,22 +91,29 @@ def _metadata(result: StageBResult, fingerprint: str, config: StageBLoopConfig) 
         "accuracy_plot_path": dg.MetadataValue.path(str(plot)),
         "edits": dg.MetadataValue.md(edits),
         "stage_b/kept_version": kept.version,
+        "stage_b/baseline_version": result.baseline_version,
         "stage_b/train_accuracy": stats["train_accuracy"],
-        "stage_b/eval_accuracy": stats["eval_accuracy"],
-        "stage_b/baseline_eval_accuracy": result.baseline_eval_accuracy,
+        "stage_b/selection_accuracy": stats["selection_accuracy"],
+        "stage_b/baseline_selection_accuracy": result.baseline_selection_accuracy,
         "stage_b/format_ok_rate": stats["train_format_ok_rate"],
+        **_test_metadata(result.test),
         "stage_b/accepted_edits": result.accepted_edits,
         "stage_b/rejected_edits": result.rejected_edits,
+        "stage_b/gated_candidates": result.gated_candidates,
         "stage_b/epochs_run": len(rows),
+        "stage_b/stop_reason": result.stop_reason,
         "stage_b/converged": result.converged,
         "stage_b/llm_calls": counts["llm_calls"],
         "stage_b/rollout_calls": counts["rollout_calls"],
         "stage_b/reflection_calls": counts["reflection_calls"],
+        "stage_b/failed_calls": counts["failed_calls"],
+        "stage_b/failed_rollout_calls": counts["failed_rollout_calls"],
+        "stage_b/failed_reflection_calls": counts["failed_reflection_calls"],
+        "stage_b/failed_call_rate": counts["failed_calls"] / counts["llm_calls"] if counts["llm_calls"] else 0.0,
         "stage_b/cached_calls": counts["cached"],
         "stage_b/prompt_tokens": counts["prompt_tokens"],
         "stage_b/completion_tokens": counts["completion_tokens"],
-        "stage_b/train_records": result.n_train_records,
-        "stage_b/eval_records": result.n_eval_records,
+        **{f"stage_b/{k}": v for k, v in result.split_sizes.items()},
         "config": dg.MetadataValue.json(config.to_dict()),
     }
 
@@ -152,28 +145,52 @@ def stage_b_guidance_schema(context: dg.AssetCheckExecutionContext, storage: Sto
         "actual": "; ".join(problems) or "ok", "rules": len(guidance.items)})
 
 
+def not_worse_than_baseline(result: dict) -> tuple[bool, dict]:
+    """(passed, metadata) for the blocking check, from result.json. Fails when the kept version is worse
+    than the baseline on test beyond the paired bootstrap interval (the whole interval below zero)."""
+    test = result["test"]
+    meta = {"kept_version": result["kept_version"], "baseline_version": result["baseline_version"],
+            "test_groups": test["n_groups"], "expected": "upper end of the interval of kept - baseline >= 0"}
+    if not test["conclusive"]:
+        return True, {**meta, "actual": "inconclusive", "note": test["note"]}
+    meta.update(baseline_test_accuracy=test["baseline_accuracy"], kept_test_accuracy=test["kept_accuracy"],
+                difference=test["difference"], ci_low=test["ci_low"], ci_high=test["ci_high"], level=test["level"])
+    return test["ci_high"] >= 0, {**meta, "actual": test["verdict"]}
+
+
 @dg.asset_check(asset=stage_b_guidance, blocking=True,
-                description="Eval accuracy of the kept version is not below the initial (G0 + scaffold) guidance.")
+                description="On test (read once), the kept version is not worse than the initial guidance "
+                            "beyond the paired bootstrap interval; a test side too small to conclude says so.")
 def stage_b_not_worse_than_baseline(context: dg.AssetCheckExecutionContext, storage: StorageResource
                                     ) -> dg.AssetCheckResult:
     result = _result(storage, context.partition_key)
     if result is None:
         return dg.AssetCheckResult(passed=False, metadata={"expected": "result.json", "actual": "missing"})
-    kept, base = result["kept_eval_accuracy"], result["baseline_eval_accuracy"]
-    return dg.AssetCheckResult(passed=kept >= base, metadata={
-        "expected_min_eval_accuracy": base, "actual_eval_accuracy": kept, "kept_version": result["kept_version"]})
+    passed, meta = not_worse_than_baseline(result)
+    return dg.AssetCheckResult(passed=passed, metadata=meta)
 
 
-@dg.asset_check(asset=stage_b_guidance, description="The loop converged or stopped at max epochs.")
+STOP_CAUSES = {
+    "converged": "an epoch evaluated valid candidates and accepted none",
+    "max_epochs": "stopped at max epochs while still accepting edits: raise epochs to let it converge",
+    "no_usable_candidate": "the reflector produced no usable candidate (invalid JSON, or every candidate "
+                           "filtered): see rule_candidates.jsonl",
+    "nothing_to_reflect": "no wrong or mixed train group left to reflect on; nothing was gated",
+}
+
+
+@dg.asset_check(asset=stage_b_guidance, description="The loop converged: an epoch accepted no edit after "
+                                                      "valid candidates were evaluated (otherwise WARN with the cause).")
 def stage_b_converged(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     result = _result(storage, context.partition_key)
     if result is None:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
                                    metadata={"expected": "result.json", "actual": "missing"})
-    ok = result["converged"] or result["stopped_at_max_epochs"]
-    return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.WARN, metadata={
-        "expected": "converged or stopped at max epochs", "converged": result["converged"],
-        "stopped_at_max_epochs": result["stopped_at_max_epochs"], "epochs_run": result["epochs_run"]})
+    reason = result["stop_reason"]
+    return dg.AssetCheckResult(passed=reason == "converged", severity=dg.AssetCheckSeverity.WARN, metadata={
+        "expected": "converged", "actual": reason, "cause": STOP_CAUSES[reason],
+        "epochs_run": result["epochs_run"], "gated_candidates": result["gated_candidates"],
+        "accepted_edits": result["accepted_edits"]})
 
 
 assets = [stage_b_guidance]

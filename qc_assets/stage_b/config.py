@@ -16,12 +16,21 @@ class StageBLoopConfig:
         default=((0.0, 1.0),), metadata={"help": "(temperature, top_p) settings each group is rolled out under"})
     samples: int = field(default=2, metadata={"help": "samples per sampled setting (greedy settings use one)"})
     seed: int = field(default=0, metadata={"help": "seeds the split, the rollout seeds, reflection and bootstrap"})
-    eval_fraction: float = field(default=0.3, metadata={"help": "share of groups held out for the eval veto"})
+    selection_fraction: float = field(
+        default=0.25, metadata={"help": "share of groups for selection: the eval veto and the choice of the kept version"})
+    test_fraction: float = field(
+        default=0.25, metadata={"help": "share of groups for test: read once at the end, baseline vs kept"})
+    min_test_groups: int = field(
+        default=20, metadata={"help": "below this many test groups the test comparison is reported as inconclusive"})
+    test_interval_level: float = field(
+        default=0.95, metadata={"help": "confidence level of the paired bootstrap interval on test"})
+    max_provider_failure_rate: float = field(
+        default=0.05, metadata={"help": "fail the run when more than this share of this run's LLM calls failed"})
     min_relative_error_reduction: float = field(default=0.1, metadata={"help": "gate: (base-cand)/base errors"})
     max_changed_fraction: float = field(default=0.5, metadata={"help": "gate: max share of changed verdicts"})
     min_bootstrap_prob: float = field(default=0.7, metadata={"help": "gate: P(candidate better) over resamples"})
     false_release_tolerance: float = field(default=0.0, metadata={"help": "gate+veto: allowed false-release rise"})
-    max_eval_accuracy_drop: float = field(default=0.0, metadata={"help": "veto: allowed eval accuracy drop"})
+    max_eval_accuracy_drop: float = field(default=0.0, metadata={"help": "veto: allowed selection accuracy drop"})
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples in the gate"})
     max_new_tokens: int = field(default=32, metadata={"help": "verdict completion budget"})
     constrained: bool = field(default=True, metadata={"help": "decode under the verdict contract (regex)"})
@@ -33,10 +42,16 @@ class StageBLoopConfig:
     max_candidates_per_round: int = field(default=2, metadata={"help": "filtered edits gated per round"})
     gate_chunk_size: int = field(
         default=0, metadata={"help": "roll a candidate out this many groups at a time and stop once it cannot "
-                                     "pass the gate; 0 = whole train pool at once"})
+                                     "pass the gate; 0 = whole selection pool at once"})
     label_hint: bool = field(default=False, metadata={"help": "show reviewers' labels to the reflector (experiments)"})
+    reflection_json_schema: bool = field(
+        default=False, metadata={"help": "constrain reflection answers to the rule-operation JSON schema "
+                                         "(OpenAI-compatible backends only; transformers refuses it)"})
 
     def __post_init__(self) -> None:
+        for setting in self.decode_grid:
+            if len(setting) != 2:
+                raise ValueError(f"decode_grid entries must be (temperature, top_p), got {list(setting)}")
         grid = tuple((float(t), float(p)) for t, p in self.decode_grid)
         object.__setattr__(self, "decode_grid", grid)
         if self.epochs < 1:
@@ -48,14 +63,22 @@ class StageBLoopConfig:
                 raise ValueError(f"decode_grid setting ({t}, {p}) needs temperature >= 0 and top_p in (0, 1]")
         if len(set(grid)) != len(grid):
             raise ValueError(f"decode_grid has repeated settings: {grid}")
-        for name in ("samples", "max_new_tokens", "rollout_batch_size", "reflection_batch_size",
+        for name in ("samples", "min_test_groups", "max_new_tokens", "rollout_batch_size", "reflection_batch_size",
                      "reflection_max_new_tokens", "rounds_per_epoch", "max_candidates_per_round"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.gate_chunk_size < 0:
             raise ValueError(f"gate_chunk_size must be >= 0, got {self.gate_chunk_size}")
-        if not 0 <= self.eval_fraction < 1:
-            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        for name in ("selection_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.selection_fraction + self.test_fraction >= 1:
+            raise ValueError(f"selection_fraction + test_fraction must be < 1 to leave train groups, got "
+                             f"{self.selection_fraction} + {self.test_fraction}")
+        if not 0 < self.test_interval_level < 1:
+            raise ValueError(f"test_interval_level must be in (0, 1), got {self.test_interval_level}")
+        if not 0 <= self.max_provider_failure_rate <= 1:
+            raise ValueError(f"max_provider_failure_rate must be in [0, 1], got {self.max_provider_failure_rate}")
         if self.reflection_temperature < 0:
             raise ValueError(f"reflection_temperature must be >= 0, got {self.reflection_temperature}")
         self.thresholds  # validates the gate thresholds now, not mid-run

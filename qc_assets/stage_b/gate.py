@@ -1,4 +1,4 @@
-"""The statistical gate for one proposed edit, and the held-out eval veto. Pure functions.
+"""The statistical gate for one proposed edit, and the eval veto, both on the selection pool. Pure functions.
 
 Both compare per-group outcomes of the baseline guidance and the candidate, paired by record id
 (same groups, same decode seeds). The earlier system accepted wrong rules before it had a gate and
@@ -106,7 +106,7 @@ def gate(baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome],
     if n == 0:
         reasons.append("no groups to gate on")
     if base_err == 0:
-        reasons.append("baseline makes no errors on the train pool")
+        reasons.append("baseline makes no errors on the gated pool")
     if rer < thresholds.min_relative_error_reduction:
         reasons.append(f"relative error reduction {rer:.3f} < {thresholds.min_relative_error_reduction}")
     if changed > thresholds.max_changed_fraction:
@@ -157,7 +157,7 @@ def gate_still_possible(baseline: Sequence[GroupOutcome], candidate_so_far: Sequ
 
 def eval_veto(baseline_eval: Sequence[GroupOutcome], candidate_eval: Sequence[GroupOutcome],
               thresholds: GateThresholds) -> VetoResult:
-    """Veto an edit the train gate accepted if held-out accuracy drops or false releases rise."""
+    """Veto an edit the gate accepted if selection accuracy drops or false releases rise."""
     pairs = pair(baseline_eval, candidate_eval)
     base = [b for b, _ in pairs]
     cand = [c for _, c in pairs]
@@ -175,7 +175,7 @@ def eval_veto(baseline_eval: Sequence[GroupOutcome], candidate_eval: Sequence[Gr
 
 
 def choose_edit(passed: Sequence, veto_of) -> tuple[object | None, list[tuple[object, str, VetoResult | None]]]:
-    """At most one edit per round: try gate-passed candidates best first; the first the eval pool
+    """At most one edit per round: try gate-passed candidates best first; the first the selection pool
     does not veto is accepted, vetoed ones are refused, the rest are `not_chosen`.
 
     `veto_of(candidate) -> VetoResult` is called lazily (it costs eval rollouts) and never after a

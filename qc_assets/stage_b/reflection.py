@@ -19,6 +19,31 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 _ID = re.compile(r"^G[1-9]\d*$")
 
 
+_RULE_ID = {"type": "string", "pattern": "^G[1-9][0-9]{0,2}$"}
+_TEXT = {"type": "string", "minLength": 4, "maxLength": 200}
+
+
+def _op_schema(op: str, **fields) -> dict:
+    return {"type": "object", "properties": {"op": {"const": op}, **fields},
+            "required": ["op", *fields], "additionalProperties": False}
+
+
+# The rule operations of REFLECTION_SCHEMA (prompts.py) as a JSON schema, for backends that can decode
+# under one (`StageBLoopConfig.reflection_json_schema`). It guarantees the shape, not a good rule:
+# the filters and the gate still judge the content.
+REFLECTION_JSON_SCHEMA = {
+    "type": "object",
+    "properties": {"operations": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"anyOf": [
+        _op_schema("add", text=_TEXT),
+        _op_schema("update", id=_RULE_ID, text=_TEXT),
+        _op_schema("remove", id=_RULE_ID),
+        _op_schema("merge", ids={"type": "array", "items": _RULE_ID, "minItems": 2, "maxItems": 3}, text=_TEXT),
+    ]}}},
+    "required": ["operations"],
+    "additionalProperties": False,
+}
+
+
 @dataclass(frozen=True)
 class ParsedReflection:
     ops: tuple[RuleOp, ...]

@@ -10,9 +10,9 @@ from resources.store import atomic_write_bytes
 
 COLUMNS = [
     ("epoch", "epoch", "{}"), ("version_start", "v start", "{}"), ("version_end", "v end", "{}"),
-    ("train_accuracy", "train acc", "{:.3f}"), ("eval_accuracy", "eval acc", "{:.3f}"),
-    ("train_format_ok_rate", "train format ok", "{:.3f}"), ("eval_format_ok_rate", "eval format ok", "{:.3f}"),
-    ("end_train_accuracy", "end train acc", "{:.3f}"), ("end_eval_accuracy", "end eval acc", "{:.3f}"),
+    ("train_accuracy", "train acc", "{:.3f}"), ("selection_accuracy", "selection acc", "{:.3f}"),
+    ("train_format_ok_rate", "train format ok", "{:.3f}"), ("selection_format_ok_rate", "selection format ok", "{:.3f}"),
+    ("end_train_accuracy", "end train acc", "{:.3f}"), ("end_selection_accuracy", "end selection acc", "{:.3f}"),
     ("accepted", "accepted", "{}"), ("rejected", "rejected", "{}"), ("vetoed", "vetoed", "{}"),
     ("invalid_json", "invalid json", "{}"), ("llm_calls", "LLM calls", "{}"),
     ("completion_tokens", "completion tokens", "{}"),
@@ -29,7 +29,7 @@ def plot_epochs(rows: list[dict], path: Path, title: str) -> Path:
     """Accuracy and format-ok rate per epoch (at the epoch's start, plus the end of the last epoch)."""
     xs = [r["epoch"] - 1 for r in rows] + [rows[-1]["epoch"]] if rows else []
     fig, ax = new_axes()
-    for key, label in (("train_accuracy", "train accuracy"), ("eval_accuracy", "eval accuracy"),
+    for key, label in (("train_accuracy", "train accuracy"), ("selection_accuracy", "selection accuracy"),
                        ("train_format_ok_rate", "format ok (train)")):
         ys = [r[key] for r in rows] + [rows[-1][f"end_{key}"]] if rows else []
         ax.plot(xs, ys, marker="o", label=label)

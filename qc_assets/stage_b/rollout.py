@@ -32,6 +32,8 @@ class CallCounter:
     reflection_calls: int = 0
     chat_requests: int = 0  # llm.chat invocations (batches)
     cached: int = 0  # completions served from trajectories.jsonl / reflections.jsonl
+    failed_rollout_calls: int = 0  # provider failures (the request failed; the row is logged with its error)
+    failed_reflection_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -39,11 +41,40 @@ class CallCounter:
     def llm_calls(self) -> int:
         return self.rollout_calls + self.reflection_calls
 
+    @property
+    def failed_calls(self) -> int:
+        return self.failed_rollout_calls + self.failed_reflection_calls
+
+    @property
+    def failed_call_rate(self) -> float:
+        return self.failed_calls / self.llm_calls if self.llm_calls else 0.0
+
     def snapshot(self) -> dict:
         return {"llm_calls": self.llm_calls, "rollout_calls": self.rollout_calls,
                 "reflection_calls": self.reflection_calls, "chat_requests": self.chat_requests,
                 "cached": self.cached, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens}
+                "completion_tokens": self.completion_tokens, "failed_calls": self.failed_calls,
+                "failed_rollout_calls": self.failed_rollout_calls,
+                "failed_reflection_calls": self.failed_reflection_calls}
+
+
+class ProviderFailureError(RuntimeError):
+    """Too many of a run's LLM calls failed: an outage must never read as "converged, kept v0"."""
+
+    def __init__(self, counts: dict, max_rate: float, where: str) -> None:
+        rate = counts["failed_calls"] / counts["llm_calls"] if counts["llm_calls"] else 0.0
+        super().__init__(
+            f"{counts['failed_calls']} of {counts['llm_calls']} LLM calls failed in this run ({rate:.1%}, "
+            f"{counts['failed_rollout_calls']} rollouts, {counts['failed_reflection_calls']} reflections) during "
+            f"{where}; max_provider_failure_rate={max_rate}. Check the LLM server, then re-run: finished calls "
+            "are cached and only the failed ones are retried")
+        self.counts = counts
+        self.rate = rate
+
+
+def check_provider_failures(counter: CallCounter, max_rate: float, where: str) -> None:
+    if counter.failed_call_rate > max_rate:
+        raise ProviderFailureError(counter.snapshot(), max_rate, where)
 
 
 @dataclass(frozen=True)
@@ -152,6 +183,7 @@ class RolloutEngine:
             if completion.ok:
                 self._cache[tuple(key)] = row
             else:
+                self.counter.failed_rollout_calls += 1
                 self._failed[tuple(key)] = row
         append_jsonl(self.path, rows)
 

@@ -1,5 +1,8 @@
-"""One epoch's pieces: evaluate a guidance on both pools, and one reflection round
-(propose -> filter -> gate on train -> eval veto -> commit at most one edit)."""
+"""One epoch's pieces: evaluate a guidance on the train and selection pools, and one reflection round
+(propose from train cases -> filter -> gate on selection -> selection veto -> commit at most one edit).
+
+Reflection sees only train; the gate, the veto and (in loop.py) the choice of the kept version see
+only selection; test is never touched here."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from qc_assets.stage_b.filters import filter_ops
 from qc_assets.stage_b.gate import GateResult, choose_edit, eval_veto, gate, gate_still_possible
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore, RuleOp
 from qc_assets.stage_b.prompts import build_reflection_messages
-from qc_assets.stage_b.reflection import parse_operations, select_cases
+from qc_assets.stage_b.reflection import REFLECTION_JSON_SCHEMA, parse_operations, select_cases
 from qc_assets.stage_b.rollout import RolloutEngine, derive_seed, format_ok_rate, outcomes_from_rows, selected_row
 from qc_assets.stage_b.runstate import ReflectionCache
 from resources.llm import DecodeParams
@@ -35,7 +38,7 @@ class LoopContext:
     log: Callable[[str], None]
     records: dict[str, dict]
     train: list[dict]
-    held: list[dict]
+    selection: list[dict]
     rejected: set[str] = field(default_factory=set)  # signatures of edits the gate or veto refused
     rejected_texts: list[str] = field(default_factory=list)
 
@@ -49,34 +52,39 @@ class PoolState:
     guidance: Guidance
     train_rows: dict[str, list[dict]]
     train_out: list[GroupOutcome]
-    eval_rows: dict[str, list[dict]]
-    eval_out: list[GroupOutcome]
+    selection_rows: dict[str, list[dict]]
+    selection_out: list[GroupOutcome]
 
     def stats(self) -> dict:
         return {
-            "train_accuracy": accuracy(self.train_out), "eval_accuracy": accuracy(self.eval_out),
+            "train_accuracy": accuracy(self.train_out), "selection_accuracy": accuracy(self.selection_out),
             "train_format_ok_rate": format_ok_rate(self.train_rows),
-            "eval_format_ok_rate": format_ok_rate(self.eval_rows),
+            "selection_format_ok_rate": format_ok_rate(self.selection_rows),
             "train_false_release_rate": false_release_rate(self.train_out),
-            "eval_false_release_rate": false_release_rate(self.eval_out),
+            "selection_false_release_rate": false_release_rate(self.selection_out),
         }
 
 
 def evaluate(ctx: LoopContext, guidance: Guidance, epoch: int) -> PoolState:
     train_rows = ctx.engine.rollout(guidance, ctx.train, epoch=epoch, phase="train")
-    eval_rows = ctx.engine.rollout(guidance, ctx.held, epoch=epoch, phase="eval")
+    selection_rows = ctx.engine.rollout(guidance, ctx.selection, epoch=epoch, phase="selection")
     return PoolState(guidance, train_rows, outcomes_from_rows(ctx.train, train_rows),
-                     eval_rows, outcomes_from_rows(ctx.held, eval_rows))
+                     selection_rows, outcomes_from_rows(ctx.selection, selection_rows))
 
 
 def write_selections(ctx: LoopContext, state: PoolState, epoch: int) -> None:
+    write_pool_selections(ctx, state.guidance, epoch, (("train", state.train_out, state.train_rows),
+                                                       ("selection", state.selection_out, state.selection_rows)))
+
+
+def write_pool_selections(ctx: LoopContext, guidance: Guidance, epoch: int, pools) -> None:
+    """`pools`: (pool name, outcomes, rows by record id) triples."""
     rows = []
-    for pool, outcomes, all_rows in (("train", state.train_out, state.train_rows),
-                                     ("eval", state.eval_out, state.eval_rows)):
+    for pool, outcomes, all_rows in pools:
         for o in outcomes:
             chosen = selected_row(o, all_rows[o.record_id])
             rows.append({
-                "run_id": ctx.run_id, "epoch": epoch, "pool": pool, "guidance_version": state.guidance.version,
+                "run_id": ctx.run_id, "epoch": epoch, "pool": pool, "guidance_version": guidance.version,
                 "record_id": o.record_id, "group_id": o.group_id, "label": o.label, "predicted": o.predicted,
                 "correct": o.correct, "agreement": o.agreement,
                 "votes": {"pass": o.n_pass, "fail": o.n_fail, "invalid": o.n_invalid},
@@ -99,23 +107,25 @@ def _row(ctx: LoopContext, epoch: int, rnd: int, parent: Guidance, **fields) -> 
 
 def _gate_candidate(ctx: LoopContext, state: PoolState, cand: Guidance, epoch: int, seed: int
                     ) -> tuple[GateResult, dict[str, list[dict]], bool]:
-    """Roll the candidate out on the train pool (chunked, stopping once it cannot pass) and gate it
-    against the baseline outcomes the round already has: the baseline is never re-run."""
-    size = ctx.config.gate_chunk_size or len(ctx.train) or 1
+    """Roll the candidate out on the selection pool (chunked, stopping once it cannot pass) and gate it
+    against the baseline outcomes the round already has: the baseline is never re-run. The gate does
+    not look at train, the pool the reflector wrote the edit from."""
+    pool = ctx.selection
+    size = ctx.config.gate_chunk_size or len(pool) or 1
     rows: dict[str, list[dict]] = {}
     seen: list[dict] = []
     thresholds = ctx.config.thresholds
-    for start in range(0, len(ctx.train), size):
-        chunk = ctx.train[start:start + size]
+    for start in range(0, len(pool), size):
+        chunk = pool[start:start + size]
         rows.update(ctx.engine.rollout(cand, chunk, epoch=epoch, phase="gate"))
         seen += chunk
-        if len(seen) < len(ctx.train) and not gate_still_possible(
-                state.train_out, outcomes_from_rows(seen, rows), thresholds):
-            base = {o.record_id: o for o in state.train_out}
+        if len(seen) < len(pool) and not gate_still_possible(
+                state.selection_out, outcomes_from_rows(seen, rows), thresholds):
+            base = {o.record_id: o for o in state.selection_out}
             partial = gate([base[r["record_id"]] for r in seen], outcomes_from_rows(seen, rows), thresholds, seed)
             return replace(partial, accepted=False, reasons=("stopped early: cannot pass the gate",
                                                              *partial.reasons)), rows, True
-    return gate(state.train_out, outcomes_from_rows(ctx.train, rows), thresholds, seed), rows, False
+    return gate(state.selection_out, outcomes_from_rows(pool, rows), thresholds, seed), rows, False
 
 
 def reflection_round(ctx: LoopContext, state: PoolState, epoch: int, rnd: int) -> RoundResult:
@@ -137,7 +147,8 @@ def reflection_round(ctx: LoopContext, state: PoolState, epoch: int, rnd: int) -
                                          label_hint=cfg.label_hint)
     params = DecodeParams(temperature=cfg.reflection_temperature, top_p=0.95,
                           max_new_tokens=cfg.reflection_max_new_tokens,
-                          seed=derive_seed(cfg.seed, "reflect", epoch, rnd))
+                          seed=derive_seed(cfg.seed, "reflect", epoch, rnd),
+                          json_schema=REFLECTION_JSON_SCHEMA if cfg.reflection_json_schema else None)
     reply = ctx.reflector.ask(messages, params, epoch=epoch, round=rnd)
     parsed = parse_operations(reply["raw"] if reply.get("error") is None else None)
     case_groups = sorted({c["group_id"] for c in cases if not c["correct"]})
@@ -184,10 +195,10 @@ def reflection_round(ctx: LoopContext, state: PoolState, epoch: int, rnd: int) -
     def veto_of(item):
         idx, _, cand, _, _, _ = item
         before = ctx.engine.counter.rollout_calls
-        rows = ctx.engine.rollout(cand, ctx.held, epoch=epoch, phase="veto")
-        outs = outcomes_from_rows(ctx.held, rows)
+        rows = ctx.engine.rollout(cand, ctx.selection, epoch=epoch, phase="veto")  # cached by the gate
+        outs = outcomes_from_rows(ctx.selection, rows)
         eval_runs[idx] = (rows, outs, ctx.engine.counter.rollout_calls - before)
-        return eval_veto(state.eval_out, outs, cfg.thresholds)
+        return eval_veto(state.selection_out, outs, cfg.thresholds)
 
     _, outcomes = choose_edit(passed, veto_of)
     new_state = None
@@ -211,6 +222,8 @@ def reflection_round(ctx: LoopContext, state: PoolState, epoch: int, rnd: int) -
         ctx.store.set_pointer("current", committed.version)
         append_jsonl(rules_path, [_row(ctx, epoch, rnd, parent, new_version=committed.version, **common)])
         ctx.log(f"epoch {epoch} round {rnd}: accepted -> guidance v{committed.version}")
-        eval_rows, eval_out, _ = eval_runs[idx]
-        new_state = PoolState(committed, cand_rows, outcomes_from_rows(ctx.train, cand_rows), eval_rows, eval_out)
+        # The next round reflects on train cases under the new version: roll it out on train now.
+        train_rows = ctx.engine.rollout(committed, ctx.train, epoch=epoch, phase="train")
+        new_state = PoolState(committed, train_rows, outcomes_from_rows(ctx.train, train_rows),
+                              cand_rows, outcomes_from_rows(ctx.selection, cand_rows))
     return RoundResult(new_state, decisions)

@@ -57,6 +57,11 @@ class RunState:
     def finish(self, **fields) -> None:
         self.update(status="completed", finished_at=_now(), **fields)
 
+    def fail(self, error: str, **fields) -> None:
+        """A run that stopped on an error it reported (not a crash): the next run starts a new run id,
+        and distillation refuses it like an unfinished one."""
+        self.update(status="failed", finished_at=_now(), error=error, **fields)
+
 
 class ReflectionCache:
     """Reflection calls keyed by (model, prompt hash, decode) in `reflections.jsonl`, so a resumed
@@ -72,6 +77,8 @@ class ReflectionCache:
     def ask(self, messages: list[dict], params: DecodeParams, **context) -> dict:
         key = (self.llm.fingerprint, prompt_hash(messages), params.seed, params.max_new_tokens,
                params.temperature, params.top_p)
+        if params.json_schema is not None:  # a constrained answer differs; older keys stay valid
+            key += ("json_schema", json.dumps(params.json_schema, sort_keys=True))
         if key in self._cache:
             self.counter.cached += 1
             return self._cache[key]
@@ -86,4 +93,6 @@ class ReflectionCache:
         append_jsonl(self.path, [row])
         if completion.ok:
             self._cache[key] = row
+        else:
+            self.counter.failed_reflection_calls += 1
         return row

@@ -170,6 +170,17 @@ class OpenAIChatLLM:
             return {"regex": params.regex}
         return {"grammar": gbnf_for_regex(params.regex)}
 
+    def _response_format(self, params: DecodeParams) -> dict:
+        """`params.json_schema` as the request's `response_format`. llama_cpp.server (0.3.x) takes only
+        `{"type": "json_object", "schema": ...}`; vLLM, SGLang and OpenAI take the standard
+        `{"type": "json_schema", "json_schema": {"name": ..., "schema": ...}}`."""
+        if params.json_schema is None:
+            return {}
+        if self.structured_output == "llama_cpp":
+            return {"response_format": {"type": "json_object", "schema": params.json_schema}}
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "response", "schema": params.json_schema, "strict": True}}}
+
     def _payload(self, conversation: Conversation, params: DecodeParams, seed: int, n: int) -> dict:
         payload = {
             "model": self.model,
@@ -182,6 +193,7 @@ class OpenAIChatLLM:
         if n > 1:
             payload["n"] = n
         payload.update(self._structured_fields(params))
+        payload.update(self._response_format(params))
         return payload
 
     async def _conversation(

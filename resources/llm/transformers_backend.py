@@ -123,6 +123,12 @@ class TransformersChatLLM:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def chat(self, conversations: Sequence[Conversation], params: DecodeParams) -> list[list[Completion]]:
+        if params.json_schema is not None:
+            # The prefix constraint here follows the verdict regex only; ignoring a schema would be a
+            # silent fallback to unconstrained output.
+            raise ValueError("params.json_schema is set (e.g. Stage-B reflection_json_schema=True) but the "
+                             "transformers backend cannot decode under a JSON schema; use the openai backend "
+                             "(llama.cpp server, vLLM, SGLang) or turn the flag off")
         with _torch_threads(self.num_threads):
             return self._chat(conversations, params)
 
