@@ -24,6 +24,9 @@ class DecodeParams:
     n: int = 1
     # Optional constrained decoding: a regex the completion must match (engines that support it).
     regex: str | None = None
+    # Optional structured output: a JSON schema the completion must follow. The OpenAI-compatible
+    # backend sends it as `response_format`; a backend that cannot follow one raises ValueError.
+    json_schema: dict | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -34,6 +37,10 @@ class DecodeParams:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.json_schema is not None and self.regex is not None:
+            raise ValueError("set at most one of regex and json_schema: a completion follows one constraint")
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            raise ValueError(f"json_schema must be a dict (a JSON schema), got {type(self.json_schema).__name__}")
 
     def as_dict(self) -> dict:
         return asdict(self)

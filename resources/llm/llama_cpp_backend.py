@@ -1,0 +1,132 @@
+"""llama.cpp in-process chat backend (`llama_cpp.Llama`): a GGUF model decoded at its own quantisation.
+
+The CPU default for the embedded SmolLM2 GGUF: transformers de-quantises a GGUF to float32 and
+decodes it with torch, llama.cpp runs the Q4 weights directly (see docs/benchmarks.md, "LLM CPU
+backends"). Conversations are decoded one after another on one `Llama` context per model, guarded
+by a lock; `n_threads` threads decode and `n_threads_batch` threads prefill. Constraints map to
+llama.cpp grammars: `params.regex` through its registered GBNF (`gbnf_for_regex`), `params.json_schema`
+through `LlamaGrammar.from_json_schema`. `n_gpu_layers` offloads layers to a GPU build of llama.cpp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from resources.llm import Completion, Conversation, DecodeParams
+from resources.llm.constrained import gbnf_for_regex
+from resources.llm.thinking import split_think_block
+
+_CACHE: dict[tuple, object] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def default_threads() -> int:
+    """Every core this process may use: llama.cpp's threads are busy-waiting workers that pay off
+    up to the number of physical cores (measured in benchmarks/llm_cpu_backends.py)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def load_llama(gguf_path: Path, n_ctx: int, n_threads: int, n_threads_batch: int, n_gpu_layers: int):
+    """One `llama_cpp.Llama` per (file, context, threads, GPU layers) per process: loading maps the
+    whole file and allocates the KV cache."""
+    from llama_cpp import Llama
+
+    key = (str(gguf_path), n_ctx, n_threads, n_threads_batch, n_gpu_layers)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = Llama(
+                model_path=str(gguf_path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads_batch,
+                n_gpu_layers=n_gpu_layers,
+                verbose=False,
+            )
+        return _CACHE[key]
+
+
+class LlamaCppChatLLM:
+    """`ChatLLM` over `llama_cpp.Llama.create_chat_completion`. Sample i of a conversation uses seed
+    `params.seed + i`; greedy decoding (temperature 0) decodes once and repeats the answer n times."""
+
+    def __init__(
+        self,
+        gguf_path: str | Path,
+        n_ctx: int = 4096,
+        n_threads: int = 0,
+        n_threads_batch: int = 0,
+        n_gpu_layers: int = 0,
+    ) -> None:
+        path = Path(gguf_path).expanduser().resolve()
+        if path.suffix != ".gguf" or not path.is_file():
+            raise ValueError(f"the llama_cpp backend needs a .gguf file, got {gguf_path!r} (not a .gguf file)")
+        if n_ctx < 64:
+            raise ValueError(f"n_ctx must be >= 64, got {n_ctx}")
+        for name, value in (("n_threads", n_threads), ("n_threads_batch", n_threads_batch)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = every usable core), got {value}")
+        self.gguf_path = path
+        self.n_threads = n_threads or default_threads()
+        self.n_threads_batch = n_threads_batch or self.n_threads
+        self.n_gpu_layers = n_gpu_layers
+        self._llama = load_llama(path, n_ctx, self.n_threads, self.n_threads_batch, n_gpu_layers)
+        self._lock = threading.Lock()
+        digest = hashlib.sha256(f"{path.name}|{path.stat().st_size}|gguf".encode()).hexdigest()[:12]
+        self._fingerprint = f"llama_cpp:{path.stem}:{digest}"
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def _grammar(self, params: DecodeParams):
+        from llama_cpp import LlamaGrammar
+
+        if params.regex is not None:
+            return LlamaGrammar.from_string(gbnf_for_regex(params.regex), verbose=False)
+        if params.json_schema is not None:
+            return LlamaGrammar.from_json_schema(json.dumps(params.json_schema), verbose=False)
+        return None
+
+    def chat(self, conversations: Sequence[Conversation], params: DecodeParams) -> list[list[Completion]]:
+        grammar = self._grammar(params)  # a bad regex or schema fails before any decoding
+        n_decodes = params.n if params.temperature > 0 else 1
+        out = []
+        for conversation in conversations:
+            samples = [self._one(conversation, params, params.seed + i, grammar) for i in range(n_decodes)]
+            out.append(samples * params.n if n_decodes == 1 else samples)
+        return out
+
+    def _one(self, conversation: Conversation, params: DecodeParams, seed: int, grammar) -> Completion:
+        started = time.perf_counter()
+        with self._lock:
+            # Every sampler setting that shapes the output is explicit: llama-cpp-python's defaults
+            # (top_k=40, min_p=0.05) would silently change the decode the caller recorded.
+            response = self._llama.create_chat_completion(
+                messages=[dict(m) for m in conversation],
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=0,
+                min_p=0.0,
+                repeat_penalty=1.0,
+                max_tokens=params.max_new_tokens,
+                seed=seed,
+                grammar=grammar,
+            )
+        latency = time.perf_counter() - started
+        (choice,) = response["choices"]
+        text, think_extra = split_think_block(choice["message"]["content"])
+        usage = response["usage"]
+        return Completion(
+            text=text,
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            finish_reason="length" if choice["finish_reason"] == "length" else "stop",
+            latency_s=latency,
+            extra={"seed": seed, "constrained": grammar is not None, **think_extra},
+        )
