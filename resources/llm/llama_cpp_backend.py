@@ -10,6 +10,7 @@ through `LlamaGrammar.from_json_schema`. `n_gpu_layers` offloads layers to a GPU
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -24,6 +25,16 @@ from resources.llm.thinking import split_think_block
 
 _CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    # Close while llama_cpp's module globals still exist: `Llama.__del__` at interpreter teardown
+    # finds them already None and prints a TypeError.
+    with _CACHE_LOCK:
+        for llama in _CACHE.values():
+            llama.close()
+        _CACHE.clear()
 
 
 def default_threads() -> int:
@@ -105,6 +116,10 @@ class LlamaCppChatLLM:
     def _one(self, conversation: Conversation, params: DecodeParams, seed: int, grammar) -> Completion:
         started = time.perf_counter()
         with self._lock:
+            # Forget the previous prompt: reusing its KV prefix evaluates the last prompt token alone,
+            # whose logits differ in the last bits from a full prefill, so the same seed would give
+            # a different sample depending on what ran before.
+            self._llama.reset()
             # Every sampler setting that shapes the output is explicit: llama-cpp-python's defaults
             # (top_k=40, min_p=0.05) would silently change the decode the caller recorded.
             response = self._llama.create_chat_completion(
