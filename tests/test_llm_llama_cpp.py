@@ -57,3 +57,15 @@ def test_unknown_regex_and_non_gguf_paths_are_refused(llm, tmp_path):
         llm.chat(VERDICT_PROMPTS[:1], DecodeParams(regex="[a-z]+"))
     with pytest.raises(ValueError, match="needs a .gguf file"):
         LlamaCppChatLLM(tmp_path)
+
+
+def test_shared_head_is_prefilled_once_and_history_does_not_change_a_sample(llm):
+    """Two groups under one system prompt: the second reuses the cached head; a seeded sample is the
+    same whether it runs first, after another conversation, or twice in a row."""
+    params = DecodeParams(temperature=1.0, max_new_tokens=12, seed=3)
+    first = llm.chat(VERDICT_PROMPTS[:1], params)[0][0]
+    other = llm.chat(VERDICT_PROMPTS[1:], params)[0][0]
+    again = llm.chat(VERDICT_PROMPTS[:1], params)[0][0]
+    assert first.text == again.text
+    head = first.extra["cached_prompt_tokens"]
+    assert 0 < head < first.prompt_tokens and other.extra["cached_prompt_tokens"] == head

@@ -3,7 +3,9 @@
 The CPU default for the embedded SmolLM2 GGUF: transformers de-quantises a GGUF to float32 and
 decodes it with torch, llama.cpp runs the Q4 weights directly (see docs/benchmarks.md, "LLM CPU
 backends"). Conversations are decoded one after another on one `Llama` context per model, guarded
-by a lock; `n_threads` threads decode and `n_threads_batch` threads prefill. Constraints map to
+by a lock; `n_threads` threads decode and `n_threads_batch` threads prefill. The conversation up to
+its last message (the system prompt Stage-B and the teacher share across calls) is prefilled once
+and kept in the KV cache; see `_prefill_head`. Constraints map to
 llama.cpp grammars: `params.regex` through its registered GBNF (`gbnf_for_regex`), `params.json_schema`
 through `LlamaGrammar.from_json_schema`. `n_gpu_layers` offloads layers to a GPU build of llama.cpp.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from resources.llm import Completion, Conversation, DecodeParams
 from resources.llm.constrained import gbnf_for_regex
-from resources.llm.thinking import split_think_block
+from resources.llm.thinking import chat_template_kwargs, split_think_block
 
 _CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()
@@ -62,6 +64,15 @@ def load_llama(gguf_path: Path, n_ctx: int, n_threads: int, n_threads_batch: int
         return _CACHE[key]
 
 
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class LlamaCppChatLLM:
     """`ChatLLM` over `llama_cpp.Llama.create_chat_completion`. Sample i of a conversation uses seed
     `params.seed + i`; greedy decoding (temperature 0) decodes once and repeats the answer n times."""
@@ -73,6 +84,7 @@ class LlamaCppChatLLM:
         n_threads: int = 0,
         n_threads_batch: int = 0,
         n_gpu_layers: int = 0,
+        thinking: str = "off",
     ) -> None:
         path = Path(gguf_path).expanduser().resolve()
         if path.suffix != ".gguf" or not path.is_file():
@@ -86,7 +98,11 @@ class LlamaCppChatLLM:
         self.n_threads = n_threads or default_threads()
         self.n_threads_batch = n_threads_batch or self.n_threads
         self.n_gpu_layers = n_gpu_layers
+        # Templates that know `enable_thinking` (Qwen3) honour it; others ignore the extra variable.
+        self.template_kwargs = chat_template_kwargs(thinking) or {}
         self._llama = load_llama(path, n_ctx, self.n_threads, self.n_threads_batch, n_gpu_layers)
+        self._formatter = self._chat_formatter()
+        self._head: tuple[int, ...] | None = None  # the prefix whose KV the context holds (see _prefill_head)
         self._lock = threading.Lock()
         digest = hashlib.sha256(f"{path.name}|{path.stat().st_size}|gguf".encode()).hexdigest()[:12]
         self._fingerprint = f"llama_cpp:{path.stem}:{digest}"
@@ -94,6 +110,55 @@ class LlamaCppChatLLM:
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    def _chat_formatter(self):
+        """The GGUF's own chat template, as `Llama` builds it, so the prompt tokens are ours to manage."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llama = self._llama
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"{self.gguf_path.name} carries no tokenizer.chat_template; the llama_cpp backend "
+                             "needs a chat model GGUF")
+        eos, bos = llama.token_eos(), llama.token_bos()
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+
+    def _tokens(self, messages: list[dict]) -> tuple[list[int], object]:
+        formatted = self._formatter(messages=messages, **self.template_kwargs)
+        prompt = formatted.prompt.encode("utf-8")
+        return self._llama.tokenize(prompt, add_bos=not formatted.added_special, special=True), formatted
+
+    def prompt_tokens(self, conversation: Conversation) -> tuple[list[int], int, object]:
+        """(prompt tokens, length of the head shared with any conversation that differs only in its
+        last message, formatter result)."""
+        messages = [dict(m) for m in conversation]
+        tokens, formatted = self._tokens(messages)
+        head_tokens, _ = self._tokens([*messages[:-1], {**messages[-1], "content": ""}])
+        head = common_prefix_len(tokens, head_tokens)
+        return tokens, min(head, len(tokens) - 1), formatted
+
+    def _prefill_head(self, tokens: list[int], head: int) -> None:
+        """Leave exactly `tokens[:head]` in the KV cache, always computed as one prefill from empty.
+
+        llama-cpp-python reuses any cached prefix; how much of the prompt is then decoded in one batch
+        depends on what ran before, and a batch of a different size gives logits that differ in the
+        last bits, so the same seed would sample differently. Here the cached part is always the
+        conversation's head, prefilled alone, and the rest is always one batch: same seed, same text,
+        whatever ran before, and the shared system prompt is prefilled once instead of every call."""
+        wanted = tuple(tokens[:head])
+        if self._head == wanted and self._llama.n_tokens >= head:
+            self._llama.n_tokens = head  # generate() drops the KV beyond it
+            return
+        self._llama.reset()
+        self._head = None
+        if head:
+            self._llama.eval(list(wanted))
+        self._head = wanted
 
     def _grammar(self, params: DecodeParams):
         from llama_cpp import LlamaGrammar
@@ -115,15 +180,15 @@ class LlamaCppChatLLM:
 
     def _one(self, conversation: Conversation, params: DecodeParams, seed: int, grammar) -> Completion:
         started = time.perf_counter()
+        tokens, head, formatted = self.prompt_tokens(conversation)
         with self._lock:
-            # Forget the previous prompt: reusing its KV prefix evaluates the last prompt token alone,
-            # whose logits differ in the last bits from a full prefill, so the same seed would give
-            # a different sample depending on what ran before.
-            self._llama.reset()
+            self._prefill_head(tokens, head)
             # Every sampler setting that shapes the output is explicit: llama-cpp-python's defaults
             # (top_k=40, min_p=0.05) would silently change the decode the caller recorded.
-            response = self._llama.create_chat_completion(
-                messages=[dict(m) for m in conversation],
+            response = self._llama.create_completion(
+                prompt=tokens,
+                stop=formatted.stop,
+                stopping_criteria=formatted.stopping_criteria,
                 temperature=params.temperature,
                 top_p=params.top_p,
                 top_k=0,
@@ -135,7 +200,7 @@ class LlamaCppChatLLM:
             )
         latency = time.perf_counter() - started
         (choice,) = response["choices"]
-        text, think_extra = split_think_block(choice["message"]["content"])
+        text, think_extra = split_think_block(choice["text"])
         usage = response["usage"]
         return Completion(
             text=text,
@@ -143,5 +208,5 @@ class LlamaCppChatLLM:
             completion_tokens=usage["completion_tokens"],
             finish_reason="length" if choice["finish_reason"] == "length" else "stop",
             latency_s=latency,
-            extra={"seed": seed, "constrained": grammar is not None, **think_extra},
+            extra={"seed": seed, "constrained": grammar is not None, "cached_prompt_tokens": head, **think_extra},
         )

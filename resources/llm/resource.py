@@ -136,6 +136,7 @@ class LLMResource(dg.ConfigurableResource):
                 n_ctx=self.n_ctx,
                 n_threads=self.llama_threads,
                 n_gpu_layers=self.n_gpu_layers,
+                thinking=self.thinking,
             )
         if self.backend == "transformers":
             from resources.llm.transformers_backend import TransformersChatLLM
