@@ -81,7 +81,7 @@ def start_server(server: str, threads: int, parallel: int, ctx_per_slot: int) ->
         # llama-server splits -c across its slots: each of the `parallel` slots gets ctx_per_slot.
         cmd = [str(llama_server_binary()), "-m", gguf, "--alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
                "--parallel", str(parallel), "-c", str(parallel * ctx_per_slot), "--threads", str(threads),
-               "--threads-batch", str(threads), "--no-webui"]
+               "--threads-batch", str(threads)]
     else:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", MODEL,
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx_per_slot), "--n_threads", str(threads),
