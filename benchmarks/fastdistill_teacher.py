@@ -229,9 +229,10 @@ def render(report: dict, command: str) -> str:
             text += f"; ours / distilabel = {ratio:.2f} (1.5x goal {'met' if ratio >= 1.5 else '**not met**'})"
         lines.append(text + f"; {spread}.")
     if cfg["distilabel_python"]:
+        venv = str(Path(cfg["distilabel_python"]).parent.parent)
         lines.append(
             f"- distilabel ran in its own venv (`{cfg['distilabel_python']}`), never in the project venv: "
-            "`python3 -m venv /tmp/dvenv && /tmp/dvenv/bin/pip install \"distilabel[openai]==1.5.3\" "
+            f"`python3 -m venv {venv} && {venv}/bin/pip install \"distilabel[openai]==1.5.3\" "
             "\"openai>=1.0,<2\" \"datasets>=2.16,<4\" \"huggingface_hub<1\"` (installed: openai "
             f"{ver['openai']}, datasets {ver['datasets']}). Its time is measured inside the child process around "
             "`pipeline.run(use_cache=False)`. It sends a batch of `input_batch_size` requests and waits for the "
@@ -281,9 +282,10 @@ def main() -> None:
                  else start_server(args.server, args.threads, args.parallel, args.ctx_per_slot))
     runs = {c: {"ceiling": [], "ours": [], "distilabel": []} for c in args.concurrency}
     lengths: list[int] = []
+    command = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.fastdistill_teacher " + shlex.join(sys.argv[1:])
     try:
         asyncio.run(ceiling(url, conversations[:2], params, 2))  # warm-up, not timed
-        for _ in range(args.rounds):
+        for done_rounds in range(1, args.rounds + 1):
             for c in args.concurrency:
                 runs[c]["ceiling"].append(rates(asyncio.run(ceiling(url, conversations, params, c, lengths))))
                 runs[c]["ours"].append(rates(asyncio.run(ours(url, items, params, c))))
@@ -291,10 +293,18 @@ def main() -> None:
                     runs[c]["distilabel"].append(rates(distilabel(args.distilabel_python, url, conversations,
                                                                   params, c)))
                 print(c, {k: round(v[-1]["samples_per_h"]) for k, v in runs[c].items() if v}, flush=True)
+            # The section is rewritten after every full round, so a run cut short still leaves its
+            # completed rounds on record (the text says how many).
+            report = make_report(args, versions, runs, lengths, len(conversations), done_rounds)
+            write_section(args.doc, render(report, command.strip()))
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
+    print(json.dumps(report, indent=2))
+
+
+def make_report(args, versions: dict, runs: dict, lengths: list[int], n_prompts: int, done_rounds: int) -> dict:
     results = {}
     for c, by_name in runs.items():
         summary = {name: summarize(rs) for name, rs in by_name.items() if rs}
@@ -305,13 +315,10 @@ def main() -> None:
             summary["ours_vs_distilabel"] = round(
                 summary["ours"]["samples_per_h_median"] / summary["distilabel"]["samples_per_h_median"], 3)
         results[str(c)] = summary
-    first = sorted(lengths[: len(conversations)])
+    first = sorted(lengths[:n_prompts])
     workload = {"min": first[0], "median": first[len(first) // 2], "max": first[-1]}
-    report = {"config": {**vars(args), "doc": str(args.doc)}, "versions": versions, "workload": workload,
-              "results": results}
-    print(json.dumps(report, indent=2))
-    command = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.fastdistill_teacher " + shlex.join(sys.argv[1:])
-    write_section(args.doc, render(report, command.strip()))
+    config = {**vars(args), "doc": str(args.doc), "rounds": done_rounds}
+    return {"config": config, "versions": versions, "workload": workload, "results": results}
 
 
 if __name__ == "__main__":
