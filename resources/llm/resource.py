@@ -32,13 +32,19 @@ class LLMResource(dg.ConfigurableResource):
         default="",
         description="HF model folder, a folder holding `gguf_file`, or a .gguf file; empty = embedded SmolLM2 GGUF",
     )
-    gguf_file: str | None = Field(default=None, description="GGUF file name inside model_path (transformers, llama_cpp)")
+    gguf_file: str | None = Field(
+        default=None, description="GGUF file name inside model_path (transformers, llama_cpp)"
+    )
     base_url: str = Field(default="", description="OpenAI-compatible base URL incl. /v1 (openai backend)")
     model: str = Field(default="", description="model id as the server names it (openai backend)")
     api_key: str | None = Field(default=None, description="bearer token; pass dg.EnvVar('...'), never a literal")
     max_in_flight: int = Field(default=8, description="max concurrent HTTP requests (openai backend)")
-    timeout_s: float = Field(default=60.0, description="total deadline per HTTP request in seconds")
-    max_retries: int = Field(default=3, description="retries on timeout/429/5xx (openai backend)")
+    timeout_s: float = Field(
+        default=60.0, description="seconds an HTTP attempt may wait (the openai SDK's connect/read/write timeout)"
+    )
+    max_retries: int = Field(
+        default=3, description="SDK retries on timeouts, connection errors, 408/409/429/5xx, honouring Retry-After"
+    )
     n_mode: str = Field(default="fanout", description="fanout (n requests, seeds seed+i) | native (send n)")
     device: str = Field(default="cpu", description="torch device (transformers backend)")
     dtype: str = Field(
