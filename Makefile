@@ -10,7 +10,7 @@ export QC_DATA_ROOT ?= $(CURDIR)/data
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test ui sample-data bench clean
+.PHONY: install demo test ui sample-data bench clean llama-server
 
 install: $(STAMP)
 
@@ -56,3 +56,25 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(DAGSTER_HOME) $(QC_DATA_ROOT)
+
+# llama.cpp's own parallel-slot server, built from the llama.cpp sources vendored in the pinned
+# llama-cpp-python sdist (the version the venv has), so server and in-process backend agree.
+# The binary is cached outside the clone: a second build (or a second clone) costs nothing.
+# About 11 minutes on 2 cores; the benchmarks start it with --parallel N on 127.0.0.1.
+LLAMA_CPP_VERSION = $(shell $(PY) -c "import importlib.metadata as m; print(m.version('llama_cpp_python'))")
+LLAMA_SERVER_CACHE ?= $(HOME)/.cache/qc-llama-server
+LLAMA_SERVER_JOBS ?= 2
+llama-server: $(STAMP)
+	@set -euo pipefail; \
+	version="$(LLAMA_CPP_VERSION)"; dest="$(LLAMA_SERVER_CACHE)/$$version"; \
+	if [ -x "$$dest/bin/llama-server" ]; then echo "cached: $$dest/bin/llama-server"; exit 0; fi; \
+	work="$$(mktemp -d)"; trap 'rm -rf "$$work"' EXIT; \
+	$(PIP) download -q --no-deps --no-binary :all: -d "$$work" "llama-cpp-python==$$version"; \
+	tar -xzf "$$work"/llama_cpp_python-$$version.tar.gz -C "$$work"; \
+	src="$$work/llama_cpp_python-$$version/vendor/llama.cpp"; \
+	cmake -S "$$src" -B "$$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+	  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF; \
+	cmake --build "$$work/build" --target llama-server -j$(LLAMA_SERVER_JOBS); \
+	mkdir -p "$$dest/bin.tmp"; cp "$$work/build/bin/llama-server" "$$dest/bin.tmp/"; \
+	rm -rf "$$dest/bin"; mv "$$dest/bin.tmp" "$$dest/bin"; \
+	echo "built: $$dest/bin/llama-server"

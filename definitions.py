@@ -29,16 +29,24 @@ def _env(name: str, default: str) -> str:
 
 
 def llm_from_env(prefix: str) -> LLMResource:
-    """An LLMResource from `<prefix>_BACKEND`, `_MODEL_PATH`, `_BASE_URL`, `_MODEL`, `_API_KEY`; default = embedded SmolLM2."""
+    """An LLMResource from `<prefix>_*` variables (README "Configuration"); default = embedded SmolLM2 on
+    llama.cpp in-process."""
     settings = {
-        "backend": _env(f"{prefix}_BACKEND", "transformers"),
+        "backend": _env(f"{prefix}_BACKEND", "llama_cpp"),
         "model_path": _env(f"{prefix}_MODEL_PATH", ""),
         "base_url": _env(f"{prefix}_BASE_URL", ""),
         "model": _env(f"{prefix}_MODEL", ""),
-        "device": _env("QC_DEVICE", "cpu"),
+        "device": _env(f"{prefix}_DEVICE", _env("QC_DEVICE", "cpu")),
+        "dtype": _env(f"{prefix}_DTYPE", "float32"),
         "structured_output": _env(f"{prefix}_STRUCTURED_OUTPUT", "none"),
-        # one decode thread by default: on a small shared CPU, torch's default threads oversubscribe the
-        # cores and decoding slows down many times; 0 = torch default
+        "thinking": _env(f"{prefix}_THINKING", "off"),
+        "max_in_flight": int(_env(f"{prefix}_MAX_IN_FLIGHT", "8")),
+        "llama_threads": int(_env(f"{prefix}_LLAMA_THREADS", "0")),
+        "n_gpu_layers": int(_env(f"{prefix}_N_GPU_LAYERS", "0")),
+        "tensor_parallel_size": int(_env(f"{prefix}_TENSOR_PARALLEL_SIZE", "1")),
+        "gpu_memory_utilization": float(_env(f"{prefix}_GPU_MEMORY_UTILIZATION", "0.9")),
+        # one torch thread by default: on a small shared CPU, torch's default threads oversubscribe the
+        # cores and transformers decoding slows down many times; 0 = torch default
         "cpu_threads": int(_env("QC_CPU_THREADS", "1")),
     }
     if f"{prefix}_API_KEY" in os.environ:  # a secret: only ever through EnvVar

@@ -1,22 +1,30 @@
 """Teacher throughput against one real OpenAI-compatible server on 127.0.0.1: same prompts, same n.
 
-    .venv/bin/python -m benchmarks.fastdistill_teacher --prompts 32 --max-tokens 32 --concurrency 4 \
+    make llama-server   # once: builds llama.cpp's llama-server from the pinned sdist, cached outside the clone
+    .venv/bin/python -m benchmarks.fastdistill_teacher --server llama-server --parallel 32 \
+        --workload varied --prompts 64 --max-tokens 400 --concurrency 8 32 \
         [--distilabel-python /tmp/dvenv/bin/python] [--server-url http://127.0.0.1:8000/v1]
 
-Contenders, interleaved for `--rounds` rounds (ceiling, ours, distilabel, ...), medians reported:
+Servers: `llama-server` (llama.cpp's own server, `--parallel N` slots decoded together, continuous
+batching; the binary from `make llama-server`) or `llama_cpp.server` (llama-cpp-python's server,
+one request at a time), both serving the embedded SmolLM2 GGUF; or any server at `--server-url`.
+Workloads (benchmarks/teacher_workloads.py): `sql` (short SQL answers of about the same length) or
+`varied` (answers from ~10 tokens to the token limit, as a reasoning teacher's spread).
+Contenders, interleaved for `--rounds` rounds at every `--concurrency` (ceiling, ours, distilabel,
+...), medians reported:
 - ceiling: a plain asyncio httpx client keeping `concurrency` requests in flight on one client;
-- ours: FastDistill `agenerate` with OpenAIChatLLM (bounded in flight, cache writes per result);
+- ours: FastDistill `agenerate` with OpenAIChatLLM (the openai SDK's AsyncOpenAI; bounded in flight,
+  every result written to the fsynced cache, rows finishing together sharing an fsync);
 - distilabel: its OpenAILLM + TextGeneration in a separate interpreter (a venv where it is
   installed; never the project venv), timed around `pipeline.run` inside that process.
-Without --server-url the script starts `llama_cpp.server` on the embedded SmolLM2 GGUF.
-Writes the section "## FastDistill teacher throughput (ours vs distilabel vs a saturating client)" of
-docs/benchmarks.md.
+Writes one section of docs/benchmarks.md per (workload, server).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import importlib.metadata
 import json
 import os
@@ -32,9 +40,10 @@ from pathlib import Path
 import httpx
 
 from benchmarks.report import DOC, write_section
+from benchmarks.teacher_workloads import varied_conversations
 from qc_assets.fastdistill.canonical import with_ids
-from qc_assets.fastdistill.generation import GenerationCache, GenerationConfig, agenerate
-from qc_assets.fastdistill.teacher import decode_profile_for, work_items
+from qc_assets.fastdistill.generation import GenerationCache, GenerationConfig, WorkItem, agenerate
+from qc_assets.fastdistill.teacher import decode_profile_for, estimate_prompt_tokens, work_items
 from qc_assets.fastdistill.text2sql_data import synthetic_dataset
 from resources.llm import DecodeParams
 from resources.llm.openai_backend import OpenAIChatLLM
@@ -42,61 +51,92 @@ from resources.llm.openai_backend import OpenAIChatLLM
 MODEL = "smollm2"
 TITLE = "## FastDistill teacher throughput (ours vs distilabel vs a saturating client)"
 DISTILABEL_SCRIPT = Path(__file__).with_name("fastdistill_distilabel_child.py")
+SERVERS = ("llama-server", "llama_cpp.server")
+LLAMA_SERVER_CACHE = Path(os.environ.get("LLAMA_SERVER_CACHE", Path.home() / ".cache" / "qc-llama-server"))
 
 
-def start_server(threads: int) -> tuple[subprocess.Popen, str]:
+def section_title(workload: str, server: str) -> str:
+    if (workload, server) == ("sql", "llama_cpp.server"):
+        return TITLE  # the first measurement's section, kept under its name
+    return f"## FastDistill teacher throughput: {workload} answers on {server}"
+
+
+def llama_server_binary() -> Path:
+    version = importlib.metadata.version("llama_cpp_python")
+    binary = LLAMA_SERVER_CACHE / version / "bin" / "llama-server"
+    if not binary.is_file():
+        raise SystemExit(f"no llama-server binary at {binary}; build it once with `make llama-server` "
+                         "(about 11 minutes on 2 cores), or pass --server llama_cpp.server")
+    return binary
+
+
+def start_server(server: str, threads: int, parallel: int, ctx_per_slot: int) -> tuple[subprocess.Popen, str]:
     from resources.llm.smollm2 import smollm2_gguf_path
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()), "--model_alias", MODEL,
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads),
-           "--verbose", "False"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gguf = str(smollm2_gguf_path())
+    if server == "llama-server":
+        # llama-server splits -c across its slots: each of the `parallel` slots gets ctx_per_slot.
+        cmd = [str(llama_server_binary()), "-m", gguf, "--alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
+               "--parallel", str(parallel), "-c", str(parallel * ctx_per_slot), "--threads", str(threads),
+               "--threads-batch", str(threads)]
+    else:
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", MODEL,
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx_per_slot), "--n_threads", str(threads),
+               "--verbose", "False"]
+    log = tempfile.NamedTemporaryFile(prefix="teacher-server-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"llama_cpp.server exited with {proc.returncode}")
+            raise SystemExit(f"{server} exited with {proc.returncode}; log: {log.name}")
         try:
             if httpx.get(f"{url}/models", timeout=2).status_code == 200:
                 return proc, url
         except httpx.TransportError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     proc.kill()
-    raise SystemExit("llama_cpp.server did not start within 120 s")
+    raise SystemExit(f"{server} did not start within 120 s; log: {log.name}")
 
 
-async def ceiling(url: str, conversations: list, params: DecodeParams, concurrency: int) -> dict:
-    queue = list(enumerate(conversations))
+async def ceiling(url: str, conversations: list, params: DecodeParams, concurrency: int,
+                  lengths: list[int] | None = None) -> dict:
+    queue = collections.deque(enumerate(conversations))  # sent in input order, as ours and distilabel do
     tokens = 0
     async with httpx.AsyncClient(base_url=url, timeout=600,
                                  limits=httpx.Limits(max_connections=concurrency)) as client:
         async def worker():
             nonlocal tokens
             while queue:
-                i, conv = queue.pop()
+                i, conv = queue.popleft()
                 body = {"model": MODEL, "messages": conv, "max_tokens": params.max_new_tokens,
                         "temperature": params.temperature, "seed": params.seed + i}
                 response = await client.post("/chat/completions", json=body)
                 response.raise_for_status()
-                tokens += response.json()["usage"]["completion_tokens"]
+                used = response.json()["usage"]["completion_tokens"]
+                tokens += used
+                if lengths is not None:
+                    lengths.append(used)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return {"wall_s": time.perf_counter() - start, "output_tokens": tokens, "samples": len(conversations)}
 
 
-async def ours(url: str, records: list[dict], params: DecodeParams, concurrency: int) -> dict:
+async def ours(url: str, items: list[WorkItem], params: DecodeParams, concurrency: int) -> dict:
     llm = OpenAIChatLLM(url, MODEL, max_in_flight=concurrency, timeout_s=600, max_retries=0)
     with tempfile.TemporaryDirectory() as tmp:
         cache = GenerationCache(Path(tmp) / "cache.jsonl", llm.fingerprint)
-        stats = await agenerate(llm, work_items(records, "sql"), params, cache,
+        stats = await agenerate(llm, items, params, cache,
                                 GenerationConfig(max_in_flight=concurrency, chunk_size=1))
     if stats.failed_samples:
         raise SystemExit(f"ours: {stats.failed_samples} failed samples")
-    return {"wall_s": stats.wall_s, "output_tokens": stats.completion_tokens, "samples": len(records)}
+    return {"wall_s": stats.wall_s, "output_tokens": stats.completion_tokens, "samples": len(items),
+            "fsyncs": stats.cache_fsyncs}
 
 
 def distilabel(python: str, url: str, conversations: list, params: DecodeParams, concurrency: int) -> dict:
@@ -129,134 +169,156 @@ def rates(r: dict) -> dict:
     return {**r, "samples_per_h": r["samples"] / r["wall_s"] * 3600, "output_tokens_per_s": r["output_tokens"] / r["wall_s"]}
 
 
-def render(report: dict, command: str) -> str:
-    """The docs section for one run's JSON report (`{"config", "versions", "results"}`)."""
-    cfg, ver, res = report["config"], report["versions"], report["results"]
-    c = cfg["concurrency"]
-    labels = {
-        "ceiling": f"ceiling: plain asyncio httpx client, {c} in flight",
-        "ours": f"ours: `agenerate` + `OpenAIChatLLM`, {c} in flight, fsynced cache row per result",
-        "distilabel": f"distilabel {ver.get('distilabel', '')}: `OpenAILLM` + `TextGeneration`, `input_batch_size={c}`",
+def summarize(results: list[dict]) -> dict:
+    return {
+        "samples_per_h_median": round(statistics.median(r["samples_per_h"] for r in results), 1),
+        "output_tokens_per_s_median": round(statistics.median(r["output_tokens_per_s"] for r in results), 2),
+        "samples_per_h_each": [round(r["samples_per_h"], 1) for r in results],
+        "output_tokens_total_each": [r["output_tokens"] for r in results],
     }
-    names = [n for n in labels if n in res]
+
+
+def server_sentence(cfg: dict, ver: dict) -> str:
     if cfg["server_url"]:
-        server = f"One OpenAI-compatible server at `{cfg['server_url']}` (model `{MODEL}`)."
-    else:
-        server = (f"One real OpenAI-compatible server on 127.0.0.1: `llama_cpp.server` (llama-cpp-python "
-                  f"{ver['llama_cpp_python']}) serving the embedded SmolLM2-135M Q4_1 GGUF with {cfg['threads']} threads.")
-    token_counts = {t for n in names for t in res[n]["output_tokens_total_each"]}
-    if len(token_counts) == 1:
-        tokens = f"Every contender got the same {token_counts.pop():,} output tokens in every round."
-    else:
-        tokens = "Output tokens per round: " + "; ".join(
-            f"{n} {' / '.join(f'{t:,}' for t in res[n]['output_tokens_total_each'])}" for n in names) + "."
+        return f"One OpenAI-compatible server at `{cfg['server_url']}` (model `{MODEL}`)."
+    if cfg["server"] == "llama-server":
+        return (f"One real OpenAI-compatible server on 127.0.0.1: llama.cpp's `llama-server` (built by `make "
+                f"llama-server` from the llama.cpp vendored in llama-cpp-python {ver['llama_cpp_python']}) with "
+                f"`--parallel {cfg['parallel']}` slots decoded together and {cfg['threads']} threads, serving the "
+                "embedded SmolLM2-135M Q4_1 GGUF.")
+    return (f"One real OpenAI-compatible server on 127.0.0.1: `llama_cpp.server` (llama-cpp-python "
+            f"{ver['llama_cpp_python']}, one request at a time) serving the embedded SmolLM2-135M Q4_1 GGUF "
+            f"with {cfg['threads']} threads.")
+
+
+def render(report: dict, command: str) -> str:
+    """The docs section for one run's JSON report (`{"config", "versions", "workload", "results"}`)."""
+    cfg, ver, res, wl = report["config"], report["versions"], report["results"], report["workload"]
+    workload = ("Text2SQL prompts (short SQL answers of about the same length)" if cfg["workload"] == "sql" else
+                "prompts asking for different amounts of work, from a one-word answer to a long essay "
+                f"(benchmarks/teacher_workloads.py, seed {cfg['seed']})")
     lines = [
-        TITLE, "",
-        server + f" {cfg['prompts']} Text2SQL prompts (same system + user messages for every contender), n=1, "
-        f"temperature 0, max_tokens {cfg['max_tokens']}, {c} requests in flight for each contender. "
-        f"{cfg['rounds']} interleaved round{'s' if cfg['rounds'] != 1 else ''} ({', '.join(names)}); medians. {tokens}",
+        section_title(cfg["workload"], cfg["server"]), "",
+        server_sentence(cfg, ver) + f" {cfg['prompts']} {workload}; the same system + user messages for every "
+        f"contender, n=1, temperature 0, max_tokens {cfg['max_tokens']}. Answer lengths (ceiling, first round): "
+        f"min {wl['min']}, median {wl['median']}, max {wl['max']} tokens. {cfg['rounds']} interleaved rounds "
+        "(ceiling, ours, distilabel) at each concurrency; medians; each ratio from the same run.",
         "",
-        "| contender | samples/h (median) | output tokens/s (median) | each round, samples/h | vs ceiling |",
-        "|---|---|---|---|---|",
+        "| in flight | contender | samples/h (median) | output tokens/s (median) | each round, samples/h | vs ceiling |",
+        "|---|---|---|---|---|---|",
     ]
-    for n in names:
-        r = res[n]
-        each = " / ".join(f"{x:,.0f}" for x in r["samples_per_h_each"])
-        lines.append(f"| {labels[n]} | {r['samples_per_h_median']:,.0f} | {r['output_tokens_per_s_median']:.1f} | "
-                     f"{each} | {r['vs_ceiling']:.2f} |")
-    lines.append("")
-    ceil_each = res["ceiling"]["samples_per_h_each"]
-    spread = f"the ceiling itself varied {min(ceil_each):,.0f} to {max(ceil_each):,.0f} samples/h between rounds"
-    if "ours_vs_distilabel" not in res:
-        lines.append("distilabel was not run (no `--distilabel-python`).")
-        lines.append("")
-    else:
-        ratio = res["ours_vs_distilabel"]
-        lines += [f"Ours / distilabel = {ratio:.2f} on medians. What this does and does not show:", ""]
-        if ratio >= 1.5:
-            lines.append(f"- The 1.5x-over-distilabel goal is met against this server ({spread}).")
-        else:
-            gap = abs(res["ours"]["samples_per_h_median"] - res["distilabel"]["samples_per_h_median"])
-            noise = ("within" if gap <= max(ceil_each) - min(ceil_each) else "larger than")
-            why = ("" if cfg["server_url"] else
-                   " llama-cpp-python's server decodes one request at a time, so any client that keeps at least one "
-                   "request queued saturates it; head-of-line blocking (distilabel waits for the slowest request of "
-                   "a batch before sending the next batch) only costs the short gaps between batches.")
-            lines.append(f"- The 1.5x-over-distilabel goal is **not demonstrated here**.{why} The gap between ours "
-                         f"and distilabel is {noise} the round-to-round noise ({spread}). The case where bounded "
-                         "streaming beats batch-wise fan-out, a server that decodes many requests at once (vLLM, "
-                         "SGLang, llama.cpp `llama-server --parallel`) with outputs of varying length, needs "
-                         "`--server-url http://HOST:PORT/v1 --concurrency 64` against such a server.")
-    ours_share = res["ours"]["vs_ceiling"]
-    met = "met" if ours_share >= 0.9 else "**not met**"
-    lines.append(f"- Ours reached {ours_share:.0%} of the ceiling (>= 90% goal {met} in this setup) while writing "
-                 "every result durably as it finished.")
-    if "distilabel" in res:
+    labels = {
+        "ceiling": "ceiling: plain asyncio httpx client",
+        "ours": "ours: `agenerate` + `OpenAIChatLLM` (AsyncOpenAI), fsynced cache (group commit)",
+        "distilabel": f"distilabel {ver.get('distilabel', '')}: `OpenAILLM` + `TextGeneration`, `input_batch_size` = in flight",
+    }
+    for c, by_name in res.items():
+        for name in (n for n in labels if n in by_name):
+            r = by_name[name]
+            each = " / ".join(f"{x:,.0f}" for x in r["samples_per_h_each"])
+            lines.append(f"| {c} | {labels[name]} | {r['samples_per_h_median']:,.0f} | "
+                         f"{r['output_tokens_per_s_median']:.1f} | {each} | {r['vs_ceiling']:.2f} |")
+    lines += ["", "Goals: ours >= 1.5x distilabel and >= 0.95 of the ceiling.", ""]
+    for c, by_name in res.items():
+        share = by_name["ours"]["vs_ceiling"]
+        ceil_each = by_name["ceiling"]["samples_per_h_each"]
+        spread = f"the ceiling varied {min(ceil_each):,.0f} to {max(ceil_each):,.0f} samples/h between rounds"
+        text = f"- {c} in flight: ours reached {share:.2f} of the ceiling (0.95 goal {'met' if share >= 0.95 else '**not met**'})"
+        if "ours_vs_distilabel" in by_name:
+            ratio = by_name["ours_vs_distilabel"]
+            text += f"; ours / distilabel = {ratio:.2f} (1.5x goal {'met' if ratio >= 1.5 else '**not met**'})"
+        lines.append(text + f"; {spread}.")
+    if cfg["distilabel_python"]:
+        venv = str(Path(cfg["distilabel_python"]).parent.parent)
         lines.append(
             f"- distilabel ran in its own venv (`{cfg['distilabel_python']}`), never in the project venv: "
-            "`python3 -m venv /tmp/dvenv && /tmp/dvenv/bin/pip install \"distilabel[openai]==1.5.3\" "
-            "\"openai>=1.0,<2\" \"datasets>=2.16,<4\" \"huggingface_hub<1\"` (no torch pulled; installed: openai "
+            f"`python3 -m venv {venv} && {venv}/bin/pip install \"distilabel[openai]==1.5.3\" "
+            "\"openai>=1.0,<2\" \"datasets>=2.16,<4\" \"huggingface_hub<1\"` (installed: openai "
             f"{ver['openai']}, datasets {ver['datasets']}). Its time is measured inside the child process around "
-            "`pipeline.run(use_cache=False)` (includes distilabel's own step-process start-up, excludes "
-            "interpreter start and imports).")
+            "`pipeline.run(use_cache=False)`. It sends a batch of `input_batch_size` requests and waits for the "
+            "slowest before the next batch; with answers of varied length that is where it loses.")
+    else:
+        lines.append("- distilabel was not run (no `--distilabel-python`).")
     lines += ["", "```bash", command, "```", ""]
     return "\n".join(lines)
 
 
+def build_workload(args) -> tuple[list[WorkItem], list]:
+    if args.workload == "varied":
+        conversations = varied_conversations(args.prompts, seed=args.seed)
+    else:
+        params = DecodeParams(temperature=0.0, max_new_tokens=args.max_tokens, seed=0, n=1)
+        with tempfile.TemporaryDirectory() as tmp:
+            base = synthetic_dataset(Path(tmp), seed=args.seed, per_template=3)
+        profile = decode_profile_for(params, "sql")
+        records = [with_ids(r, profile) for r in (base * (args.prompts // len(base) + 1))[: args.prompts]]
+        conversations = [item.messages for item in work_items(records, "sql")]
+    items = [WorkItem(f"s{i}", conv, estimate_prompt_tokens(conv)) for i, conv in enumerate(conversations)]
+    return items, conversations
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", choices=("sql", "varied"), default="sql")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[4])
+    parser.add_argument("--server", choices=SERVERS, default="llama_cpp.server")
+    parser.add_argument("--parallel", type=int, default=8, help="llama-server slots decoded together")
+    parser.add_argument("--ctx-per-slot", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--server-url", default="")
     parser.add_argument("--distilabel-python", default="")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args()
     versions = {"llama_cpp_python": importlib.metadata.version("llama_cpp_python")}
     if args.distilabel_python:
         versions.update(distilabel_versions(args.distilabel_python))
     params = DecodeParams(temperature=0.0, max_new_tokens=args.max_tokens, seed=0, n=1)
-    with tempfile.TemporaryDirectory() as tmp:
-        base = synthetic_dataset(Path(tmp), seed=0, per_template=3)
-    profile = decode_profile_for(params, "sql")
-    records = [with_ids(r, profile) for r in (base * (args.prompts // len(base) + 1))[: args.prompts]]
-    for i, rec in enumerate(records):  # repeats of the same question get distinct ids
-        rec["sample_id"] = f"{rec['sample_id']}-{i}"
-    conversations = [item.messages for item in work_items(records, "sql")]
-    proc, url = (None, args.server_url) if args.server_url else start_server(args.threads)
-    runs: dict[str, list[dict]] = {"ceiling": [], "ours": [], "distilabel": []}
+    items, conversations = build_workload(args)
+    proc, url = ((None, args.server_url) if args.server_url
+                 else start_server(args.server, args.threads, args.parallel, args.ctx_per_slot))
+    runs = {c: {"ceiling": [], "ours": [], "distilabel": []} for c in args.concurrency}
+    lengths: list[int] = []
+    command = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.fastdistill_teacher " + shlex.join(sys.argv[1:])
     try:
-        for _ in range(args.rounds):
-            runs["ceiling"].append(rates(asyncio.run(ceiling(url, conversations, params, args.concurrency))))
-            runs["ours"].append(rates(asyncio.run(ours(url, records, params, args.concurrency))))
-            if args.distilabel_python:
-                runs["distilabel"].append(rates(distilabel(args.distilabel_python, url, conversations, params,
-                                                           args.concurrency)))
+        asyncio.run(ceiling(url, conversations[:2], params, 2))  # warm-up, not timed
+        for done_rounds in range(1, args.rounds + 1):
+            for c in args.concurrency:
+                runs[c]["ceiling"].append(rates(asyncio.run(ceiling(url, conversations, params, c, lengths))))
+                runs[c]["ours"].append(rates(asyncio.run(ours(url, items, params, c))))
+                if args.distilabel_python:
+                    runs[c]["distilabel"].append(rates(distilabel(args.distilabel_python, url, conversations,
+                                                                  params, c)))
+                print(c, {k: round(v[-1]["samples_per_h"]) for k, v in runs[c].items() if v}, flush=True)
+            # The section is rewritten after every full round, so a run cut short still leaves its
+            # completed rounds on record (the text says how many).
+            report = make_report(args, versions, runs, lengths, len(conversations), done_rounds)
+            write_section(args.doc, render(report, command.strip()))
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-    summary = {}
-    for name, results in runs.items():
-        if results:
-            summary[name] = {
-                "samples_per_h_median": round(statistics.median(r["samples_per_h"] for r in results), 1),
-                "output_tokens_per_s_median": round(statistics.median(r["output_tokens_per_s"] for r in results), 2),
-                "samples_per_h_each": [round(r["samples_per_h"], 1) for r in results],
-                "output_tokens_total_each": [r["output_tokens"] for r in results],
-            }
-    ceil = summary["ceiling"]["samples_per_h_median"]
-    for name in summary:
-        summary[name]["vs_ceiling"] = round(summary[name]["samples_per_h_median"] / ceil, 3)
-    if "distilabel" in summary:
-        summary["ours_vs_distilabel"] = round(
-            summary["ours"]["samples_per_h_median"] / summary["distilabel"]["samples_per_h_median"], 3)
-    report = {"config": {**vars(args), "doc": str(args.doc)}, "versions": versions, "results": summary}
     print(json.dumps(report, indent=2))
-    command = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.fastdistill_teacher " + shlex.join(sys.argv[1:])
-    write_section(args.doc, render(report, command.strip()))
+
+
+def make_report(args, versions: dict, runs: dict, lengths: list[int], n_prompts: int, done_rounds: int) -> dict:
+    results = {}
+    for c, by_name in runs.items():
+        summary = {name: summarize(rs) for name, rs in by_name.items() if rs}
+        ceil = summary["ceiling"]["samples_per_h_median"]
+        for name in summary:
+            summary[name]["vs_ceiling"] = round(summary[name]["samples_per_h_median"] / ceil, 3)
+        if "distilabel" in summary:
+            summary["ours_vs_distilabel"] = round(
+                summary["ours"]["samples_per_h_median"] / summary["distilabel"]["samples_per_h_median"], 3)
+        results[str(c)] = summary
+    first = sorted(lengths[:n_prompts])
+    workload = {"min": first[0], "median": first[len(first) // 2], "max": first[-1]}
+    config = {**vars(args), "doc": str(args.doc), "rounds": done_rounds}
+    return {"config": config, "versions": versions, "workload": workload, "results": results}
 
 
 if __name__ == "__main__":

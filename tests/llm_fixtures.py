@@ -95,13 +95,17 @@ OK_BODY = {
     "choices": [{"index": 0, "message": {"role": "assistant", "content": OK_TEXT}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 7, "completion_tokens": 5},
 }
+# What a Qwen3-style reasoning model answers when its template leaves thinking on.
+THINK_REASONING = "先看螺丝，再看线缆。"
+THINK_TEXT = f"<think>\n{THINK_REASONING}\n</think>\n\n{OK_TEXT}"
+THINK_BODY = {**OK_BODY, "choices": [{**OK_BODY["choices"][0], "message": {"role": "assistant", "content": THINK_TEXT}}]}
 
 
 class FaultInjectionServer:
     """Test-only OpenAI-shaped server. A request's scenario is its last message's content if a script
     has that name, else its `model`; the scenario's script (a list of actions) is consumed one action
     per request, the last action repeating. Actions: "ok", "timeout" (sleep `hang_s` before
-    answering), "429", "500", "400", "malformed"."""
+    answering), "429", "500", "400", "malformed", "think" (an answer that opens with a think block)."""
 
     def __init__(self, hang_s: float = 2.0) -> None:
         self.hang_s = hang_s
@@ -158,6 +162,7 @@ class FaultInjectionServer:
                     action = "ok"
                 status, body = {
                     "ok": (200, json.dumps(OK_BODY, ensure_ascii=False)),
+                    "think": (200, json.dumps(THINK_BODY, ensure_ascii=False)),
                     "429": (429, '{"error": "rate limited"}'),
                     "500": (500, '{"error": "internal"}'),
                     "400": (400, '{"error": "bad request"}'),

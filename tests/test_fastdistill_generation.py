@@ -211,3 +211,26 @@ def test_results_are_written_as_they_finish_not_per_batch(tmp_path):
         assert set(order[:3]) == {"s1", "s2", "s3"} and order[3] == "s0"
         assert [r["sample_id"] for r in read_jsonl(tmp_path / "c.jsonl")] == order
         assert server.peak_in_flight["hol"] <= 4
+
+
+@pytest.mark.parametrize(("delay_s", "max_fsyncs"), [(0.0, 8), (0.5, 2)])
+def test_rows_finishing_together_share_an_fsync(tmp_path, delay_s, max_fsyncs):
+    """Group commit: with a delay, 8 answers that arrive together cost one or two fsyncs, not eight;
+    with delay 0 no row waits for a timer (rows that finish during a flush join the next one). Either
+    way every row is on disk before `on_row` sees it and when `generate` returns."""
+    from llm_fixtures import FaultInjectionServer
+
+    from qc_assets.fastdistill.generation import WorkItem
+    from resources.llm.openai_backend import OpenAIChatLLM
+
+    with FaultInjectionServer() as server:
+        server.script("group", ["ok"])
+        llm = OpenAIChatLLM(server.base_url, "group", max_in_flight=8, timeout_s=30, max_retries=0)
+        items = [WorkItem(f"g{i}", [{"role": "user", "content": f"q{i}"}], 10) for i in range(8)]
+        cache = GenerationCache(tmp_path / "c.jsonl", llm.fingerprint)
+        durable = []
+        stats = generate(llm, items, PARAMS, cache, GenerationConfig(max_in_flight=8, fsync_delay_s=delay_s),
+                         on_row=lambda row: durable.append(row["sample_id"]))
+    on_disk = [r["sample_id"] for r in read_jsonl(tmp_path / "c.jsonl")]
+    assert sorted(on_disk) == [f"g{i}" for i in range(8)] and durable == on_disk
+    assert 1 <= stats.cache_fsyncs <= max_fsyncs

@@ -7,7 +7,7 @@ import asyncio
 import re
 
 import pytest
-from llm_fixtures import OK_TEXT, SERVER_MODEL_ALIAS
+from llm_fixtures import OK_TEXT, SERVER_MODEL_ALIAS, THINK_REASONING, THINK_TEXT
 from llm_fixtures import fault_server, llama_server, smollm2_gguf  # noqa: F401  (pytest fixtures)
 
 from resources.llm.constrained import VERDICT_REGEX
@@ -134,7 +134,7 @@ def test_structured_output_fields_reach_the_server(fault_server, mode, expected)
 
 
 def fault_llm(server, scenario: str, **kwargs) -> OpenAIChatLLM:
-    kwargs = {"timeout_s": 0.5, "max_retries": 2, "backoff_s": 0.01, **kwargs}
+    kwargs = {"timeout_s": 0.5, "max_retries": 2, **kwargs}
     return OpenAIChatLLM(server.base_url, scenario, **kwargs)
 
 
@@ -232,8 +232,40 @@ def test_chat_inside_a_running_loop_points_to_achat():
         ({"n_mode": "both"}, "n_mode"),
         ({"structured_output": "outlines"}, "structured_output"),
         ({"timeout_s": 0}, "timeout_s"),
+        ({"thinking": "maybe"}, "thinking"),
     ],
 )
 def test_bad_config_is_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         OpenAIChatLLM(**{"base_url": "http://127.0.0.1:8000/v1", "model": "m", **kwargs})
+
+
+# -- thinking mode -------------------------------------------------------------------------------------
+
+
+def test_think_block_is_cut_and_thinking_is_turned_off(fault_server):
+    fault_server.script("thinker", ["think"])
+    (row,) = fault_llm(fault_server, "thinker").chat(QUESTIONS[:1], DecodeParams())
+    assert row[0].ok and row[0].text == OK_TEXT  # the parser sees the verdict, not the reasoning
+    assert row[0].extra["raw_text"] == THINK_TEXT and row[0].extra["reasoning"] == THINK_REASONING
+    assert fault_server.payloads["thinker"][0]["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def test_thinking_omit_sends_no_template_kwargs(fault_server):
+    fault_server.script("omit-thinking", ["ok"])
+    (row,) = fault_llm(fault_server, "omit-thinking", thinking="omit").chat(QUESTIONS[:1], DecodeParams())
+    assert row[0].text == OK_TEXT and "raw_text" not in row[0].extra  # no think block: nothing cut
+    assert "chat_template_kwargs" not in fault_server.payloads["omit-thinking"][0]
+
+
+def test_json_schema_goes_out_as_response_format(fault_server):
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    for mode, expected in [
+        ("vllm", {"type": "json_schema", "json_schema": {"name": "response", "schema": schema, "strict": True}}),
+        ("llama_cpp", {"type": "json_object", "schema": schema}),
+    ]:
+        scenario = f"schema-{mode}"
+        fault_server.script(scenario, ["ok"])
+        OpenAIChatLLM(fault_server.base_url, scenario, structured_output=mode).chat(
+            QUESTIONS[:1], DecodeParams(json_schema=schema))
+        assert fault_server.payloads[scenario][0]["response_format"] == expected

@@ -1,8 +1,12 @@
-"""LLMResource: config validation, backend selection, per-process reuse; vLLM import guard; SmolLM2 path."""
+"""LLMResource: config validation, backend selection, per-process reuse, settings from the environment;
+vLLM import guard and settings plumbing (through `vllm_engine_double`, a stand-in for the GPU engine,
+which cannot run here); SmolLM2 path."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
+import types
 
 import dagster as dg
 import pytest
@@ -32,6 +36,13 @@ def test_smollm2_gguf_path_points_at_the_embedded_file():
         ({"timeout_s": 0}, "timeout_s"),
         ({"cpu_threads": -1}, "cpu_threads"),
         ({"dtype": "auto"}, "dtype must be one of"),
+        ({"dtype": "bfloat16"}, "dtype must be one of"),  # llama_cpp decodes the GGUF as it is quantised
+        ({"backend": "transformers", "dtype": "auto"}, "dtype must be one of"),
+        ({"llama_threads": -1}, "llama_threads"),
+        ({"backend": "vllm", "model_path": "/m", "tensor_parallel_size": 0}, "tensor_parallel_size"),
+        ({"backend": "vllm", "model_path": "/m", "gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"thinking": "sometimes"}, "thinking"),
+        ({"model_path": "/nowhere"}, "needs a .gguf file"),
     ],
 )
 def test_bad_config_raises_clear_value_error(config, match):
@@ -45,11 +56,19 @@ def test_default_is_the_embedded_smollm2(smollm2_gguf):
     assert LLMResource(model_path=str(smollm2_gguf)).transformers_location() == (folder, gguf_file)
 
 
+def test_llama_cpp_is_the_default_backend_and_built_once_per_process():
+    llm = LLMResource(llama_threads=1).get_llm()
+    assert llm is LLMResource(llama_threads=1).get_llm()
+    assert llm.fingerprint.startswith("llama_cpp:SmolLM2")
+    (row,) = llm.chat([[{"role": "user", "content": "Hi"}]], DecodeParams(max_new_tokens=4))
+    assert row[0].ok and 0 < row[0].completion_tokens <= 4
+
+
 @pytest.mark.slow
 def test_transformers_backend_is_built_once_per_process():
-    resource = LLMResource(cpu_threads=1, batch_size=2)
+    resource = LLMResource(backend="transformers", cpu_threads=1, batch_size=2)
     llm = resource.get_llm()
-    assert llm is LLMResource(cpu_threads=1, batch_size=2).get_llm()
+    assert llm is LLMResource(backend="transformers", cpu_threads=1, batch_size=2).get_llm()
     assert llm.fingerprint.startswith("transformers:SmolLM2")
     (row,) = llm.chat([[{"role": "user", "content": "Hi"}]], DecodeParams(max_new_tokens=4))
     assert row[0].ok and row[0].completion_tokens > 0
@@ -85,3 +104,63 @@ def test_openai_backend_through_dagster_with_env_var_key(fault_server, monkeypat
 def test_vllm_backend_without_vllm_names_the_extra():
     with pytest.raises(ImportError, match=r"pip install \.\[vllm\]"):
         LLMResource(backend="vllm", model_path="/models/qwen").get_llm()
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    from definitions import llm_from_env
+
+    monkeypatch.setenv("QC_TEACHER_BACKEND", "vllm")
+    monkeypatch.setenv("QC_TEACHER_MODEL_PATH", "/models/Qwen3-32B")
+    monkeypatch.setenv("QC_TEACHER_DTYPE", "bfloat16")
+    monkeypatch.setenv("QC_TEACHER_DEVICE", "cuda")
+    monkeypatch.setenv("QC_TEACHER_TENSOR_PARALLEL_SIZE", "4")
+    monkeypatch.setenv("QC_TEACHER_GPU_MEMORY_UTILIZATION", "0.85")
+    monkeypatch.setenv("QC_TEACHER_THINKING", "on")
+    monkeypatch.setenv("QC_LLM_DTYPE", "float16")
+    monkeypatch.setenv("QC_LLM_BACKEND", "transformers")
+    teacher, llm = llm_from_env("QC_TEACHER"), llm_from_env("QC_LLM")
+    assert (teacher.backend, teacher.dtype, teacher.device) == ("vllm", "bfloat16", "cuda")
+    assert teacher.vllm_settings() == {"dtype": "bfloat16", "tensor_parallel_size": 4,
+                                       "gpu_memory_utilization": 0.85, "thinking": "on"}
+    assert (llm.backend, llm.dtype, llm.device) == ("transformers", "float16", "cpu")
+    monkeypatch.delenv("QC_LLM_BACKEND")
+    monkeypatch.delenv("QC_LLM_DTYPE")
+    assert llm_from_env("QC_LLM").backend == "llama_cpp"
+
+
+@pytest.fixture
+def vllm_engine_double(monkeypatch):
+    """A stand-in `vllm` package (the real engine needs a GPU): `LLM` records its settings and the
+    chat call, and answers with a think block so the stripping is exercised."""
+    calls: dict = {}
+
+    class Output:
+        def __init__(self, text):
+            self.text, self.token_ids, self.finish_reason = text, [1, 2, 3], "stop"
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls["engine"] = kwargs
+
+        def chat(self, conversations, sampling, use_tqdm, **kwargs):
+            calls["chat"] = kwargs
+            return [types.SimpleNamespace(prompt_token_ids=[1], outputs=[Output(f"<think>想</think>{OK_TEXT}")])
+                    for _ in conversations]
+
+    sampling = types.ModuleType("vllm.sampling_params")
+    sampling.StructuredOutputsParams = lambda **kw: ("structured", kw)
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams, vllm.sampling_params = LLM, lambda **kw: kw, sampling
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+    return calls
+
+
+def test_vllm_settings_reach_the_engine(vllm_engine_double):
+    resource = LLMResource(backend="vllm", model_path="/models/Qwen3-32B", dtype="bfloat16",
+                           tensor_parallel_size=4, gpu_memory_utilization=0.8)
+    (row,) = resource.get_llm().chat([[{"role": "user", "content": "x"}]], DecodeParams())
+    engine = vllm_engine_double["engine"]
+    assert (engine["dtype"], engine["tensor_parallel_size"], engine["gpu_memory_utilization"]) == ("bfloat16", 4, 0.8)
+    assert vllm_engine_double["chat"] == {"chat_template_kwargs": {"enable_thinking": False}}
+    assert row[0].text == OK_TEXT and row[0].extra["reasoning"] == "想"

@@ -7,7 +7,10 @@ Here:
 - `max_in_flight` workers pull small chunks from a queue, so at most that many requests run;
 - each request first reserves `prompt_tokens + n * max_new_tokens` from a shared token budget, so
   long prompts slow the intake instead of overloading the provider;
-- a worker appends its results to the cache (fsynced JSONL) the moment they arrive;
+- results go to the cache (fsynced JSONL) as they arrive: rows that finish within
+  `fsync_delay_s` of each other share one write + fsync, done off the event loop (group commit), so
+  durability costs neither a disk flush per row nor a stalled loop; a crash loses at most that
+  window, whose samples are simply sent again on the next run;
 - a request that raises or returns failed completions is cached as a row with `error`, never None;
 - the cache is keyed by sample_id: finished samples are never sent again, on a re-run or after a
   crash, and a teacher change under the same cache is refused.
@@ -38,11 +41,14 @@ class GenerationConfig:
     chunk_size: int = 1  # conversations per request (embedded models batch them)
     max_tokens_in_flight: int = 65_536  # reserved prompt + max output tokens across requests
     max_attempts: int = 2  # a failed sample is retried on later runs until this many attempts
+    fsync_delay_s: float = 0.05  # rows finished this close together share one fsync; 0 = no timer
 
     def __post_init__(self) -> None:
         for name in ("max_in_flight", "chunk_size", "max_tokens_in_flight", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.fsync_delay_s <= 5:
+            raise ValueError(f"fsync_delay_s must be in [0, 5] seconds, got {self.fsync_delay_s}")
 
 
 @dataclass
@@ -57,6 +63,7 @@ class GenerationStats:
     latencies_s: list[float] = field(default_factory=list)
     max_in_flight_seen: int = 0
     max_tokens_in_flight_seen: int = 0
+    cache_fsyncs: int = 0  # group commits (each one write + fsync of one or more rows)
 
     @property
     def teacher_tokens_per_sec(self) -> float | None:
@@ -101,6 +108,15 @@ class GenerationCache:
     def record(
         self, sample_id: str, completions: list[Completion] | None, error: str | None, params: DecodeParams
     ) -> dict:
+        """Build the row and append it durably (one fsync)."""
+        row = self.row(sample_id, completions, error, params)
+        append_jsonl(self.path, [row])
+        return row
+
+    def row(
+        self, sample_id: str, completions: list[Completion] | None, error: str | None, params: DecodeParams
+    ) -> dict:
+        """Build the row and take it as the sample's latest; the caller writes it (see `_GroupCommit`)."""
         if completions is not None and error is None:
             failed = [c.error or "no text" for c in completions if not c.ok]
             error = f"{len(failed)}/{len(completions)} completions failed: {failed[0]}" if failed else None
@@ -113,9 +129,48 @@ class GenerationCache:
             "completions": [_completion_row(c) for c in completions or []],
             "finished_at": time.time(),
         }
-        append_jsonl(self.path, [row])
         self.rows[sample_id] = row
         return row
+
+
+class _GroupCommit:
+    """Rows that finish within `delay_s` of each other share one append + fsync, run in a thread so
+    the event loop keeps serving responses meanwhile. `on_row` sees each row once it is durable, in
+    the order the rows finished."""
+
+    def __init__(self, path: Path, delay_s: float, stats: GenerationStats, on_row: Callable[[dict], None] | None):
+        self.path, self.delay_s, self.stats, self.on_row = path, delay_s, stats, on_row
+        self.pending: list[dict] = []
+        self.lock = asyncio.Lock()  # FIFO: flushes reach the file in the order they were asked for
+        self.timer: asyncio.Task | None = None
+
+    async def add(self, row: dict) -> None:
+        self.pending.append(row)
+        if self.delay_s == 0:
+            await self.flush()
+        elif self.timer is None or self.timer.done():
+            self.timer = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.delay_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            rows, self.pending = self.pending, []
+            if not rows:
+                return
+            await asyncio.to_thread(append_jsonl, self.path, rows)
+            self.stats.cache_fsyncs += 1
+        if self.on_row is not None:
+            for row in rows:
+                self.on_row(row)
+
+    async def close(self) -> None:
+        """Write what is left; a failed delayed write re-raises here, never silently."""
+        if self.timer is not None:
+            await self.timer
+        await self.flush()
 
 
 async def _stream(llm: ChatLLM, conversations: list, params: DecodeParams):
@@ -179,6 +234,7 @@ async def agenerate(
     for start in range(0, len(todo), config.chunk_size):
         queue.put_nowait(todo[start : start + config.chunk_size])
     budget = _TokenBudget(config.max_tokens_in_flight)
+    commit = _GroupCommit(cache.path, config.fsync_delay_s, stats, on_row)
     in_flight = 0
     started = time.perf_counter()
 
@@ -194,20 +250,19 @@ async def agenerate(
             t0 = time.perf_counter()
             written: set[int] = set()
 
-            def write(k: int, completions: list[Completion] | None, error: str | None) -> None:
+            async def write(k: int, completions: list[Completion] | None, error: str | None) -> None:
                 written.add(k)
-                row = cache.record(chunk[k].sample_id, completions, error, params)
+                row = cache.row(chunk[k].sample_id, completions, error, params)
                 stats.failed_samples += row["error"] is not None
                 for c in row["completions"]:
                     stats.completion_tokens += c["completion_tokens"]
                     stats.prompt_tokens += c["prompt_tokens"]
-                if on_row is not None:
-                    on_row(row)
+                await commit.add(row)
 
             stats.teacher_calls += 1
             try:
                 async for k, completions in _stream(llm, [it.messages for it in chunk], params):
-                    write(k, list(completions), None)
+                    await write(k, list(completions), None)
                 missing_error = f"provider returned no result for this conversation (chunk of {len(chunk)})"
             # A provider failure of any kind becomes a cached error row for exactly the samples it
             # left unfinished, visible in reports and retried on the next run; it is not swallowed.
@@ -218,10 +273,16 @@ async def agenerate(
                 await budget.release(cost)
             for k in range(len(chunk)):
                 if k not in written:
-                    write(k, None, missing_error)
+                    await write(k, None, missing_error)
             stats.latencies_s.append(time.perf_counter() - t0)
 
-    await asyncio.gather(*(worker() for _ in range(min(config.max_in_flight, max(1, queue.qsize())))))
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(config.max_in_flight, max(1, queue.qsize())))))
+    finally:
+        await commit.close()
+        aclose = getattr(llm, "aclose", None)  # an HTTP provider's connection pool for this loop
+        if aclose is not None:
+            await aclose()
     stats.wall_s = time.perf_counter() - started
     return stats
 

@@ -1,51 +1,37 @@
-"""OpenAI-compatible chat backend (vLLM, SGLang, Ollama, llama.cpp server) over `httpx.AsyncClient`.
+"""OpenAI-compatible chat backend (vLLM, SGLang, Ollama, llama-server) over the official `openai` SDK.
 
-At most `max_in_flight` requests are on the wire; each has a total deadline of `timeout_s`; timeouts,
-transport errors, 429 and 5xx are retried with exponential backoff (honouring `Retry-After`). A
-request that still fails becomes a `Completion` with `text=None` and `error` set, never an empty
-answer. Results come back in input order from `chat`/`achat`, or as they finish from
-`aiter_completions`, so a slow request does not hold back the ones behind it.
+Transport, timeouts and retries are the SDK's (`AsyncOpenAI`): timeouts, connection errors, 408, 409,
+429 and 5xx are retried with exponential backoff that honours `Retry-After`, up to `max_retries`.
+At most `max_in_flight` requests are on the wire. A request that still fails becomes a `Completion`
+with `text=None` and `error` set, never an empty answer. Results come back in input order from
+`chat`/`achat`, or as they finish from `aiter_completions`, so a slow request does not hold back the
+ones behind it. One SDK client (one connection pool) serves every call made on the same event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
-import httpx
+import openai
+from openai import AsyncOpenAI
 
-from resources.llm.constrained import gbnf_for_regex
 from resources.llm import Completion, Conversation, DecodeParams
+from resources.llm.constrained import gbnf_for_regex
+from resources.llm.thinking import chat_template_kwargs, split_think_block
 
 N_MODES = ("native", "fanout")
 STRUCTURED_OUTPUTS = ("none", "vllm", "vllm_legacy", "sglang", "llama_cpp")
-_MAX_RETRY_AFTER_S = 30.0
-
-
-class _Retryable(Exception):
-    """An attempt that failed in a way worth retrying (timeout, transport error, 429, 5xx)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+# The statuses the SDK retries (openai._base_client.BaseClient._should_retry).
+_RETRIED_STATUSES = (408, 409, 429)
 
 
 def _failed(error: str, latency: float, **extra) -> Completion:
     return Completion(text=None, finish_reason="error", latency_s=latency, error=error, extra=extra)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), _MAX_RETRY_AFTER_S)
-    except ValueError:
-        return None  # an HTTP-date; fall back to our own backoff
 
 
 class OpenAIChatLLM:
@@ -55,6 +41,8 @@ class OpenAIChatLLM:
     ignores `n`; `"native"` sends one request with `n`. `structured_output` names how `params.regex`
     reaches the engine: vLLM `structured_outputs` ("vllm"), older vLLM `guided_regex`
     ("vllm_legacy"), SGLang `regex` ("sglang"), or a GBNF `grammar` for llama.cpp ("llama_cpp").
+    `params.json_schema` goes out as `response_format`. `thinking` sets `chat_template_kwargs`
+    (`enable_thinking`), which vLLM, SGLang and llama-server pass to the chat template.
     """
 
     def __init__(
@@ -65,9 +53,9 @@ class OpenAIChatLLM:
         max_in_flight: int = 8,
         timeout_s: float = 60.0,
         max_retries: int = 3,
-        backoff_s: float = 0.5,
         n_mode: str = "fanout",
         structured_output: str = "none",
+        thinking: str = "off",
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -79,8 +67,6 @@ class OpenAIChatLLM:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if backoff_s < 0:
-            raise ValueError(f"backoff_s must be >= 0, got {backoff_s}")
         if n_mode not in N_MODES:
             raise ValueError(f"n_mode must be one of {N_MODES}, got {n_mode!r}")
         if structured_output not in STRUCTURED_OUTPUTS:
@@ -91,9 +77,11 @@ class OpenAIChatLLM:
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
         self.n_mode = n_mode
         self.structured_output = structured_output
+        self.template_kwargs = chat_template_kwargs(thinking)
+        # One client, and one in-flight gate, per event loop: both are bound to the loop they run on.
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @property
     def fingerprint(self) -> str:
@@ -107,7 +95,7 @@ class OpenAIChatLLM:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.achat(conversations, params))
+            return asyncio.run(self._chat_and_close(conversations, params))
         raise RuntimeError("OpenAIChatLLM.chat() was called inside a running event loop; use `await achat()`")
 
     async def achat(self, conversations: Sequence[Conversation], params: DecodeParams) -> list[list[Completion]]:
@@ -120,55 +108,78 @@ class OpenAIChatLLM:
         self, conversations: Sequence[Conversation], params: DecodeParams
     ) -> AsyncIterator[tuple[int, list[Completion]]]:
         """Yield `(index, completions)` per conversation as each finishes (not in input order)."""
-        self._structured_fields(params)  # bad config fails before any request is sent
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
-        timeout = httpx.Timeout(self.timeout_s)
-        async with httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, limits=limits) as client:
-            gate = asyncio.Semaphore(self.max_in_flight)
-            # A bounded window of conversation tasks keeps memory flat on long inputs; the semaphore
-            # bounds what is actually on the wire.
-            window = 2 * self.max_in_flight
-            todo = iter(enumerate(conversations))
-            pending: set[asyncio.Task] = set()
+        self._extra_body(params)  # bad config fails before any request is sent
+        client, gate = self._session()
+        # A bounded window of conversation tasks keeps memory flat on long inputs; the gate bounds
+        # what is actually on the wire.
+        window = 2 * self.max_in_flight
+        todo = iter(enumerate(conversations))
+        pending: set[asyncio.Task] = set()
 
-            def refill() -> None:
-                while len(pending) < window:
-                    item = next(todo, None)
-                    if item is None:
-                        return
-                    index, conversation = item
-                    pending.add(asyncio.create_task(self._conversation(client, gate, index, conversation, params)))
+        def refill() -> None:
+            while len(pending) < window:
+                item = next(todo, None)
+                if item is None:
+                    return
+                index, conversation = item
+                pending.add(asyncio.create_task(self._conversation(client, gate, index, conversation, params)))
 
-            refill()
-            try:
-                while pending:
-                    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        pending.discard(task)
-                        yield task.result()
-                    refill()
-            finally:
-                for task in pending:
-                    task.cancel()
+        refill()
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    pending.discard(task)
+                    yield task.result()
+                refill()
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def aclose(self) -> None:
+        """Close the running loop's client (its connection pool); the next call opens a new one."""
+        session = self._clients.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session[0].close()
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _structured_fields(self, params: DecodeParams) -> dict:
+    async def _chat_and_close(self, conversations: Sequence[Conversation], params: DecodeParams):
+        try:
+            return await self.achat(conversations, params)
+        finally:
+            await self.aclose()
+
+    def _session(self) -> tuple[AsyncOpenAI, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
+            client = AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self.api_key or "none",  # local servers take any key; the SDK insists on one
+                timeout=self.timeout_s,
+                max_retries=self.max_retries,
+            )
+            self._clients[loop] = (client, asyncio.Semaphore(self.max_in_flight))
+        return self._clients[loop]
+
+    def _extra_body(self, params: DecodeParams) -> dict:
+        """Request fields outside the OpenAI schema: the engine's regex constraint and the chat
+        template arguments."""
+        body = {"chat_template_kwargs": self.template_kwargs} if self.template_kwargs is not None else {}
         if params.regex is None:
-            return {}
+            return body
         if self.structured_output == "none":
             raise ValueError(
                 "params.regex is set but structured_output='none'; set structured_output to one of "
                 f"{STRUCTURED_OUTPUTS[1:]} for this server, or clear params.regex"
             )
         if self.structured_output == "vllm":
-            return {"structured_outputs": {"regex": params.regex}}
+            return {**body, "structured_outputs": {"regex": params.regex}}
         if self.structured_output == "vllm_legacy":
-            return {"guided_regex": params.regex}
+            return {**body, "guided_regex": params.regex}
         if self.structured_output == "sglang":
-            return {"regex": params.regex}
-        return {"grammar": gbnf_for_regex(params.regex)}
+            return {**body, "regex": params.regex}
+        return {**body, "grammar": gbnf_for_regex(params.regex)}
 
     def _response_format(self, params: DecodeParams) -> dict:
         """`params.json_schema` as the request's `response_format`. llama_cpp.server (0.3.x) takes only
@@ -181,101 +192,90 @@ class OpenAIChatLLM:
         return {"response_format": {"type": "json_schema",
                                     "json_schema": {"name": "response", "schema": params.json_schema, "strict": True}}}
 
-    def _payload(self, conversation: Conversation, params: DecodeParams, seed: int, n: int) -> dict:
-        payload = {
+    def _request_kwargs(self, conversation: Conversation, params: DecodeParams, seed: int, n: int) -> dict:
+        kwargs = {
             "model": self.model,
             "messages": [dict(m) for m in conversation],
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
             "seed": seed,
+            "extra_body": self._extra_body(params),
+            **self._response_format(params),
         }
         if n > 1:
-            payload["n"] = n
-        payload.update(self._structured_fields(params))
-        payload.update(self._response_format(params))
-        return payload
+            kwargs["n"] = n
+        return kwargs
 
     async def _conversation(
-        self,
-        client: httpx.AsyncClient,
-        gate: asyncio.Semaphore,
-        index: int,
-        conversation: Conversation,
+        self, client: AsyncOpenAI, gate: asyncio.Semaphore, index: int, conversation: Conversation,
         params: DecodeParams,
     ) -> tuple[int, list[Completion]]:
         if params.n == 1 or self.n_mode == "native":
-            payload = self._payload(conversation, params, params.seed, params.n)
-            return index, await self._request(client, gate, payload, params.n)
+            kwargs = self._request_kwargs(conversation, params, params.seed, params.n)
+            return index, await self._request(client, gate, kwargs, params.n)
         requests = [
-            self._request(client, gate, self._payload(conversation, params, params.seed + i, 1), 1)
+            self._request(client, gate, self._request_kwargs(conversation, params, params.seed + i, 1), 1)
             for i in range(params.n)
         ]
         return index, [c for group in await asyncio.gather(*requests) for c in group]
 
-    async def _request(
-        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, payload: dict, n: int
-    ) -> list[Completion]:
+    async def _request(self, client: AsyncOpenAI, gate: asyncio.Semaphore, kwargs: dict, n: int) -> list[Completion]:
         started = time.perf_counter()
-        last_error = ""
-        for attempt in range(self.max_retries + 1):
-            delay = self.backoff_s * (2**attempt)
-            try:
-                async with gate:
-                    response = await asyncio.wait_for(client.post("/chat/completions", json=payload), self.timeout_s)
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise _Retryable(f"HTTP {response.status_code}: {response.text[:300]}", _retry_after(response))
-            except (TimeoutError, httpx.TimeoutException):
-                last_error = f"timeout after {self.timeout_s}s"
-            except httpx.TransportError as e:
-                last_error = f"{type(e).__name__}: {e}"
-            except _Retryable as e:
-                last_error = str(e)
-                delay = e.retry_after if e.retry_after is not None else delay
-            else:
-                latency = time.perf_counter() - started
-                if response.status_code >= 400:
-                    error = f"HTTP {response.status_code}: {response.text[:300]}"
-                    status = response.status_code
-                    return [_failed(error, latency, attempts=attempt + 1, status=status) for _ in range(n)]
-                return self._parse(response, payload, n, latency, attempt + 1)
-            if attempt < self.max_retries:
-                await asyncio.sleep(delay)
-        latency = time.perf_counter() - started
-        return [_failed(last_error, latency, attempts=self.max_retries + 1) for _ in range(n)]
-
-    def _parse(
-        self, response: httpx.Response, payload: dict, n: int, latency: float, attempts: int
-    ) -> list[Completion]:
-        extra = {"attempts": attempts, "seed": payload["seed"]}
+        # Retries (and their backoff) run inside the SDK call, so a request keeps its slot until it
+        # has an answer or has given up.
         try:
-            body = response.json()
-            choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
-            texts = [c["message"]["content"] for c in choices]
+            async with gate:
+                raw = await client.chat.completions.with_raw_response.create(**kwargs)
+        except openai.APITimeoutError:
+            error, attempts, status = f"timeout after {self.timeout_s}s", self.max_retries + 1, None
+        except openai.APIConnectionError as e:
+            error, attempts, status = f"{type(e).__name__}: {e.__cause__ or e}", self.max_retries + 1, None
+        except openai.APIStatusError as e:
+            status = e.status_code
+            retried = status in _RETRIED_STATUSES or status >= 500
+            error = f"HTTP {status}: {e.response.text[:300]}"
+            attempts = self.max_retries + 1 if retried else 1
+        else:
+            return self._parse(raw, kwargs["seed"], n, time.perf_counter() - started)
+        latency = time.perf_counter() - started
+        extra = {"attempts": attempts, **({"status": status} if status is not None else {})}
+        return [_failed(error, latency, **extra) for _ in range(n)]
+
+    def _parse(self, raw, seed: int, n: int, latency: float) -> list[Completion]:
+        extra = {"attempts": raw.retries_taken + 1, "seed": seed}
+        try:
+            body = raw.parse()
+            choices = sorted(body.choices, key=lambda c: c.index or 0)
+            texts = [c.message.content for c in choices]
             if not choices or not all(isinstance(t, str) for t in texts):
                 raise TypeError(f"choices carry no text content: {choices!r:.200}")
-            usage = body.get("usage") or {}
-            prompt_tokens = int(usage.get("prompt_tokens", 0))
-            total_completion = int(usage.get("completion_tokens", 0))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-            error = f"malformed response body ({type(e).__name__}: {e}): {response.text[:200]!r}"
+            usage = body.usage
+            prompt_tokens = int(usage.prompt_tokens) if usage else 0
+            total_completion = int(usage.completion_tokens) if usage else 0
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # json.JSONDecodeError is a ValueError
+            error = f"malformed response body ({type(e).__name__}: {e}): {raw.text[:200]!r}"
             return [_failed(error, latency, **extra) for _ in range(n)]
-        if not usage:
+        if usage is None:
             extra["usage_missing"] = True
         if len(choices) > 1:
             # The server reports one total for all choices; per-choice counts are its average.
             extra["completion_tokens_is_average"] = True
-        out = [
-            Completion(
+        out = []
+        for choice, content in zip(choices[:n], texts[:n]):
+            text, think_extra = split_think_block(content)
+            # vLLM/SGLang with a reasoning parser return the think block separately.
+            reasoning = (choice.message.model_extra or {}).get("reasoning_content")
+            if reasoning and "reasoning" not in think_extra:
+                think_extra["reasoning"] = reasoning
+            out.append(Completion(
                 text=text,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=total_completion // len(choices),
-                finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                finish_reason="length" if choice.finish_reason == "length" else "stop",
                 latency_s=latency,
-                extra={**extra, "server_finish_reason": choice.get("finish_reason")},
-            )
-            for choice, text in zip(choices[:n], texts[:n])
-        ]
+                extra={**extra, "server_finish_reason": choice.finish_reason, **think_extra},
+            ))
         missing = n - len(out)
         if missing > 0:
             error = f"server returned {len(choices)} choices for n={n}; use n_mode='fanout' for this server"

@@ -1,11 +1,13 @@
 """Dagster resource that picks and builds the chat LLM backend in one place.
 
-Local default: the embedded SmolLM2-135M-Instruct GGUF via transformers on CPU. Production: the same
-assets pointed at a real checkpoint, an OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp)
-or the vLLM offline engine, e.g.
+Local default: the embedded SmolLM2-135M-Instruct GGUF on llama.cpp in-process (its Q4 weights as
+they are, every usable core). Production: the same assets pointed at a real checkpoint on
+transformers, an OpenAI-compatible server (vLLM, SGLang, Ollama, llama-server) or the vLLM offline
+engine, e.g.
 
     LLMResource(backend="openai", base_url="http://vllm:8000/v1", model="Qwen/Qwen3-32B",
                 api_key=dg.EnvVar("OPENAI_API_KEY"), structured_output="vllm", max_in_flight=64)
+    LLMResource(backend="vllm", model_path="Qwen/Qwen3-32B", dtype="bfloat16", tensor_parallel_size=4)
 """
 
 from __future__ import annotations
@@ -17,36 +19,54 @@ import dagster as dg
 from pydantic import Field
 
 from resources.llm import ChatLLM
+from resources.llm.thinking import THINKING_MODES
 
-BACKENDS = ("transformers", "openai", "vllm")
+BACKENDS = ("llama_cpp", "transformers", "openai", "vllm")
 _BUILT: dict[tuple, ChatLLM] = {}
 _BUILT_LOCK = threading.Lock()
 
 
 class LLMResource(dg.ConfigurableResource):
-    backend: str = Field(default="transformers", description="transformers | openai | vllm")
+    backend: str = Field(default="llama_cpp", description="llama_cpp | transformers | openai | vllm")
     model_path: str = Field(
         default="",
         description="HF model folder, a folder holding `gguf_file`, or a .gguf file; empty = embedded SmolLM2 GGUF",
     )
-    gguf_file: str | None = Field(default=None, description="GGUF file name inside model_path (transformers)")
+    gguf_file: str | None = Field(
+        default=None, description="GGUF file name inside model_path (transformers, llama_cpp)"
+    )
     base_url: str = Field(default="", description="OpenAI-compatible base URL incl. /v1 (openai backend)")
     model: str = Field(default="", description="model id as the server names it (openai backend)")
     api_key: str | None = Field(default=None, description="bearer token; pass dg.EnvVar('...'), never a literal")
     max_in_flight: int = Field(default=8, description="max concurrent HTTP requests (openai backend)")
-    timeout_s: float = Field(default=60.0, description="total deadline per HTTP request in seconds")
-    max_retries: int = Field(default=3, description="retries on timeout/429/5xx (openai backend)")
+    timeout_s: float = Field(
+        default=60.0, description="seconds an HTTP attempt may wait (the openai SDK's connect/read/write timeout)"
+    )
+    max_retries: int = Field(
+        default=3, description="SDK retries on timeouts, connection errors, 408/409/429/5xx, honouring Retry-After"
+    )
     n_mode: str = Field(default="fanout", description="fanout (n requests, seeds seed+i) | native (send n)")
     device: str = Field(default="cpu", description="torch device (transformers backend)")
     dtype: str = Field(
         default="float32",
-        description="float32 | bfloat16 | float16; vllm also auto, and its float32 (the CPU default) means auto",
+        description="transformers: float32 | bfloat16 | float16; vllm: also auto, and its float32 (the CPU "
+        "default) means auto. llama_cpp decodes the GGUF at its own quantisation and takes only the default",
     )
     batch_size: int = Field(default=8, description="conversations per generate call (transformers backend)")
     cpu_threads: int = Field(default=0, description="torch intra-op threads while decoding; 0 = torch default")
+    llama_threads: int = Field(default=0, description="llama.cpp decode/prefill threads; 0 = every usable core")
+    n_ctx: int = Field(default=4096, description="llama.cpp context length in tokens (llama_cpp backend)")
+    n_gpu_layers: int = Field(default=0, description="layers llama.cpp offloads to a GPU build; -1 = all")
+    tensor_parallel_size: int = Field(default=1, description="GPUs one vLLM engine shards the model over (vllm)")
+    gpu_memory_utilization: float = Field(default=0.9, description="share of GPU memory vLLM may take, (0, 1]")
     structured_output: str = Field(
         default="none",
         description="how params.regex reaches an HTTP server: none | vllm | vllm_legacy | sglang | llama_cpp",
+    )
+    thinking: str = Field(
+        default="off",
+        description="Qwen3-style thinking: off (enable_thinking=false in the chat template) | on | omit (send no "
+        "chat_template_kwargs, for servers that reject unknown fields); a leading <think> block is always cut",
     )
 
     def validate_config(self) -> None:
@@ -64,7 +84,8 @@ class LLMResource(dg.ConfigurableResource):
                 f"structured_output={self.structured_output!r} only applies to backend='openai'; "
                 f"backend={self.backend!r} constrains params.regex natively"
             )
-        dtypes = ("float32", "bfloat16", "float16") + (("auto",) if self.backend == "vllm" else ())
+        dtypes = {"llama_cpp": ("float32",), "vllm": ("float32", "bfloat16", "float16", "auto")}.get(
+            self.backend, ("float32", "bfloat16", "float16"))
         if self.dtype not in dtypes:
             raise ValueError(f"dtype must be one of {dtypes} for backend={self.backend!r}, got {self.dtype!r}")
         for name in ("max_in_flight", "batch_size"):
@@ -74,9 +95,17 @@ class LLMResource(dg.ConfigurableResource):
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         if self.cpu_threads < 0:
             raise ValueError(f"cpu_threads must be >= 0 (0 = torch default), got {self.cpu_threads}")
+        if self.llama_threads < 0:
+            raise ValueError(f"llama_threads must be >= 0 (0 = every usable core), got {self.llama_threads}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.thinking not in THINKING_MODES:
+            raise ValueError(f"thinking must be one of {THINKING_MODES}, got {self.thinking!r}")
 
     def transformers_location(self) -> tuple[Path, str | None]:
-        """(folder, gguf_file) for the transformers backend, resolving the embedded default."""
+        """(folder, gguf_file) for the transformers and llama_cpp backends, resolving the embedded default."""
         if not self.model_path:
             from resources.llm.smollm2 import smollm2_gguf_path
 
@@ -99,6 +128,22 @@ class LLMResource(dg.ConfigurableResource):
             return _BUILT[key]
 
     def _build(self) -> ChatLLM:
+        if self.backend == "llama_cpp":
+            from resources.llm.llama_cpp_backend import LlamaCppChatLLM
+
+            folder, gguf_file = self.transformers_location()
+            if gguf_file is None:
+                raise ValueError(
+                    f"backend='llama_cpp' needs a .gguf file; model_path {self.model_path!r} is a folder without "
+                    "gguf_file (set gguf_file, or use backend='transformers' for a HF checkpoint)"
+                )
+            return LlamaCppChatLLM(
+                folder / gguf_file,
+                n_ctx=self.n_ctx,
+                n_threads=self.llama_threads,
+                n_gpu_layers=self.n_gpu_layers,
+                thinking=self.thinking,
+            )
         if self.backend == "transformers":
             from resources.llm.transformers_backend import TransformersChatLLM
 
@@ -110,6 +155,7 @@ class LLMResource(dg.ConfigurableResource):
                 dtype=self.dtype,
                 batch_size=self.batch_size,
                 num_threads=self.cpu_threads,
+                thinking=self.thinking,
             )
         if self.backend == "openai":
             from resources.llm.openai_backend import OpenAIChatLLM
@@ -123,7 +169,17 @@ class LLMResource(dg.ConfigurableResource):
                 max_retries=self.max_retries,
                 n_mode=self.n_mode,
                 structured_output=self.structured_output,
+                thinking=self.thinking,
             )
         from resources.llm.vllm_backend import VLLMChatLLM
 
-        return VLLMChatLLM(self.model_path, dtype="auto" if self.dtype == "float32" else self.dtype)
+        return VLLMChatLLM(self.model_path, **self.vllm_settings())
+
+    def vllm_settings(self) -> dict:
+        """Engine settings for the vllm backend (a plain dict, so the plumbing is testable without vLLM)."""
+        return {
+            "dtype": "auto" if self.dtype == "float32" else self.dtype,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "thinking": self.thinking,
+        }

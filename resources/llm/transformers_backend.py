@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from resources.llm.constrained import prefixes_for_regex
 from resources.llm import Completion, Conversation, DecodeParams
+from resources.llm.thinking import chat_template_kwargs, split_think_block
 from resources.llm.transformers_constrained import PrefixChooser, ReasonLineConstraint
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -96,6 +97,7 @@ class TransformersChatLLM:
         dtype: str = "float32",
         batch_size: int = 8,
         num_threads: int = 0,
+        thinking: str = "off",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -107,6 +109,8 @@ class TransformersChatLLM:
         self.dtype = dtype
         self.batch_size = batch_size
         self.num_threads = num_threads
+        # Templates that know `enable_thinking` (Qwen3) honour it; others ignore the extra variable.
+        self.template_kwargs = chat_template_kwargs(thinking) or {}
         self.model, self.tokenizer = load_model(model_path, gguf_file, device, dtype)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
@@ -119,7 +123,9 @@ class TransformersChatLLM:
         return self._fingerprint
 
     def prompt_ids(self, conversation: Conversation) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(conversation), add_generation_prompt=True, tokenize=False)
+        text = self.tokenizer.apply_chat_template(
+            list(conversation), add_generation_prompt=True, tokenize=False, **self.template_kwargs
+        )
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def chat(self, conversations: Sequence[Conversation], params: DecodeParams) -> list[list[Completion]]:
@@ -214,9 +220,12 @@ class TransformersChatLLM:
             text = self.tokenizer.decode(
                 prefixes[k] + [t for t in kept if t not in self.eos_ids], skip_special_tokens=True
             )
+            think_extra: dict = {}
             if constrained:
                 # The newline that ended the reason (possibly fused with punctuation) is not part of it.
                 text = "\n".join(text.split("\n")[:2])
+            else:
+                text, think_extra = split_think_block(text)
             results.append(
                 Completion(
                     text=text,
@@ -224,7 +233,7 @@ class TransformersChatLLM:
                     completion_tokens=len(prefixes[k]) + len(kept),
                     finish_reason="length" if cut is None else "stop",
                     latency_s=latency,
-                    extra={"seed": seed, "batch_size": len(prompts), "constrained": constrained},
+                    extra={"seed": seed, "batch_size": len(prompts), "constrained": constrained, **think_extra},
                 )
             )
         return results

@@ -13,17 +13,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resources.llm import Completion, Conversation, DecodeParams
+from resources.llm.thinking import chat_template_kwargs, split_think_block
 
 _INSTALL_HINT = "the vLLM backend needs the optional extra: pip install .[vllm] (GPU machines only)"
 
 
-def _structured_kwargs(vllm_sampling, regex: str | None) -> dict:
-    if regex is None:
+def _structured_kwargs(vllm_sampling, params: DecodeParams) -> dict:
+    if params.regex is not None:
+        constraint = {"regex": params.regex}
+    elif params.json_schema is not None:
+        constraint = {"json": params.json_schema}
+    else:
         return {}
     # vLLM >= 0.10.2 names it StructuredOutputsParams; older releases GuidedDecodingParams.
     if hasattr(vllm_sampling, "StructuredOutputsParams"):
-        return {"structured_outputs": vllm_sampling.StructuredOutputsParams(regex=regex)}
-    return {"guided_decoding": vllm_sampling.GuidedDecodingParams(regex=regex)}
+        return {"structured_outputs": vllm_sampling.StructuredOutputsParams(**constraint)}
+    return {"guided_decoding": vllm_sampling.GuidedDecodingParams(**constraint)}
 
 
 class VLLMChatLLM:
@@ -36,14 +41,19 @@ class VLLMChatLLM:
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
         tensor_parallel_size: int = 1,
+        thinking: str = "off",
     ) -> None:
+        template_kwargs = chat_template_kwargs(thinking)  # a bad mode fails before vLLM is imported
+        if tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
+        if not 0 < gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         try:
             import vllm
             import vllm.sampling_params as vllm_sampling
         except ImportError as e:
             raise ImportError(_INSTALL_HINT) from e
-        if not 0 < gpu_memory_utilization <= 1:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+        self.template_kwargs = template_kwargs
         self._vllm = vllm
         self._sampling = vllm_sampling
         self.model_path = str(model_path)
@@ -74,25 +84,27 @@ class VLLMChatLLM:
             top_p=params.top_p,
             max_tokens=params.max_new_tokens,
             seed=params.seed,
-            **_structured_kwargs(self._sampling, params.regex),
+            **_structured_kwargs(self._sampling, params),
         )
         started = time.perf_counter()
-        outputs = self._engine.chat([list(c) for c in conversations], sampling, use_tqdm=False)
+        template = {"chat_template_kwargs": self.template_kwargs} if self.template_kwargs else {}
+        outputs = self._engine.chat([list(c) for c in conversations], sampling, use_tqdm=False, **template)
         latency = time.perf_counter() - started
         results = []
         for output in outputs:
             prompt_tokens = len(output.prompt_token_ids or [])
-            results.append(
-                [
+            row = []
+            for sample in output.outputs:
+                text, think_extra = split_think_block(sample.text)
+                row.append(
                     Completion(
-                        text=sample.text,
+                        text=text,
                         prompt_tokens=prompt_tokens,
                         completion_tokens=len(sample.token_ids),
                         finish_reason="length" if sample.finish_reason == "length" else "stop",
                         latency_s=latency,
-                        extra={"seed": params.seed, "batch_size": len(conversations)},
+                        extra={"seed": params.seed, "batch_size": len(conversations), **think_extra},
                     )
-                    for sample in output.outputs
-                ]
-            )
+                )
+            results.append(row)
         return results
