@@ -16,7 +16,7 @@ from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.fastdistill.runner import run_fastdistill
 from qc_assets.missions import all_missions
 from qc_assets.partitions import mission_partitions
-from qc_assets.stage_a.watch import mission_signatures
+from qc_assets.stage_a.watch import mission_folders
 
 # Sized for a 2-core CPU and the embedded 135M model. The teacher decodes under the verdict contract
 # because SmolLM2-135M almost never writes the two-line verdict unaided (docs/benchmarks.md); a
@@ -33,7 +33,7 @@ def main() -> int:
     instance = dg.DagsterInstance.get()
     storage = defs.resources["storage"]
     registered = all_missions()
-    found = sorted(mission_signatures(storage.images()))
+    found = mission_folders(storage.images())
     missions = [m for m in found if m in registered]
     for name in sorted(set(found) - set(registered)):
         print(f"skipping folder {name!r}: not in the mission registry")
