@@ -117,7 +117,8 @@ def _metadata(result: VerdictsResult, mission: str, guidance, fingerprint: str, 
         "config": dg.MetadataValue.json(cfg.to_dict()),
     }
     if per_day:
-        png = plot_agreement(per_day, f"{mission}: agreement with reviewers")
+        # an ASCII title: the default matplotlib font has no CJK glyphs; the mission is in the metadata
+        png = plot_agreement(per_day, "production verdicts: agreement with reviewers")
         meta["reviewer_agreement_plot"] = dg.MetadataValue.md(png_markdown(png, "agreement with reviewers"))
     return meta
 
