@@ -10,6 +10,7 @@ from verdict_fixtures import guidance_versions, store_kept_guidance
 from qc_assets.partitions import mission_partitions
 from qc_assets.sensors import inbox_job, new_images_sensor, stage_a_job
 from qc_assets.stage_a.discovery import INBOX_FOLDER
+from qc_assets.stage_a.watch import changed_parts, scan
 from resources.storage import StorageResource
 
 MISSIONS = ["BBU接地线检查", "RRU安装检查", "挡风板安装检查"]
@@ -41,19 +42,20 @@ def test_sensor_adds_partitions_and_requests_the_right_job_per_change(sample_ima
         # no kept guidance yet: the inbox is summarised now and judged once Stage-B has run
         assert {tuple(r.asset_selection) for r in first.run_requests if r.job_name == inbox_job.name} == {
             (dg.AssetKey("inbox_summaries"),)}
-        assert "未登记任务" not in json.loads(first.cursor)
+        assert "未登记任务" not in json.loads(first.cursor)["missions"]
         instance.add_dynamic_partitions(mission_partitions.name, added)
 
         unchanged = _tick(instance, storage, first.cursor)
         assert unchanged.run_requests == [] and unchanged.dynamic_partitions_requests == []
-        assert unchanged.cursor == first.cursor
+        assert json.loads(unchanged.cursor)["missions"] == json.loads(first.cursor)["missions"]
 
         _copy_photo(sample_images, "RRU安装检查", sample_images / "RRU安装检查" / "审核通过" / "G321" / "1.jpg")
         labelled = _tick(instance, storage, first.cursor)
         assert _requests(labelled) == [("RRU安装检查", stage_a_job.name)]
         assert labelled.dynamic_partitions_requests == []
-        before, after = json.loads(first.cursor)["RRU安装检查"], json.loads(labelled.cursor)["RRU安装检查"]
-        assert before["labelled"] != after["labelled"] and before["inbox"] == after["inbox"]
+        before = json.loads(first.cursor)["missions"]["RRU安装检查"]
+        after = json.loads(labelled.cursor)["missions"]["RRU安装检查"]
+        assert before["审核通过"] != after["审核通过"] and before[INBOX_FOLDER] == after[INBOX_FOLDER]
 
         store_kept_guidance(tmp_path / "data", guidance_versions("BBU接地线检查")[0])
         _copy_photo(sample_images, "BBU接地线检查", sample_images / "BBU接地线检查" / INBOX_FOLDER / "N777" / "1.jpg")
@@ -78,3 +80,23 @@ def test_a_reviewed_inbox_group_requests_both_jobs_and_an_old_cursor_rescans(sam
         # a cursor written by the earlier sensor (one hash per mission) is read as "everything changed"
         old = json.dumps({m: "0123456789abcdef" for m in MISSIONS})
         assert len(_tick(instance, storage, old).run_requests) == 2 * len(MISSIONS)
+
+
+def test_an_edit_inside_an_old_group_is_found_by_the_budgeted_sweep(sample_images):
+    """With a budget of one group folder per tick, an idle tick stats about one group; a photo added to
+    an existing group is found once the rotation reaches its folder, and within one full rotation."""
+    state, swept, stats = scan(sample_images, {}, "", sweep_budget=1)
+    assert stats > 10  # the first tick scans every folder once
+    folders = sum(1 for m in state.values() for k, v in m.items() if v[1] > 0)
+    state, swept, stats = scan(sample_images, state, swept, sweep_budget=1)
+    assert stats <= 4  # one folder swept (a folder holds a few groups), nothing else
+    _copy_photo(sample_images, "RRU安装检查", sample_images / "RRU安装检查" / "审核不通过" / "G150" / "7.jpg")
+    for tick in range(1, folders + 1):
+        new_state, swept, _ = scan(sample_images, state, swept, sweep_budget=1)
+        changed = {m: changed_parts(state[m], new_state[m]) for m in new_state}
+        if any(changed.values()):
+            assert changed == {m: (["labelled"] if m == "RRU安装检查" else []) for m in new_state}
+            break
+        state = new_state
+    else:
+        raise AssertionError(f"the edit was not found within {folders} ticks")

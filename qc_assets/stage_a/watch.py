@@ -1,20 +1,27 @@
 """What changed under the images root since last time: plain code behind the Dagster sensor.
 
-A tick must cost what changed, not what exists: hashing every photo's path, size and mtime took 6 s
-on 100,000 files. Instead a tick reads directory entries only (`os.scandir`) and one `stat` per
-group folder, never a photo: creating, renaming or deleting a photo changes its group folder's mtime,
-and a new, renamed or removed group changes its label folder's mtime. Per mission, the labelled
-folders and the inbox (`待审核`) get separate signatures, so the sensor can tell "re-run Stage-A"
-from "judge the inbox". Signatures are order-free sums, so the cursor stays a few bytes per mission
-however many groups there are (benchmarks/sensor_tick.py measures it).
+A tick must cost what changed, not what exists (hashing every photo's path, size and mtime took 6 s
+on 100,000 files). A tick never reads or stats a photo; it relies on directory mtimes:
 
-Not seen: a photo rewritten in place under the same name (its folder's mtime stays). Uploads and
-atomic writes (temp file + rename) create a new directory entry, so they are seen.
+- a new, renamed or removed group changes its label folder's mtime (and a new label folder, inbox or
+  stray file changes the mission folder's mtime): every tick stats these few folders, and rescans
+  the group folders of a folder whose mtime moved, so new submissions and a reviewer's moves are
+  seen on the next tick at a cost proportional to that folder;
+- a photo created, renamed or deleted inside an existing group changes only that group folder's
+  mtime: each tick also re-stats the group folders of a few more folders, in rotation, up to
+  `sweep_budget` group folders per tick, so such an edit is seen within one full rotation (a tick at
+  every size; groups / budget ticks at most).
+
+State per folder: [mtime, group folders, sum of their mtimes]; the cursor stays a few hundred bytes
+per mission however many photos there are. Not seen at all: a photo rewritten in place under the
+same name (its folder's mtime stays); uploads and atomic writes (temp file + rename) are seen.
+`benchmarks/sensor_tick.py` measures the tick at 10^5 and 10^6 photos.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -22,7 +29,16 @@ from qc_assets.missions import validate_mission_name
 from qc_assets.stage_a.discovery import INBOX_FOLDER
 
 PARTS = ("labelled", "inbox")
-NO_INBOX = ""  # the inbox signature of a mission without an inbox folder
+DEFAULT_SWEEP_BUDGET = 20_000
+MISSION_DIR_KEY = "."  # the mission folder's own entry in its state
+
+
+def sweep_budget_from_env() -> int:
+    """Group folders re-stated per tick beyond the changed folders; QC_SENSOR_SWEEP_GROUPS overrides."""
+    value = int(os.environ.get("QC_SENSOR_SWEEP_GROUPS", DEFAULT_SWEEP_BUDGET))
+    if value < 1:
+        raise ValueError(f"QC_SENSOR_SWEEP_GROUPS must be >= 1, got {value}")
+    return value
 
 
 def mission_folders(images_root: str | Path) -> list[str]:
@@ -34,45 +50,67 @@ def mission_folders(images_root: str | Path) -> list[str]:
         return sorted(e.name for e in entries if e.is_dir())
 
 
-def _entries_signature(path: str) -> tuple[int, int, int]:
-    """(entries, sum of mtimes, max mtime) of the entries of one folder: one stat per entry."""
-    count = total = latest = 0
-    with os.scandir(path) as entries:
+def part_of(key: str) -> str:
+    return "inbox" if key == INBOX_FOLDER else "labelled"
+
+
+def _groups(folder: str, mtime: int) -> list[int]:
+    """[folder mtime, group folders, sum of their mtimes]: one stat per group folder, none per photo."""
+    count = total = 0
+    with os.scandir(folder) as entries:
         for entry in entries:
-            mtime = entry.stat(follow_symlinks=False).st_mtime_ns
+            total += entry.stat(follow_symlinks=False).st_mtime_ns
             count += 1
-            total += mtime
-            latest = max(latest, mtime)
-    return count, total, latest
+    return [mtime, count, total]
 
 
-def _digest(parts: list) -> str:
-    return hashlib.sha256(repr(sorted(parts)).encode()).hexdigest()[:16]
-
-
-def mission_state(mission_dir: str | Path) -> dict[str, str]:
-    """{"labelled": signature, "inbox": signature} of one mission folder."""
-    labelled = [("", os.stat(mission_dir).st_mtime_ns)]  # new or removed label folders and stray files
-    inbox: list = []
-    with os.scandir(mission_dir) as entries:
-        for entry in entries:
-            target = inbox if entry.name == INBOX_FOLDER else labelled
-            target.append((entry.name, entry.stat(follow_symlinks=False).st_mtime_ns))
-            if entry.is_dir(follow_symlinks=False):
-                target.append((entry.name + "/*", _entries_signature(entry.path)))
-    return {"labelled": _digest(labelled), "inbox": _digest(inbox) if inbox else NO_INBOX}
-
-
-def scan(images_root: str | Path) -> dict[str, dict[str, str]]:
-    """Mission folder name -> its state; cost grows with the number of group folders, not photos."""
+def scan(images_root: str | Path, previous: dict, sweep_after: str, sweep_budget: int
+         ) -> tuple[dict[str, dict[str, list[int]]], str, int]:
+    """(state per mission per folder, the last folder swept, group folders stat-ed this tick)."""
     root = Path(images_root)
-    return {name: mission_state(root / name) for name in mission_folders(root)}
+    state: dict[str, dict[str, list[int]]] = {}
+    carried: list[tuple[str, str, str]] = []  # folders whose mtime did not move: sweep candidates
+    stats = 0
+    for mission in mission_folders(root):
+        before = previous.get(mission) if isinstance(previous.get(mission), dict) else {}
+        folders = {MISSION_DIR_KEY: [os.stat(root / mission).st_mtime_ns, 0, 0]}
+        with os.scandir(root / mission) as entries:
+            for entry in entries:
+                mtime = entry.stat(follow_symlinks=False).st_mtime_ns
+                prior = before.get(entry.name)
+                if not entry.is_dir(follow_symlinks=False):
+                    folders[entry.name] = [mtime, 0, 0]
+                elif isinstance(prior, list) and len(prior) == 3 and prior[0] == mtime:
+                    folders[entry.name] = list(prior)
+                    carried.append((f"{mission}/{entry.name}", mission, entry.path))
+                else:
+                    folders[entry.name] = _groups(entry.path, mtime)
+                    stats += folders[entry.name][1]
+        state[mission] = folders
+    carried.sort()
+    start = next((i for i, (key, _, _) in enumerate(carried) if key > sweep_after), 0)
+    last = sweep_after
+    for key, mission, path in carried[start:] + carried[:start]:
+        if stats >= sweep_budget:
+            break
+        name = key[len(mission) + 1:]
+        state[mission][name] = _groups(path, state[mission][name][0])
+        stats += state[mission][name][1]
+        last = key
+    return state, last, stats
 
 
-def changed_parts(previous: dict, current: dict[str, str]) -> list[str]:
-    """Which of "labelled" / "inbox" changed; an unreadable or old-format cursor entry counts as changed."""
-    before = previous if isinstance(previous, dict) else {}
-    return [part for part in PARTS if before.get(part) != current[part]]
+def changed_parts(before: dict, after: dict[str, list[int]]) -> list[str]:
+    """Which of "labelled" / "inbox" changed between two states of one mission."""
+    before = before if isinstance(before, dict) else {}
+    keys = set(before) | set(after)
+    return [p for p in PARTS if any(part_of(k) == p and before.get(k) != after.get(k) for k in keys)]
+
+
+def part_digest(folders: dict[str, list[int]], part: str) -> str:
+    """A short id of one part's state, for run keys (the same state never requests a second run)."""
+    items = sorted((k, v) for k, v in folders.items() if part_of(k) == part)
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
 
 def unsafe_reason(name: str) -> str | None:
