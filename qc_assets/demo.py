@@ -2,8 +2,8 @@
 then a small FastDistill run.
 
 Runs on the instance in DAGSTER_HOME (SQLite), in one process so each model loads once. A second
-run reuses finished work: Stage-A finds every summary in its log, Stage-B its rollouts, distillation
-and FastDistill their teacher caches.
+run reuses finished work: Stage-A finds every summary in its log (the inbox summaries too), Stage-B
+its rollouts, qc_verdicts its verdict samples, distillation and FastDistill their teacher caches.
 """
 
 import sys
