@@ -96,7 +96,8 @@ def measure(photos: int, per_group: int, repeats: int, baseline: bool, workdir: 
                "idle_tick_max_s": round(max(idle), 3), "new_group_tick_s": round(changed_s, 3),
                "requested": [list(r) for r in requested], "cursor_bytes": len(first.cursor.encode()),
                "idle_group_stats": swept_groups, "sweep_budget": sweep_budget_from_env(),
-               "ticks_per_full_sweep": -(-groups // sweep_budget_from_env())}
+               "ticks_per_full_sweep": -(-groups // sweep_budget_from_env()),
+               "load_average_1min": round(os.getloadavg()[0], 1)}
         if baseline:
             started = time.perf_counter()
             per_file_hash(tmp / "images")
@@ -111,7 +112,8 @@ def section(results: list[dict], cmd: str) -> str:
              "One evaluation of `new_images_sensor` (the real sensor on a `dg.instance_for_test()` instance; "
              "empty photo files in the production layout over the 7 registered missions, 2 label folders + "
              "the inbox each; warm directory cache, as for a sensor that ticks every 60 s). Shared 2-core CPU, "
-             "other jobs running.", "",
+             "other jobs running: 1-minute load average "
+             f"{', '.join(str(r['load_average_1min']) for r in results)} at the end of each size.", "",
              "| photos | groups | first tick s | idle tick s (median / max) | group folders stat-ed per idle tick "
              "| tick after 1 new group s | runs requested | cursor bytes | ticks per full sweep | "
              "earlier per-file hash s |",

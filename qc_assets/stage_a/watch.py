@@ -90,10 +90,13 @@ def scan(images_root: str | Path, previous: dict, sweep_after: str, sweep_budget
     carried.sort()
     start = next((i for i, (key, _, _) in enumerate(carried) if key > sweep_after), 0)
     last = sweep_after
+    swept = 0
     for key, mission, path in carried[start:] + carried[:start]:
-        if stats >= sweep_budget:
-            break
         name = key[len(mission) + 1:]
+        # the folder's last known size predicts its cost; at least one folder per tick, so the rotation moves
+        if swept and stats + state[mission][name][1] > sweep_budget:
+            break
+        swept += 1
         state[mission][name] = _groups(path, state[mission][name][0])
         stats += state[mission][name][1]
         last = key
