@@ -16,7 +16,7 @@ from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
 from qc_assets.stage_a.assets import inbox_summaries, load_stage_a_records, stage_a_summaries
 from qc_assets.stage_a.checks import asset_checks as stage_a_checks
-from qc_assets.stage_a.discovery import INBOX_FOLDER
+from qc_assets.stage_a.discovery import INBOX_FOLDER, discover
 from qc_assets.verdicts.assets import (asset_checks, needs_review_share, one_row_per_inbox_group, qc_verdicts,
                                        verdicts_schema)
 from qc_assets.verdicts.config import VerdictConfig
@@ -93,6 +93,8 @@ def test_inbox_to_verdicts_on_a_real_instance_reruns_rejudges_and_closes_reviews
             pl.col("group_id") == inbox_ids[0]).to_dicts()[0]
         assert row["status"] == "reviewed" and row["reviewer_label"] == "pass"
         assert row["agrees_with_reviewer"] == (row["verdict"] == "pass")
+        # ...and the next Stage-A run finds it as a labelled group
+        assert ("pass", inbox_ids[0]) in {(g.label, g.group_id) for g in discover(sample_images, MISSION).groups}
 
 
 def test_load_stage_a_records_refuses_unlabelled_records(tmp_path):
