@@ -3,8 +3,8 @@ then train one student for all missions (`student_job`, saying whether it was pr
 then a small FastDistill run.
 
 Runs on the instance in DAGSTER_HOME (SQLite), in one process so each model loads once. A second
-run reuses finished work: Stage-A finds every summary in its log, Stage-B its rollouts, distillation
-and FastDistill their teacher caches.
+run reuses finished work: Stage-A finds every summary in its log (the inbox summaries too), Stage-B
+its rollouts, qc_verdicts its verdict samples, distillation and FastDistill their teacher caches.
 """
 
 import os
@@ -21,7 +21,7 @@ from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.fastdistill.runner import run_fastdistill
 from qc_assets.missions import all_missions
 from qc_assets.partitions import mission_partitions
-from qc_assets.stage_a.watch import mission_signatures
+from qc_assets.stage_a.watch import mission_folders
 
 # Sized for a 2-core CPU and the embedded 135M model. The teacher decodes under the verdict contract
 # because SmolLM2-135M almost never writes the two-line verdict unaided (docs/benchmarks.md); a
@@ -39,7 +39,7 @@ def main() -> int:
     instance = dg.DagsterInstance.get()
     storage = defs.resources["storage"]
     registered = all_missions()
-    found = sorted(mission_signatures(storage.images()))
+    found = mission_folders(storage.images())
     missions = [m for m in found if m in registered]
     for name in sorted(set(found) - set(registered)):
         print(f"skipping folder {name!r}: not in the mission registry")

@@ -1,7 +1,7 @@
 """Write a small synthetic image set in the production layout (`python -m qc_assets.sample_data DIR`).
 
-Three missions, pass and fail groups, one resubmission (the same group id under both labels), images
-of different sizes, and a few bad files that Stage-A must list rather than choke on. The pass/fail
+Three missions, pass and fail groups, one resubmission (the same group id under both labels), a few
+unlabelled groups waiting in each mission's inbox folder (`待审核`), images of different sizes, and a few bad files that Stage-A must list rather than choke on. The pass/fail
 difference is drawn visibly (a yellow-green ground wire present or missing, blanking plates present
 or missing, RRU bolts present or missing), so a real VLM could tell them apart.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from qc_assets.stage_a.discovery import INBOX_FOLDER
 from resources.store import atomic_write_bytes
 
 SIZES = [(320, 240), (240, 320), (400, 300), (256, 256)]
@@ -82,8 +83,12 @@ def _jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def write_sample_images(root: str | Path, seed: int = 7, groups_per_label: int = 3) -> Path:
-    """Write the set under `root`; files that already exist are left as they are (a re-run is a no-op)."""
+def write_sample_images(root: str | Path, seed: int = 7, groups_per_label: int = 3, inbox_groups: int = 2) -> Path:
+    """Write the set under `root`; files that already exist are left as they are (a re-run is a no-op).
+
+    `inbox_groups` unlabelled groups per mission go under `<mission>/待审核/` (alternately drawn as a
+    passing and a failing installation), for qc_verdicts to judge.
+    """
     root = Path(root)
     rng = random.Random(seed)
     for mission, draw in MISSION_DRAWERS.items():
@@ -99,6 +104,13 @@ def write_sample_images(root: str | Path, seed: int = 7, groups_per_label: int =
             img = Image.new("RGB", (320, 240), (235, 235, 230))
             draw(img, passed)
             _write_once(root / mission / label_folder / "G900" / "1.jpg", _jpeg(img))
+        # a generator of its own, so adding inbox groups never changes the labelled photos
+        inbox_rng = random.Random(f"{seed}:inbox:{mission}")
+        for g in range(inbox_groups):
+            for i in range(1, inbox_rng.randint(1, 2) + 1):
+                img = Image.new("RGB", inbox_rng.choice(SIZES), _background(inbox_rng))
+                draw(img, g % 2 == 0)
+                _write_once(root / mission / INBOX_FOLDER / f"N{500 + g}" / f"{i}.jpg", _jpeg(img))
 
     # Bad files, all in the first mission: each must show up in Stage-A's skipped list with a reason.
     first = root / "BBU接地线检查" / "审核不通过" / "G150"

@@ -1,6 +1,5 @@
 """Stage-A on a real Dagster instance: materialize + checks, the sensor, and a per-mission backfill."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from qc_assets.partitions import mission_partitions
-from qc_assets.sensors import new_images_sensor, stage_a_job
+from qc_assets.sensors import stage_a_job
 from qc_assets.stage_a.assets import stage_a_summaries
 from qc_assets.stage_a.checks import asset_checks, images_accounted
 from resources.storage import StorageResource
@@ -67,31 +66,6 @@ def test_accounting_check_fails_when_a_file_is_neither_summarised_nor_listed(tin
         # the next run lists the bad file, and the check passes again
         rerun = _run_stage_a_job(instance, resources, MISSIONS[0])
         assert {e.check_name: e.passed for e in rerun.get_asset_check_evaluations()}["stage_a_images_accounted"]
-
-
-def test_sensor_adds_partitions_and_requests_runs_only_for_changes(sample_images, tmp_path):
-    storage = StorageResource(data_root=str(tmp_path / "data"), images_root=str(sample_images))
-    (sample_images / "未登记任务").mkdir()
-    with dg.instance_for_test() as instance:
-        first = new_images_sensor(dg.build_sensor_context(instance=instance, resources={"storage": storage}))
-        added = first.dynamic_partitions_requests[0].partition_keys
-        assert sorted(added) == sorted(["BBU接地线检查", "RRU安装检查", "挡风板安装检查"])
-        assert sorted(r.partition_key for r in first.run_requests) == sorted(added)
-        assert "未登记任务" not in json.loads(first.cursor)
-        instance.add_dynamic_partitions(mission_partitions.name, added)
-
-        unchanged = new_images_sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor,
-                                                              resources={"storage": storage}))
-        assert unchanged.run_requests == [] and unchanged.dynamic_partitions_requests == []
-
-        group = sample_images / "RRU安装检查" / "审核通过" / "G321"
-        group.mkdir()
-        (group / "1.jpg").write_bytes((sample_images / "RRU安装检查" / "审核通过" / "G100" / "1.jpg").read_bytes())
-        changed = new_images_sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor,
-                                                            resources={"storage": storage}))
-        assert [r.partition_key for r in changed.run_requests] == ["RRU安装检查"]
-        assert changed.dynamic_partitions_requests == []
-        assert json.loads(changed.cursor)["RRU安装检查"] != json.loads(first.cursor)["RRU安装检查"]
 
 
 def test_backfill_of_two_missions_from_the_cli_on_a_real_instance(tiny_vlm_dir, sample_images, tmp_path):

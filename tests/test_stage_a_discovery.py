@@ -28,12 +28,13 @@ def test_bad_files_are_listed_with_reasons_and_good_unicode_png_is_kept(sample_i
 
 
 def test_unknown_label_folder_and_symlink_leaving_root_are_listed(sample_images, tmp_path):
-    (sample_images / MISSION / "待审核" / "G1").mkdir(parents=True)
+    (sample_images / MISSION / "待复核" / "G1").mkdir(parents=True)
     outside = tmp_path / "outside.jpg"
     outside.write_bytes((sample_images / MISSION / "审核通过" / "G100" / "1.jpg").read_bytes())
     os.symlink(outside, sample_images / MISSION / "审核通过" / "G100" / "9.jpg")
     reasons = {s.path: s.reason for s in discover(sample_images, MISSION).skipped}
-    assert reasons["待审核"].startswith("unknown label folder")
+    assert reasons["待复核"].startswith("unknown label folder")
+    assert reasons["待审核"].startswith("inbox folder")  # the inbox is accounted for, never training data
     assert reasons["审核通过/G100/9.jpg"] == "symlink leaving the images root"
 
 

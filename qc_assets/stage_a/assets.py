@@ -8,6 +8,7 @@ import dagster as dg
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
+from qc_assets.stage_a.discovery import INBOX_FOLDER
 from qc_assets.stage_a.runner import StageAConfig, StageAResult, run_stage_a
 from resources.store import read_jsonl
 from resources.storage import StorageResource
@@ -15,18 +16,29 @@ from resources.vlm import VisionDecode, VLMRequestError
 from resources.vlm.resource import VLMResource
 
 ASSET_NAME = "stage_a_summaries"
+INBOX_ASSET = "inbox_summaries"
 
 
-class StageASummariesConfig(dg.Config):
+class InboxSummariesConfig(dg.Config):
+    """Batching and decode of the Stage-A summaries; the inbox uses exactly these (same defaults), so its
+    summaries read like the ones the guidance was learned on."""
+
     mode: str = "per_group"  # per_group | per_image
     batch_size: int = 8
-    pass_cap: int | None = None
-    fail_cap: int | None = None
     seed: int = 42
     max_new_tokens: int = 48
     temperature: float = 0.0
     top_p: float = 1.0
     repetition_penalty: float = 1.05
+
+    def stage_a_config(self, pass_cap: int | None = None, fail_cap: int | None = None) -> StageAConfig:
+        decode = VisionDecode(self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty, self.seed)
+        return StageAConfig(self.mode, self.batch_size, pass_cap, fail_cap, self.seed, decode)
+
+
+class StageASummariesConfig(InboxSummariesConfig):
+    pass_cap: int | None = None
+    fail_cap: int | None = None
 
 
 @dg.asset(
@@ -40,44 +52,66 @@ class StageASummariesConfig(dg.Config):
 def stage_a_summaries(
     context: dg.AssetExecutionContext, config: StageASummariesConfig, storage: StorageResource, vlm: VLMResource
 ) -> dg.MaterializeResult:
+    run_config = config.stage_a_config(config.pass_cap, config.fail_cap)
+    return _summarise(context, storage, vlm, run_config, ASSET_NAME, inbox=False)
+
+
+@dg.asset(
+    name=INBOX_ASSET,
+    partitions_def=mission_partitions,
+    pool="gpu",
+    group_name="qc",
+    kinds={"pytorch", "transformers"},
+    description=f"Stage-A summaries of the unlabelled groups under <mission>/{INBOX_FOLDER}/ (label null); "
+                "read only by qc_verdicts, never by a training asset.",
+)
+def inbox_summaries(
+    context: dg.AssetExecutionContext, config: InboxSummariesConfig, storage: StorageResource, vlm: VLMResource
+) -> dg.MaterializeResult:
+    return _summarise(context, storage, vlm, config.stage_a_config(), INBOX_ASSET, inbox=True)
+
+
+def _summarise(context, storage: StorageResource, vlm: VLMResource, run_config: StageAConfig, asset: str,
+               inbox: bool) -> dg.MaterializeResult:
     mission = get_mission(context.partition_key)
-    decode = VisionDecode(config.max_new_tokens, config.temperature, config.top_p, config.repetition_penalty,
-                          config.seed)
-    run_config = StageAConfig(config.mode, config.batch_size, config.pass_cap, config.fail_cap, config.seed, decode)
-    out_dir = storage.asset_dir(ASSET_NAME, mission.name)
+    out_dir = storage.asset_dir(asset, mission.name)
     model = vlm.get_vlm()
     try:
-        result = run_stage_a(storage.images(), mission, model, run_config, out_dir, log=context.log.info)
+        result = run_stage_a(storage.images(), mission, model, run_config, out_dir, log=context.log.info, inbox=inbox)
     except OSError as e:
-        raise dg.Failure(f"Stage-A I/O failed for {mission.name}: {e}",
+        raise dg.Failure(f"{asset} I/O failed for {mission.name}: {e}",
                          metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
     except VLMRequestError as e:
         # every answer that did arrive is already in summaries.jsonl: a re-run asks only for these
         raise dg.Failure(
-            f"Stage-A for {mission.name}: {e}; re-run to retry only the failed images",
+            f"{asset} for {mission.name}: {e}; re-run to retry only the failed images",
             metadata={"stage_a/failed_requests": len(e.failures), "model_fingerprint": model.fingerprint,
                       "failed_images": dg.MetadataValue.md(md_table(["image", "error"], e.failures[:20])),
                       "out_dir": dg.MetadataValue.path(str(out_dir))},
         ) from e
-    return dg.MaterializeResult(metadata=_metadata(result, model.fingerprint, model.note, config.seed, out_dir))
+    prefix = "inbox" if inbox else "stage_a"
+    return dg.MaterializeResult(metadata=_metadata(result, model.fingerprint, model.note, run_config.seed, out_dir,
+                                                   mission.name, prefix))
 
 
-def _metadata(result: StageAResult, fingerprint: str, note: str, seed: int, out_dir) -> dict:
+def _metadata(result: StageAResult, fingerprint: str, note: str, seed: int, out_dir, mission: str,
+              prefix: str) -> dict:
     labels = Counter(r["label"] for r in result.records)
     reasons = Counter(s.reason.split(":")[0] for s in result.skipped)
     images = sum(len(r["images"]) for r in result.records)
+    by_label = ({f"{prefix}/pass_groups": labels["pass"], f"{prefix}/fail_groups": labels["fail"]}
+                if prefix == "stage_a" else {})
     return {
         "dagster/row_count": len(result.records),
-        "mission": result.records[0]["mission"] if result.records else "",
-        "stage_a/groups": len(result.records),
-        "stage_a/pass_groups": labels["pass"],
-        "stage_a/fail_groups": labels["fail"],
-        "stage_a/images_summarised": images,
-        "stage_a/images_generated_this_run": result.summarised_now,
-        "stage_a/images_reused": result.reused,
-        "stage_a/images_skipped": len(result.skipped),
-        "stage_a/images_per_second": round(result.images_per_second, 3),
-        "stage_a/degenerate_summaries": result.degenerate,
+        "mission": mission,
+        f"{prefix}/groups": len(result.records),
+        **by_label,
+        f"{prefix}/images_summarised": images,
+        f"{prefix}/images_generated_this_run": result.summarised_now,
+        f"{prefix}/images_reused": result.reused,
+        f"{prefix}/images_skipped": len(result.skipped),
+        f"{prefix}/images_per_second": round(result.images_per_second, 3),
+        f"{prefix}/degenerate_summaries": result.degenerate,
         "skipped_reasons": dg.MetadataValue.md(md_table(["reason", "count"], sorted(reasons.items()))),
         "preview": dg.MetadataValue.md(_preview(result.records)),
         "model_fingerprint": fingerprint,
@@ -90,7 +124,7 @@ def _metadata(result: StageAResult, fingerprint: str, note: str, seed: int, out_
 
 
 def _preview(records: list[dict], limit: int = 500) -> str:
-    rows = [(r["label"], r["group_id"], r["per_image"]["image_1"][:40]) for r in records[:5]]
+    rows = [(r["label"] or "inbox", r["group_id"], r["per_image"]["image_1"][:40]) for r in records[:5]]
     return md_table(["label", "group", "image_1 summary"], rows)[:limit]
 
 
@@ -102,7 +136,20 @@ def load_stage_a_records(storage: StorageResource, mission: str) -> list[dict]:
             f"no Stage-A records for mission {mission!r} at {path}: materialize {ASSET_NAME} for this partition first",
             metadata={"expected_path": dg.MetadataValue.path(str(path)), "exists": path.exists()},
         )
+    unlabelled = [r["group_id"] for r in records if r.get("label") not in ("pass", "fail")]
+    if unlabelled:  # inbox groups are never training data; they live under inbox_summaries
+        raise ValueError(f"{path} holds {len(unlabelled)} records without a pass/fail label (e.g. {unlabelled[:3]}); "
+                         f"expected labelled records only: re-materialize {ASSET_NAME} for {mission!r}")
     return records
 
 
-assets = [stage_a_summaries]
+def load_inbox_records(storage: StorageResource, mission: str) -> list[dict]:
+    """The inbox records (label null); an empty list when the inbox is empty, an error when never summarised."""
+    path = storage.root() / INBOX_ASSET / mission / "records.jsonl"
+    if not path.exists():
+        raise dg.Failure(f"no inbox summaries for mission {mission!r} at {path}: materialize {INBOX_ASSET} first",
+                         metadata={"expected_path": dg.MetadataValue.path(str(path))})
+    return read_jsonl(path)
+
+
+assets = [stage_a_summaries, inbox_summaries]

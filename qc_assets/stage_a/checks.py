@@ -4,8 +4,8 @@
 import dagster as dg
 import pandera.errors
 
-from qc_assets.stage_a.assets import ASSET_NAME, stage_a_summaries
-from qc_assets.stage_a.discovery import unaccounted_files
+from qc_assets.stage_a.assets import ASSET_NAME, INBOX_ASSET, inbox_summaries, stage_a_summaries
+from qc_assets.stage_a.discovery import INBOX_FOLDER, unaccounted_files
 from qc_assets.stage_a.records import is_degenerate, validate_records
 from resources.storage import StorageResource
 from resources.store import read_jsonl
@@ -13,22 +13,35 @@ from resources.store import read_jsonl
 MAX_DEGENERATE_SHARE = 0.2
 
 
-def _load(storage: StorageResource, mission: str) -> tuple[list[dict], list[dict]]:
-    out = storage.asset_dir(ASSET_NAME, mission)
+def _load(storage: StorageResource, mission: str, asset: str = ASSET_NAME) -> tuple[list[dict], list[dict]]:
+    out = storage.asset_dir(asset, mission)
     return read_jsonl(out / "records.jsonl"), read_jsonl(out / "skipped.jsonl")
 
 
 @dg.asset_check(asset=stage_a_summaries, blocking=True,
                 description="Records satisfy the Stage-A contract (pandera schema).")
 def stage_a_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    records, _ = _load(storage, context.partition_key)
+    return records_schema(storage, context.partition_key, inbox=False)
+
+
+@dg.asset_check(asset=inbox_summaries, blocking=True,
+                description="Inbox records satisfy the Stage-A contract with a null label (pandera schema).")
+def inbox_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    return records_schema(storage, context.partition_key, inbox=True)
+
+
+def records_schema(storage: StorageResource, mission: str, inbox: bool) -> dg.AssetCheckResult:
+    records, _ = _load(storage, mission, INBOX_ASSET if inbox else ASSET_NAME)
     try:
-        validate_records(records)
+        validate_records(records, inbox=inbox)
     except pandera.errors.SchemaErrors as e:
         return dg.AssetCheckResult(passed=False, metadata={
             "records": len(records), "failures": len(e.failure_cases), "errors": dg.MetadataValue.md(
                 f"```\n{str(e)[:3000]}\n```")})
-    return dg.AssetCheckResult(passed=len(records) > 0, metadata={"records": len(records), "expected": "> 0 valid"})
+    # an empty inbox is normal (nothing waiting); an empty labelled set is not
+    minimum = 0 if inbox else 1
+    return dg.AssetCheckResult(passed=len(records) >= minimum,
+                               metadata={"records": len(records), "expected": f">= {minimum} valid"})
 
 
 @dg.asset_check(asset=stage_a_summaries,
@@ -37,10 +50,21 @@ def stage_a_images_accounted(context: dg.AssetCheckExecutionContext, storage: St
     return images_accounted(storage, context.partition_key)
 
 
-def images_accounted(storage: StorageResource, mission: str) -> dg.AssetCheckResult:
-    records, skipped = _load(storage, mission)
+@dg.asset_check(asset=inbox_summaries,
+                description=f"Every file under <mission>/{INBOX_FOLDER}/ is summarised or listed as skipped.")
+def inbox_images_accounted(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    return images_accounted(storage, context.partition_key, inbox=True)
+
+
+def images_accounted(storage: StorageResource, mission: str, inbox: bool = False) -> dg.AssetCheckResult:
+    records, skipped = _load(storage, mission, INBOX_ASSET if inbox else ASSET_NAME)
     summarised = {path for r in records for path in r["images"]}
-    missing = unaccounted_files(storage.images() / mission, summarised, {s["path"] for s in skipped})
+    mission_dir = storage.images() / mission
+    if inbox and not (mission_dir / INBOX_FOLDER).is_dir():
+        missing = []  # no inbox folder: nothing waiting, nothing to account for
+    else:
+        missing = unaccounted_files(mission_dir, summarised, {s["path"] for s in skipped},
+                                    subdir=INBOX_FOLDER if inbox else "")
     return dg.AssetCheckResult(passed=not missing, metadata={
         "summarised": len(summarised), "skipped": len(skipped), "expected_unaccounted": 0,
         "actual_unaccounted": len(missing), "unaccounted_examples": ", ".join(missing[:10])})
@@ -61,4 +85,5 @@ def stage_a_degenerate_share(context: dg.AssetCheckExecutionContext, storage: St
                   "degenerate_or_empty": bad, "summaries": len(texts) + empty})
 
 
-asset_checks = [stage_a_schema, stage_a_images_accounted, stage_a_degenerate_share]
+asset_checks = [stage_a_schema, stage_a_images_accounted, stage_a_degenerate_share, inbox_schema,
+                inbox_images_accounted]

@@ -3,6 +3,10 @@
 Layout: `<images_root>/<mission>/{审核通过|审核不通过}/<group_id>/*.{jpg,jpeg,png}`. The label comes
 from the folder. Anything else found is listed in `skipped` with a reason; nothing is dropped
 silently and nothing found here stops the run.
+
+Unlabelled groups waiting for a verdict arrive under `<mission>/待审核/<group_id>/` (INBOX_FOLDER).
+The labelled discovery lists that folder as skipped (it is never training data); `discover(...,
+inbox=True)` walks only that folder and returns its groups with `label=None`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 LABEL_FOLDERS = {"审核通过": "pass", "审核不通过": "fail"}
+# Unlabelled submissions waiting for a production verdict (qc_verdicts); never training data.
+INBOX_FOLDER = "待审核"
+INBOX_KEY = "inbox"  # stands in for the label in keys and record ids of inbox groups
+INBOX_SKIP_REASON = "inbox folder (unlabelled, judged by qc_verdicts, never training data)"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
@@ -29,14 +37,14 @@ class ImageFile:
 @dataclass(frozen=True)
 class Group:
     mission: str
-    label: str  # "pass" | "fail"
+    label: str | None  # "pass" | "fail"; None for an inbox group (no reviewer decision yet)
     group_id: str
     images: tuple[ImageFile, ...]
 
     @property
     def key(self) -> str:
-        """Unique within a mission: a resubmitted group id exists once per label."""
-        return f"{self.label}/{self.group_id}"
+        """Unique within a mission: a resubmitted group id exists once per label (and once in the inbox)."""
+        return f"{self.label or INBOX_KEY}/{self.group_id}"
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,8 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def discover(images_root: str | Path, mission: str) -> Discovery:
+def discover(images_root: str | Path, mission: str, inbox: bool = False) -> Discovery:
+    """Labelled groups (default), or with `inbox=True` the unlabelled groups under INBOX_FOLDER only."""
     root = Path(images_root).resolve()
     mission_dir = root / mission
     if not mission_dir.is_dir():
@@ -73,15 +82,19 @@ def discover(images_root: str | Path, mission: str) -> Discovery:
         found.skipped.append(Skipped(path.relative_to(mission_dir).as_posix(), reason))
 
     for label_dir in sorted(mission_dir.iterdir(), key=lambda p: natural_key(p.name)):
+        if inbox != (label_dir.name == INBOX_FOLDER):
+            if not inbox:  # the labelled run accounts for the inbox; the inbox run only looks at its folder
+                skip(label_dir, INBOX_SKIP_REASON)
+            continue
         if _leaves_root(label_dir, root):
             skip(label_dir, "symlink leaving the images root")
             continue
         if not label_dir.is_dir():
             skip(label_dir, "file outside a label folder")
             continue
-        label = LABEL_FOLDERS.get(label_dir.name)
-        if label is None:
-            skip(label_dir, f"unknown label folder (expected one of {sorted(LABEL_FOLDERS)})")
+        label = None if inbox else LABEL_FOLDERS.get(label_dir.name)
+        if label is None and not inbox:
+            skip(label_dir, f"unknown label folder (expected one of {sorted(LABEL_FOLDERS)} or {INBOX_FOLDER})")
             continue
         for group_dir in sorted(label_dir.iterdir(), key=lambda p: natural_key(p.name)):
             if _leaves_root(group_dir, root):
@@ -136,14 +149,16 @@ def _unusable_reason(path: Path, root: Path) -> str | None:
     return None
 
 
-def unaccounted_files(mission_dir: str | Path, summarised: set[str], skipped: set[str]) -> list[str]:
-    """Files under the mission folder that are neither summarised nor listed as skipped.
+def unaccounted_files(mission_dir: str | Path, summarised: set[str], skipped: set[str], subdir: str = ""
+                      ) -> list[str]:
+    """Files under the mission folder (or only under its `subdir`) neither summarised nor listed as skipped.
 
     A skipped folder (unknown label, group without usable images) covers everything inside it.
+    Paths are relative to the mission folder either way.
     """
     mission_dir = Path(mission_dir)
     missing = []
-    for path in sorted(mission_dir.rglob("*")):
+    for path in sorted((mission_dir / subdir).rglob("*")):
         if path.is_dir() and not path.is_symlink():
             continue
         rel = path.relative_to(mission_dir).as_posix()

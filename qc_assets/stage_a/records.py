@@ -14,12 +14,15 @@ from collections import Counter
 import pandera.polars as pa
 import polars as pl
 
+from qc_assets.stage_a.discovery import INBOX_KEY
+
 CONTRACT_VERSION = "stage_a/v1"
 _CJK_OR_WORD = re.compile(r"[\u4e00-\u9fff]|[A-Za-z]{2,}")
 
 
-def record_id(mission: str, label: str, group_id: str) -> str:
-    return hashlib.sha256(f"{mission}\x00{label}\x00{group_id}".encode("utf-8")).hexdigest()[:16]
+def record_id(mission: str, label: str | None, group_id: str) -> str:
+    """Stable per group occurrence; an inbox group (label None) has its own id, apart from both labels."""
+    return hashlib.sha256(f"{mission}\x00{label or INBOX_KEY}\x00{group_id}".encode("utf-8")).hexdigest()[:16]
 
 
 def image_keys(n: int) -> list[str]:
@@ -47,22 +50,33 @@ def _summaries_non_empty(data: pa.PolarsData) -> pl.LazyFrame:
     )
 
 
-STAGE_A_SCHEMA = pa.DataFrameSchema(
-    {
-        "group_id": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
-        "mission": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
-        "label": pa.Column(pl.Utf8, pa.Check.isin(["pass", "fail"])),
-        "images": pa.Column(pl.List(pl.Utf8), pa.Check(lambda d: d.lazyframe.select(
-            pl.col(d.key).list.len() > 0), name="at_least_one_image")),
-        "per_image_keys": pa.Column(pl.List(pl.Utf8)),
-        "per_image_values": pa.Column(pl.List(pl.Utf8)),
-        "record_id": pa.Column(pl.Utf8, unique=True),
-    },
-    checks=[
-        pa.Check(_keys_match_images, name="per_image_keys_are_image_1_to_N"),
-        pa.Check(_summaries_non_empty, name="per_image_summaries_non_empty"),
-    ],
-    name=CONTRACT_VERSION,
+def _record_schema(label: pa.Column, extra_checks: list, name: str) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(
+        {
+            "group_id": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
+            "mission": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
+            "label": label,
+            "images": pa.Column(pl.List(pl.Utf8), pa.Check(lambda d: d.lazyframe.select(
+                pl.col(d.key).list.len() > 0), name="at_least_one_image")),
+            "per_image_keys": pa.Column(pl.List(pl.Utf8)),
+            "per_image_values": pa.Column(pl.List(pl.Utf8)),
+            "record_id": pa.Column(pl.Utf8, unique=True),
+        },
+        checks=[
+            pa.Check(_keys_match_images, name="per_image_keys_are_image_1_to_N"),
+            pa.Check(_summaries_non_empty, name="per_image_summaries_non_empty"),
+            *extra_checks,
+        ],
+        name=name,
+    )
+
+
+STAGE_A_SCHEMA = _record_schema(pa.Column(pl.Utf8, pa.Check.isin(["pass", "fail"])), [], CONTRACT_VERSION)
+# Inbox records (under INBOX_FOLDER): the same contract, except that the label is null, always.
+INBOX_SCHEMA = _record_schema(
+    pa.Column(pl.Utf8, nullable=True),
+    [pa.Check(lambda d: d.lazyframe.select(pl.col("label").is_null()), name="inbox_label_is_null")],
+    f"{CONTRACT_VERSION}/inbox",
 )
 
 
@@ -85,6 +99,9 @@ def records_frame(records: list[dict]) -> pl.DataFrame:
     )
 
 
-def validate_records(records: list[dict]) -> pl.DataFrame:
-    """Raise `pandera.errors.SchemaErrors` listing every violation; return the validated frame."""
-    return STAGE_A_SCHEMA.validate(records_frame(records), lazy=True)
+def validate_records(records: list[dict], inbox: bool = False) -> pl.DataFrame:
+    """Raise `pandera.errors.SchemaErrors` listing every violation; return the validated frame.
+
+    `inbox=True` validates inbox records (label null) instead of labelled ones (label pass|fail).
+    """
+    return (INBOX_SCHEMA if inbox else STAGE_A_SCHEMA).validate(records_frame(records), lazy=True)

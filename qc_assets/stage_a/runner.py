@@ -76,11 +76,20 @@ def run_stage_a(
     config: StageAConfig,
     out_dir: str | Path,
     log: Callable[[str], None] = print,
+    inbox: bool = False,
 ) -> StageAResult:
+    """Labelled groups, or with `inbox=True` the unlabelled inbox groups (label None, never capped:
+    every inbox group needs a verdict). Write the two kinds to different `out_dir`s."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    found = discover(images_root, mission.name)
-    kept, left_out = sample_groups(found.groups, config.pass_cap, config.fail_cap, config.seed)
+    found = discover(images_root, mission.name, inbox=inbox)
+    if inbox:
+        if config.pass_cap is not None or config.fail_cap is not None:
+            raise ValueError(f"inbox summaries take no caps (every inbox group needs a verdict), got "
+                             f"pass_cap={config.pass_cap}, fail_cap={config.fail_cap}")
+        kept, left_out = list(found.groups), []
+    else:
+        kept, left_out = sample_groups(found.groups, config.pass_cap, config.fail_cap, config.seed)
     skipped = list(found.skipped)
     skipped += [Skipped(img.path, f"not sampled (cap, seed {config.seed})") for g in left_out for img in g.images]
 

@@ -1,0 +1,55 @@
+"""Configuration of the production verdicts: one dataclass, from which the Dagster run config is derived.
+
+The decode defaults equal Stage-B's scoring defaults (`StageBLoopConfig`: greedy, 2 samples per
+sampled setting, seed 0, 32 tokens, constrained), so a group is judged in production exactly as the
+kept guidance was scored; a test keeps the two in step. Production widens the grid through run
+config, e.g. `decode_grid: [[0.0, 1.0], [0.7, 0.9]]` with `samples: 4`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# The verdict model answers the Stage-B prompt. `llm` is the Stage-B LLM resource; a fused student
+# checkpoint answering the same prompt becomes a second choice once it loads as a checkpoint.
+VERDICT_MODELS = ("llm",)
+
+
+@dataclass(frozen=True)
+class VerdictConfig:
+    verdict_model: str = field(default="llm", metadata={"help": f"which model judges: one of {VERDICT_MODELS}"})
+    decode_grid: tuple[tuple[float, float], ...] = field(
+        default=((0.0, 1.0),), metadata={"help": "(temperature, top_p) settings; as Stage-B's rollouts"})
+    samples: int = field(default=2, metadata={"help": "samples per sampled setting (greedy settings use one)"})
+    seed: int = field(default=0, metadata={"help": "run seed of the paired sample seeds (Stage-B's derive_seed)"})
+    max_new_tokens: int = field(default=32, metadata={"help": "verdict completion budget"})
+    constrained: bool = field(default=True, metadata={"help": "decode under the verdict contract (regex)"})
+    batch_size: int = field(default=8, metadata={"help": "conversations per llm.chat call"})
+    min_agreement: float = field(
+        default=0.75, metadata={"help": "a group whose share of agreeing samples is below this needs review"})
+    max_needs_review_share: float = field(
+        default=0.5, metadata={"help": "warn (asset check) when more of the inbox than this needs review"})
+
+    def __post_init__(self) -> None:
+        if self.verdict_model not in VERDICT_MODELS:
+            raise ValueError(f"verdict_model must be one of {VERDICT_MODELS}, got {self.verdict_model!r}")
+        grid = tuple((float(t), float(p)) for t, p in self.decode_grid)
+        object.__setattr__(self, "decode_grid", grid)
+        if not grid:
+            raise ValueError("decode_grid must hold at least one (temperature, top_p) setting")
+        for t, p in grid:
+            if t < 0 or not 0 < p <= 1:
+                raise ValueError(f"decode_grid setting ({t}, {p}) needs temperature >= 0 and top_p in (0, 1]")
+        if len(set(grid)) != len(grid):
+            raise ValueError(f"decode_grid has repeated settings: {grid}")
+        for name in ("samples", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("min_agreement", "max_needs_review_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decode_grid"] = [list(s) for s in self.decode_grid]
+        return d

@@ -1,0 +1,95 @@
+"""One production-verdict run for a mission: judge the inbox, close reviews, write the table.
+
+Inputs: the inbox records (Stage-A summaries, label null), the group folders waiting in the inbox,
+the kept guidance and the verdict model. Output under `out_dir`: `verdicts.parquet`, `verdicts.csv`,
+`samples.jsonl` (the per-sample cache), `reviews.jsonl` and `summary.json` (what the checks read).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qc_assets.stage_a.records import record_id
+from qc_assets.stage_b.guidance import Guidance
+from qc_assets.verdicts.config import VerdictConfig
+from qc_assets.verdicts.judge import JudgeCounts, VerdictJudge
+from qc_assets.verdicts.reviews import close_reviews
+from qc_assets.verdicts.table import read_table, rejudge_reason, verdict_frame, write_tables
+from resources.llm import ChatLLM
+from resources.store import atomic_write_json, read_jsonl
+
+NO_RECORD_REASON = "no usable photo in this group: see inbox_summaries skipped.jsonl"
+_STATUS_ORDER = {"pending": 0, "reviewed": 1, "withdrawn": 2}
+
+
+@dataclass
+class VerdictsResult:
+    rows: list[dict]
+    counts: JudgeCounts
+    newly_judged: int = 0
+    unchanged: int = 0
+    rejudged: Counter = field(default_factory=Counter)  # reason -> groups
+    new_reviews: int = 0
+    reviews: list[dict] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] == "pending"]
+
+
+def inbox_group_ids_from_summaries(records: Sequence[dict], skipped: Sequence[dict]) -> list[str]:
+    """Every inbox group Stage-A saw: those with a record, and those whose photos were all skipped.
+
+    Skipped paths are relative to the mission folder: `待审核/<group>/<file>` or `待审核/<group>`.
+    """
+    ids = {r["group_id"] for r in records}
+    for s in skipped:
+        parts = s["path"].split("/")
+        if len(parts) >= 3 or (len(parts) == 2 and s["reason"] == "group has no usable images"):
+            ids.add(parts[1])
+    return sorted(ids)
+
+
+def run_verdicts(records: Sequence[dict], inbox_ids: Sequence[str], mission, guidance: Guidance, llm: ChatLLM,
+                 config: VerdictConfig, out_dir: str | Path, mission_dir: str | Path,
+                 log: Callable[[str], None] = print) -> VerdictsResult:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unlabelled = [r["group_id"] for r in records if r.get("label") is not None]
+    if unlabelled:
+        raise ValueError(f"inbox records must have label null, got labelled groups {unlabelled[:3]}")
+    previous = {r["record_id"]: r for r in read_table(out_dir)}
+    judge = VerdictJudge(llm, mission, guidance, config, out_dir, log=log)
+    pending = judge.judge(records)
+    summarised = {r["group_id"] for r in records}
+    pending += [judge.unjudgeable_row(record_id(mission.name, None, g), g, NO_RECORD_REASON)
+                for g in inbox_ids if g not in summarised]
+    result = VerdictsResult(rows=[], counts=judge.counts)
+    for row in pending:
+        before = previous.get(row["record_id"])
+        if before is None or before["status"] != "pending":
+            result.newly_judged += 1
+        elif (reason := rejudge_reason(before, row)) is not None:
+            result.rejudged[reason] += 1
+        else:
+            result.unchanged += 1
+    now = {r["record_id"] for r in pending}
+    left = [r for r in previous.values() if r["record_id"] not in now and r["status"] != "reviewed"]
+    closed, result.new_reviews = close_reviews(left, Path(mission_dir), out_dir / "reviews.jsonl")
+    kept = [r for r in previous.values() if r["record_id"] not in now and r["status"] == "reviewed"]
+    result.rows = sorted(pending + closed + kept, key=lambda r: (_STATUS_ORDER[r["status"]], r["group_id"]))
+    result.reviews = read_jsonl(out_dir / "reviews.jsonl")
+    parquet, csv = write_tables(verdict_frame(result.rows), out_dir)
+    result.paths = {"parquet": parquet, "csv": csv, "samples": judge.path, "reviews": out_dir / "reviews.jsonl"}
+    atomic_write_json(out_dir / "summary.json", {
+        "inbox_group_ids": sorted(inbox_ids), "guidance_version": guidance.version,
+        "guidance_hash": guidance.content_hash(), "model_fingerprint": llm.fingerprint,
+        "max_needs_review_share": config.max_needs_review_share, "config": config.to_dict()})
+    log(f"{mission.name}: {len(pending)} inbox groups ({result.newly_judged} new, {sum(result.rejudged.values())} "
+        f"re-judged, {result.unchanged} unchanged), {judge.counts.llm_calls} LLM calls, "
+        f"{result.new_reviews} new reviews")
+    return result
