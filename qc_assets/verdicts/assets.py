@@ -19,24 +19,33 @@ from qc_assets.verdicts.run import VerdictsResult, inbox_group_ids_from_summarie
 from qc_assets.verdicts.table import read_table, validate_verdicts, verdict_frame
 from resources.llm import ChatLLM
 from resources.llm.resource import LLMResource
+from resources.vlm.resource import VLMResource
 from resources.storage import StorageResource
 from resources.store import read_jsonl
 
 ASSET_NAME = "qc_verdicts"
 GUIDANCE_ASSET = "stage_b_guidance"
+STUDENT_ASSET = "fused_sft_checkpoint"
 
 QCVerdictsConfig = dagster_config(VerdictConfig, "QCVerdictsConfig")
 
 
-def verdict_model(config: VerdictConfig, llm: LLMResource) -> ChatLLM:
-    """The model that answers the Stage-B prompt. Any `ChatLLM` fits: `llm` (the Stage-B LLM resource)
-    today; a fused student checkpoint becomes another branch here once it loads as a checkpoint."""
-    if config.verdict_model == "llm":
-        try:
-            return llm.get_llm()
-        except (OSError, ValueError) as e:
-            raise dg.Failure(f"could not load the verdict LLM: {e}", metadata={"backend": llm.backend}) from e
-    raise ValueError(f"verdict_model {config.verdict_model!r} has no loader")
+def verdict_model(config: VerdictConfig, llm: LLMResource, vlm: VLMResource, storage: StorageResource) -> ChatLLM:
+    """The model that answers the Stage-B prompt: `llm` (the Stage-B LLM resource) or `student` (the
+    promoted fused checkpoint, on the VLM's device and dtype, the same folder that serves Stage-A)."""
+    if config.verdict_model == "student":
+        from resources.training.student_chat import StudentChatLLM
+
+        current = storage.root() / STUDENT_ASSET / "current"
+        if not (current / "config.json").is_file():
+            raise dg.Failure(f"verdict_model 'student' needs a promoted student at {current}: run student_job "
+                             f"({STUDENT_ASSET}) until a run passes its eval gate",
+                             metadata={"expected_path": dg.MetadataValue.path(str(current))})
+        return StudentChatLLM(str(current), device=vlm.device, dtype=vlm.dtype, batch_size=config.batch_size)
+    try:
+        return llm.get_llm()
+    except (OSError, ValueError) as e:
+        raise dg.Failure(f"could not load the verdict LLM: {e}", metadata={"backend": llm.backend}) from e
 
 
 def kept_guidance(storage: StorageResource, mission: str):
@@ -60,13 +69,13 @@ def kept_guidance(storage: StorageResource, mission: str):
                 "fail wins ties); doubtful groups are marked needs_review, never passed silently.",
 )
 def qc_verdicts(context: dg.AssetExecutionContext, config: QCVerdictsConfig, storage: StorageResource,
-                llm: LLMResource) -> dg.MaterializeResult:
+                llm: LLMResource, vlm: VLMResource) -> dg.MaterializeResult:
     mission = get_mission(context.partition_key)
     cfg = to_domain(config, VerdictConfig)
     records = load_inbox_records(storage, mission.name)
     skipped = read_jsonl(storage.root() / INBOX_ASSET / mission.name / "skipped.jsonl")
     guidance = kept_guidance(storage, mission.name)
-    model = verdict_model(cfg, llm)
+    model = verdict_model(cfg, llm, vlm, storage)
     out_dir = storage.asset_dir(ASSET_NAME, mission.name)
     try:
         result = run_verdicts(records, inbox_group_ids_from_summaries(records, skipped), mission, guidance, model,

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 # The verdict model answers the Stage-B prompt. `llm` is the Stage-B LLM resource; a fused student
 # checkpoint answering the same prompt becomes a second choice once it loads as a checkpoint.
-VERDICT_MODELS = ("llm",)
+# llm: the Stage-B LLM resource; student: the promoted fused student (<data>/fused_sft_checkpoint/current)
+VERDICT_MODELS = ("llm", "student")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class VerdictConfig:
     def __post_init__(self) -> None:
         if self.verdict_model not in VERDICT_MODELS:
             raise ValueError(f"verdict_model must be one of {VERDICT_MODELS}, got {self.verdict_model!r}")
+        if self.verdict_model == "student" and self.constrained:
+            raise ValueError("verdict_model 'student' decodes without a regex constraint: set constrained: false")
         grid = tuple((float(t), float(p)) for t, p in self.decode_grid)
         object.__setattr__(self, "decode_grid", grid)
         if not grid:
