@@ -81,7 +81,7 @@ class ScriptedRuleFollowingServer:
         """The real OpenAI-compatible client pointed at this server (no retries unless asked)."""
         from resources.llm.openai_backend import OpenAIChatLLM
 
-        options = {"max_retries": 0, "backoff_s": 0.0, "timeout_s": 10.0, **kwargs}
+        options = {"max_retries": 0, "timeout_s": 10.0, **kwargs}
         return OpenAIChatLLM(self.base_url, MODEL, **options)
 
     def answer(self, payload: dict) -> tuple[int, str | None]:
