@@ -28,6 +28,9 @@ from qc_assets.stage_a.watch import mission_folders
 # production teacher runs with the defaults. One Stage-B epoch of the 135M model does not converge,
 # so the demo distils anyway, which distill_chatml refuses unless asked and records in its metadata.
 DEMO_RUN_CONFIG = {
+    # INFO, not Dagster's DEBUG event stream: the console then shows each stage's own progress lines
+    # (batches, epochs, teacher calls), every line tagged with its step.
+    "loggers": {"console": {"config": {"log_level": "INFO"}}},
     "ops": {
         "stage_b_guidance": {"config": {"epochs": 1, "rounds_per_epoch": 1}},
         "distill_chatml": {"config": {"constrained": True, "n_samples": 2, "allow_unconverged": True}},
@@ -52,19 +55,23 @@ def main() -> int:
     job = defs.resolve_job_def("qc_pipeline")
     expected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
     problems = []
-    for mission in missions:
+    for n, mission in enumerate(missions, start=1):
+        print(f"\n[{n}/{len(missions)}] {mission}: {', '.join(sorted(expected))}", flush=True)
         started = time.perf_counter()
         result = job.execute_in_process(run_config=DEMO_RUN_CONFIG, partition_key=mission, instance=instance,
                                         raise_on_error=False)
+        _print_stage_times(result)
         problems += _report(f"{mission} (run {result.run_id}, {time.perf_counter() - started:.0f}s)",
                             result, expected)
 
+    print("\n[student] one student for every mission: fused_sft_checkpoint", flush=True)
     started = time.perf_counter()
     result = defs.resolve_job_def("student_job").execute_in_process(instance=instance, raise_on_error=False)
     problems += _report(f"student (run {result.run_id}, {time.perf_counter() - started:.0f}s)", result,
                         {"fused_sft_checkpoint"})
     problems += _student_verdict(result)
 
+    print("\n[fastdistill] run 'demo'", flush=True)
     started = time.perf_counter()
     result = run_fastdistill("demo", instance=instance, storage=storage, teacher_llm=defs.resources["teacher_llm"],
                              raise_on_error=False)
@@ -77,6 +84,17 @@ def main() -> int:
     if problems:
         print("\n" + "\n".join(problems))
     return 1 if any(p.startswith("FAILED") for p in problems) else 0
+
+
+def _print_stage_times(result) -> None:
+    """One line per stage of a finished run: how it ended and how long it took."""
+    for event in result.all_events:
+        if event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+            ok = event.event_type == dg.DagsterEventType.STEP_SUCCESS
+            seconds = event.event_specific_data.duration_ms / 1000 if ok else None
+            print(f"  {event.step_key:<28} {'ok' if ok else 'FAILED'}" + (f" {seconds:.0f}s" if ok else ""))
+        elif event.event_type == dg.DagsterEventType.STEP_SKIPPED:
+            print(f"  {event.step_key:<28} skipped (an upstream step failed or a blocking check did not pass)")
 
 
 def _student_verdict(result) -> list[str]:
