@@ -12,6 +12,7 @@ from qc_assets.fusion.evaluate import GATED_METRICS, gate_table
 from qc_assets.fusion.mixing import report_table
 from qc_assets.fusion.runner import (ADAPTER_DIR, EVAL_FILE, LOSS_PLOT, REPORT_FILE, FusionResult, NoTrainingData,
                                      run_fusion)
+from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL
 from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
 from resources.storage import StorageResource
@@ -52,7 +53,8 @@ def student_path(vlm: VLMResource) -> tuple[str, str]:
     name=ASSET_NAME,
     deps=[dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries")],
     partitions_def=mission_partitions,
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     group_name="qc",
     kinds={"pytorch"},
     description="LoRA SFT of the student on a seeded mix of chatml sources, gated against its base model.",

@@ -5,6 +5,7 @@ from collections import Counter
 
 import dagster as dg
 
+from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
@@ -32,7 +33,9 @@ class StageASummariesConfig(dg.Config):
 @dg.asset(
     name=ASSET_NAME,
     partitions_def=mission_partitions,
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"pytorch", "transformers"},
     description="One-line Chinese VLM summary of every photo of a mission, one record per group occurrence.",
