@@ -91,12 +91,21 @@ def start(name: str, argv: list[str], log_dir: Path, env: dict | None = None, cw
 
 
 _started: list[Proc] = []
+_temp_dirs: list[Path] = []
+
+
+def _temp_dir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    _temp_dirs.append(path)
+    return path
 
 
 @atexit.register
 def _stop_all() -> None:
     for proc in reversed(_started):
         proc.stop()
+    for path in _temp_dirs:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -154,7 +163,7 @@ def start_postgres(log_dir: Path) -> Postgres:
     bin_dir = _pg_bin()
     # PostgreSQL refuses to run as root: run it as the `postgres` user the Debian package creates
     run_as = "postgres" if os.geteuid() == 0 else None
-    data = Path(tempfile.mkdtemp(prefix="qc-pg-"))
+    data = _temp_dir("qc-pg-")
     password = secrets.token_urlsafe(16)
     pwfile = data / "pw"
     pwfile.write_text(password)
@@ -202,7 +211,7 @@ def start_redis(log_dir: Path) -> Redis:
         raise FileNotFoundError(f"redis-server not found on PATH: {MISSING}")
     password = secrets.token_urlsafe(16)
     port = free_port()
-    work = Path(tempfile.mkdtemp(prefix="qc-redis-"))
+    work = _temp_dir("qc-redis-")
     proc = start("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                            "--requirepass", password, "--dir", str(work), "--databases", "64"], log_dir)
     wait_until(lambda: _redis_ready(port, password), 30, f"Redis on 127.0.0.1:{port}", (proc,))
@@ -215,13 +224,13 @@ _shared: dict[str, object] = {}
 def shared_postgres() -> Postgres:
     """One PostgreSQL per test session (tests take their own database)."""
     if "pg" not in _shared:
-        _shared["pg"] = start_postgres(Path(tempfile.mkdtemp(prefix="qc-services-")))
+        _shared["pg"] = start_postgres(_temp_dir("qc-services-"))
     return _shared["pg"]  # type: ignore[return-value]
 
 
 def shared_redis() -> Redis:
     if "redis" not in _shared:
-        _shared["redis"] = start_redis(Path(tempfile.mkdtemp(prefix="qc-services-")))
+        _shared["redis"] = start_redis(_temp_dir("qc-services-"))
     return _shared["redis"]  # type: ignore[return-value]
 
 
@@ -284,6 +293,21 @@ class Deployment:
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+
+
+def run_cli(argv: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run a command to completion in its own process group, then end whatever it left behind (the
+    `dagster` CLI starts a code server of its own)."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _http_ok(url: str) -> bool:

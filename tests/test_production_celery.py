@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from services import PROD_INSTANCE_YAML, ROOT, VENV_BIN, Deployment, production_deployment, wait_until
+from services import PROD_INSTANCE_YAML, ROOT, VENV_BIN, Deployment, production_deployment, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,8 +61,7 @@ def deployment(tmp_path_factory, tiny_vlm_dir):
 
 
 def _cli(dep: Deployment, *args: str) -> str:
-    out = subprocess.run([str(VENV_BIN / "dagster"), *args, "-w", "workspace.yaml"], cwd=ROOT, env=dep.env,
-                         capture_output=True, text=True, timeout=180)
+    out = run_cli([str(VENV_BIN / "dagster"), *args, "-w", "workspace.yaml"], dep.env)
     assert out.returncode == 0, f"dagster {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout
 

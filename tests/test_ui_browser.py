@@ -40,7 +40,10 @@ def ui(tmp_path_factory, tiny_vlm_dir):
     tmp = tmp_path_factory.mktemp("ui")
     images = write_sample_images(tmp / "images", groups_per_label=1)
     data = tmp / "data"
-    dep = production_deployment(tmp, {"QC_DATA_ROOT": str(data), "QC_IMAGES_ROOT": str(images),
+    # the daemon's sensor watches an empty folder: it ticks (the sensor page shows it) but starts no run
+    watched = tmp / "watched"
+    watched.mkdir()
+    dep = production_deployment(tmp, {"QC_DATA_ROOT": str(data), "QC_IMAGES_ROOT": str(watched),
                                       "QC_VLM_MODEL": str(tiny_vlm_dir), "QC_TEACHER_API_KEY": TEACHER_KEY},
                                 executor="")
     storage = StorageResource(data_root=str(data), images_root=str(images))
@@ -57,6 +60,7 @@ def ui(tmp_path_factory, tiny_vlm_dir):
             dg.materialize([stage_b_guidance, *stage_b_checks], partition_key=MISSIONS[1], instance=instance,
                            resources={"storage": storage, "llm": LLMResource(batch_size=4, cpu_threads=1)},
                            run_config=dg.RunConfig({"stage_b_guidance": tiny_b}), raise_on_error=False)
+        dep.daemon()
         _, url = dep.webserver()
         yield url
     finally:
@@ -90,7 +94,7 @@ def _shot(page, name: str) -> None:
 
 
 def test_asset_graph_shows_the_qc_assets_and_no_onboarding_dialog(ui, page):
-    text = _open(page, f"{ui}/asset-groups/qc", "stage_a_summaries")
+    text = _open(page, f"{ui}/locations/qc_platform/asset-groups/qc", "stage_a_summaries")
     for name in ("stage_a_summaries", "stage_b_guidance", "distill_chatml", "fused_sft_checkpoint"):
         assert name in text
     assert page.locator("[role=dialog]").count() == 0, "a dialog covers the page (onboarding/community prompt?)"
@@ -115,8 +119,16 @@ def test_stage_b_checks_show_their_status(ui, page):
 
 
 def test_sensor_page_shows_the_sensor_and_its_job(ui, page):
-    text = _open(page, f"{ui}/locations/qc_platform/sensors/new_images_sensor", "new_images_sensor")
+    url = f"{ui}/locations/qc_platform/sensors/new_images_sensor"
+    text = _open(page, url, "new_images_sensor")
     assert "stage_a_job" in text
+    for _ in range(60):  # the daemon's first tick, shown on reload
+        if "never run" not in text:
+            break
+        page.wait_for_timeout(3000)
+        text = _open(page, url, "new_images_sensor")
+    assert "Sensor has never run" not in text, "the daemon never ticked the sensor"
+    assert "daemon is not running" not in text
     _shot(page, "sensor.png")
 
 
