@@ -83,3 +83,17 @@ def test_production_definitions_use_the_celery_executor_with_the_gpu_queue():
     bad = subprocess.run([sys.executable, "-c", "import definitions"], cwd=ROOT, env={**env, "QC_EXECUTOR": "k8s"},
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "QC_EXECUTOR must be empty or 'celery'" in bad.stderr
+
+
+def test_model_retry_policy_comes_from_the_environment(monkeypatch):
+    from qc_assets.gpu_steps import model_retry_policy
+
+    monkeypatch.setenv("QC_MODEL_RETRIES", "3")
+    monkeypatch.setenv("QC_MODEL_RETRY_DELAY_S", "2")
+    policy = model_retry_policy()
+    assert (policy.max_retries, policy.delay, policy.backoff) == (3, 2.0, dg.Backoff.EXPONENTIAL)
+    monkeypatch.setenv("QC_MODEL_RETRIES", "0")
+    assert model_retry_policy() is None
+    monkeypatch.setenv("QC_MODEL_RETRIES", "-1")
+    with pytest.raises(ValueError, match="QC_MODEL_RETRIES=-1"):
+        model_retry_policy()
