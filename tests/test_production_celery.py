@@ -135,15 +135,23 @@ def _pool_process(proc) -> int:
     return pool[0]
 
 
+def _executing_host(instance, run_id: str) -> str | None:
+    """The Celery worker that took the Stage-A step of a run, from its engine event."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        metadata = entry.dagster_event.engine_event_data.metadata
+        if entry.step_key == STEP and "Celery worker" in metadata:
+            return metadata["Celery worker"].value
+    return None
+
+
 def test_worker_killed_mid_stage_a_is_retried_and_no_photo_is_summarised_twice(deployment):
     images = Path(deployment.env["QC_IMAGES_ROOT"])
-    source = sorted((images / MISSIONS[1]).rglob("*.jpg"))
-    for g in range(4):  # enough photos that the kill lands in the middle of the step
-        for i, src in enumerate(source[:4]):
-            dst = images / KILL_MISSION / "审核通过" / f"K{g}" / f"{i}.jpg"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dst)
-    total = 16
+    source = sorted((images / MISSIONS[1]).rglob("*.jpg"))[:4]
+    total = 24  # enough photos that the kill lands in the middle of the step, even on a fast machine
+    for n in range(total):
+        dst = images / KILL_MISSION / "审核通过" / f"K{n // 4}" / f"{n % 4}.jpg"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source[n % len(source)], dst)
     config = {"ops": {STEP: {"config": {"batch_size": 1, "mode": "per_image", "max_new_tokens": 32}}}}
     _cli(deployment, "job", "launch", "-j", "stage_a_job", "--config-json", json.dumps(config),
          "--tags", json.dumps({"dagster/partition": KILL_MISSION}))
@@ -152,25 +160,34 @@ def test_worker_killed_mid_stage_a_is_retried_and_no_photo_is_summarised_twice(d
     def logged() -> int:
         return sum(1 for _ in log.open(encoding="utf-8")) if log.exists() else 0
 
-    wait_until(lambda: logged() >= 2, 300, f"the first Stage-A photos of {KILL_MISSION} in {log}",
-               tuple(deployment.procs))
     with deployment.instance() as instance:
-        first = _runs(instance, tags={"dagster/partition": KILL_MISSION})[-1]
-        host = next(e.dagster_event.engine_event_data.metadata["Celery worker"].value
-                    for e in instance.all_logs(first.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
-                    if "Celery worker" in e.dagster_event.engine_event_data.metadata)
+        runs_filter = dg.RunsFilter(tags={"dagster/partition": KILL_MISSION})
+        wait_until(lambda: bool(_runs(instance, tags={"dagster/partition": KILL_MISSION})), 120,
+                   f"the {KILL_MISSION} run", tuple(deployment.procs))
+        first = _runs(instance, tags={"dagster/partition": KILL_MISSION})[0]
+        wait_until(lambda: _executing_host(instance, first.run_id) is not None, 300,
+                   f"a Celery worker to take {STEP} of run {first.run_id}", tuple(deployment.procs))
+        host = _executing_host(instance, first.run_id)
         worker = next(p for p in deployment.procs if p.name == f"celery-{host.split('@')[0]}")
+        pool_process = _pool_process(worker)  # found before the photos start, so the kill comes right after one
+        wait_until(lambda: logged() >= 1, 300, f"the first Stage-A photo of {KILL_MISSION} in {log}",
+                   tuple(deployment.procs))
+        os.kill(pool_process, signal.SIGKILL)
         killed_at = logged()
         assert killed_at < total, "Stage-A finished before the kill: give it more photos"
-        os.kill(_pool_process(worker), signal.SIGKILL)
 
-        runs_filter = dg.RunsFilter(tags={"dagster/partition": KILL_MISSION})
         wait_until(lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs(filters=runs_filter)),
                    300, f"a successful retry of the killed {KILL_MISSION} run", tuple(deployment.procs))
         runs = _runs(instance, tags={"dagster/partition": KILL_MISSION})
         assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE
         retry = next(r for r in runs if r.status == dg.DagsterRunStatus.SUCCESS)
         assert retry.tags.get("dagster/parent_run_id") == first.run_id  # the daemon's run retry, not a new run
+        event = instance.get_latest_materialization_event(dg.AssetKey(STEP))
+        assert (event.run_id, event.dagster_event.partition) == (retry.run_id, KILL_MISSION)
+        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        # the retry resumed: what the killed step had logged was reused, only the rest was generated
+        assert meta["stage_a/images_reused"] >= killed_at >= 1
+        assert meta["stage_a/images_reused"] + meta["stage_a/images_generated_this_run"] == total
 
     rows = [json.loads(line) for line in log.open(encoding="utf-8")]
     per_image = Counter((r["run_key"], r["image"], r["sha256"]) for r in rows)
@@ -188,11 +205,23 @@ def test_secrets_never_reach_run_config_or_the_instance(deployment):
         assert runs, "run the backfill test first: there is no run to inspect"
         for run in runs:
             stored = json.dumps(run.run_config) + json.dumps(run.tags)
+            # the event log is what the UI shows of a run: its messages and metadata
+            events = " ".join(repr(e) for e in instance.all_logs(run.run_id))
             for what, value in secrets.items():
                 assert value not in stored, f"{what} found in the stored run config of {run.run_id}"
+                assert value not in events, f"{what} found in the event log of {run.run_id}"
     # the run worker did resolve them: runs reached Postgres and Redis, and the resource got its key
     env_check = subprocess.run(
         [str(VENV_BIN / "python"), "-c", "import definitions; r = definitions.defs.resources['teacher_llm'];"
          "print(type(r.api_key).__name__, r.api_key.get_value() == __import__('os').environ['QC_TEACHER_API_KEY'])"],
         cwd=ROOT, env=deployment.env, capture_output=True, text=True, timeout=120, check=True)
     assert env_check.stdout.split() == ["EnvVar", "True"]
+
+
+def test_gpu_pool_limit_is_raised_to_the_number_of_gpus_from_the_cli(deployment):
+    """The documented way to size the pool: a per-pool limit in Postgres that overrides default_limit."""
+    with deployment.instance() as instance:
+        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1  # default_limit
+        out = run_cli([str(VENV_BIN / "dagster"), "instance", "concurrency", "set", "gpu", "4"], deployment.env)
+        assert out.returncode == 0, out.stderr
+        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 4
