@@ -221,7 +221,9 @@ def test_secrets_never_reach_run_config_or_the_instance(deployment):
 def test_gpu_pool_limit_is_raised_to_the_number_of_gpus_from_the_cli(deployment):
     """The documented way to size the pool: a per-pool limit in Postgres that overrides default_limit."""
     with deployment.instance() as instance:
-        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1  # default_limit
+        info = instance.event_log_storage.get_concurrency_info("gpu")
+        assert (info.limit, info.using_default_limit) == (1, True)
         out = run_cli([str(VENV_BIN / "dagster"), "instance", "concurrency", "set", "gpu", "4"], deployment.env)
         assert out.returncode == 0, out.stderr
-        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 4
+        info = instance.event_log_storage.get_concurrency_info("gpu")
+        assert (info.limit, info.using_default_limit, info.slot_count) == (4, False, 4)
