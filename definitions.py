@@ -90,6 +90,8 @@ defs = dg.Definitions(
             model=_env("QC_VLM_SERVED_MODEL", ""),
             device=_env("QC_DEVICE", "cpu"),
             dtype=_env("QC_DTYPE", "float32"),
+            # a secret: only ever through EnvVar (resolved when a run starts, never stored in run config)
+            api_key=dg.EnvVar("QC_VLM_API_KEY") if "QC_VLM_API_KEY" in os.environ else None,
         ),
         "llm": llm_from_env("QC_LLM"),
         "teacher_llm": llm_from_env("QC_TEACHER"),

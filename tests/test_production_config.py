@@ -97,3 +97,11 @@ def test_model_retry_policy_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("QC_MODEL_RETRIES", "-1")
     with pytest.raises(ValueError, match="QC_MODEL_RETRIES=-1"):
         model_retry_policy()
+
+
+def test_every_api_key_reaches_its_resource_as_an_env_var_not_a_value():
+    code = ("import definitions; r = definitions.defs.resources; "
+            "print(*[type(r[k].api_key).__name__ + ':' + str(r[k].api_key.env_var_name) for k in ('vlm', 'llm', 'teacher_llm')])")
+    env = {"QC_VLM_API_KEY": "sk-v", "QC_LLM_API_KEY": "sk-l", "QC_TEACHER_API_KEY": "sk-t", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["EnvVar:QC_VLM_API_KEY", "EnvVar:QC_LLM_API_KEY", "EnvVar:QC_TEACHER_API_KEY"]
