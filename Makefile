@@ -10,7 +10,7 @@ export QC_DATA_ROOT ?= $(CURDIR)/data
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test ui sample-data bench clean llama-server
+.PHONY: install services demo test ui sample-data bench clean llama-server
 
 install: $(STAMP)
 
@@ -28,6 +28,21 @@ $(STAMP): pyproject.toml
 	@echo "torch $$(cat $(VENV)/.torch_after)"
 	touch $(STAMP)
 
+# Servers and browser for the production and UI tests (tests/services.py starts them on 127.0.0.1):
+# Debian's packages, so CI gets the same PostgreSQL, Redis and Chromium as a production host; apt runs
+# only when one is missing. fonts-noto-cjk: without a CJK font the Chinese mission names render as boxes.
+SERVICE_PACKAGES := postgresql redis-server chromium fonts-noto-cjk
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+services:
+	@missing=""; for p in $(SERVICE_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends$$missing; \
+	fi
+
 $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml
@@ -41,7 +56,7 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml sample-data
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: $(STAMP)
+test: $(STAMP) services
 	$(PY) -m pytest -q
 
 # CPU benchmarks; each writes its section of docs/benchmarks.md. The teacher-throughput benchmark

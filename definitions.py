@@ -6,8 +6,10 @@ definitions run the CPU demo and production; see README "Configuration".
 """
 
 import os
+from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from qc_assets import sensors
 from qc_assets.distill import assets as distill_assets
@@ -55,6 +57,27 @@ def llm_from_env(prefix: str) -> LLMResource:
     return LLMResource(**settings)
 
 
+CELERY_CONFIG = Path(__file__).resolve().parent / "deploy" / "production" / "celery.yaml"
+
+
+def executor_from_env() -> dg.ExecutorDefinition | None:
+    """`QC_EXECUTOR`: unset = Dagster's default (steps in subprocesses of the run worker); `celery` = each
+    step is a task on the Celery broker, gpu-pool steps on the `gpu` queue (qc_assets/gpu_steps.py).
+
+    The executor reads the same file as the workers (deploy/production/celery.yaml), whose broker
+    URLs come from the environment when a run starts, so they never enter run config.
+    """
+    name = _env("QC_EXECUTOR", "")
+    if not name:
+        return None
+    if name != "celery":
+        raise ValueError(f"QC_EXECUTOR must be empty or 'celery', got {name!r}")
+    from dagster_celery import celery_executor
+
+    config = yaml.safe_load(CELERY_CONFIG.read_text(encoding="utf-8"))["execution"]["config"]
+    return celery_executor.configured(config, name="celery_executor")
+
+
 qc_pipeline = dg.define_asset_job(
     "qc_pipeline",
     selection=dg.AssetSelection.groups("qc"),
@@ -67,6 +90,7 @@ defs = dg.Definitions(
     asset_checks=[*stage_a_checks.asset_checks, *stage_b_assets.asset_checks, *distill_assets.asset_checks,
                   *fusion_assets.asset_checks, *fastdistill_assets.asset_checks, *verdicts_assets.asset_checks],
     sensors=[*sensors.sensors],
+    executor=executor_from_env(),
     jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs],
     resources={
         "storage": StorageResource(data_root=str(data_root()), images_root=_env("QC_IMAGES_ROOT", "")),

@@ -7,6 +7,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# no step retries with backoff in unit tests: a test that expects a failure would re-run the step and
+# wait; the production tests set their own value (qc_assets/gpu_steps.py)
+os.environ.setdefault("QC_MODEL_RETRIES", "0")
 
 
 @pytest.fixture(scope="session")

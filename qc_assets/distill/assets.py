@@ -10,6 +10,7 @@ from qc_assets.distill.config import DistillConfig
 from qc_assets.distill.export import CHATML_PARQUET
 from qc_assets.distill.pipeline import DistillResult, run_distill
 from qc_assets.distill.schema import validate_frame
+from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
@@ -77,7 +78,9 @@ def _load_inputs(storage: StorageResource, mission: str, which: str, allow_uncon
     name=ASSET_NAME,
     deps=[dg.AssetKey(STAGE_B)],
     partitions_def=mission_partitions,
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"python"},
     description="Teacher answers under the converged guidance, kept only where they agree with the label, "

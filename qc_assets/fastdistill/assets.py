@@ -16,6 +16,7 @@ from qc_assets.fastdistill import pipeline
 from qc_assets.fastdistill.assets_meta import md_preview, plot_md, table
 from qc_assets.fastdistill.config import RunConfig, StudentConfig
 from qc_assets.fastdistill.partitions import fastdistill_runs
+from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.run_config import dagster_config, to_domain
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
@@ -104,8 +105,8 @@ def teacher_llm_for(cfg: RunConfig, storage: StorageResource, teacher_llm: LLMRe
     return TransformersChatLLM(model_dir, batch_size=teacher_llm.batch_size, num_threads=teacher_llm.cpu_threads)
 
 
-@dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_inputs], pool="gpu",
-          kinds={"python", "parquet"})
+@dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_inputs], pool=GPU_POOL,
+          op_tags=GPU_OP_TAGS, retry_policy=MODEL_RETRY, kinds={"python", "parquet"})
 def fastdistill_teacher(
     context: dg.AssetExecutionContext, storage: StorageResource, teacher_llm: LLMResource
 ) -> dg.MaterializeResult:
@@ -236,8 +237,8 @@ def fastdistill_dataset(context: dg.AssetExecutionContext, storage: StorageResou
 StudentRunConfig = dagster_config(StudentConfig, "StudentRunConfig")
 
 
-@dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_dataset], pool="gpu",
-          kinds={"pytorch", "python"})
+@dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_dataset], pool=GPU_POOL,
+          op_tags=GPU_OP_TAGS, kinds={"pytorch", "python"})
 def fastdistill_student(
     context: dg.AssetExecutionContext, config: StudentRunConfig, storage: StorageResource
 ) -> dg.MaterializeResult:

@@ -16,6 +16,7 @@ from qc_assets.fusion.evaluate import GATED_METRICS, gate_table
 from qc_assets.fusion.mixing import report_table
 from qc_assets.fusion.runner import (ADAPTER_DIR, CURRENT, EVAL_FILE, LOSS_PLOT, PROMOTIONS, REPORT_FILE, RUNS_DIR,
                                      FusionResult, NoTrainingData, run_fusion)
+from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
 from resources.storage import StorageResource
@@ -31,7 +32,8 @@ FusedSFTConfig = dagster_config(FusionRunConfig, "FusedSFTConfig")
     name=ASSET_NAME,
     # Stage-B: its split picks the held-out groups and its best guidance writes the eval prompts
     deps=[dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")],
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     group_name=GROUP,
     kinds={"pytorch"},
     description="One LoRA SFT student over every mission's sources (TRL SFTTrainer), gated per mission "

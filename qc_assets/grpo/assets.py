@@ -7,6 +7,7 @@ job (`dpo_job`, `grpo_job`) so nothing runs them by default: the demo does not.
 
 import dagster as dg
 
+from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL
 from qc_assets.fusion.evaluate import GATED_METRICS, gate_table
 from qc_assets.grpo.config import DPORunConfig, GRPORunConfig
 from qc_assets.grpo.runner import run_dpo, run_grpo
@@ -51,7 +52,7 @@ def _student(student: StudentTrainingResource):
 
 
 @dg.asset(deps=[dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")],
-          pool="gpu", group_name=GROUP,
+          pool=GPU_POOL, op_tags=GPU_OP_TAGS, group_name=GROUP,
           kinds={"pytorch"}, description="LoRA DPO of the student on every mission's exported preference pairs "
                                          "(TRL DPOTrainer), evaluated per mission on held-out groups.")
 def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, storage: StorageResource,
@@ -63,7 +64,7 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, storage
     return dg.MaterializeResult(metadata=_metadata(summary, fingerprint, backend.note, "dpo", summary["train_pairs"]))
 
 
-@dg.asset(deps=[dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")], pool="gpu", group_name=GROUP,
+@dg.asset(deps=[dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")], pool=GPU_POOL, op_tags=GPU_OP_TAGS, group_name=GROUP,
           kinds={"pytorch"}, description="LoRA GRPO of the student on every mission's train split (TRL "
                                          "GRPOTrainer, label + format rewards), evaluated on held-out groups after.")
 def grpo_checkpoint(context: dg.AssetExecutionContext, config: GRPOConfig, storage: StorageResource,

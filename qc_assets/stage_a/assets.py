@@ -5,6 +5,7 @@ from collections import Counter
 
 import dagster as dg
 
+from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
@@ -44,7 +45,9 @@ class StageASummariesConfig(InboxSummariesConfig):
 @dg.asset(
     name=ASSET_NAME,
     partitions_def=mission_partitions,
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"pytorch", "transformers"},
     description="One-line Chinese VLM summary of every photo of a mission, one record per group occurrence.",
@@ -59,7 +62,9 @@ def stage_a_summaries(
 @dg.asset(
     name=INBOX_ASSET,
     partitions_def=mission_partitions,
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"pytorch", "transformers"},
     description=f"Stage-A summaries of the unlabelled groups under <mission>/{INBOX_FOLDER}/ (label null); "

@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 
+from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
@@ -27,7 +28,9 @@ StageBConfig = dagster_config(StageBLoopConfig, "StageBConfig")
     name=ASSET_NAME,
     deps=[dg.AssetKey(UPSTREAM)],
     partitions_def=mission_partitions,
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"python"},
     description="Guidance rules learned in prompt space by rollout, reflection and a statistical gate.",

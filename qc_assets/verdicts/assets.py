@@ -6,6 +6,7 @@ from collections import Counter
 import dagster as dg
 import pandera.errors
 
+from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
@@ -62,7 +63,9 @@ def kept_guidance(storage: StorageResource, mission: str):
     name=ASSET_NAME,
     deps=[dg.AssetKey(INBOX_ASSET), dg.AssetKey(GUIDANCE_ASSET)],
     partitions_def=mission_partitions,
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"python", "parquet"},
     description="Production verdict for every inbox group under the kept guidance (k samples, majority vote, "
