@@ -64,7 +64,8 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, storage
     return dg.MaterializeResult(metadata=_metadata(summary, fingerprint, backend.note, "dpo", summary["train_pairs"]))
 
 
-@dg.asset(deps=[dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")], pool=GPU_POOL, op_tags=GPU_OP_TAGS, group_name=GROUP,
+@dg.asset(deps=[dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")], pool=GPU_POOL,
+          op_tags=GPU_OP_TAGS, group_name=GROUP,
           kinds={"pytorch"}, description="LoRA GRPO of the student on every mission's train split (TRL "
                                          "GRPOTrainer, label + format rewards), evaluated on held-out groups after.")
 def grpo_checkpoint(context: dg.AssetExecutionContext, config: GRPOConfig, storage: StorageResource,
