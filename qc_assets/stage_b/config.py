@@ -7,6 +7,22 @@ from dataclasses import asdict, dataclass, field
 from qc_assets.stage_b.gate import GateThresholds
 
 
+def checked_decode_grid(grid) -> tuple[tuple[float, float], ...]:
+    """A decode grid as float (temperature, top_p) pairs, refused when empty, malformed or repeated."""
+    for setting in grid:
+        if len(setting) != 2:
+            raise ValueError(f"decode_grid entries must be (temperature, top_p), got {list(setting)}")
+    checked = tuple((float(t), float(p)) for t, p in grid)
+    if not checked:
+        raise ValueError("decode_grid must hold at least one (temperature, top_p) setting")
+    for t, p in checked:
+        if t < 0 or not 0 < p <= 1:
+            raise ValueError(f"decode_grid setting ({t}, {p}) needs temperature >= 0 and top_p in (0, 1]")
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"decode_grid has repeated settings: {checked}")
+    return checked
+
+
 @dataclass(frozen=True)
 class StageBLoopConfig:
     epochs: int = field(default=2, metadata={"help": "max epochs; stops earlier once an epoch accepts no edit"})
@@ -49,20 +65,9 @@ class StageBLoopConfig:
                                          "(OpenAI-compatible backends only; transformers refuses it)"})
 
     def __post_init__(self) -> None:
-        for setting in self.decode_grid:
-            if len(setting) != 2:
-                raise ValueError(f"decode_grid entries must be (temperature, top_p), got {list(setting)}")
-        grid = tuple((float(t), float(p)) for t, p in self.decode_grid)
-        object.__setattr__(self, "decode_grid", grid)
+        object.__setattr__(self, "decode_grid", checked_decode_grid(self.decode_grid))
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not grid:
-            raise ValueError("decode_grid must hold at least one (temperature, top_p) setting")
-        for t, p in grid:
-            if t < 0 or not 0 < p <= 1:
-                raise ValueError(f"decode_grid setting ({t}, {p}) needs temperature >= 0 and top_p in (0, 1]")
-        if len(set(grid)) != len(grid):
-            raise ValueError(f"decode_grid has repeated settings: {grid}")
         for name in ("samples", "min_test_groups", "max_new_tokens", "rollout_batch_size", "reflection_batch_size",
                      "reflection_max_new_tokens", "rounds_per_epoch", "max_candidates_per_round"):
             if getattr(self, name) < 1:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from qc_assets.stage_b.config import checked_decode_grid
+
 # The verdict model answers the Stage-B prompt. `llm` is the Stage-B LLM resource; a fused student
 # checkpoint answering the same prompt becomes a second choice once it loads as a checkpoint.
 # llm: the Stage-B LLM resource; student: the promoted fused student (<data>/fused_sft_checkpoint/current)
@@ -36,15 +38,7 @@ class VerdictConfig:
             raise ValueError(f"verdict_model must be one of {VERDICT_MODELS}, got {self.verdict_model!r}")
         if self.verdict_model == "student" and self.constrained:
             raise ValueError("verdict_model 'student' decodes without a regex constraint: set constrained: false")
-        grid = tuple((float(t), float(p)) for t, p in self.decode_grid)
-        object.__setattr__(self, "decode_grid", grid)
-        if not grid:
-            raise ValueError("decode_grid must hold at least one (temperature, top_p) setting")
-        for t, p in grid:
-            if t < 0 or not 0 < p <= 1:
-                raise ValueError(f"decode_grid setting ({t}, {p}) needs temperature >= 0 and top_p in (0, 1]")
-        if len(set(grid)) != len(grid):
-            raise ValueError(f"decode_grid has repeated settings: {grid}")
+        object.__setattr__(self, "decode_grid", checked_decode_grid(self.decode_grid))
         for name in ("samples", "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
