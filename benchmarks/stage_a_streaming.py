@@ -27,7 +27,6 @@ from benchmarks.report import DOC, write_section
 from qc_assets.missions import get_mission
 from qc_assets.sample_data import write_sample_images
 from qc_assets.stage_a.runner import StageAConfig, run_stage_a
-from resources.vlm import VisionDecode
 from resources.vlm.openai_backend import OpenAIVisionModel
 
 MISSION = get_mission("BBU接地线检查")
@@ -37,7 +36,7 @@ def run(images: Path, out: Path, url: str, in_flight: int) -> tuple[int, float]:
     shutil.rmtree(out, ignore_errors=True)
     vlm = OpenAIVisionModel(url, "double", max_in_flight=in_flight)
     started = time.perf_counter()
-    result = run_stage_a(images, MISSION, vlm, StageAConfig(batch_size=8, decode=VisionDecode(max_new_tokens=32)),
+    result = run_stage_a(images, MISSION, vlm, StageAConfig(batch_size=8, max_new_tokens=32),
                          out, log=lambda _: None)
     return result.summarised_now, time.perf_counter() - started
 

@@ -9,10 +9,8 @@ from qc_assets.missions import get_mission
 from qc_assets.stage_a.records import validate_records
 from qc_assets.stage_a.runner import StageAConfig, run_stage_a
 from resources.store import read_jsonl
-from resources.vlm import VisionDecode
 
 MISSION = get_mission("BBU接地线检查")
-DECODE = VisionDecode(max_new_tokens=8)
 
 
 class CountingVLM:
@@ -30,7 +28,7 @@ class CountingVLM:
 
 
 def test_records_follow_the_contract_and_every_file_is_accounted(tiny_vlm, sample_images, tmp_path):
-    result = run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig(batch_size=4, decode=DECODE), tmp_path)
+    result = run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig(batch_size=4, max_new_tokens=8), tmp_path)
     validate_records(result.records)
     assert {r["label"] for r in result.records} == {"pass", "fail"}
     assert sorted(r["group_id"] for r in result.records).count("G900") == 2
@@ -44,7 +42,7 @@ def test_records_follow_the_contract_and_every_file_is_accounted(tiny_vlm, sampl
 
 
 def test_rerun_reuses_everything_and_new_group_only_summarises_new_images(tiny_vlm, sample_images, tmp_path):
-    config = StageAConfig(batch_size=4, decode=DECODE)
+    config = StageAConfig(batch_size=4, max_new_tokens=8)
     first = run_stage_a(sample_images, MISSION, tiny_vlm, config, tmp_path)
     counting = CountingVLM(tiny_vlm)
     again = run_stage_a(sample_images, MISSION, counting, config, tmp_path)
@@ -60,24 +58,24 @@ def test_rerun_reuses_everything_and_new_group_only_summarises_new_images(tiny_v
 
 
 def test_changed_decode_params_resummarise(tiny_vlm, sample_images, tmp_path):
-    run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig(batch_size=4, decode=DECODE), tmp_path)
+    run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig(batch_size=4, max_new_tokens=8), tmp_path)
     counting = CountingVLM(tiny_vlm)
     result = run_stage_a(sample_images, MISSION, counting,
-                         StageAConfig(batch_size=4, decode=VisionDecode(max_new_tokens=9)), tmp_path)
+                         StageAConfig(batch_size=4, max_new_tokens=9), tmp_path)
     assert counting.images == sum(len(r["images"]) for r in result.records)
 
 
 def test_per_image_mode_gives_the_same_records_under_greedy_decoding(tiny_vlm, sample_images, tmp_path):
-    by_group = run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig("per_group", 3, decode=DECODE),
+    by_group = run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig("per_group", 3, max_new_tokens=8),
                            tmp_path / "g")
-    by_image = run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig("per_image", 3, decode=DECODE),
+    by_image = run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig("per_image", 3, max_new_tokens=8),
                            tmp_path / "i")
     assert [r["per_image"] for r in by_image.records] == [r["per_image"] for r in by_group.records]
 
 
 def test_caps_list_left_out_images_as_not_sampled(tiny_vlm, sample_images, tmp_path):
     result = run_stage_a(sample_images, MISSION, tiny_vlm,
-                         StageAConfig(pass_cap=1, fail_cap=1, decode=DECODE), tmp_path)
+                         StageAConfig(pass_cap=1, fail_cap=1, max_new_tokens=8), tmp_path)
     assert len(result.records) == 2
     assert any(s.reason.startswith("not sampled") for s in result.skipped)
 
@@ -86,11 +84,10 @@ _CHILD = """
 import sys
 from qc_assets.missions import get_mission
 from qc_assets.stage_a.runner import StageAConfig, run_stage_a
-from resources.vlm import VisionDecode
 from resources.vlm.transformers_backend import TransformersVLM
 vlm = TransformersVLM(sys.argv[1])
 run_stage_a(sys.argv[2], get_mission("BBU接地线检查"), vlm,
-            StageAConfig(batch_size=1, decode=VisionDecode(max_new_tokens=8)), sys.argv[3])
+            StageAConfig(batch_size=1, max_new_tokens=8), sys.argv[3])
 """
 
 
@@ -111,7 +108,7 @@ def test_kill_9_mid_run_loses_nothing_and_rerun_does_only_the_rest(tiny_vlm, tin
 
     counting = CountingVLM(tiny_vlm)
     result = run_stage_a(sample_images, MISSION, counting,
-                         StageAConfig(batch_size=1, decode=VisionDecode(max_new_tokens=8)), out)
+                         StageAConfig(batch_size=1, max_new_tokens=8), out)
     total = sum(len(r["images"]) for r in result.records)
     assert counting.images == total - len(survived)
     finished = {(row["image"], row["summary"]) for row in survived}

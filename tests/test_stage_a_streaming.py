@@ -24,7 +24,7 @@ from resources.vlm import VisionDecode, VLMRequestError
 from resources.vlm.resource import VLMResource
 
 MISSION = get_mission("BBU接地线检查")
-CONFIG = StageAConfig(batch_size=1, decode=VisionDecode(max_new_tokens=8))
+CONFIG = StageAConfig(batch_size=1, max_new_tokens=8)
 
 
 @pytest.fixture
@@ -99,11 +99,10 @@ _CHILD = """
 import sys
 from qc_assets.missions import get_mission
 from qc_assets.stage_a.runner import StageAConfig, run_stage_a
-from resources.vlm import VisionDecode
 from resources.vlm.resource import VLMResource
 vlm = VLMResource(backend="openai", base_url=sys.argv[1], model="double", max_in_flight=2).get_vlm()
 run_stage_a(sys.argv[2], get_mission("BBU接地线检查"), vlm,
-            StageAConfig(batch_size=1, decode=VisionDecode(max_new_tokens=8)), sys.argv[3])
+            StageAConfig(batch_size=1, max_new_tokens=8), sys.argv[3])
 """
 
 

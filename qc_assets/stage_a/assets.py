@@ -9,37 +9,22 @@ from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
+from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.discovery import INBOX_FOLDER
 from qc_assets.stage_a.runner import StageAConfig, StageAResult, run_stage_a
 from resources.store import read_jsonl
 from resources.storage import StorageResource
-from resources.vlm import VisionDecode, VLMRequestError
+from resources.vlm import VLMRequestError
 from resources.vlm.resource import VLMResource
 
 ASSET_NAME = "stage_a_summaries"
 INBOX_ASSET = "inbox_summaries"
 
 
-class InboxSummariesConfig(dg.Config):
-    """Batching and decode of the Stage-A summaries; the inbox uses exactly these (same defaults), so its
-    summaries read like the ones the guidance was learned on."""
-
-    mode: str = "per_group"  # per_group | per_image
-    batch_size: int = 8
-    seed: int = 42
-    max_new_tokens: int = 48
-    temperature: float = 0.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.05
-
-    def stage_a_config(self, pass_cap: int | None = None, fail_cap: int | None = None) -> StageAConfig:
-        decode = VisionDecode(self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty, self.seed)
-        return StageAConfig(self.mode, self.batch_size, pass_cap, fail_cap, self.seed, decode)
-
-
-class StageASummariesConfig(InboxSummariesConfig):
-    pass_cap: int | None = None
-    fail_cap: int | None = None
+StageASummariesConfig = dagster_config(StageAConfig, "StageASummariesConfig")
+# The inbox uses the same settings (same defaults), so its summaries read like the ones the guidance
+# was learned on; it is never capped: every submission gets a verdict.
+InboxSummariesConfig = dagster_config(StageAConfig, "InboxSummariesConfig")
 
 
 @dg.asset(
@@ -55,7 +40,7 @@ class StageASummariesConfig(InboxSummariesConfig):
 def stage_a_summaries(
     context: dg.AssetExecutionContext, config: StageASummariesConfig, storage: StorageResource, vlm: VLMResource
 ) -> dg.MaterializeResult:
-    run_config = config.stage_a_config(config.pass_cap, config.fail_cap)
+    run_config = to_domain(config, StageAConfig)
     return _summarise(context, storage, vlm, run_config, ASSET_NAME, inbox=False)
 
 
@@ -73,7 +58,11 @@ def stage_a_summaries(
 def inbox_summaries(
     context: dg.AssetExecutionContext, config: InboxSummariesConfig, storage: StorageResource, vlm: VLMResource
 ) -> dg.MaterializeResult:
-    return _summarise(context, storage, vlm, config.stage_a_config(), INBOX_ASSET, inbox=True)
+    run_config = to_domain(config, StageAConfig)
+    if run_config.pass_cap is not None or run_config.fail_cap is not None:
+        raise ValueError(f"{INBOX_ASSET} is never capped (every submission gets a verdict): leave pass_cap and "
+                         f"fail_cap unset, got {run_config.pass_cap} / {run_config.fail_cap}")
+    return _summarise(context, storage, vlm, run_config, INBOX_ASSET, inbox=True)
 
 
 def _summarise(context, storage: StorageResource, vlm: VLMResource, run_config: StageAConfig, asset: str,

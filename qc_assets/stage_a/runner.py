@@ -32,18 +32,29 @@ MODES = ("per_group", "per_image")
 
 @dataclass(frozen=True)
 class StageAConfig:
-    mode: str = "per_group"  # per_group: batches never mix groups; per_image: flat image batches
-    batch_size: int = 8
-    pass_cap: int | None = None
-    fail_cap: int | None = None
-    seed: int = 42
-    decode: VisionDecode = field(default_factory=VisionDecode)
+    """Stage-A's one config class: the asset's run config is derived from it (qc_assets/run_config.py)."""
+
+    mode: str = field(default="per_group", metadata={
+        "help": "per_group: batches never mix groups; per_image: flat image batches (local backends)"})
+    batch_size: int = field(default=8, metadata={"help": "images per generate call (local backends)"})
+    pass_cap: int | None = field(default=None, metadata={"help": "max pass groups (seeded sample); none = all"})
+    fail_cap: int | None = field(default=None, metadata={"help": "max fail groups (seeded sample); none = all"})
+    seed: int = field(default=42, metadata={"help": "seeds the group caps and sampled decoding"})
+    max_new_tokens: int = field(default=48, metadata={"help": "summary length budget in tokens"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy (the setting for regression checks)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling when temperature > 0"})
+    repetition_penalty: float = field(default=1.05, metadata={"help": "discourages looping summaries"})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.decode  # validates the decode settings now, not mid-run
+
+    @property
+    def decode(self) -> VisionDecode:
+        return VisionDecode(self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty, self.seed)
 
 
 @dataclass
