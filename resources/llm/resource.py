@@ -2,8 +2,8 @@
 
 Local default: the embedded SmolLM2-135M-Instruct GGUF on llama.cpp in-process (its Q4 weights as
 they are, one thread unless `llama_threads` says otherwise). Production: the same assets pointed at
-a real checkpoint on transformers, an OpenAI-compatible server (vLLM, SGLang, Ollama, llama-server) or the vLLM offline
-engine, e.g.
+a real checkpoint on transformers, an OpenAI-compatible server (vLLM, SGLang, Ollama, llama-server)
+or the vLLM offline engine, e.g.
 
     LLMResource(backend="openai", base_url="http://vllm:8000/v1", model="Qwen/Qwen3-32B",
                 api_key=dg.EnvVar("OPENAI_API_KEY"), structured_output="vllm", max_in_flight=64)
