@@ -92,8 +92,8 @@ def threads_sentence(res: list[dict]) -> str:
     best = max(by_threads, key=by_threads.get)
     others = ", ".join(f"{t} threads {v:.1f}" for t, v in sorted(by_threads.items()) if t != best)
     return (f"llama.cpp was fastest with {best} thread{'s' if best != 1 else ''} ({by_threads[best]:.1f} "
-            f"rollouts/min vs {others}): its worker threads spin-wait for each other, which pays off on idle "
-            "cores and costs on cores shared with other work.")
+            f"rollouts/min vs {others}) on these shared cores: its worker threads spin-wait for each other, so "
+            "a thread that loses its core stalls the rest (more threads may pay off on idle cores; not measured here).")
 
 
 def render(report: dict, command: str) -> str:
@@ -105,7 +105,9 @@ def render(report: dict, command: str) -> str:
         f"guidance, about {res[0]['prompt_tokens_mean']:.0f} prompt tokens each), greedy answers up to "
         f"{cfg['max_tokens']} tokens for prefill/decode, constrained sampled verdicts (temperature 0.7, "
         f"VERDICT_REGEX) for rollouts; transformers batches {cfg['batch_size']} prompts per generate call. "
-        f"{cfg['rounds']} interleaved rounds; medians. llama-cpp-python {report['versions']['llama_cpp_python']}, "
+        f"{cfg['rounds']} interleaved rounds; medians. llama.cpp keeps the conversation's head (the system "
+        "prompt, shared by every Stage-B group) in its KV cache, so its prefill figure counts those tokens "
+        "without recomputing them, as Stage-B runs it; transformers recomputes the whole prompt. llama-cpp-python {report['versions']['llama_cpp_python']}, "
         f"transformers {report['versions']['transformers']}, torch {report['versions']['torch']}.",
         "",
         "| backend | threads | prefill tok/s | decode tok/s | Stage-B rollouts/min | each round, rollouts/min |",
@@ -120,7 +122,7 @@ def render(report: dict, command: str) -> str:
     lc, tf = best["llama_cpp"], best["transformers"]
     lines += [
         "",
-        f"Best of each: llama.cpp ({lc['threads']} threads) / transformers ({tf['threads']} threads) = "
+        f"Best of each: llama.cpp ({lc['threads']} thread(s)) / transformers ({tf['threads']} thread(s)) = "
         f"{lc['prefill_tok_s'] / tf['prefill_tok_s']:.1f}x prefill, {lc['decode_tok_s'] / tf['decode_tok_s']:.1f}x "
         f"decode, {lc['rollouts_per_min'] / tf['rollouts_per_min']:.1f}x Stage-B rollouts. "
         + threads_sentence(res) +
