@@ -60,7 +60,7 @@ test: $(STAMP) services
 	$(PY) -m pytest -q
 
 # CPU benchmarks; each writes its section of docs/benchmarks.md. The teacher-throughput benchmark
-# needs distilabel in a separate venv: see its section for the command.
+# needs distilabel in a separate venv and `make llama-server` once: see its section for the command.
 bench: $(STAMP)
 	$(PY) -m benchmarks.stage_a_throughput
 	$(PY) -m benchmarks.lora_step --size tiny --write-doc
@@ -68,6 +68,11 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.stage_b_learning
 	$(PY) -m benchmarks.fastdistill_dedup --rows 1000000
 	$(PY) -m benchmarks.fastdistill_sql_eval --seconds 3
+	$(PY) -m benchmarks.reflection_parse_rate --n 8
+	$(PY) -m benchmarks.llm_cpu_backends --prompts 3 --rounds 2 --threads 1 2 --max-tokens 32
+	$(PY) -m benchmarks.stage_a_streaming
+	$(PY) -m benchmarks.merged_checkpoint_load --size tiny --write-doc
+	$(PY) -m benchmarks.sensor_tick --photos 100000 1000000 --per-group 5 --repeats 5
 
 clean:
 	rm -rf $(DAGSTER_HOME) $(QC_DATA_ROOT)

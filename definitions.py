@@ -44,7 +44,7 @@ def llm_from_env(prefix: str) -> LLMResource:
         "structured_output": _env(f"{prefix}_STRUCTURED_OUTPUT", "none"),
         "thinking": _env(f"{prefix}_THINKING", "off"),
         "max_in_flight": int(_env(f"{prefix}_MAX_IN_FLIGHT", "8")),
-        "llama_threads": int(_env(f"{prefix}_LLAMA_THREADS", "0")),
+        "llama_threads": int(_env(f"{prefix}_LLAMA_THREADS", "1")),
         "n_gpu_layers": int(_env(f"{prefix}_N_GPU_LAYERS", "0")),
         "tensor_parallel_size": int(_env(f"{prefix}_TENSOR_PARALLEL_SIZE", "1")),
         "gpu_memory_utilization": float(_env(f"{prefix}_GPU_MEMORY_UTILIZATION", "0.9")),

@@ -227,7 +227,11 @@ def render(report: dict, command: str) -> str:
         if "ours_vs_distilabel" in by_name:
             ratio = by_name["ours_vs_distilabel"]
             text += f"; ours / distilabel = {ratio:.2f} (1.5x goal {'met' if ratio >= 1.5 else '**not met**'})"
-        lines.append(text + f"; {spread}.")
+        noise = (max(ceil_each) - min(ceil_each)) / by_name["ceiling"]["samples_per_h_median"]
+        gaps = [abs(r["vs_ceiling"] - 1) for n, r in by_name.items() if isinstance(r, dict) and n != "ceiling"]
+        verdict = (" The gaps between contenders are within that round-to-round noise, so this run does not rank "
+                   "them." if gaps and max(gaps) <= noise else "")
+        lines.append(text + f"; {spread} ({noise:.0%} of its median).{verdict}")
     if cfg["distilabel_python"]:
         venv = str(Path(cfg["distilabel_python"]).parent.parent)
         lines.append(
@@ -236,7 +240,8 @@ def render(report: dict, command: str) -> str:
             "\"openai>=1.0,<2\" \"datasets>=2.16,<4\" \"huggingface_hub<1\"` (installed: openai "
             f"{ver['openai']}, datasets {ver['datasets']}). Its time is measured inside the child process around "
             "`pipeline.run(use_cache=False)`. It sends a batch of `input_batch_size` requests and waits for the "
-            "slowest before the next batch; with answers of varied length that is where it loses.")
+            "slowest before the next batch (head-of-line blocking); that costs throughput only when the server "
+            "decodes a full batch faster than a part-empty one, which a CPU-bound server barely does.")
     else:
         lines.append("- distilabel was not run (no `--distilabel-python`).")
     lines += ["", "```bash", command, "```", ""]
@@ -272,7 +277,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--from-json", type=Path, help="re-render the section from a run's printed JSON report")
+    parser.add_argument("--command", default="", help="with --from-json: the command that produced the report")
     args = parser.parse_args()
+    if args.from_json:
+        write_section(args.doc, render(json.loads(args.from_json.read_text(encoding="utf-8")), args.command))
+        return
     versions = {"llama_cpp_python": importlib.metadata.version("llama_cpp_python")}
     if args.distilabel_python:
         versions.update(distilabel_versions(args.distilabel_python))

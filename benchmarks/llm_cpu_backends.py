@@ -84,6 +84,18 @@ def measure(llm, prompts: list, max_tokens: int) -> dict:
     }
 
 
+def threads_sentence(res: list[dict]) -> str:
+    """Whether a second thread helped llama.cpp here (it does on idle cores, not on oversubscribed ones)."""
+    by_threads = {r["threads"]: r["rollouts_per_min"] for r in res if r["backend"] == "llama_cpp"}
+    if len(by_threads) < 2:
+        return ""
+    best = max(by_threads, key=by_threads.get)
+    others = ", ".join(f"{t} threads {v:.1f}" for t, v in sorted(by_threads.items()) if t != best)
+    return (f"llama.cpp was fastest with {best} thread{'s' if best != 1 else ''} ({by_threads[best]:.1f} "
+            f"rollouts/min vs {others}) on these shared cores: its worker threads spin-wait for each other, so "
+            "a thread that loses its core stalls the rest (more threads may pay off on idle cores; not measured here).")
+
+
 def render(report: dict, command: str) -> str:
     cfg, res = report["config"], report["results"]
     lines = [
@@ -93,7 +105,9 @@ def render(report: dict, command: str) -> str:
         f"guidance, about {res[0]['prompt_tokens_mean']:.0f} prompt tokens each), greedy answers up to "
         f"{cfg['max_tokens']} tokens for prefill/decode, constrained sampled verdicts (temperature 0.7, "
         f"VERDICT_REGEX) for rollouts; transformers batches {cfg['batch_size']} prompts per generate call. "
-        f"{cfg['rounds']} interleaved rounds; medians. llama-cpp-python {report['versions']['llama_cpp_python']}, "
+        f"{cfg['rounds']} interleaved rounds; medians. llama.cpp keeps the conversation's head (the system "
+        "prompt, shared by every Stage-B group) in its KV cache, so its prefill figure counts those tokens "
+        "without recomputing them, as Stage-B runs it; transformers recomputes the whole prompt. llama-cpp-python {report['versions']['llama_cpp_python']}, "
         f"transformers {report['versions']['transformers']}, torch {report['versions']['torch']}.",
         "",
         "| backend | threads | prefill tok/s | decode tok/s | Stage-B rollouts/min | each round, rollouts/min |",
@@ -108,11 +122,12 @@ def render(report: dict, command: str) -> str:
     lc, tf = best["llama_cpp"], best["transformers"]
     lines += [
         "",
-        f"Best of each: llama.cpp ({lc['threads']} threads) / transformers ({tf['threads']} threads) = "
+        f"Best of each: llama.cpp ({lc['threads']} thread(s)) / transformers ({tf['threads']} thread(s)) = "
         f"{lc['prefill_tok_s'] / tf['prefill_tok_s']:.1f}x prefill, {lc['decode_tok_s'] / tf['decode_tok_s']:.1f}x "
-        f"decode, {lc['rollouts_per_min'] / tf['rollouts_per_min']:.1f}x Stage-B rollouts. The faster backend is the "
-        "CPU default (`QC_LLM_BACKEND` / `QC_TEACHER_BACKEND` = `llama_cpp`, threads = every usable core unless "
-        "`_LLAMA_THREADS` says otherwise); transformers stays for real checkpoints and GPUs.",
+        f"decode, {lc['rollouts_per_min'] / tf['rollouts_per_min']:.1f}x Stage-B rollouts. "
+        + threads_sentence(res) +
+        " The faster backend is the CPU default (`QC_LLM_BACKEND` / `QC_TEACHER_BACKEND` = `llama_cpp`, "
+        "`_LLAMA_THREADS` = 1 unless set); transformers stays for real checkpoints and GPUs.",
         "", "```bash", command, "```", "",
     ]
     return "\n".join(lines)
@@ -126,7 +141,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="transformers prompts per generate call")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--from-json", type=Path, help="re-render the section from a run's printed JSON report")
     args = parser.parse_args()
+    if args.from_json:
+        report = json.loads(args.from_json.read_text(encoding="utf-8"))
+        cfg = report["config"]
+        argv = ["--prompts", str(cfg["prompts"]), "--rounds", str(cfg["rounds"]), "--threads",
+                *map(str, cfg["threads"]), "--max-tokens", str(cfg["max_tokens"])]
+        command = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.llm_cpu_backends " + shlex.join(argv)
+        write_section(args.doc, render(report, command))
+        return
     import llama_cpp
     import torch
     import transformers

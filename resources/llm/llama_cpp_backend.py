@@ -40,8 +40,8 @@ def _close_models() -> None:
 
 
 def default_threads() -> int:
-    """Every core this process may use: llama.cpp's threads are busy-waiting workers that pay off
-    up to the number of physical cores (measured in benchmarks/llm_cpu_backends.py)."""
+    """Every core this process may use (n_threads=0). llama.cpp's threads spin-wait for each other:
+    more threads pay off on idle cores and cost on shared ones (benchmarks/llm_cpu_backends.py)."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 

@@ -1,9 +1,9 @@
 """Dagster resource that picks and builds the chat LLM backend in one place.
 
 Local default: the embedded SmolLM2-135M-Instruct GGUF on llama.cpp in-process (its Q4 weights as
-they are, every usable core). Production: the same assets pointed at a real checkpoint on
-transformers, an OpenAI-compatible server (vLLM, SGLang, Ollama, llama-server) or the vLLM offline
-engine, e.g.
+they are, one thread unless `llama_threads` says otherwise). Production: the same assets pointed at
+a real checkpoint on transformers, an OpenAI-compatible server (vLLM, SGLang, Ollama, llama-server)
+or the vLLM offline engine, e.g.
 
     LLMResource(backend="openai", base_url="http://vllm:8000/v1", model="Qwen/Qwen3-32B",
                 api_key=dg.EnvVar("OPENAI_API_KEY"), structured_output="vllm", max_in_flight=64)
@@ -54,7 +54,11 @@ class LLMResource(dg.ConfigurableResource):
     )
     batch_size: int = Field(default=8, description="conversations per generate call (transformers backend)")
     cpu_threads: int = Field(default=0, description="torch intra-op threads while decoding; 0 = torch default")
-    llama_threads: int = Field(default=0, description="llama.cpp decode/prefill threads; 0 = every usable core")
+    llama_threads: int = Field(
+        default=1,
+        description="llama.cpp decode/prefill threads; 0 = every usable core. 1 by default: on cores shared with "
+        "other work, spin-waiting llama.cpp threads are slower than one (docs/benchmarks.md, LLM CPU backends)",
+    )
     n_ctx: int = Field(default=4096, description="llama.cpp context length in tokens (llama_cpp backend)")
     n_gpu_layers: int = Field(default=0, description="layers llama.cpp offloads to a GPU build; -1 = all")
     tensor_parallel_size: int = Field(default=1, description="GPUs one vLLM engine shards the model over (vllm)")
