@@ -40,8 +40,3 @@ def user_prompt(mission: Mission) -> str:
 def prompt_hash(mission: Mission) -> str:
     text = system_prompt() + "\x00" + user_prompt(mission)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def corpus_text() -> list[str]:
-    """All fixed prompt text, used to train the smoke model's tokenizer so prompts tokenise sensibly."""
-    return [SYSTEM_PROMPT, USER_TEMPLATE, *DOMAIN_HINTS.values()]

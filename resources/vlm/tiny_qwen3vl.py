@@ -37,8 +37,14 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# Words a summary of these photos would use, so the smoke tokenizer has them as tokens.
-_EXTRA_CORPUS = [
+# Text in the style of the project's prompts and of summaries of these photos, so the smoke tokenizer
+# has their words as tokens (kept here: a backend imports nothing from the pipeline).
+_CORPUS = [
+    "你是通信基站安装质检助手。请客观描述照片中可见的设备与安装细节，只写看得到的内容，不做推测。",
+    "若照片是图纸、屏幕截图或非现场照片，请直接说明“非现场照片”。",
+    "请用一句中文概括这张照片中与本任务相关的内容。任务重点：只输出一行摘要。",
+    "场景提示：BBU安装在室内机柜或挂架上，常见部件有BBU主机、接地线（黄绿色）、电源线、光纤、挡风板、线缆标签。",
+    "场景提示：RRU安装在室外抱杆或墙面上，常见部件有RRU主机、安装支架、紧固件、电源线、光纤、接地线、防水弯和防水胶带。",
     "照片显示BBU设备安装在机柜内，接地线连接正常，线缆绑扎整齐。",
     "照片中RRU安装在抱杆上，紧固件齐全，防水弯完好，未见接地线。",
     "挡风板缺失，机柜空槽位未安装挡风板。通过 不通过 理由：",
@@ -56,7 +62,6 @@ def build_tiny_qwen3vl(out_dir: str | Path, seed: int = 0, vocab_size: int = 120
     from transformers import PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from qc_assets.stage_a.prompts import corpus_text
     from resources.vlm.qwen3vl_processor import ImageOnlyQwen3VLProcessor
 
     out = Path(out_dir)
@@ -73,7 +78,7 @@ def build_tiny_qwen3vl(out_dir: str | Path, seed: int = 0, vocab_size: int = 120
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(corpus_text() + _EXTRA_CORPUS, trainer=trainer)
+    bpe.train_from_iterator(_CORPUS, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
