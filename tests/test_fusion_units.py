@@ -157,8 +157,10 @@ def test_held_out_records_prefer_stage_b_split(tmp_path, sample_images):
     from resources.store import atomic_write_jsonl
 
     records = stage_a_records(sample_images)
-    held, note = evaluate.held_out_records(records, tmp_path / "stage_b", seed=0)
-    assert held and "seeded split" in note
+    with pytest.raises(ValueError, match="no Stage-B held-out split"):
+        evaluate.held_out_records(records, tmp_path / "stage_b", seed=0)
+    held, note = evaluate.held_out_records(records, tmp_path / "stage_b", seed=0, seeded_fallback=True)
+    assert held and "seeded split" in note and "guidance: initial" in note
     atomic_write_jsonl(tmp_path / "stage_b" / "splits.jsonl",
                        [{"run_id": "r1", "eval": [records[0]["record_id"]]},
                         {"run_id": "r2", "eval": [records[-1]["record_id"]]}])

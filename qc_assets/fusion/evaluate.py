@@ -35,10 +35,11 @@ class ChatGenerator(Protocol):
                  max_new_tokens: int) -> list[str]: ...
 
 
-def held_out_records(records: list[dict], stage_b_dir: Path, seed: int, eval_fraction: float = 0.2
-                     ) -> tuple[list[dict], str]:
+def held_out_records(records: list[dict], stage_b_dir: Path, seed: int, eval_fraction: float = 0.2,
+                     seeded_fallback: bool = False) -> tuple[list[dict], str]:
     """(held-out records, where the split came from). Stage-B's latest recorded split wins (its `test`
-    side when it records one, else `eval`)."""
+    side when it records one, else `eval`). Without one, a seeded split of the Stage-A records only when
+    `seeded_fallback` (config `guidance: initial`, i.e. no Stage-B run is expected); else a ValueError."""
     splits = read_jsonl(Path(stage_b_dir) / "splits.jsonl")
     if splits:
         side = "test" if "test" in splits[-1] else "eval"
@@ -46,8 +47,13 @@ def held_out_records(records: list[dict], stage_b_dir: Path, seed: int, eval_fra
         held = [r for r in records if r.get("record_id") in ids]
         if held:
             return held, f"stage_b_guidance splits.jsonl run {splits[-1].get('run_id')} ({side})"
+    if not seeded_fallback:
+        raise ValueError(f"no Stage-B held-out split matching the Stage-A records under {stage_b_dir}/splits.jsonl: "
+                         "re-materialize stage_b_guidance for this mission, or set guidance: initial to "
+                         "evaluate on a seeded split")
     _, held = split_groups(records, eval_fraction, seed)
-    return held, f"seeded split of Stage-A records (fraction {eval_fraction}, seed {seed}): no Stage-B split found"
+    return held, (f"seeded split of Stage-A records (fraction {eval_fraction}, seed {seed}; config guidance: "
+                  "initial): no Stage-B split found")
 
 
 def stage_a_format_valid(text: str | None) -> bool:

@@ -41,9 +41,10 @@ def mission_plan(data_root: Path, missions: list[str], seed: int, guidance: str)
         mission = get_mission(name)
         stage_b_dir = Path(data_root) / STAGE_B_ASSET / name
         records = read_jsonl(Path(data_root) / STAGE_A_ASSET / name / "records.jsonl")
-        held, split = held_out_records(records, stage_b_dir, seed) if records else ([], "no Stage-A records")
-        held_groups = {r["group_id"] for r in held}
         chosen, how = resolve_guidance(stage_b_dir, mission, guidance)
+        held, split = (held_out_records(records, stage_b_dir, seed, seeded_fallback=guidance == "initial")
+                       if records else ([], "no Stage-A records"))
+        held_groups = {r["group_id"] for r in held}
         plan[name] = {"mission": mission, "records": records, "held": held, "held_groups": held_groups,
                       "train": [r for r in records if r["group_id"] not in held_groups], "split": split,
                       "guidance": chosen, "guidance_source": how}
