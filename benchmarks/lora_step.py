@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import time
 
@@ -180,12 +179,9 @@ def main() -> None:
     result = run(args)
     print(json.dumps(result, indent=2))
     if args.write_doc:
-        from benchmarks.report import DOC, write_section
+        from benchmarks.report import DOC, command_line, write_section
 
-        env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
-        cmd = env + "python -m benchmarks.lora_step " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k not in ("write_doc", "grad_checkpointing")) + (" --grad-checkpointing" if args.grad_checkpointing else "")
+        cmd = command_line("benchmarks.lora_step", args, skip=("write_doc",), flags=("grad_checkpointing",))
         write_section(DOC, section([result], cmd))
 
 

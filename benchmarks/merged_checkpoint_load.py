@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -124,11 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args)
     print(json.dumps(result, indent=2))
     if args.write_doc:
-        from benchmarks.report import DOC, write_section
+        from benchmarks.report import DOC, command_line, write_section
 
-        env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
-        cmd = env + "python -m benchmarks.merged_checkpoint_load " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("write_doc", "tmp_dir"))
+        cmd = command_line("benchmarks.merged_checkpoint_load", args, skip=("write_doc", "tmp_dir"))
         write_section(DOC, section([result], cmd))
     return result
 
