@@ -164,3 +164,18 @@ def test_vllm_settings_reach_the_engine(vllm_engine_double):
     assert (engine["dtype"], engine["tensor_parallel_size"], engine["gpu_memory_utilization"]) == ("bfloat16", 4, 0.8)
     assert vllm_engine_double["chat"] == {"chat_template_kwargs": {"enable_thinking": False}}
     assert row[0].text == OK_TEXT and row[0].extra["reasoning"] == "想"
+
+
+@pytest.mark.parametrize("kind", ["llm", "vlm"])
+@pytest.mark.parametrize("bad, match", [({"base_url": "127.0.0.1:8000/v1"}, "base_url must start"),
+                                        ({"model": ""}, "model must be"), ({"max_in_flight": 0}, "max_in_flight"),
+                                        ({"timeout_s": 0}, "timeout_s"), ({"max_retries": -1}, "max_retries")])
+def test_both_openai_clients_refuse_settings_that_cannot_work(kind, bad, match):
+    from resources.llm.openai_backend import OpenAIChatLLM
+    from resources.vlm.openai_backend import OpenAIVisionModel
+
+    settings = {"base_url": "http://127.0.0.1:8000/v1", "model": "m", "max_in_flight": 4, "timeout_s": 5.0,
+                "max_retries": 0, **bad}
+    client = OpenAIChatLLM if kind == "llm" else OpenAIVisionModel
+    with pytest.raises(ValueError, match=match):
+        client(**settings)

@@ -23,6 +23,7 @@ from openai import AsyncOpenAI
 from resources.llm import Completion, Conversation, DecodeParams
 from resources.llm.constrained import gbnf_for_regex
 from resources.llm.thinking import chat_template_kwargs, split_think_block
+from resources.openai_client import check_client_settings
 
 N_MODES = ("native", "fanout")
 STRUCTURED_OUTPUTS = ("none", "vllm", "vllm_legacy", "sglang", "llama_cpp")
@@ -57,16 +58,7 @@ class OpenAIChatLLM:
         structured_output: str = "none",
         thinking: str = "off",
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        if not model:
-            raise ValueError("model must be a non-empty model id as the server names it")
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        check_client_settings(base_url, model, max_in_flight, timeout_s, max_retries)
         if n_mode not in N_MODES:
             raise ValueError(f"n_mode must be one of {N_MODES}, got {n_mode!r}")
         if structured_output not in STRUCTURED_OUTPUTS:

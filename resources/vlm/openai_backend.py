@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from resources.openai_client import check_client_settings
 from resources.vlm import StreamedResult, VisionDecode, VisionOutput, VisionPrompt, VLMRequestError
 from resources.vlm.transformers_backend import one_line
 
@@ -69,16 +70,8 @@ class OpenAIVisionModel:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, max_in_flight: int = 16,
                  timeout_s: float = 120.0, max_retries: int = 3):
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        if not model:
-            raise ValueError("model must be the model id the server serves (QC_VLM_SERVED_MODEL), got ''")
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        check_client_settings(base_url, model, max_in_flight, timeout_s, max_retries,
+                              model_hint="the model id the server serves (QC_VLM_SERVED_MODEL)")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key
