@@ -56,8 +56,11 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml sample-data
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# Whole files per worker (--dist loadfile): a file's module fixtures (Postgres, Celery, the webserver)
+# start once, and tests that read what an earlier test in their file left keep their order.
+TEST_WORKERS ?= 2
 test: $(STAMP) services
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # CPU benchmarks; each writes its section of docs/benchmarks.md. The teacher-throughput benchmark
 # needs distilabel in a separate venv and `make llama-server` once: see its section for the command.

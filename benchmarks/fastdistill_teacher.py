@@ -1,4 +1,4 @@
-"""Teacher throughput against one real OpenAI-compatible server on 127.0.0.1: same prompts, same n.
+"""Teacher throughput against one OpenAI-compatible server on 127.0.0.1: same prompts, same n.
 
     make llama-server   # once: builds llama.cpp's llama-server from the pinned sdist, cached outside the clone
     .venv/bin/python -m benchmarks.fastdistill_teacher --server llama-server --parallel 32 \
@@ -7,7 +7,9 @@
 
 Servers: `llama-server` (llama.cpp's own server, `--parallel N` slots decoded together, continuous
 batching; the binary from `make llama-server`) or `llama_cpp.server` (llama-cpp-python's server,
-one request at a time), both serving the embedded SmolLM2 GGUF; or any server at `--server-url`.
+one request at a time), both serving the embedded SmolLM2 GGUF; `engine-double`, the named test
+double of a GPU engine (benchmarks/engine_server_double.py: fixed step time whatever the batch size,
+answer lengths set by the prompt's hash; `--parallel` slots, `--step-ms`); or any server at `--server-url`.
 Workloads (benchmarks/teacher_workloads.py): `sql` (short SQL answers of about the same length) or
 `varied` (answers from ~10 tokens to the token limit, as a reasoning teacher's spread).
 Contenders, interleaved for `--rounds` rounds at every `--concurrency` (ceiling, ours, distilabel,
@@ -51,7 +53,7 @@ from resources.llm.openai_backend import OpenAIChatLLM
 MODEL = "smollm2"
 TITLE = "## FastDistill teacher throughput (ours vs distilabel vs a saturating client)"
 DISTILABEL_SCRIPT = Path(__file__).with_name("fastdistill_distilabel_child.py")
-SERVERS = ("llama-server", "llama_cpp.server")
+SERVERS = ("llama-server", "llama_cpp.server", "engine-double")
 LLAMA_SERVER_CACHE = Path(os.environ.get("LLAMA_SERVER_CACHE", Path.home() / ".cache" / "qc-llama-server"))
 
 
@@ -70,14 +72,18 @@ def llama_server_binary() -> Path:
     return binary
 
 
-def start_server(server: str, threads: int, parallel: int, ctx_per_slot: int) -> tuple[subprocess.Popen, str]:
+def start_server(server: str, threads: int, parallel: int, ctx_per_slot: int,
+                 step_ms: float) -> tuple[subprocess.Popen, str]:
     from resources.llm.smollm2 import smollm2_gguf_path
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     gguf = str(smollm2_gguf_path())
-    if server == "llama-server":
+    if server == "engine-double":
+        cmd = [sys.executable, "-m", "benchmarks.engine_server_double", "--port", str(port),
+               "--slots", str(parallel), "--step-ms", str(step_ms)]
+    elif server == "llama-server":
         # llama-server splits -c across its slots: each of the `parallel` slots gets ctx_per_slot.
         cmd = [str(llama_server_binary()), "-m", gguf, "--alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
                "--parallel", str(parallel), "-c", str(parallel * ctx_per_slot), "--threads", str(threads),
@@ -181,6 +187,13 @@ def summarize(results: list[dict]) -> dict:
 def server_sentence(cfg: dict, ver: dict) -> str:
     if cfg["server_url"]:
         return f"One OpenAI-compatible server at `{cfg['server_url']}` (model `{MODEL}`)."
+    if cfg["server"] == "engine-double":
+        return (f"**A test double, not a model:** `ContinuousBatchingEngineDouble` "
+                f"(benchmarks/engine_server_double.py) on 127.0.0.1 stands in for a GPU engine such as vLLM, "
+                "which cannot run on this CPU-only machine. It decodes up to "
+                f"{cfg['parallel']} sequences together at a fixed {cfg['step_ms']:g} ms per step whatever the "
+                "batch size (a GPU's behaviour at small batches), and each prompt's answer length is fixed by "
+                "its text (sha256, uniform from 10 to max_tokens). It measures the clients' scheduling only.")
     if cfg["server"] == "llama-server":
         return (f"One real OpenAI-compatible server on 127.0.0.1: llama.cpp's `llama-server` (built by `make "
                 f"llama-server` from the llama.cpp vendored in llama-cpp-python {ver['llama_cpp_python']}) with "
@@ -197,6 +210,8 @@ def render(report: dict, command: str) -> str:
     workload = ("Text2SQL prompts (short SQL answers of about the same length)" if cfg["workload"] == "sql" else
                 "prompts asking for different amounts of work, from a one-word answer to a long essay "
                 f"(benchmarks/teacher_workloads.py, seed {cfg['seed']})")
+    if cfg["server"] == "engine-double":
+        workload += " (the double sets the answer lengths, not the prompts' asks)"
     lines = [
         section_title(cfg["workload"], cfg["server"]), "",
         server_sentence(cfg, ver) + f" {cfg['prompts']} {workload}; the same system + user messages for every "
@@ -239,9 +254,14 @@ def render(report: dict, command: str) -> str:
             f"`python3 -m venv {venv} && {venv}/bin/pip install \"distilabel[openai]==1.5.3\" "
             "\"openai>=1.0,<2\" \"datasets>=2.16,<4\" \"huggingface_hub<1\"` (installed: openai "
             f"{ver['openai']}, datasets {ver['datasets']}). Its time is measured inside the child process around "
-            "`pipeline.run(use_cache=False)`. It sends a batch of `input_batch_size` requests and waits for the "
+            "`pipeline.run(use_cache=False)`" + (
+                f", which includes a fixed start-up of {ver['distilabel_startup_s']:.1f} s (the same call on 8 "
+                "prompts with one-token answers, measured in this run)" if "distilabel_startup_s" in ver else "")
+            + ". It sends a batch of `input_batch_size` requests and waits for the "
             "slowest before the next batch (head-of-line blocking); that costs throughput only when the server "
-            "decodes a full batch faster than a part-empty one, which a CPU-bound server barely does.")
+            "decodes a full batch faster than a part-empty one" + (
+                ", which the engine double does by construction, as a GPU engine does at small batches."
+                if cfg["server"] == "engine-double" else ", which a CPU-bound server barely does."))
     else:
         lines.append("- distilabel was not run (no `--distilabel-python`).")
     lines += ["", "```bash", command, "```", ""]
@@ -271,6 +291,7 @@ def main() -> None:
     parser.add_argument("--server", choices=SERVERS, default="llama_cpp.server")
     parser.add_argument("--parallel", type=int, default=8, help="llama-server slots decoded together")
     parser.add_argument("--ctx-per-slot", type=int, default=1024)
+    parser.add_argument("--step-ms", type=float, default=10.0, help="engine-double: seconds per decode step / 1000")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--server-url", default="")
     parser.add_argument("--distilabel-python", default="")
@@ -289,12 +310,18 @@ def main() -> None:
     params = DecodeParams(temperature=0.0, max_new_tokens=args.max_tokens, seed=0, n=1)
     items, conversations = build_workload(args)
     proc, url = ((None, args.server_url) if args.server_url
-                 else start_server(args.server, args.threads, args.parallel, args.ctx_per_slot))
+                 else start_server(args.server, args.threads, args.parallel, args.ctx_per_slot, args.step_ms))
     runs = {c: {"ceiling": [], "ours": [], "distilabel": []} for c in args.concurrency}
     lengths: list[int] = []
     command = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.fastdistill_teacher " + shlex.join(sys.argv[1:])
     try:
         asyncio.run(ceiling(url, conversations[:2], params, 2))  # warm-up, not timed
+        if args.distilabel_python:
+            # distilabel's fixed cost inside pipeline.run (step processes, batch manager): one-token
+            # answers, so the reader can see how much of its time is start-up rather than scheduling.
+            one_token = DecodeParams(temperature=0.0, max_new_tokens=1, seed=0, n=1)
+            versions["distilabel_startup_s"] = round(distilabel(
+                args.distilabel_python, url, conversations[:8], one_token, 8)["wall_s"], 2)
         for done_rounds in range(1, args.rounds + 1):
             for c in args.concurrency:
                 runs[c]["ceiling"].append(rates(asyncio.run(ceiling(url, conversations, params, c, lengths))))
