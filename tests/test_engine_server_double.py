@@ -65,3 +65,19 @@ def test_speaks_openai_chat_completions_with_honest_usage(engine_url):
     assert reply.usage.completion_tokens == n
     assert len(reply.choices[0].message.content.split()) == n
     assert reply.choices[0].finish_reason == ("length" if n == 50 else "stop")
+
+
+def test_teacher_benchmark_names_the_double_in_its_section(tmp_path):
+    import subprocess
+    import sys
+
+    doc = tmp_path / "benchmarks.md"
+    subprocess.run([sys.executable, "-m", "benchmarks.fastdistill_teacher", "--server", "engine-double",
+                    "--parallel", "4", "--step-ms", "1", "--workload", "varied", "--prompts", "12",
+                    "--max-tokens", "30", "--concurrency", "4", "--rounds", "1", "--doc", str(doc)],
+                   check=True, capture_output=True, timeout=120)
+    section = doc.read_text(encoding="utf-8")
+    assert "\n## FastDistill teacher throughput: varied answers on engine-double\n" in section
+    assert "**A test double, not a model:** `ContinuousBatchingEngineDouble`" in section
+    assert "| 4 | ceiling" in section and "| 4 | ours" in section
+    assert "distilabel was not run" in section
