@@ -94,6 +94,15 @@ def test_one_student_promoted_on_pass_refused_on_fail_and_served(tmp_path, sampl
     # 2. the promoted checkpoint serves: Stage-A through TransformersVLM, a verdict prompt through the loader
     _serves(tmp_path / OUT / "current", sample_images, records[MISSION][0])
 
+    # 2b. the same request again reuses run 1: nothing retrained, no new run folder, no new decision
+    again = materialize(tmp_path, sample_images, tiny_vlm_dir, small_config(tmp_path))
+    (mat,) = again.asset_materializations_for_node(OUT)
+    assert mat.metadata["run_id"].value == first and mat.metadata["fusion/reused"].value is True
+    assert mat.metadata["inputs_key"].value == meta["inputs_key"] and meta["fusion/reused"] is False
+    assert "reused" in mat.metadata["preview"].value
+    assert [p.name for p in (tmp_path / OUT / "runs").iterdir()] == [first]
+    assert len(read_jsonl(tmp_path / OUT / "promotions.jsonl")) == 1
+
     # 3. demanding an improvement the random student cannot show: refused, current stays on run 1
     result = materialize(tmp_path, sample_images, tiny_vlm_dir, small_config(tmp_path, min_improvement=0.5))
     (mat,) = result.asset_materializations_for_node(OUT)

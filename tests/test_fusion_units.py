@@ -232,3 +232,29 @@ def test_student_resource_builds_the_smoke_model_only_when_asked(tmp_path, monke
     student = StudentTrainingResource(smoke_model=True).get_student()
     assert student.note == SMOKE_MODEL_NOTE and student.model_path.startswith(str(tmp_path))
     assert StudentTrainingResource(model_path=student.model_path).get_student().note == ""
+
+
+def test_inputs_key_changes_with_any_input_and_a_changed_photo(tmp_path):
+    import os
+
+    from qc_assets.fusion.config import FusionConfig
+    from qc_assets.fusion.runner import inputs_key
+    from qc_assets.missions import get_mission
+    from qc_assets.stage_b.guidance import Guidance
+
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"one")
+    mission = get_mission("挡风板安装检查")
+    plan = {mission.name: {"held": [{"record_id": "r1"}], "guidance": Guidance.initial(mission),
+                           "guidance_source": "initial"}}
+    rows = [{"messages": [{"role": "user", "content": "x"}], "images": [str(photo)]}]
+    key = inputs_key(FusionConfig(guidance="initial"), "m1", plan, rows)
+    assert key == inputs_key(FusionConfig(guidance="initial"), "m1", plan, rows)
+    assert key != inputs_key(FusionConfig(guidance="initial", seed=1), "m1", plan, rows)
+    assert key != inputs_key(FusionConfig(guidance="initial"), "m2", plan, rows)
+    assert key != inputs_key(FusionConfig(guidance="initial"), "m1", plan, rows + rows)
+    other_plan = {mission.name: {**plan[mission.name], "held": [{"record_id": "r2"}]}}
+    assert key != inputs_key(FusionConfig(guidance="initial"), "m1", other_plan, rows)
+    photo.write_bytes(b"two!")  # a replaced photo: new size and mtime
+    os.utime(photo, ns=(1, 1))
+    assert key != inputs_key(FusionConfig(guidance="initial"), "m1", plan, rows)

@@ -58,8 +58,8 @@ def fused_sft_checkpoint(context: dg.AssetExecutionContext, config: FusedSFTConf
     except OSError as e:
         raise dg.Failure(f"fusion I/O or model loading failed: {e}",
                          metadata={"out_root": dg.MetadataValue.path(str(out_root))}) from e
-    context.log.info(("PROMOTED" if result.promoted else "REFUSED") + f" student run {result.run_id}; "
-                     f"current = {result.current_run}")
+    context.log.info(("PROMOTED" if result.promoted else "REFUSED") + f" student run {result.run_id}"
+                     + (" (reused, same inputs)" if result.reused else "") + f"; current = {result.current_run}")
     return dg.MaterializeResult(metadata=_metadata(result, cfg, fingerprint, backend.note))
 
 
@@ -67,6 +67,8 @@ def _metadata(result: FusionResult, cfg: FusionConfig, fingerprint: str, note: s
     ev = result.eval
     plot = result.run_dir / LOSS_PLOT
     verdict = "promoted to current" if result.promoted else "REFUSED (gate failed; current unchanged)"
+    if result.reused:
+        verdict += "; reused: same inputs as this run, nothing retrained"
     preview = (f"run {result.run_id}: {verdict}; loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}; "
                f"{len(result.missions)} missions; " + "; ".join(ev["failures"]))
     meta = {
@@ -77,6 +79,8 @@ def _metadata(result: FusionResult, cfg: FusionConfig, fingerprint: str, note: s
         "seed": cfg.seed,
         "run_id": result.run_id,
         "promoted": result.promoted,
+        "fusion/reused": result.reused,
+        "inputs_key": result.inputs_key,
         "current_run": result.current_run or "",
         "guidance": dg.MetadataValue.json(result.guidance),
         "preview": dg.MetadataValue.md(preview[:480]),

@@ -8,10 +8,15 @@ Layout under `out_root` (the asset's folder):
   renamed when complete, so a crash leaves no half run.
 - `current`: a symlink to the last run whose gate passed, swapped atomically; a failed run stays
   under `runs/` for inspection and never moves it. `promotions.jsonl` lists every decision.
+- A request whose inputs (config, student model, mixed rows, photo stamps, held-out records and
+  guidance) match the latest run's `inputs_key` reuses that run: training is seeded, so it would
+  only redo finished work.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +28,7 @@ from qc_assets.fusion.mixing import SourceReport, mix
 from qc_assets.fusion.post_train import RUNS_DIR, evaluate_session, in_staging, mission_plan, new_run, publish
 from qc_assets.fusion.sources import discover_missions, load_source
 from qc_assets.plots import new_axes, png_bytes
-from resources.store import append_jsonl, atomic_write_bytes, atomic_write_json
+from resources.store import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
 CURRENT = "current"
 PROMOTIONS = "promotions.jsonl"
 ADAPTER_DIR = "adapter"
@@ -55,6 +60,8 @@ class FusionResult:
     train_seconds: float
     promoted: bool
     current_run: str | None
+    inputs_key: str = ""
+    reused: bool = False  # the latest run had the same inputs: returned as it was, nothing retrained
 
 
 def plot_loss(losses: list[float], path: Path, title: str) -> Path:
@@ -126,22 +133,68 @@ def run_fusion(cfg: FusionConfig, student, *, data_root: Path, images_root: Path
     _load_sources(cfg, plan, data_root, images_root, log)
     mixed, reports, empty = _mix(cfg, plan, data_root, images_root)
 
+    key = inputs_key(cfg, getattr(student, "fingerprint", ""), plan, mixed)
+    previous = reusable_run(out_root, key)
+    if previous is not None:
+        log(f"fusion run {previous.run_id}: same inputs as this request (inputs_key {key}), reused, "
+            "nothing retrained")
+        return previous
+
     run_id, staging = new_run(out_root)
     result = in_staging(staging, lambda: _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root,
-                                                              staging, run_id, log))
+                                                              staging, run_id, key, log))
     run_dir = publish(staging, run_id)
     passed = result["eval"]["passed"]
     if passed:
         promote(out_root, run_id)
     append_jsonl(out_root / PROMOTIONS, [{"run_id": run_id, "promoted": passed, "current": current_run(out_root),
-                                          "failures": result["eval"]["failures"], "at": time.time()}])
+                                          "failures": result["eval"]["failures"], "inputs_key": key,
+                                          "at": time.time()}])
     log(f"fusion run {run_id}: gate {'passed, promoted to current' if passed else 'FAILED, current unchanged'}")
     return FusionResult(run_id=run_id, run_dir=run_dir, missions=missions, rows=len(mixed), sources=reports,
-                        empty_sources=empty, promoted=passed, current_run=current_run(out_root), **result)
+                        empty_sources=empty, promoted=passed, current_run=current_run(out_root), inputs_key=key,
+                        **result)
+
+
+def inputs_key(cfg: FusionConfig, student_fingerprint: str, plan: dict, mixed: list[dict]) -> str:
+    """Everything a run's model and gate depend on. Photos count by path, size and mtime (not bytes),
+    so the key stays cheap at a million photos."""
+    photos = sorted({path for ex in mixed for path in ex["images"]})
+    stamps = [(p, *_stamp(p)) for p in photos]
+    held = {m: {"records": p["held"], "guidance": p["guidance"].content_hash(), "how": p["guidance_source"]}
+            for m, p in sorted(plan.items())}
+    payload = {"config": cfg.to_dict(), "student": student_fingerprint, "rows": mixed, "photos": stamps,
+               "held": held}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def reusable_run(out_root: Path, key: str) -> FusionResult | None:
+    """The latest run, as it was, when it had these inputs and its folder is complete; else None."""
+    log = read_jsonl(Path(out_root) / PROMOTIONS)
+    if not log or log[-1].get("inputs_key") != key:
+        return None
+    run_id = log[-1]["run_id"]
+    run_dir = Path(out_root) / RUNS_DIR / run_id
+    if not (run_dir / REPORT_FILE).is_file() or not (run_dir / EVAL_FILE).is_file():
+        return None
+    report = json.loads((run_dir / REPORT_FILE).read_text(encoding="utf-8"))
+    return FusionResult(
+        run_id=run_id, run_dir=run_dir, missions=report["missions"], rows=report["rows"],
+        sources=[SourceReport(**r) for r in report["sources"]], losses=report["losses"],
+        trainable_params=report["trainable_params"], total_params=report["total_params"],
+        adapter_bytes=report["adapter_bytes"], targets=report["lora_targets"],
+        eval=json.loads((run_dir / EVAL_FILE).read_text(encoding="utf-8")), empty_sources=report["empty_sources"],
+        guidance=report["guidance"], train_seconds=report["train_seconds"], promoted=log[-1]["promoted"],
+        current_run=current_run(out_root), inputs_key=key, reused=True)
 
 
 def _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root, staging: Path, run_id: str,
-                        log) -> dict:
+                        key: str, log) -> dict:
     session = student.sft(mixed, cfg.lora, staging, log=log)
     eval_doc = {"run_id": run_id, **evaluate_session(session, plan, cfg.eval, images_root, cfg.seed)}
     adapter_bytes = session.save_adapter(staging / ADAPTER_DIR)
@@ -152,7 +205,9 @@ def _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root, 
               "lora_targets": session.targets, "trainable_params": session.trainable_params,
               "total_params": session.total_params, **session.extra, "adapter_bytes": adapter_bytes,
               "base_model_path": session.base_path, "student_note": getattr(student, "note", ""),
-              "train_seconds": session.seconds, "first_loss": session.losses[0], "final_loss": session.losses[-1]}
+              "train_seconds": session.seconds, "first_loss": session.losses[0], "final_loss": session.losses[-1],
+              "losses": session.losses, "guidance": {m: p["guidance_source"] for m, p in plan.items()},
+              "inputs_key": key}
     atomic_write_json(staging / REPORT_FILE, report)
     plot_loss(session.losses, staging / LOSS_PLOT, f"LoRA SFT loss, run {run_id}")
     atomic_write_json(staging / EVAL_FILE, eval_doc)
