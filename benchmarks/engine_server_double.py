@@ -58,10 +58,9 @@ class ContinuousBatchingEngineDouble:
         self.peak_batch = 0
         self.steps = 0
         self._waiting: collections.deque[_Sequence] = collections.deque()
-        self._wake: asyncio.Event | None = None
+        self._wake = asyncio.Event()  # set when a request arrives at an idle engine
 
     async def _engine(self) -> None:
-        self._wake = asyncio.Event()
         active: list[_Sequence] = []
         clock, busy_steps = 0.0, 0  # the clock restarts whenever the engine goes idle
         while True:

@@ -23,7 +23,6 @@ def test_answer_length_is_fixed_by_the_text_and_spreads_over_the_range():
 
 async def _decode(double: ContinuousBatchingEngineDouble, lengths: list[int]) -> None:
     engine = asyncio.get_running_loop().create_task(double._engine())
-    await asyncio.sleep(0)  # let the engine create its wake-up event
     await asyncio.gather(*(double._generate(n) for n in lengths))
     engine.cancel()
 
