@@ -82,6 +82,26 @@ def test_student_asset_trains_evaluates_and_chains(tmp_path):
     assert teacher.fingerprint == lineage["student_fingerprint"] == evals["after"]["model"]
     with pytest.raises(ValueError, match="has no trained student"):
         teacher_llm_for(RunConfig(teacher_from_run="nope"), storage, LLMResource())
+    assert meta["fastdistill/student_reused"] is False
+
+    # the same request again reuses the finished train + eval; a changed input would redo them
+    trained_at = (run / "train" / "train_report.json").stat().st_mtime_ns
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("fastdistill_runs", ["r0"])
+        again = dg.materialize([fastdistill_student], partition_key="r0", instance=instance,
+                               resources={"storage": storage},
+                               run_config={"ops": {"fastdistill_student": {"config": config}}})
+    again_meta = {k: v.value for k, v in again.asset_materializations_for_node("fastdistill_student")[-1].metadata.items()}
+    assert again_meta["fastdistill/student_reused"] is True
+    assert again_meta["fastdistill/eval_after_gold_match_rate"] == meta["fastdistill/eval_after_gold_match_rate"]
+    assert (run / "train" / "train_report.json").stat().st_mtime_ns == trained_at
+    from qc_assets.fastdistill.student_run import inputs_key
+
+    cfg = StudentConfig(**config)
+    key = inputs_key(cfg, gguf.parent, gguf.name, sft, [])
+    assert key != inputs_key(StudentConfig(**{**config, "steps": 3}), gguf.parent, gguf.name, sft, [])
+    assert key != inputs_key(cfg, gguf.parent, gguf.name, sft[:1], [])
+
     with pytest.raises(ValueError, match="no SFT conversations"):
         train_lora(gguf.parent, gguf.name, [], spec, tmp_path / "empty")
     with pytest.raises(ValueError, match="needs base_model_path"):

@@ -256,6 +256,7 @@ def fastdistill_student(
         "dagster/row_count": train["examples"],
         "run_id": run_id,
         "seed": config.seed,
+        "fastdistill/student_reused": out["reused"],  # same inputs as the finished train + eval: not redone
         "model_fingerprint": after["model"],
         "base_fingerprint": before["model"],
         "hyperparameters": dg.MetadataValue.json({k: train[k] for k in ("steps", "batch_size", "learning_rate",

@@ -5,8 +5,10 @@ Imports torch through `resources.training.sft_text` (TRL SFTTrainer); the asset 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from qc_assets.fastdistill import pipeline
@@ -28,12 +30,40 @@ def _base_location(base_model_path: str, gguf_file: str) -> tuple[Path, str | No
     return gguf.parent, gguf.name
 
 
+STUDENT_DONE = "student_done.json"  # written last: its inputs key marks a finished train + eval
+
+
+def inputs_key(student_cfg: StudentConfig, base_path: Path, gguf_file: str | None, sft: list, dev: list) -> str:
+    """What the student and its eval depend on; the base model counts by its files' names and sizes."""
+    base = Path(base_path) / gguf_file if gguf_file else Path(base_path)
+    files = [base] if base.is_file() else sorted(p for p in base.glob("*") if p.is_file())
+    payload = {"config": asdict(student_cfg), "base": [(str(p), p.stat().st_size) for p in files],
+               "sft": sft, "dev": dev}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
+
+
+def _finished(run_dir: Path, key: str) -> dict | None:
+    """The earlier result when train + eval finished with these inputs: a re-run redoes nothing."""
+    done = run_dir / "train" / STUDENT_DONE
+    if not done.is_file() or json.loads(done.read_text(encoding="utf-8")).get("inputs_key") != key:
+        return None
+    evaluation = json.loads((run_dir / "eval" / "eval_report.json").read_text(encoding="utf-8"))
+    return {"train": json.loads((run_dir / "train" / "train_report.json").read_text(encoding="utf-8")),
+            "before": evaluation["before"], "after": evaluation["after"],
+            "lineage": json.loads((run_dir / "reports" / "lineage.json").read_text(encoding="utf-8")),
+            "reused": True}
+
+
 def run_student(run_dir: Path, student_cfg: StudentConfig) -> dict:
     run_dir = Path(run_dir)
     cfg = pipeline.load_config(run_dir)
     base_path, gguf_file = _base_location(student_cfg.base_model_path, student_cfg.gguf_file)
     sft = list(iter_jsonl(run_dir / "export" / "sft_chatml.jsonl"))
     dev = [r for r in pipeline.read_rows(run_dir / "dedup" / "records.parquet") if r["split"] == "dev"]
+    key = inputs_key(student_cfg, base_path, gguf_file, sft, dev)
+    previous = _finished(run_dir, key)
+    if previous is not None:
+        return previous
     params = DecodeParams(temperature=0.0, max_new_tokens=student_cfg.eval_max_new_tokens, seed=student_cfg.seed)
 
     t0 = time.perf_counter()
@@ -69,4 +99,5 @@ def run_student(run_dir: Path, student_cfg: StudentConfig) -> dict:
     atomic_write_json(eval_dir / "eval_report.json", {"before": before, "after": after,
                                                       "delta_gold_match": after["gold_match_rate"] - before["gold_match_rate"]})
     pipeline.write_run_reports(run_dir)
-    return {"train": report, "before": before, "after": after, "lineage": lineage}
+    atomic_write_json(run_dir / "train" / STUDENT_DONE, {"inputs_key": key})
+    return {"train": report, "before": before, "after": after, "lineage": lineage, "reused": False}
