@@ -4,7 +4,8 @@ then a small FastDistill run.
 
 Runs on the instance in DAGSTER_HOME (SQLite), in one process so each model loads once. A second
 run reuses finished work: Stage-A finds every summary in its log (the inbox summaries too), Stage-B
-its rollouts, qc_verdicts its verdict samples, distillation and FastDistill their teacher caches.
+its rollouts, qc_verdicts its verdict samples, distillation and FastDistill their teacher caches, and
+both students their finished run when nothing they depend on changed.
 """
 
 import os
