@@ -7,6 +7,7 @@ batch and read back tolerantly: a torn last line from a `kill -9` is ignored, no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -20,6 +21,12 @@ DEFAULT_DATA_ROOT = "data"
 def data_root() -> Path:
     """The root under which every asset writes `<asset>/<partition>/...`."""
     return Path(os.environ.get("QC_DATA_ROOT", DEFAULT_DATA_ROOT)).resolve()
+
+
+def inputs_hash(payload: Any) -> str:
+    """A short, stable key for JSON-able inputs: equal inputs, equal key (reuse a finished run)."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def asset_dir(root: Path, asset: str, partition: str) -> Path:

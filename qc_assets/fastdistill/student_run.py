@@ -5,7 +5,6 @@ Imports torch through `resources.training.sft_text` (TRL SFTTrainer); the asset 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -18,7 +17,7 @@ from qc_assets.fastdistill.student import evaluate_llm
 from resources.training.sft_text import TextLoraSpec, train_lora
 from resources.llm import DecodeParams
 from resources.llm.transformers_backend import TransformersChatLLM
-from resources.store import atomic_write_json, iter_jsonl
+from resources.store import atomic_write_json, inputs_hash, iter_jsonl
 
 
 def _base_location(base_model_path: str, gguf_file: str) -> tuple[Path, str | None]:
@@ -39,7 +38,7 @@ def inputs_key(student_cfg: StudentConfig, base_path: Path, gguf_file: str | Non
     files = [base] if base.is_file() else sorted(p for p in base.glob("*") if p.is_file())
     payload = {"config": asdict(student_cfg), "base": [(str(p), p.stat().st_size) for p in files],
                "sft": sft, "dev": dev}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
+    return inputs_hash(payload)
 
 
 def _finished(run_dir: Path, key: str) -> dict | None:

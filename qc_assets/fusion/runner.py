@@ -15,7 +15,6 @@ Layout under `out_root` (the asset's folder):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -28,7 +27,7 @@ from qc_assets.fusion.mixing import SourceReport, mix
 from qc_assets.fusion.post_train import RUNS_DIR, evaluate_session, in_staging, mission_plan, new_run, publish
 from qc_assets.fusion.sources import discover_missions, load_source
 from qc_assets.plots import new_axes, png_bytes
-from resources.store import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
+from resources.store import append_jsonl, atomic_write_bytes, atomic_write_json, inputs_hash, read_jsonl
 CURRENT = "current"
 PROMOTIONS = "promotions.jsonl"
 ADAPTER_DIR = "adapter"
@@ -165,7 +164,7 @@ def inputs_key(cfg: FusionConfig, student_fingerprint: str, plan: dict, mixed: l
             for m, p in sorted(plan.items())}
     payload = {"config": cfg.to_dict(), "student": student_fingerprint, "rows": mixed, "photos": stamps,
                "held": held}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
+    return inputs_hash(payload)
 
 
 def _stamp(path: str) -> tuple[int, int]:
