@@ -118,6 +118,18 @@ def test_grpo_asset_trains_on_the_train_split_and_evaluates_on_held_out(tmp_path
     assert (run_dir / "config.json").is_file() and (run_dir / "adapter" / "adapter_config.json").is_file()
     assert meta["guidance"] == {MISSION: "initial (config guidance: initial)"} and "grpo/steps" in meta
     assert len(read_jsonl(run_dir / "train_log.jsonl")) >= 2
+    assert meta["grpo/reused"] is False
+
+    # the same request again returns the same run; a changed config trains a new one
+    again = _materialize(grpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir,
+                         {**SMALL, "batch_size": 2, "num_generations": 2, "max_completion_length": 4})
+    (mat,) = again.asset_materializations_for_node("grpo_checkpoint")
+    assert mat.metadata["run_id"].value == meta["run_id"] and mat.metadata["grpo/reused"].value is True
+    assert len(list((tmp_path / "grpo_checkpoint" / "runs").iterdir())) == 1
+    changed = _materialize(grpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir,
+                           {**SMALL, "batch_size": 2, "num_generations": 2, "max_completion_length": 5})
+    (mat,) = changed.asset_materializations_for_node("grpo_checkpoint")
+    assert mat.metadata["run_id"].value != meta["run_id"] and mat.metadata["grpo/reused"].value is False
 
     missing = _materialize(grpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir, {**SMALL, "guidance": "best"})
     assert not missing.success
@@ -137,6 +149,9 @@ def test_dpo_asset_trains_on_pairs_minus_held_out_groups(tmp_path, sample_images
     assert summary["method"] == "dpo" and len(summary["losses"]) == 2
     assert any("rewards/margins" in h for h in summary["log_history"])
     assert f"| {MISSION} | stage_b/verdict_accuracy |" in meta["eval_table"]
+    again = _materialize(dpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir, {**SMALL, "warmup_ratio": 0.0})
+    (mat,) = again.asset_materializations_for_node("dpo_checkpoint")
+    assert mat.metadata["run_id"].value == meta["run_id"] and mat.metadata["dpo/reused"].value is True
 
 
 def test_grpo_and_dpo_are_not_in_the_default_jobs():
