@@ -255,8 +255,8 @@ def render(report: dict, command: str) -> str:
             "\"openai>=1.0,<2\" \"datasets>=2.16,<4\" \"huggingface_hub<1\"` (installed: openai "
             f"{ver['openai']}, datasets {ver['datasets']}). Its time is measured inside the child process around "
             "`pipeline.run(use_cache=False)`" + (
-                f", which includes a fixed start-up of {ver['distilabel_startup_s']:.1f} s (the same call on 8 "
-                "prompts with one-token answers, measured in this run)" if "distilabel_startup_s" in ver else "")
+                f", which includes a fixed start-up of {report['distilabel_startup_s']:.1f} s (the same call on 8 "
+                "prompts with one-token answers, measured in this run)" if report.get("distilabel_startup_s") else "")
             + ". It sends a batch of `input_batch_size` requests and waits for the "
             "slowest before the next batch (head-of-line blocking); that costs throughput only when the server "
             "decodes a full batch faster than a part-empty one" + (
@@ -316,11 +316,12 @@ def main() -> None:
     command = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.fastdistill_teacher " + shlex.join(sys.argv[1:])
     try:
         asyncio.run(ceiling(url, conversations[:2], params, 2))  # warm-up, not timed
+        startup_s = None
         if args.distilabel_python:
             # distilabel's fixed cost inside pipeline.run (step processes, batch manager): one-token
             # answers, so the reader can see how much of its time is start-up rather than scheduling.
             one_token = DecodeParams(temperature=0.0, max_new_tokens=1, seed=0, n=1)
-            versions["distilabel_startup_s"] = round(distilabel(
+            startup_s = round(distilabel(
                 args.distilabel_python, url, conversations[:8], one_token, 8)["wall_s"], 2)
         for done_rounds in range(1, args.rounds + 1):
             for c in args.concurrency:
@@ -332,7 +333,7 @@ def main() -> None:
                 print(c, {k: round(v[-1]["samples_per_h"]) for k, v in runs[c].items() if v}, flush=True)
             # The section is rewritten after every full round, so a run cut short still leaves its
             # completed rounds on record (the text says how many).
-            report = make_report(args, versions, runs, lengths, len(conversations), done_rounds)
+            report = make_report(args, versions, runs, lengths, len(conversations), done_rounds, startup_s)
             write_section(args.doc, render(report, command.strip()))
     finally:
         if proc is not None:
@@ -341,7 +342,8 @@ def main() -> None:
     print(json.dumps(report, indent=2))
 
 
-def make_report(args, versions: dict, runs: dict, lengths: list[int], n_prompts: int, done_rounds: int) -> dict:
+def make_report(args, versions: dict, runs: dict, lengths: list[int], n_prompts: int, done_rounds: int,
+                distilabel_startup_s: float | None) -> dict:
     results = {}
     for c, by_name in runs.items():
         summary = {name: summarize(rs) for name, rs in by_name.items() if rs}
@@ -355,7 +357,8 @@ def make_report(args, versions: dict, runs: dict, lengths: list[int], n_prompts:
     first = sorted(lengths[:n_prompts])
     workload = {"min": first[0], "median": first[len(first) // 2], "max": first[-1]}
     config = {**vars(args), "doc": str(args.doc), "rounds": done_rounds}
-    return {"config": config, "versions": versions, "workload": workload, "results": results}
+    return {"config": config, "versions": versions, "workload": workload, "results": results,
+            "distilabel_startup_s": distilabel_startup_s}
 
 
 if __name__ == "__main__":

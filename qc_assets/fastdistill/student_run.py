@@ -44,7 +44,11 @@ def inputs_key(student_cfg: StudentConfig, base_path: Path, gguf_file: str | Non
 def _finished(run_dir: Path, key: str) -> dict | None:
     """The earlier result when train + eval finished with these inputs: a re-run redoes nothing."""
     done = run_dir / "train" / STUDENT_DONE
+    reports = [run_dir / "train" / "train_report.json", run_dir / "eval" / "eval_report.json",
+               run_dir / "reports" / "lineage.json"]
     if not done.is_file() or json.loads(done.read_text(encoding="utf-8")).get("inputs_key") != key:
+        return None
+    if not all(p.is_file() for p in reports):  # a report removed since: train + eval again
         return None
     evaluation = json.loads((run_dir / "eval" / "eval_report.json").read_text(encoding="utf-8"))
     return {"train": json.loads((run_dir / "train" / "train_report.json").read_text(encoding="utf-8")),
