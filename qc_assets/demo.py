@@ -6,11 +6,22 @@ Runs on the instance in DAGSTER_HOME (SQLite), in one process so each model load
 run reuses finished work: Stage-A finds every summary in its log (the inbox summaries too), Stage-B
 its rollouts, qc_verdicts its verdict samples, distillation and FastDistill their teacher caches, and
 both students their finished run when nothing they depend on changed.
+
+Before the first asset it fails the runs that an earlier, crashed demo left STARTED and frees their
+pool slots, and decodes a few tokens with each local model in a child process (resources/self_check.py),
+so a crashing native build stops here with a clear message. Ctrl-C or SIGTERM ends it within
+seconds, its runs canceled and their slots freed; a step waiting on a pool slot says who holds it.
+
+    python -m qc_assets.demo [--mission NAME ...] [--job qc_pipeline] [--per-mission-only]
 """
 
+import argparse
 import os
+import signal
 import sys
+import threading
 import time
+import uuid
 
 import dagster as dg
 
@@ -22,7 +33,13 @@ from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.fastdistill.runner import run_fastdistill
 from qc_assets.missions import all_missions
 from qc_assets.partitions import mission_partitions
+from qc_assets.run_health import (ACTIVE_STATUSES, fail_dead_runs, free_slots_of_ended_runs, pool_waits,
+                                  run_process_pid)
 from qc_assets.stage_a.watch import mission_folders
+from resources.self_check import SelfCheckError
+
+# How often a step waiting on a pool slot says who holds it (seconds).
+POOL_WAIT_LOG_S = float(os.environ.get("QC_POOL_WAIT_LOG_S", "30"))
 
 # Sized for a 2-core CPU and the embedded 135M model. The teacher decodes under the verdict contract
 # because SmolLM2-135M almost never writes the two-line verdict unaided (docs/benchmarks.md); a
@@ -39,45 +56,66 @@ DEMO_RUN_CONFIG = {
 }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Materialize the pipeline on the sample images.")
+    parser.add_argument("--mission", action="append", help="only this mission (repeatable); default: every one")
+    parser.add_argument("--job", default="qc_pipeline", help="the per-mission job (default qc_pipeline)")
+    parser.add_argument("--per-mission-only", action="store_true", help="skip the student and FastDistill runs")
+    args = parser.parse_args(argv)
+
     instance = dg.DagsterInstance.get()
+    _stop_on_signals(instance)
     storage = defs.resources["storage"]
     registered = all_missions()
     found = mission_folders(storage.images())
-    missions = [m for m in found if m in registered]
+    missions = [m for m in found if m in registered and (not args.mission or m in args.mission)]
     for name in sorted(set(found) - set(registered)):
         print(f"skipping folder {name!r}: not in the mission registry")
     if not missions:
         print(f"no mission folders under {storage.images()}; run `make sample-data` first")
         return 1
+    _clean_up_after_crashed_runs(instance)
+    try:
+        _self_check_models()
+    except SelfCheckError as e:
+        print(f"\nself-check FAILED, nothing was run: {e}", file=sys.stderr)
+        return 3
     known = set(instance.get_dynamic_partitions(mission_partitions.name))
     instance.add_dynamic_partitions(mission_partitions.name, [m for m in missions if m not in known])
 
-    job = defs.resolve_job_def("qc_pipeline")
+    job = defs.resolve_job_def(args.job)
     expected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
     problems = []
     for n, mission in enumerate(missions, start=1):
         print(f"\n[{n}/{len(missions)}] {mission}: {', '.join(sorted(expected))}", flush=True)
         started = time.perf_counter()
-        result = job.execute_in_process(run_config=DEMO_RUN_CONFIG, partition_key=mission, instance=instance,
-                                        raise_on_error=False)
+        result = _guarded(instance, lambda: job.execute_in_process(
+            run_config=DEMO_RUN_CONFIG if args.job == "qc_pipeline" else {}, partition_key=mission,
+            instance=instance, raise_on_error=False, run_id=str(uuid.uuid4())))
         _print_stage_times(result, expected)
         problems += _report(f"{mission} (run {result.run_id}, {time.perf_counter() - started:.0f}s)",
                             result, expected)
+    if args.per_mission_only:
+        return _finish(problems, storage, instance)
 
     print("\n[student] one student for every mission: fused_sft_checkpoint", flush=True)
     started = time.perf_counter()
-    result = defs.resolve_job_def("student_job").execute_in_process(instance=instance, raise_on_error=False)
+    result = _guarded(instance, lambda: defs.resolve_job_def("student_job").execute_in_process(
+        instance=instance, raise_on_error=False))
     problems += _report(f"student (run {result.run_id}, {time.perf_counter() - started:.0f}s)", result,
                         {"fused_sft_checkpoint"})
     problems += _student_verdict(result)
 
     print("\n[fastdistill] run 'demo'", flush=True)
     started = time.perf_counter()
-    result = run_fastdistill("demo", instance=instance, storage=storage, teacher_llm=defs.resources["teacher_llm"],
-                             raise_on_error=False)
+    result = _guarded(instance, lambda: run_fastdistill(
+        "demo", instance=instance, storage=storage, teacher_llm=defs.resources["teacher_llm"], raise_on_error=False))
     problems += _report(f"FastDistill run 'demo' ({time.perf_counter() - started:.0f}s)", result,
                         {a.key.to_user_string() for a in fastdistill_assets.assets})
+    return _finish(problems, storage, instance)
+
+
+def _finish(problems: list[str], storage, instance) -> int:
 
     print(f"\nOutputs: {storage.root()}/<asset>/<partition>/")
     print(f"Dagster instance: {instance.root_directory}")
@@ -85,6 +123,75 @@ def main() -> int:
     if problems:
         print("\n" + "\n".join(problems))
     return 1 if any(p.startswith("FAILED") for p in problems) else 0
+
+
+def _clean_up_after_crashed_runs(instance: dg.DagsterInstance) -> None:
+    """A demo that crashed or was SIGKILLed left its run STARTED and its `gpu` slot taken; without this
+    the next demo would wait on that slot forever."""
+    failed = fail_dead_runs(instance, who="make demo at start-up")
+    freed = free_slots_of_ended_runs(instance)
+    if failed or freed:
+        print(f"cleaned up after crashed runs: {len(failed)} marked failed, slots of {freed} ended run(s) freed")
+
+
+def _self_check_models() -> None:
+    """One tiny decode per local model in a child process, before any asset step (seconds each)."""
+    for name in ("vlm", "llm", "teacher_llm"):
+        seconds = defs.resources[name].check_backend()
+        if seconds is not None:
+            print(f"self-check {name}: ok ({seconds:.1f}s, a few tokens decoded in a child process)", flush=True)
+
+
+def _runs_of_this_process(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    records = instance.get_run_records(dg.RunsFilter(statuses=ACTIVE_STATUSES))
+    return [r.dagster_run for r in records if run_process_pid(instance, r.dagster_run.run_id) == os.getpid()]
+
+
+def _stop_on_signals(instance: dg.DagsterInstance) -> None:
+    """Ctrl-C / SIGTERM: cancel this process's runs, free their slots, exit at once.
+
+    The runs execute on a worker thread (`_guarded`), so Dagster's in-process executor, which defers
+    SIGINT in the main thread and never looks while it waits on a pool slot, does not swallow it.
+    """
+    def stop(signum, _frame):
+        name = signal.Signals(signum).name
+        runs = _runs_of_this_process(instance)
+        for run in runs:
+            instance.report_run_canceled(run, message=f"make demo stopped by {name}")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        print(f"\nstopped by {name}: {len(runs)} run(s) canceled "
+              f"({', '.join(r.run_id for r in runs) or 'none in flight'}), their pool slots freed", flush=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _guarded(instance: dg.DagsterInstance, execute):
+    """Run `execute()` on a worker thread; the main thread stays free for signals and, every
+    POOL_WAIT_LOG_S, says which run and step hold the slot a step of ours waits for (console and run log)."""
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["result"] = execute()
+        except BaseException as e:  # handed to the main thread below, which re-raises it
+            outcome["error"] = e
+
+    worker = threading.Thread(target=work, name="demo-run", daemon=True)
+    worker.start()
+    next_look = time.monotonic() + POOL_WAIT_LOG_S
+    while worker.is_alive():
+        worker.join(timeout=0.5)
+        if worker.is_alive() and time.monotonic() >= next_look:
+            ours = {r.run_id: r for r in _runs_of_this_process(instance)}
+            for run_id, message in pool_waits(instance, run_ids=set(ours)):
+                print(f"  waiting: {message}", flush=True)
+                instance.report_engine_event(message, ours[run_id])
+            next_look = time.monotonic() + POOL_WAIT_LOG_S
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _print_stage_times(result, stages: set[str]) -> None:

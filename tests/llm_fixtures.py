@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reaper import reap_with_parent
 from resources.llm.smollm2 import smollm2_gguf_path
 
 SERVER_MODEL_ALIAS = "smollm2"
@@ -62,7 +63,8 @@ def llama_server(smollm2_gguf, tmp_path_factory) -> Iterator[str]:
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(TEST_THREADS)}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    watcher = reap_with_parent(proc)  # dies with this worker, even a SIGKILLed one
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -86,6 +88,8 @@ def llama_server(smollm2_gguf, tmp_path_factory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=15)
+        watcher.stdin.close()
+        watcher.wait(10)
 
 
 # -- fault injection ----------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ webserver, and Celery workers, each a separate process with its own log file.
 Servers come from Debian packages that `make services` installs (postgresql, redis-server); the
 tests never talk to a stand-in. PostgreSQL and Redis start once per test session (the first test
 that asks) and stop at exit; each test gets its own database. Every wait has a timeout and names
-what it waited for, with the tail of the process's log.
+what it waited for, with the tail of the process's log. Every service runs in its own process group
+watched by `tests/reaper.py`, so it dies with the test worker that started it, even a SIGKILLed one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from reaper import reap_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -58,26 +61,31 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path
+    watcher: subprocess.Popen | None = None
 
     def tail(self, chars: int = 3000) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return f"--- {self.name} log ({self.log}) ---\n{text[-chars:]}"
 
     def stop(self, timeout: float = 20) -> None:
-        if self.popen.poll() is not None:
-            return
         try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(timeout)
+            if self.popen.poll() is None:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
         except ProcessLookupError:
             pass
+        finally:
+            if self.watcher is not None:  # its group is gone: let the watcher end before the pgid is reused
+                self.watcher.stdin.close()
+                self.watcher.wait(10)
+                self.watcher = None
 
 
 def start(name: str, argv: list[str], log_dir: Path, env: dict | None = None, cwd: Path = ROOT,
-          user: str | None = None) -> Proc:
+          user: str | None = None, stop_signal: int = signal.SIGTERM) -> Proc:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     if user:
@@ -85,7 +93,7 @@ def start(name: str, argv: list[str], log_dir: Path, env: dict | None = None, cw
     with log.open("ab") as out:
         popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                  start_new_session=True)
-    proc = Proc(name, popen, log)
+    proc = Proc(name, popen, log, reap_with_parent(popen, stop_signal))
     _started.append(proc)
     return proc
 
@@ -178,7 +186,7 @@ def start_postgres(log_dir: Path) -> Postgres:
     proc = start("postgres", [str(bin_dir / "postgres"), "-D", str(db_dir), "-p", str(port),
                               "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
                               "-c", "max_connections=300", "-c", "fsync=off", "-c", "full_page_writes=off"],
-                 log_dir, user=run_as)
+                 log_dir, user=run_as, stop_signal=signal.SIGINT)
     wait_until(lambda: _pg_ready("qc", password, port), 60, f"PostgreSQL on 127.0.0.1:{port}", (proc,))
     return Postgres(port, "qc", password, proc, data)
 
@@ -300,6 +308,7 @@ def run_cli(argv: list[str], env: dict[str, str], timeout: float = 180) -> subpr
     `dagster` CLI starts a code server of its own)."""
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+    watcher = reap_with_parent(proc)
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
@@ -307,6 +316,8 @@ def run_cli(argv: list[str], env: dict[str, str], timeout: float = 180) -> subpr
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        watcher.stdin.close()
+        watcher.wait(10)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 

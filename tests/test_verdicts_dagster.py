@@ -106,7 +106,7 @@ def test_load_stage_a_records_refuses_unlabelled_records(tmp_path):
 
 
 def _judge(storage, records, llm, inbox_ids):
-    return run_verdicts(records, inbox_ids, get_mission(MISSION), guidance_versions()[0], llm,
+    return run_verdicts(records, dict.fromkeys(inbox_ids, 0), get_mission(MISSION), guidance_versions()[0], llm,
                         VerdictConfig(max_needs_review_share=0.5), storage.asset_dir("qc_verdicts", MISSION),
                         storage.images() / MISSION, log=lambda _: None)
 

@@ -16,7 +16,7 @@ from qc_assets.stage_a.discovery import INBOX_FOLDER, INBOX_SKIP_REASON, discove
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.verdicts.config import VerdictConfig
 from qc_assets.verdicts.reviews import agreement_by_day
-from qc_assets.verdicts.run import NO_RECORD_REASON, inbox_group_ids_from_summaries, run_verdicts
+from qc_assets.verdicts.run import NO_RECORD_REASON, inbox_groups, run_verdicts
 from qc_assets.verdicts.table import read_table, validate_verdicts, verdict_frame
 from resources.store import read_jsonl
 
@@ -25,7 +25,7 @@ SAMPLED = VerdictConfig(decode_grid=((0.7, 0.9),), samples=4, min_agreement=0.75
 
 def _run(records, llm, tmp_path, guidance=None, config=SAMPLED, inbox_ids=None):
     guidance = guidance or guidance_versions()[0]
-    ids = inbox_ids if inbox_ids is not None else [r["group_id"] for r in records]
+    ids = dict.fromkeys(inbox_ids if inbox_ids is not None else [r["group_id"] for r in records], 0)
     return run_verdicts(records, ids, get_mission(MISSION), guidance, llm, config, tmp_path / "out",
                         tmp_path / "images" / MISSION, log=lambda _: None)
 
@@ -158,7 +158,21 @@ def test_inbox_groups_from_summaries_include_fully_skipped_groups():
     skipped = [{"path": f"{INBOX_FOLDER}/bravo", "reason": "group has no usable images"},
                {"path": f"{INBOX_FOLDER}/bravo/1.jpg", "reason": "zero-byte file"},
                {"path": f"{INBOX_FOLDER}/note.txt", "reason": "file outside a group folder"}]
-    assert inbox_group_ids_from_summaries(records, skipped) == ["alpha", "bravo"]
+    assert inbox_groups(records, skipped) == {"alpha": 0, "bravo": 1}
+
+
+def test_a_group_with_an_unusable_photo_goes_to_review_even_with_a_clean_verdict(tmp_path):
+    """Partial evidence: one good photo gives a unanimous pass, but the zero-byte photo beside it was
+    never looked at, so the group is not passed silently."""
+    records = [inbox_record("alpha"), inbox_record("bravo")]
+    skipped = [{"path": f"{INBOX_FOLDER}/alpha/2.jpg", "reason": "zero-byte file"}]
+    llm = ScriptedVerdictLLM({"alpha": [PASS], "bravo": [PASS]})
+    result = run_verdicts(records, inbox_groups(records, skipped), get_mission(MISSION), guidance_versions()[0],
+                          llm, SAMPLED, tmp_path / "out", tmp_path / "images" / MISSION, log=lambda _: None)
+    rows = _by_group(result)
+    assert rows["alpha"]["verdict"] == "pass" and rows["alpha"]["agreement"] == 1.0
+    assert rows["alpha"]["needs_review"] and "1 of 2 photos unusable" in rows["alpha"]["review_reason"]
+    assert not rows["bravo"]["needs_review"] and rows["bravo"]["review_reason"] is None
 
 
 def test_decode_defaults_equal_stage_b_scoring_defaults():

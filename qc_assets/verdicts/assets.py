@@ -16,7 +16,7 @@ from qc_assets.stage_a.assets import INBOX_ASSET, load_inbox_records
 from qc_assets.stage_b.guidance import GuidanceStore
 from qc_assets.verdicts.config import VerdictConfig
 from qc_assets.verdicts.reviews import agreement_by_day, inbox_group_ids, plot_agreement
-from qc_assets.verdicts.run import VerdictsResult, inbox_group_ids_from_summaries, run_verdicts
+from qc_assets.verdicts.run import VerdictsResult, inbox_groups, run_verdicts
 from qc_assets.verdicts.table import read_table, validate_verdicts, verdict_frame
 from resources.llm import ChatLLM
 from resources.llm.resource import LLMResource
@@ -81,7 +81,7 @@ def qc_verdicts(context: dg.AssetExecutionContext, config: QCVerdictsConfig, sto
     model = verdict_model(cfg, llm, vlm, storage)
     out_dir = storage.asset_dir(ASSET_NAME, mission.name)
     try:
-        result = run_verdicts(records, inbox_group_ids_from_summaries(records, skipped), mission, guidance, model,
+        result = run_verdicts(records, inbox_groups(records, skipped), mission, guidance, model,
                               cfg, out_dir, storage.images() / mission.name, log=context.log.info)
     except OSError as e:
         raise dg.Failure(f"qc_verdicts I/O failed for {mission.name}: {e}",

@@ -41,20 +41,30 @@ class VerdictsResult:
         return [r for r in self.rows if r["status"] == "pending"]
 
 
-def inbox_group_ids_from_summaries(records: Sequence[dict], skipped: Sequence[dict]) -> list[str]:
-    """Every inbox group Stage-A saw: those with a record, and those whose photos were all skipped.
+def inbox_groups(records: Sequence[dict], skipped: Sequence[dict]) -> dict[str, int]:
+    """Every inbox group Stage-A saw, with the number of its photos that were unusable: groups with a
+    record, and groups whose photos were all skipped.
 
     Skipped paths are relative to the mission folder: `待审核/<group>/<file>` or `待审核/<group>`.
     """
-    ids = {r["group_id"] for r in records}
+    groups = dict.fromkeys((r["group_id"] for r in records), 0)
     for s in skipped:
         parts = s["path"].split("/")
-        if len(parts) >= 3 or (len(parts) == 2 and s["reason"] == "group has no usable images"):
-            ids.add(parts[1])
-    return sorted(ids)
+        if len(parts) >= 3:
+            groups[parts[1]] = groups.get(parts[1], 0) + 1
+        elif len(parts) == 2 and s["reason"] == "group has no usable images":
+            groups.setdefault(parts[1], 0)
+    return dict(sorted(groups.items()))
 
 
-def run_verdicts(records: Sequence[dict], inbox_ids: Sequence[str], mission, guidance: Guidance, llm: ChatLLM,
+def partial_evidence(row: dict, n_usable: int, n_unusable: int) -> dict:
+    """A verdict on some of a group's photos is not a verdict on the group: a reviewer looks at it."""
+    reason = f"{n_unusable} of {n_usable + n_unusable} photos unusable (see inbox_summaries skipped.jsonl)"
+    return {**row, "needs_review": True,
+            "review_reason": "; ".join(filter(None, [row["review_reason"], reason]))}
+
+
+def run_verdicts(records: Sequence[dict], inbox: dict[str, int], mission, guidance: Guidance, llm: ChatLLM,
                  config: VerdictConfig, out_dir: str | Path, mission_dir: str | Path,
                  log: Callable[[str], None] = print) -> VerdictsResult:
     out_dir = Path(out_dir)
@@ -64,10 +74,11 @@ def run_verdicts(records: Sequence[dict], inbox_ids: Sequence[str], mission, gui
         raise ValueError(f"inbox records must have label null, got labelled groups {unlabelled[:3]}")
     previous = {r["record_id"]: r for r in read_table(out_dir)}
     judge = VerdictJudge(llm, mission, guidance, config, out_dir, log=log)
-    pending = judge.judge(records)
+    pending = [partial_evidence(row, len(rec["images"]), inbox[rec["group_id"]])
+               if inbox.get(rec["group_id"]) else row for rec, row in zip(records, judge.judge(records))]
     summarised = {r["group_id"] for r in records}
     pending += [judge.unjudgeable_row(record_id(mission.name, None, g), g, NO_RECORD_REASON)
-                for g in inbox_ids if g not in summarised]
+                for g in inbox if g not in summarised]
     result = VerdictsResult(rows=[], counts=judge.counts)
     for row in pending:
         before = previous.get(row["record_id"])
@@ -86,7 +97,7 @@ def run_verdicts(records: Sequence[dict], inbox_ids: Sequence[str], mission, gui
     parquet, csv = write_tables(verdict_frame(result.rows), out_dir)
     result.paths = {"parquet": parquet, "csv": csv, "samples": judge.path, "reviews": out_dir / "reviews.jsonl"}
     atomic_write_json(out_dir / "summary.json", {
-        "inbox_group_ids": sorted(inbox_ids), "guidance_version": guidance.version,
+        "inbox_group_ids": sorted(inbox), "guidance_version": guidance.version,
         "guidance_hash": guidance.content_hash(), "model_fingerprint": llm.fingerprint,
         "max_needs_review_share": config.max_needs_review_share, "config": config.to_dict()})
     log(f"{mission.name}: {len(pending)} inbox groups ({result.newly_judged} new, {sum(result.rejudged.values())} "

@@ -67,6 +67,11 @@ class LLMResource(dg.ConfigurableResource):
         default="none",
         description="how params.regex reaches an HTTP server: none | vllm | vllm_legacy | sglang | llama_cpp",
     )
+    self_check: bool = Field(
+        default=True,
+        description="decode a few tokens in a child process before a local backend (llama_cpp, transformers) "
+        "first loads in this process, so a crashing native build stops with a clear error (resources/self_check.py)",
+    )
     thinking: str = Field(
         default="off",
         description="Qwen3-style thinking: off (enable_thinking=false in the chat template) | on | omit (send no "
@@ -128,8 +133,19 @@ class LLMResource(dg.ConfigurableResource):
         key = tuple(sorted(self.model_dump().items()))
         with _BUILT_LOCK:
             if key not in _BUILT:
+                self.check_backend()
                 _BUILT[key] = self._build()
             return _BUILT[key]
+
+    def check_backend(self) -> float | None:
+        """The self-check of a local backend (seconds it took, once per process); None for remote backends."""
+        if not self.self_check or self.backend not in ("llama_cpp", "transformers"):
+            return None
+        from resources.self_check import llm_probe, run_self_check
+
+        folder, gguf_file = self.transformers_location()
+        return run_self_check(self.backend, llm_probe(self.backend, str(folder), gguf_file, self.device, self.dtype,
+                                                      self.n_gpu_layers))
 
     def _build(self) -> ChatLLM:
         if self.backend == "llama_cpp":

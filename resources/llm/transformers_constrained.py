@@ -11,19 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from resources.llm.constrained import reason_may_start_with
 
-if TYPE_CHECKING:
-    from resources.llm.transformers_backend import TransformersChatLLM
+class PaddingScorer(Protocol):
+    """What prefix scoring needs of a backend (TransformersChatLLM has both); named here so this module
+    does not import the backend that imports it."""
+
+    model: torch.nn.Module
+
+    def left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class PrefixChooser:
-    def __init__(self, llm: TransformersChatLLM, allowed: Sequence[Sequence[int]]) -> None:
+    def __init__(self, llm: PaddingScorer, allowed: Sequence[Sequence[int]]) -> None:
         if not allowed or any(len(a) == 0 for a in allowed):
             raise ValueError(f"allowed prefixes must be non-empty token lists, got {allowed!r}")
         self.llm = llm

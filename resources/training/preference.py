@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from resources.training.student import StudentSession
+from resources.training.session import StudentSession
 from resources.training.trl_common import (check_frozen, common_args, lora_config, losses_from, trainable_parameters,
                                            write_train_log)
 

@@ -38,6 +38,9 @@ class VLMResource(dg.ConfigurableResource):
     tensor_parallel_size: int = 1  # vllm backend
     gpu_memory_utilization: float = 0.85  # vllm backend
     max_model_len: int = 8192  # vllm backend
+    # decode a few tokens in a child process before the transformers backend first loads in this process, so a
+    # crashing native build stops with a clear error before any asset step (resources/self_check.py)
+    self_check: bool = True
 
     def get_vlm(self) -> VisionLanguageModel:
         if self.backend not in BACKENDS:
@@ -56,12 +59,24 @@ class VLMResource(dg.ConfigurableResource):
 
         from resources.vlm.transformers_backend import TransformersVLM
 
-        if self.model_path:
-            return TransformersVLM(self.model_path, self.device, self.dtype)
-        from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE, build_tiny_qwen3vl
+        from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE
 
-        folder = build_tiny_qwen3vl(smoke_model_dir())
-        return TransformersVLM(str(folder), self.device, self.dtype, note=SMOKE_MODEL_NOTE)
+        self.check_backend()
+        return TransformersVLM(str(self.model_folder()), self.device, self.dtype,
+                               note="" if self.model_path else SMOKE_MODEL_NOTE)
+
+    def model_folder(self) -> Path:
+        """The transformers backend's checkpoint: `model_path`, or the smoke model (built once)."""
+        return Path(self.model_path) if self.model_path else _smoke_model()
+
+    def check_backend(self) -> float | None:
+        """The self-check of the transformers backend (seconds, once per process); None for the served
+        backends (openai, vllm), whose engines live in other processes."""
+        if self.backend != "transformers" or not self.self_check:
+            return None
+        from resources.self_check import run_self_check, vlm_probe
+
+        return run_self_check("transformers", vlm_probe(str(self.model_folder()), self.device, self.dtype))
 
     def vllm_settings(self):
         """The vLLM engine settings (validated); builds nothing, so it runs where vLLM is not installed."""
@@ -76,6 +91,12 @@ class VLMResource(dg.ConfigurableResource):
 
 def smoke_model_dir() -> Path:
     return data_root() / "models" / "tiny-qwen3vl"
+
+
+def _smoke_model() -> Path:
+    from resources.vlm.tiny_qwen3vl import build_tiny_qwen3vl
+
+    return Path(build_tiny_qwen3vl(smoke_model_dir()))
 
 
 def _env(name: str, default: str) -> str:
