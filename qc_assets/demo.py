@@ -138,7 +138,7 @@ def _self_check_models() -> None:
     """One tiny decode per local model in a child process, before any asset step (seconds each)."""
     for name in ("vlm", "llm", "teacher_llm"):
         seconds = defs.resources[name].check_backend()
-        if seconds is not None:
+        if seconds:
             print(f"self-check {name}: ok ({seconds:.1f}s, a few tokens decoded in a child process)", flush=True)
 
 

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-_PASSED: dict[tuple, float] = {}  # probe -> seconds it took, once per process
+_PASSED: set[tuple] = set()  # probes that passed in this process
 _LOCK = threading.Lock()
 
 
@@ -40,15 +40,15 @@ def _hint(backend: str) -> str:
 
 
 def run_self_check(backend: str, argv: list[str], timeout_s: float = 300.0) -> float:
-    """Run `argv` (a child that loads `backend` and decodes a few tokens); return its seconds.
+    """Run `argv` (a child that loads `backend` and decodes a few tokens); return the seconds it took.
 
     Raises SelfCheckError when the child dies of a signal, exits non-zero or outlives `timeout_s`.
-    Each distinct probe runs once per process.
+    Each distinct probe runs once per process: a probe that already passed returns 0.0 at once.
     """
     key = (backend, *argv)
     with _LOCK:
         if key in _PASSED:
-            return _PASSED[key]
+            return 0.0
         started = time.perf_counter()
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -64,7 +64,7 @@ def run_self_check(backend: str, argv: list[str], timeout_s: float = 300.0) -> f
         if proc.returncode != 0:
             raise SelfCheckError(f"{backend} backend failed its self-check (exit {proc.returncode}) in a child "
                                  f"process: {_hint(backend)}\n{tail}")
-        _PASSED[key] = seconds
+        _PASSED.add(key)
         return seconds
 
 

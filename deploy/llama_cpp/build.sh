@@ -2,15 +2,19 @@
 # Builds llama.cpp for a CPU target chosen by flags, never by the machine that builds it (issue 16:
 # a native build on an AMX CPU segfaults in ggml_backend_amx_mul_mat, llama.cpp #20824).
 #
-#   build.sh wheel  VERSION TARGET CACHE_DIR PIP   -> prints the path of a llama-cpp-python wheel
-#   build.sh server VERSION TARGET CACHE_DIR PIP   -> prints the path of a llama-server binary
+#   build.sh wheel  VERSION TARGET CACHE_DIR PYTHON   -> prints the path of a llama-cpp-python wheel
+#   build.sh server VERSION TARGET CACHE_DIR PYTHON   -> prints the path of a llama-server binary
+#
+# The server binary is checked for AMX (resources/llm/llama_cpp_build.py) before it enters the cache;
+# the wheel is checked by `make install` once installed, since only an installed library can say.
 #
 # TARGET: portable (x86-64 AVX2 + FMA + F16C + BMI2, no AVX-512, no AMX: runs on any x86-64 host
 # with AVX2) or native (-march=native for this CPU, AMX still switched off; faster here, and the
 # result runs only on CPUs like this one). The cache folder is keyed by version, target and a hash
 # of the flags, so pip's wheel cache (keyed by the sdist alone) is never consulted (--no-cache-dir).
 set -euo pipefail
-what=$1 version=$2 target=$3 cache=$4 pip=$5
+what=$1 version=$2 target=$3 cache=$4 python=$5
+pip="$python -m pip"
 
 case "$target" in
   portable) flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" ;;
@@ -43,10 +47,11 @@ elif [ "$what" = server ]; then
     eval cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
       -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF $flags >&2
     cmake --build "$work/build" --target llama-server -j"${LLAMA_SERVER_JOBS:-2}" >&2
+    "$python" -m resources.llm.llama_cpp_build --server "$work/build/bin/llama-server" >&2
     mkdir -p "$dest/bin.tmp"; cp "$work/build/bin/llama-server" "$dest/bin.tmp/"
     rm -rf "$dest/bin"; mv "$dest/bin.tmp" "$dest/bin"
   fi
   echo "$dest/bin/llama-server"
 else
-  echo "usage: build.sh wheel|server VERSION TARGET CACHE_DIR PIP" >&2; exit 2
+  echo "usage: build.sh wheel|server VERSION TARGET CACHE_DIR PYTHON" >&2; exit 2
 fi

@@ -30,12 +30,13 @@ def library_system_info() -> str:
 
 
 def server_system_info(binary: str, timeout_s: float = 30.0) -> str:
-    """llama-server logs its system info before it loads a model, so a missing model is enough."""
+    """llama-server logs its system info (at verbosity 4, trace) before it loads a model, so a missing
+    model is enough."""
     proc = subprocess.run(
-        [binary, "-m", "/nonexistent.gguf", "--port", "0"],
+        [binary, "-lv", "4", "-m", "/nonexistent.gguf", "--port", "0"],
         capture_output=True, text=True, timeout=timeout_s, check=False,
     )
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "system" in line and "info" in line]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "system_info:" in line]
     if not lines:
         raise RuntimeError(f"{binary} printed no system info line (exit {proc.returncode})")
     return lines[0]
