@@ -12,6 +12,7 @@ import pytest
 from llm_fixtures import smollm2_gguf  # noqa: F401  (pytest fixture)
 
 from resources.llm.resource import LLMResource
+from resources import self_check
 from resources.self_check import SelfCheckError, run_self_check
 from resources.vlm.resource import VLMResource
 
@@ -27,7 +28,8 @@ def test_a_crashing_child_becomes_a_clear_error_naming_backend_signal_and_build(
     assert "this llama.cpp build: CPU :" in message and "GGML_NATIVE=OFF" in message
 
 
-def test_a_local_llm_decodes_in_a_child_once_per_process(smollm2_gguf):
+def test_a_local_llm_decodes_in_a_child_once_per_process(smollm2_gguf, monkeypatch):
+    monkeypatch.setattr(self_check, "_PASSED", set())  # as in a new process: an earlier test may have checked it
     llm = LLMResource(model_path=str(smollm2_gguf))
     seconds = llm.check_backend()
     assert 0 < seconds < 60

@@ -15,6 +15,7 @@ from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.assets import INBOX_ASSET, load_inbox_records
 from qc_assets.stage_b.guidance import GuidanceStore
 from qc_assets.verdicts.config import VerdictConfig
+from qc_assets.verdicts.drift import drift_state
 from qc_assets.verdicts.reviews import agreement_by_day, inbox_group_ids, plot_agreement
 from qc_assets.verdicts.run import VerdictsResult, inbox_groups, run_verdicts
 from qc_assets.verdicts.table import read_table, validate_verdicts, verdict_frame
@@ -199,5 +200,53 @@ def needs_review_share(storage: StorageResource, mission: str) -> dg.AssetCheckR
         "expected_max_share": limit, "actual_share": round(share, 4), "pending_rows": len(rows)})
 
 
+def stage_b_result(storage: StorageResource, mission: str) -> dict | None:
+    """The latest Stage-B run's result.json (kept version, its test numbers), or None before the first."""
+    path = storage.root() / GUIDANCE_ASSET / mission / "result.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def mission_drift(storage: StorageResource, mission: str) -> dict | None:
+    """The drift state of a mission's production verdicts (drift.py), or None before its first run."""
+    summary = _summary(storage, mission)
+    if summary is None:
+        return None
+    config = VerdictConfig(**summary["config"])
+    reviews = read_jsonl(storage.root() / ASSET_NAME / mission / "reviews.jsonl")
+    return {**drift_state(reviews, stage_b_result(storage, mission), config.drift_settings()),
+            "severity": config.drift_severity}
+
+
+@dg.asset_check(asset=qc_verdicts, description="Agreement with reviewers over the recent window holds up against "
+                                               "what the kept guidance showed on Stage-B's test split (drift watch).")
+def qc_verdicts_agreement_holds(context: dg.AssetCheckExecutionContext, storage: StorageResource
+                                ) -> dg.AssetCheckResult:
+    return agreement_holds(storage, context.partition_key)
+
+
+def agreement_holds(storage: StorageResource, mission: str) -> dg.AssetCheckResult:
+    state = mission_drift(storage, mission)
+    if state is None:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"expected": "summary.json", "actual": "missing"})
+    low, high = state["interval"]
+    flagged = state["needs_review_in_window"]
+    metadata = {
+        "status": state["status"], "window_reviews": state["window_reviews"],
+        "agreement": state["agreement"], "interval_low": low, "interval_high": high,
+        "interval_method": state["interval_method"], "baseline": state["baseline"],
+        "baseline_source": state["baseline_source"], "drift_margin": state["drift_margin"],
+        "needs_review_overturned_share": round(state["needs_review_overturned"] / flagged, 4) if flagged else None,
+        "needs_review_confirmed_share": round(state["needs_review_confirmed"] / flagged, 4) if flagged else None,
+        "recent_disagreements": dg.MetadataValue.md(md_table(
+            ["group", "machine", "reviewer", "reason"],
+            [(d["group_id"], d["machine"] or "-", d["reviewer"], (d["reason"] or "")[:40])
+             for d in state["recent_disagreements"]])),
+    }
+    return dg.AssetCheckResult(passed=not state["drifted"], severity=dg.AssetCheckSeverity[state["severity"]],
+                               metadata=metadata)
+
+
 assets = [qc_verdicts]
-asset_checks = [qc_verdicts_schema, qc_verdicts_one_row_per_inbox_group, qc_verdicts_needs_review_share]
+asset_checks = [qc_verdicts_schema, qc_verdicts_one_row_per_inbox_group, qc_verdicts_needs_review_share,
+                qc_verdicts_agreement_holds]

@@ -32,6 +32,16 @@ class VerdictConfig:
         default=0.75, metadata={"help": "a group whose share of agreeing samples is below this needs review"})
     max_needs_review_share: float = field(
         default=0.5, metadata={"help": "warn (asset check) when more of the inbox than this needs review"})
+    window_reviews: int = field(
+        default=200, metadata={"help": "drift watch: the last this many reviews form the agreement window"})
+    window_days: float | None = field(
+        default=None, metadata={"help": "drift watch: the reviews of the last this many days instead (None = by count)"})
+    min_reviews: int = field(
+        default=30, metadata={"help": "drift watch: below this many reviews in the window nothing is concluded"})
+    drift_margin: float = field(
+        default=0.05, metadata={"help": "drift when the window's upper bound < baseline accuracy - this margin"})
+    drift_severity: str = field(
+        default="WARN", metadata={"help": "severity of qc_verdicts_agreement_holds when it fails: WARN | ERROR"})
 
     def __post_init__(self) -> None:
         if self.verdict_model not in VERDICT_MODELS:
@@ -42,9 +52,20 @@ class VerdictConfig:
         for name in ("samples", "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("min_agreement", "max_needs_review_share"):
+        if self.window_reviews < 1 or self.min_reviews < 1:
+            raise ValueError(f"window_reviews and min_reviews must be >= 1, got {self.window_reviews}, {self.min_reviews}")
+        if self.window_days is not None and self.window_days <= 0:
+            raise ValueError(f"window_days must be > 0 or None, got {self.window_days}")
+        if self.drift_severity not in ("WARN", "ERROR"):
+            raise ValueError(f"drift_severity must be WARN or ERROR, got {self.drift_severity!r}")
+        for name in ("min_agreement", "max_needs_review_share", "drift_margin"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def drift_settings(self):
+        from qc_assets.verdicts.drift import DriftSettings
+
+        return DriftSettings(self.window_reviews, self.window_days, self.min_reviews, self.drift_margin)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -65,7 +65,8 @@ def close_reviews(left_inbox: list[dict], mission_dir: Path, reviews_path: Path)
         key = review_key(row)
         if key not in logged:
             logged[key] = {"key": key, "record_id": row["record_id"], "group_id": row["group_id"],
-                           "mission": row["mission"], "verdict": row["verdict"], "reviewer_label": label,
+                           "mission": row["mission"], "verdict": row["verdict"], "reason": row["reason"],
+                           "reviewer_label": label,
                            "agrees": row["verdict"] == label, "needs_review": row["needs_review"],
                            "guidance_version": row["guidance_version"], "model_fingerprint": row["model_fingerprint"],
                            "judged_at": row["judged_at"], "first_seen_at": time.time()}

@@ -127,6 +127,15 @@ class LLMResource(dg.ConfigurableResource):
             return path.parent, path.name
         return path, self.gguf_file
 
+    def llama_cpp_location(self) -> tuple[Path, str]:
+        folder, gguf_file = self.transformers_location()
+        if gguf_file is None:
+            raise ValueError(
+                f"backend='llama_cpp' needs a .gguf file; model_path {self.model_path!r} is a folder without "
+                "gguf_file (set gguf_file, or use backend='transformers' for a HF checkpoint)"
+            )
+        return folder, gguf_file
+
     def get_llm(self) -> ChatLLM:
         """Build the configured backend once per process and reuse it."""
         self.validate_config()
@@ -143,7 +152,7 @@ class LLMResource(dg.ConfigurableResource):
             return None
         from resources.self_check import llm_probe, run_self_check
 
-        folder, gguf_file = self.transformers_location()
+        folder, gguf_file = self.llama_cpp_location() if self.backend == "llama_cpp" else self.transformers_location()
         return run_self_check(self.backend, llm_probe(self.backend, str(folder), gguf_file, self.device, self.dtype,
                                                       self.n_gpu_layers))
 
@@ -151,12 +160,7 @@ class LLMResource(dg.ConfigurableResource):
         if self.backend == "llama_cpp":
             from resources.llm.llama_cpp_backend import LlamaCppChatLLM
 
-            folder, gguf_file = self.transformers_location()
-            if gguf_file is None:
-                raise ValueError(
-                    f"backend='llama_cpp' needs a .gguf file; model_path {self.model_path!r} is a folder without "
-                    "gguf_file (set gguf_file, or use backend='transformers' for a HF checkpoint)"
-                )
+            folder, gguf_file = self.llama_cpp_location()
             return LlamaCppChatLLM(
                 folder / gguf_file,
                 n_ctx=self.n_ctx,
