@@ -20,6 +20,7 @@ from qc_assets.stage_a import assets as stage_a_assets
 from qc_assets.stage_a import checks as stage_a_checks
 from qc_assets.stage_b import assets as stage_b_assets
 from qc_assets.verdicts import assets as verdicts_assets
+from qc_assets.verdicts import health_assets
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import data_root
@@ -86,12 +87,13 @@ qc_pipeline = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=[*stage_a_assets.assets, *stage_b_assets.assets, *distill_assets.assets, *fusion_assets.assets,
-            *grpo_assets.assets, *fastdistill_assets.assets, *verdicts_assets.assets],
+            *grpo_assets.assets, *fastdistill_assets.assets, *verdicts_assets.assets, health_assets.mission_health],
     asset_checks=[*stage_a_checks.asset_checks, *stage_b_assets.asset_checks, *distill_assets.asset_checks,
                   *fusion_assets.asset_checks, *fastdistill_assets.asset_checks, *verdicts_assets.asset_checks],
-    sensors=[*sensors.sensors, run_health.run_health_sensor],
+    sensors=[*sensors.sensors, run_health.run_health_sensor, health_assets.health_automation],
     executor=executor_from_env(),
-    jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs],
+    jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs,
+          health_assets.health_job],
     resources={
         "storage": StorageResource(data_root=str(data_root()), images_root=_env("QC_IMAGES_ROOT", "")),
         "vlm": vlm_from_env(),
