@@ -69,6 +69,24 @@ def test_broken_answers_low_agreement_and_provider_failure_each_need_review(tmp_
     validate_verdicts(verdict_frame(result.rows))
 
 
+def test_a_truncated_summary_sends_the_group_to_review_with_that_reason(tmp_path):
+    # both groups get four unanimous, well-formed answers: only the cut summary can flag one
+    llm = ScriptedVerdictLLM({"alpha": [PASS] * 4, "bravo": [PASS] * 4})
+    result = _run([inbox_record("alpha"), inbox_record("bravo", truncated=True)], llm, tmp_path)
+    rows = _by_group(result)
+    assert not rows["alpha"]["needs_review"]
+    assert rows["bravo"]["verdict"] == "pass" and rows["bravo"]["needs_review"]
+    assert "truncated at max_new_tokens for 1/1 photos (image_1)" in rows["bravo"]["review_reason"]
+    validate_verdicts(verdict_frame(result.rows))
+
+
+def test_records_from_before_truncation_counting_are_refused(tmp_path):
+    old = inbox_record("alpha")
+    del old["truncated_images"]
+    with pytest.raises(ValueError, match="re-materialize inbox_summaries"):
+        _run([old], ScriptedVerdictLLM({"alpha": [PASS] * 4}), tmp_path)
+
+
 def test_a_rerun_makes_zero_llm_calls_and_a_failed_request_is_retried(tmp_path):
     records = [inbox_record("alpha"), inbox_record("bravo")]
     first = ScriptedVerdictLLM({"alpha": [PASS], "bravo": [FAIL, PROVIDER_DOWN, FAIL, FAIL]})

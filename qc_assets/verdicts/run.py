@@ -62,6 +62,10 @@ def run_verdicts(records: Sequence[dict], inbox_ids: Sequence[str], mission, gui
     unlabelled = [r["group_id"] for r in records if r.get("label") is not None]
     if unlabelled:
         raise ValueError(f"inbox records must have label null, got labelled groups {unlabelled[:3]}")
+    without = [r["group_id"] for r in records if "truncated_images" not in r]
+    if without:  # written before Stage-A counted cut summaries: a cut one would pass unnoticed
+        raise ValueError(f"inbox records without truncated_images (e.g. {without[:3]}): expected records written "
+                         f"by the current Stage-A; re-materialize inbox_summaries")
     previous = {r["record_id"]: r for r in read_table(out_dir)}
     judge = VerdictJudge(llm, mission, guidance, config, out_dir, log=log)
     pending = judge.judge(records)
