@@ -109,6 +109,9 @@ def _settings_metadata(result: StageAResult, config: StageAConfig, prefix: str) 
         meta["max_new_tokens_note"] = (f"max_new_tokens {config.max_new_tokens} is below the production default "
                                        f"{PRODUCTION_MAX_NEW_TOKENS} (a demo or smoke setting): longer summaries "
                                        f"are cut; see {prefix}/truncated_images")
+    if config.max_truncated_share_blocking >= 1.0:
+        meta["truncation_note"] = ("max_truncated_share_blocking is 1.0: cut summaries never block downstream "
+                                   "assets (a demo or smoke setting); the check still warns")
     if result.completion_tokens:
         png = plot_answer_lengths(result.completion_tokens, config.max_new_tokens, f"{prefix}: answer lengths")
         meta["answer_length_histogram"] = dg.MetadataValue.md(png_markdown(png, "answer lengths"))
