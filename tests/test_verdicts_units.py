@@ -15,7 +15,7 @@ from qc_assets.missions import get_mission
 from qc_assets.stage_a.discovery import INBOX_FOLDER, INBOX_SKIP_REASON, discover
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.verdicts.config import VerdictConfig
-from qc_assets.verdicts.reviews import agreement_by_day
+from qc_assets.verdicts.reviews import agreement_by_day, inbox_group_ids
 from qc_assets.verdicts.run import NO_RECORD_REASON, inbox_group_ids_from_summaries, run_verdicts
 from qc_assets.verdicts.table import read_table, validate_verdicts, verdict_frame
 from resources.store import read_jsonl
@@ -152,6 +152,23 @@ def test_moving_a_judged_group_to_a_label_folder_records_agreement_once(tmp_path
     assert {r["group_id"]: r["status"] for r in read_table(tmp_path / "out")} == {
         "alpha": "reviewed", "bravo": "reviewed", "charlie": "withdrawn"}
     validate_verdicts(verdict_frame(again.rows))
+
+
+def test_a_ticket_in_suffixed_inbox_folders_is_one_group_and_its_review_is_found(tmp_path):
+    ticket = "QC-BBU-20250101-12"
+    sha_1 = _photo(tmp_path, INBOX_FOLDER, f"{ticket}_补拍", b"first visit")
+    sha_2 = _photo(tmp_path, INBOX_FOLDER, f"{ticket} (2)", b"second visit")
+    assert inbox_group_ids(tmp_path / "images", MISSION) == [ticket]
+    skipped = [{"path": f"{INBOX_FOLDER}/{ticket} (2)/x.txt", "reason": "not an image file"}]
+    assert inbox_group_ids_from_summaries([], skipped) == [ticket]
+    record = {**inbox_record(ticket), "image_sha256": [sha_2, sha_1]}
+    _run([record], ScriptedVerdictLLM({ticket: [PASS]}), tmp_path, inbox_ids=[ticket])
+    # the reviewer files both folders, suffixes and all, under 审核通过
+    for name in (f"{ticket}_补拍", f"{ticket} (2)"):
+        (tmp_path / "images" / MISSION / "审核通过").mkdir(exist_ok=True)
+        shutil.move(tmp_path / "images" / MISSION / INBOX_FOLDER / name, tmp_path / "images" / MISSION / "审核通过" / name)
+    rows = {r["group_id"]: r for r in _run([], ScriptedVerdictLLM({}), tmp_path, inbox_ids=[]).rows}
+    assert rows[ticket]["status"] == "reviewed" and rows[ticket]["reviewer_label"] == "pass"
 
 
 def test_schema_fails_on_a_silent_pass_a_null_verdict_and_a_duplicate(tmp_path):

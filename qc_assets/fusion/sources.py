@@ -65,7 +65,8 @@ def _chatml_examples(rows: Iterable[dict], source: str, where: str, exclude_grou
 def stage_a_examples(records: list[dict], mission_name: str, images_root: Path, source: str = "stage_a_summary",
                      exclude_groups: frozenset[str] | set[str] = frozenset()) -> tuple[list[dict], dict[str, int]]:
     """One SFT row per summarised photo, under the prompt that produced it; photos that no longer exist
-    and summaries cut at max_new_tokens (a target that stops mid-sentence) are dropped and counted."""
+    are dropped and counted. Summaries cut at max_new_tokens are kept (the smoke model cuts every one);
+    stage_a_truncation_share blocks a partition where too many are cut."""
     mission = get_mission(mission_name)
     out, dropped = [], {}
     for rec in records:
@@ -81,9 +82,6 @@ def stage_a_examples(records: list[dict], mission_name: str, images_root: Path, 
             path = Path(images_root) / mission_name / rel
             if not summary.strip():
                 dropped["empty_summary"] = dropped.get("empty_summary", 0) + 1
-                continue
-            if f"image_{n}" in rec.get("truncated_keys", ()):
-                dropped["truncated_summary"] = dropped.get("truncated_summary", 0) + 1
                 continue
             if not path.is_file():
                 dropped["missing_image"] = dropped.get("missing_image", 0) + 1

@@ -1,6 +1,7 @@
 """Dagster wiring for Stage-A: config + resources -> `run_stage_a` -> files + metadata."""
 
 
+import json
 from collections import Counter
 
 import dagster as dg
@@ -192,6 +193,15 @@ def load_inbox_records(storage: StorageResource, mission: str) -> list[dict]:
         raise dg.Failure(f"no inbox summaries for mission {mission!r} at {path}: materialize {INBOX_ASSET} first",
                          metadata={"expected_path": dg.MetadataValue.path(str(path))})
     return read_jsonl(path)
+
+
+def inbox_group_id_pattern(storage: StorageResource, mission: str) -> str | None:
+    """The group_id_pattern the inbox summaries were made with (so verdicts name groups as Stage-A did),
+    or None when the inbox was never summarised by this version (no run.json)."""
+    path = storage.root() / INBOX_ASSET / mission / "run.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))["config"]["group_id_pattern"]
 
 
 assets = [stage_a_summaries, inbox_summaries]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qc_assets.stage_a.discovery import DEFAULT_GROUP_ID_PATTERN, compile_group_id_pattern, group_id_of
 from qc_assets.stage_a.records import record_id
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.verdicts.config import VerdictConfig
@@ -41,22 +42,26 @@ class VerdictsResult:
         return [r for r in self.rows if r["status"] == "pending"]
 
 
-def inbox_group_ids_from_summaries(records: Sequence[dict], skipped: Sequence[dict]) -> list[str]:
+def inbox_group_ids_from_summaries(records: Sequence[dict], skipped: Sequence[dict],
+                                   pattern: str = DEFAULT_GROUP_ID_PATTERN) -> list[str]:
     """Every inbox group Stage-A saw: those with a record, and those whose photos were all skipped.
 
-    Skipped paths are relative to the mission folder: `待审核/<group>/<file>` or `待审核/<group>`.
+    Skipped paths are relative to the mission folder: `待审核/<folder>/<file>` or `待审核/<folder>`; the
+    folder's group id comes from `pattern`, as Stage-A extracted it.
     """
     ids = {r["group_id"] for r in records}
+    compiled = compile_group_id_pattern(pattern)
     for s in skipped:
         parts = s["path"].split("/")
         if len(parts) >= 3 or (len(parts) == 2 and s["reason"] == "group has no usable images"):
-            ids.add(parts[1])
+            ids.add(group_id_of(parts[1], compiled))
     return sorted(ids)
 
 
 def run_verdicts(records: Sequence[dict], inbox_ids: Sequence[str], mission, guidance: Guidance, llm: ChatLLM,
                  config: VerdictConfig, out_dir: str | Path, mission_dir: str | Path,
-                 log: Callable[[str], None] = print) -> VerdictsResult:
+                 log: Callable[[str], None] = print, group_id_pattern: str = DEFAULT_GROUP_ID_PATTERN
+                 ) -> VerdictsResult:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     unlabelled = [r["group_id"] for r in records if r.get("label") is not None]
@@ -83,7 +88,7 @@ def run_verdicts(records: Sequence[dict], inbox_ids: Sequence[str], mission, gui
             result.unchanged += 1
     now = {r["record_id"] for r in pending}
     left = [r for r in previous.values() if r["record_id"] not in now and r["status"] != "reviewed"]
-    closed, result.new_reviews = close_reviews(left, Path(mission_dir), out_dir / "reviews.jsonl")
+    closed, result.new_reviews = close_reviews(left, Path(mission_dir), out_dir / "reviews.jsonl", group_id_pattern)
     kept = [r for r in previous.values() if r["record_id"] not in now and r["status"] == "reviewed"]
     result.rows = sorted(pending + closed + kept, key=lambda r: (_STATUS_ORDER[r["status"]], r["group_id"]))
     result.reviews = read_jsonl(out_dir / "reviews.jsonl")
