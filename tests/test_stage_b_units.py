@@ -191,3 +191,17 @@ def test_reflection_shows_ground_truth_fail_reasons_for_train_groups_only():
     for side in ("selection", "test"):  # a held-out group handed to reflection is refused, not shown
         with pytest.raises(ValueError, match="only see train groups"):
             select_cases(outs["train"] + outs[side], by_id, {}, batch_size=50, train_ids=train_ids)
+
+
+def test_stage_b_metadata_lists_the_most_frequent_ground_truth_fail_reasons():
+    from qc_assets.stage_b.assets import gt_reason_metadata
+
+    records = keyword_records(n_groups=12)
+    assert gt_reason_metadata(records) == {}  # Stage-A attached none: nothing to report
+    fails = [r for r in records if r["label"] == "fail"]
+    for i, rec in enumerate(fails):
+        rec["gt_fail_reason_text"] = "挡风板松动" if i % 3 else "挡风板缺失"
+    meta = gt_reason_metadata(records)
+    assert meta["stage_b/fail_groups_with_gt_reason"] == len(fails)
+    table = meta["gt_fail_reasons_top"].value
+    assert table.index("挡风板松动") < table.index("挡风板缺失")  # most frequent first

@@ -6,7 +6,12 @@ sha256. A backend that streams (an OpenAI-compatible server) gets every image at
 bounded in-flight pool, and each answer is appended as it finishes; `mode` and `batch_size` shape
 only the local backends' batches. A re-run, after a crash or with new groups, summarises only images
 that have no row under the current key. `records.jsonl` and `skipped.jsonl` are then rebuilt from
-that log and replaced atomically.
+that log and replaced atomically, with `run.json` (the settings and truncation count the checks read).
+
+The group sample (`pass_cap` / `fail_cap`, drawn with `sample_seed`) is not part of the key, so
+drawing other groups summarises only photos that were never summarised; the decode `seed` is.
+Every log row keeps the backend's `finish_reason`; an answer cut at `max_new_tokens` ("length") is
+counted on its record (build.py) and by the `*_truncation_share` checks.
 """
 
 from __future__ import annotations
