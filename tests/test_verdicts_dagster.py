@@ -56,6 +56,11 @@ def test_inbox_to_verdicts_on_a_real_instance_reruns_rejudges_and_closes_reviews
         checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
         assert checks["qc_verdicts_schema"] and checks["qc_verdicts_one_row_per_inbox_group"]
         assert checks["inbox_schema"] and checks["inbox_images_accounted"] and checks["stage_a_images_accounted"]
+        # every smoke answer is cut: the inbox check warns (without blocking) and each group goes to review
+        assert checks["inbox_truncation_share"] is False
+        assert _meta(first, "inbox_summaries")["inbox/truncated_images"] == _meta(
+            first, "inbox_summaries")["inbox/images_summarised"] > 0
+        assert _meta(first)["verdicts/needs_review"] == 2
         meta = _meta(first)
         assert meta["dagster/row_count"] == len(inbox_ids) == 2
         assert meta["verdicts/llm_calls"] == 2 and meta["verdicts/newly_judged"] == 2
