@@ -305,3 +305,17 @@ def test_settings_file_is_validated(tmp_path):
     bad.write_text("max_new_token: 256\n", encoding="utf-8")
     with pytest.raises(ValueError, match="bad.yaml"):
         load_settings(bad)
+
+
+def test_asset_metadata_counts_postprocess_rules_and_ground_truth_reasons(sample_images, tmp_path):
+    from qc_assets.stage_a.assets import settings_metadata
+
+    sheet = _reviewers_sheet(tmp_path / "r.xlsx", [("G150", "接地线未连接"), ("G151", "接地线未连接"), ("G900", "缺失")])
+    cfg = StageAConfig(postprocess=True, add_gt_fail_reason=True, excel_path=str(sheet), sample_seed=7)
+    result = run_stage_a(sample_images, MISSION, ScriptedVLM("CoreApplication接地线完好"), cfg, tmp_path / "out")
+    meta = settings_metadata(result, cfg, "stage_a")
+    assert meta["stage_a/postprocess_junk_prefix"] == result.summaries and meta["stage_a/postprocess_one_line"] == 0
+    assert meta["stage_a/gt_fail_reasons_attached"] == 3 and meta["sample_seed"] == 7
+    assert meta["stage_a/truncated_images"] == 0 and "max_new_tokens_note" not in meta
+    top = meta["gt_fail_reasons"].value
+    assert top.index("接地线未连接") < top.index("缺失")

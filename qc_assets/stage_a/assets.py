@@ -90,10 +90,10 @@ def _summarise(context, storage: StorageResource, vlm: VLMResource, run_config: 
         ) from e
     prefix = "inbox" if inbox else "stage_a"
     meta = _metadata(result, model.fingerprint, model.note, run_config.seed, out_dir, mission.name, prefix)
-    return dg.MaterializeResult(metadata={**meta, **_settings_metadata(result, run_config, prefix)})
+    return dg.MaterializeResult(metadata={**meta, **settings_metadata(result, run_config, prefix)})
 
 
-def _settings_metadata(result: StageAResult, config: StageAConfig, prefix: str) -> dict:
+def settings_metadata(result: StageAResult, config: StageAConfig, prefix: str) -> dict:
     """Truncation, the answer-length histogram, the prompt, postprocess and ground-truth counts."""
     meta = {
         f"{prefix}/truncated_images": result.truncated,
