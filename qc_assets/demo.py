@@ -45,11 +45,17 @@ POOL_WAIT_LOG_S = float(os.environ.get("QC_POOL_WAIT_LOG_S", "30"))
 # because SmolLM2-135M almost never writes the two-line verdict unaided (docs/benchmarks.md); a
 # production teacher runs with the defaults. One Stage-B epoch of the 135M model does not converge,
 # so the demo distils anyway, which distill_chatml refuses unless asked and records in its metadata.
+DEMO_STAGE_A = {"max_new_tokens": 48, "max_truncated_share_blocking": 1.0}
 DEMO_RUN_CONFIG = {
     # INFO, not Dagster's DEBUG event stream: the console then shows each stage's own progress lines
     # (batches, epochs, teacher calls), every line tagged with its step.
     "loggers": {"console": {"config": {"log_level": "INFO"}}},
     "ops": {
+        # The random-weight smoke VLM never stops on its own: every answer runs to the cap. The demo caps
+        # summaries at 48 tokens (production: 1024) and lets stage_a_truncation_share warn without
+        # blocking Stage-B; both settings appear in the assets' metadata (max_new_tokens_note).
+        "stage_a_summaries": {"config": DEMO_STAGE_A},
+        "inbox_summaries": {"config": DEMO_STAGE_A},
         "stage_b_guidance": {"config": {"epochs": 1, "rounds_per_epoch": 1}},
         "distill_chatml": {"config": {"constrained": True, "n_samples": 2, "allow_unconverged": True}},
     }

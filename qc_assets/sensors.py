@@ -8,15 +8,22 @@ import dagster as dg
 
 from qc_assets.missions import all_missions
 from qc_assets.partitions import mission_partitions
-from qc_assets.stage_a.assets import inbox_summaries, stage_a_summaries
+from qc_assets.stage_a.assets import ASSET_NAME, INBOX_ASSET, inbox_summaries, stage_a_summaries
+from qc_assets.stage_a.settings import inbox_settings, settings_from_env
 from qc_assets.stage_a.watch import changed_parts, part_digest, scan, sweep_budget_from_env, unsafe_reason
 from qc_assets.verdicts.assets import GUIDANCE_ASSET, qc_verdicts
 from resources.storage import StorageResource
 
-stage_a_job = dg.define_asset_job("stage_a_job", selection=dg.AssetSelection.assets(stage_a_summaries),
-                                  description="Stage-A and its checks for one mission partition.")
-inbox_job = dg.define_asset_job("inbox_verdicts_job", selection=dg.AssetSelection.assets(inbox_summaries, qc_verdicts),
-                                description="Inbox summaries, then production verdicts, for one mission partition.")
+# QC_STAGE_A_CONFIG: the Stage-A settings of runs launched without a run config (sensor, backfill)
+_settings = settings_from_env()
+stage_a_job = dg.define_asset_job(
+    "stage_a_job", selection=dg.AssetSelection.assets(stage_a_summaries),
+    config={"ops": {ASSET_NAME: {"config": _settings}}} if _settings else None,
+    description="Stage-A and its checks for one mission partition.")
+inbox_job = dg.define_asset_job(
+    "inbox_verdicts_job", selection=dg.AssetSelection.assets(inbox_summaries, qc_verdicts),
+    config={"ops": {INBOX_ASSET: {"config": inbox_settings(_settings)}}} if inbox_settings(_settings) else None,
+    description="Inbox summaries, then production verdicts, for one mission partition.")
 
 
 def _run_requests(name: str, parts: list[str], folders: dict, has_guidance: bool, log) -> list:

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from services import PROD_INSTANCE_YAML, ROOT, VENV_BIN, Deployment, production_deployment, run_cli, wait_until
+from stage_a_smoke import smoke_settings_file
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,8 @@ def deployment(tmp_path_factory, tiny_vlm_dir):
     images = write_sample_images(tmp / "images", groups_per_label=1)
     dep = production_deployment(tmp, {
         "QC_DATA_ROOT": str(tmp / "data"), "QC_IMAGES_ROOT": str(images), "QC_VLM_MODEL": str(tiny_vlm_dir),
-        "QC_TEACHER_API_KEY": TEACHER_KEY, "QC_MODEL_RETRIES": "1", "QC_MODEL_RETRY_DELAY_S": "1"})
+        "QC_TEACHER_API_KEY": TEACHER_KEY, "QC_MODEL_RETRIES": "1", "QC_MODEL_RETRY_DELAY_S": "1",
+        "QC_STAGE_A_CONFIG": smoke_settings_file(tmp)})  # backfills carry no run config
     try:
         # this module drives runs itself; the sensor is tested with its own deployment
         _cli(dep, "sensor", "stop", "new_images_sensor")
@@ -152,7 +154,8 @@ def test_worker_killed_mid_stage_a_is_retried_and_no_photo_is_summarised_twice(d
         dst = images / KILL_MISSION / "审核通过" / f"K{n // 4}" / f"{n % 4}.jpg"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source[n % len(source)], dst)
-    config = {"ops": {STEP: {"config": {"batch_size": 1, "mode": "per_image", "max_new_tokens": 32}}}}
+    config = {"ops": {STEP: {"config": {"batch_size": 1, "mode": "per_image", "max_new_tokens": 32,
+                                        "max_truncated_share_blocking": 1.0}}}}  # the smoke VLM never stops
     _cli(deployment, "job", "launch", "-j", "stage_a_job", "--config-json", json.dumps(config),
          "--tags", json.dumps({"dagster/partition": KILL_MISSION}))
     log = Path(deployment.env["QC_DATA_ROOT"]) / STEP / KILL_MISSION / "summaries.jsonl"

@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from services import production_deployment, wait_until
+from stage_a_smoke import smoke_settings_file
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,8 @@ def test_daemon_sensor_adds_the_partition_of_a_new_mission_folder_and_runs_it(tm
     images = tmp_path / "images"
     images.mkdir()
     dep = production_deployment(tmp_path, {
-        "QC_DATA_ROOT": str(tmp_path / "data"), "QC_IMAGES_ROOT": str(images), "QC_VLM_MODEL": str(tiny_vlm_dir)},
+        "QC_DATA_ROOT": str(tmp_path / "data"), "QC_IMAGES_ROOT": str(images), "QC_VLM_MODEL": str(tiny_vlm_dir),
+        "QC_STAGE_A_CONFIG": smoke_settings_file(tmp_path)},  # sensor runs carry no run config
         executor="")  # the default executor: this test is about the sensor, the daemon and Postgres
     try:
         with dep.instance() as instance:

@@ -18,7 +18,7 @@ from qc_assets.verdicts.table import read_table
 def inbox(group_id: str, summary: str) -> dict:
     return {"group_id": group_id, "mission": MISSION.name, "label": None, "images": [f"待审核/{group_id}/1.jpg"],
             "per_image": {"image_1": summary}, "record_id": record_id(MISSION.name, None, group_id),
-            "image_sha256": [group_id.ljust(64, "0")]}
+            "image_sha256": [group_id.ljust(64, "0")], "truncated_images": 0, "truncated_keys": []}
 
 
 def test_the_kept_rule_decides_new_submissions(scripted_server, tmp_path):

@@ -1,6 +1,9 @@
 """Split, prompts, reflection parsing, case selection, filters, re-proposal memory, config."""
 
+import re
+
 import pytest
+from stage_b_data import keyword_records
 
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.aggregate import GroupOutcome
@@ -89,7 +92,7 @@ def test_select_cases_puts_mixed_errors_first_and_adds_contrast():
             outcome(3, "pass", "pass", 3, 1),
             outcome(4, "fail", "fail", 2, 0)]
     records = {f"r{i:02d}": record(i, o.label) for i, o in enumerate(outs)}
-    cases = select_cases(outs, records, {"r01": "摘要未见问题"}, batch_size=3)
+    cases = select_cases(outs, records, {"r01": "摘要未见问题"}, batch_size=3, train_ids=set(records))
     assert [c["record_id"] for c in cases[:3]] == ["r01", "r00", "r03"]
     assert cases[0]["reason"] == "摘要未见问题" and not cases[0]["correct"]
     assert [c["record_id"] for c in cases[3:]] == ["r02"]  # a steady pass group contrasts the missed fails
@@ -167,3 +170,38 @@ def test_benchmark_generator_is_seeded_and_hides_rules_behind_near_misses():
             assert rec["label"] == "pass"
     noisy, noisy_stats = generate(40, noise=0.5, seed=3)
     assert noisy_stats["noisy_label"] > 0
+
+
+def test_reflection_shows_ground_truth_fail_reasons_for_train_groups_only():
+    records = keyword_records(n_groups=30)
+    for rec in records:  # Stage-A's add_gt_fail_reason: every fail group has the reviewers' reason
+        rec["gt_fail_reason_text"] = f"原因-{rec['group_id']}" if rec["label"] == "fail" else None
+    split = split_three_way(records, 0.3, 0.3, seed=0)
+    by_id = {r["record_id"]: r for r in records}
+    # the model got every fail group wrong, on every side: each would be a reflection case if it could be
+    outs = {side: [GroupOutcome(r["record_id"], r["group_id"], r["label"], "pass",
+                                1.0, 2, 0) for r in getattr(split, side)] for side in ("train", "selection", "test")}
+    train_ids = {r["record_id"] for r in split.train}
+    cases = select_cases(outs["train"], by_id, {}, batch_size=50, train_ids=train_ids)
+    text = build_reflection_messages(MISSION, Guidance.initial(MISSION), cases, [])[1]["content"]
+    shown = set(re.findall(r"人工不通过原因: 原因-(g\d+)", text))
+    assert shown == {r["group_id"] for r in split.train if r["label"] == "fail"}
+    held_out = {r["group_id"] for side in ("selection", "test") for r in getattr(split, side)}
+    assert held_out and not shown & held_out
+    for side in ("selection", "test"):  # a held-out group handed to reflection is refused, not shown
+        with pytest.raises(ValueError, match="only see train groups"):
+            select_cases(outs["train"] + outs[side], by_id, {}, batch_size=50, train_ids=train_ids)
+
+
+def test_stage_b_metadata_lists_the_most_frequent_ground_truth_fail_reasons():
+    from qc_assets.stage_b.assets import gt_reason_metadata
+
+    records = keyword_records(n_groups=12)
+    assert gt_reason_metadata(records) == {}  # Stage-A attached none: nothing to report
+    fails = [r for r in records if r["label"] == "fail"]
+    for i, rec in enumerate(fails):
+        rec["gt_fail_reason_text"] = "挡风板松动" if i % 3 else "挡风板缺失"
+    meta = gt_reason_metadata(records)
+    assert meta["stage_b/fail_groups_with_gt_reason"] == len(fails)
+    table = meta["gt_fail_reasons_top"].value
+    assert table.index("挡风板松动") < table.index("挡风板缺失")  # most frequent first

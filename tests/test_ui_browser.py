@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 
 from services import ROOT, production_deployment
+from stage_a_smoke import SMOKE_STAGE_A
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +55,8 @@ def ui(tmp_path_factory, tiny_vlm_dir):
             instance.add_dynamic_partitions("missions", MISSIONS)
             for mission in MISSIONS:
                 assert dg.materialize([stage_a_summaries, *stage_a_checks], partition_key=mission, instance=instance,
-                                      resources={"storage": storage, "vlm": VLMResource(model_path=str(tiny_vlm_dir))}
-                                      ).success
+                                      resources={"storage": storage, "vlm": VLMResource(model_path=str(tiny_vlm_dir))},
+                                      run_config=dg.RunConfig({"stage_a_summaries": {"config": SMOKE_STAGE_A}})).success
             dg.materialize([stage_b_guidance, *stage_b_checks], partition_key=MISSIONS[1], instance=instance,
                            resources={"storage": storage, "llm": LLMResource(batch_size=4, cpu_threads=1)},
                            run_config=dg.RunConfig({"stage_b_guidance": tiny_b}), raise_on_error=False)

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 import pytest
 from llm_fixtures import TEST_THREADS
+from stage_a_smoke import SMOKE_STAGE_A
 from verdict_fixtures import (BROKEN, MISSION, PASS, ScriptedVerdictLLM, guidance_versions, inbox_record,
                               store_kept_guidance)
 
@@ -17,19 +18,22 @@ from qc_assets.partitions import mission_partitions
 from qc_assets.stage_a.assets import inbox_summaries, load_stage_a_records, stage_a_summaries
 from qc_assets.stage_a.checks import asset_checks as stage_a_checks
 from qc_assets.stage_a.discovery import INBOX_FOLDER, discover
+from qc_assets.stage_a.runner import StageAConfig
 from qc_assets.verdicts.assets import (asset_checks, needs_review_share, one_row_per_inbox_group, qc_verdicts,
                                        verdicts_schema)
 from qc_assets.verdicts.config import VerdictConfig
 from qc_assets.verdicts.run import run_verdicts
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
-from resources.store import atomic_write_jsonl, read_jsonl
+from resources.store import atomic_write_json, atomic_write_jsonl, read_jsonl
 from resources.vlm.resource import VLMResource
 
 
 def _materialize(instance, resources, assets):
+    config = {a.key.to_user_string(): {"config": SMOKE_STAGE_A} for a in assets
+              if a in (stage_a_summaries, inbox_summaries)}
     return dg.materialize([*assets, *stage_a_checks, *asset_checks], partition_key=MISSION, instance=instance,
-                          resources=resources, selection=assets)
+                          resources=resources, selection=assets, run_config={"ops": config})
 
 
 def _meta(result, asset="qc_verdicts"):
@@ -52,6 +56,11 @@ def test_inbox_to_verdicts_on_a_real_instance_reruns_rejudges_and_closes_reviews
         checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
         assert checks["qc_verdicts_schema"] and checks["qc_verdicts_one_row_per_inbox_group"]
         assert checks["inbox_schema"] and checks["inbox_images_accounted"] and checks["stage_a_images_accounted"]
+        # every smoke answer is cut: the inbox check warns (without blocking) and each group goes to review
+        assert checks["inbox_truncation_share"] is False
+        assert _meta(first, "inbox_summaries")["inbox/truncated_images"] == _meta(
+            first, "inbox_summaries")["inbox/images_summarised"] > 0
+        assert _meta(first)["verdicts/needs_review"] == 2
         meta = _meta(first)
         assert meta["dagster/row_count"] == len(inbox_ids) == 2
         assert meta["verdicts/llm_calls"] == 2 and meta["verdicts/newly_judged"] == 2
@@ -116,6 +125,9 @@ def test_each_verdict_check_fails_on_bad_data(tmp_path):
     for group in ("alpha", "bravo"):
         (images / MISSION / INBOX_FOLDER / group).mkdir(parents=True)
     storage = StorageResource(data_root=str(tmp_path / "data"), images_root=str(images))
+    # what inbox_summaries writes beside its records: the settings the group ids were read with
+    atomic_write_json(storage.asset_dir("inbox_summaries", MISSION) / "run.json",
+                      {"config": StageAConfig().to_dict()})
     records = [inbox_record("alpha"), inbox_record("bravo")]
     _judge(storage, records, ScriptedVerdictLLM({"alpha": [PASS], "bravo": [PASS]}), ["alpha", "bravo"])
     assert verdicts_schema(storage, MISSION).passed

@@ -15,7 +15,7 @@ from qc_assets.missions import get_mission
 from qc_assets.stage_a.discovery import INBOX_FOLDER, INBOX_SKIP_REASON, discover
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.verdicts.config import VerdictConfig
-from qc_assets.verdicts.reviews import agreement_by_day
+from qc_assets.verdicts.reviews import agreement_by_day, inbox_group_ids
 from qc_assets.verdicts.run import NO_RECORD_REASON, inbox_groups, run_verdicts
 from qc_assets.verdicts.table import read_table, validate_verdicts, verdict_frame
 from resources.store import read_jsonl
@@ -67,6 +67,24 @@ def test_broken_answers_low_agreement_and_provider_failure_each_need_review(tmp_
     assert rows["echo"]["verdict"] is None and rows["echo"]["needs_review"]
     assert result.counts.failed == 1
     validate_verdicts(verdict_frame(result.rows))
+
+
+def test_a_truncated_summary_sends_the_group_to_review_with_that_reason(tmp_path):
+    # both groups get four unanimous, well-formed answers: only the cut summary can flag one
+    llm = ScriptedVerdictLLM({"alpha": [PASS] * 4, "bravo": [PASS] * 4})
+    result = _run([inbox_record("alpha"), inbox_record("bravo", truncated=True)], llm, tmp_path)
+    rows = _by_group(result)
+    assert not rows["alpha"]["needs_review"]
+    assert rows["bravo"]["verdict"] == "pass" and rows["bravo"]["needs_review"]
+    assert "truncated at max_new_tokens for 1/1 photos (image_1)" in rows["bravo"]["review_reason"]
+    validate_verdicts(verdict_frame(result.rows))
+
+
+def test_records_from_before_truncation_counting_are_refused(tmp_path):
+    old = inbox_record("alpha")
+    del old["truncated_images"]
+    with pytest.raises(ValueError, match="re-materialize inbox_summaries"):
+        _run([old], ScriptedVerdictLLM({"alpha": [PASS] * 4}), tmp_path)
 
 
 def test_a_rerun_makes_zero_llm_calls_and_a_failed_request_is_retried(tmp_path):
@@ -134,6 +152,23 @@ def test_moving_a_judged_group_to_a_label_folder_records_agreement_once(tmp_path
     assert {r["group_id"]: r["status"] for r in read_table(tmp_path / "out")} == {
         "alpha": "reviewed", "bravo": "reviewed", "charlie": "withdrawn"}
     validate_verdicts(verdict_frame(again.rows))
+
+
+def test_a_ticket_in_suffixed_inbox_folders_is_one_group_and_its_review_is_found(tmp_path):
+    ticket = "QC-BBU-20250101-12"
+    sha_1 = _photo(tmp_path, INBOX_FOLDER, f"{ticket}_补拍", b"first visit")
+    sha_2 = _photo(tmp_path, INBOX_FOLDER, f"{ticket} (2)", b"second visit")
+    assert inbox_group_ids(tmp_path / "images", MISSION) == [ticket]
+    skipped = [{"path": f"{INBOX_FOLDER}/{ticket} (2)/x.txt", "reason": "not an image file"}]
+    assert inbox_groups([], skipped) == {ticket: 1}
+    record = {**inbox_record(ticket), "image_sha256": [sha_2, sha_1]}
+    _run([record], ScriptedVerdictLLM({ticket: [PASS]}), tmp_path, inbox_ids=[ticket])
+    # the reviewer files both folders, suffixes and all, under 审核通过
+    for name in (f"{ticket}_补拍", f"{ticket} (2)"):
+        (tmp_path / "images" / MISSION / "审核通过").mkdir(exist_ok=True)
+        shutil.move(tmp_path / "images" / MISSION / INBOX_FOLDER / name, tmp_path / "images" / MISSION / "审核通过" / name)
+    rows = {r["group_id"]: r for r in _run([], ScriptedVerdictLLM({}), tmp_path, inbox_ids=[]).rows}
+    assert rows[ticket]["status"] == "reviewed" and rows[ticket]["reviewer_label"] == "pass"
 
 
 def test_schema_fails_on_a_silent_pass_a_null_verdict_and_a_duplicate(tmp_path):

@@ -64,14 +64,19 @@ def _chatml_examples(rows: Iterable[dict], source: str, where: str, exclude_grou
 
 def stage_a_examples(records: list[dict], mission_name: str, images_root: Path, source: str = "stage_a_summary",
                      exclude_groups: frozenset[str] | set[str] = frozenset()) -> tuple[list[dict], dict[str, int]]:
-    """One SFT row per summarised photo; photos that no longer exist are dropped and counted."""
+    """One SFT row per summarised photo, under the prompt that produced it; photos that no longer exist
+    are dropped and counted. Summaries cut at max_new_tokens are kept (the smoke model cuts every one);
+    stage_a_truncation_share blocks a partition where too many are cut."""
     mission = get_mission(mission_name)
-    system, user = stage_a_prompts.system_prompt(), stage_a_prompts.user_prompt(mission)
     out, dropped = [], {}
     for rec in records:
         if rec["group_id"] in exclude_groups:
             dropped["held_out_group"] = dropped.get("held_out_group", 0) + 1
             continue
+        # records written before prompt profiles existed were made with the default profile and pack
+        prompt = stage_a_prompts.build_prompt(mission, rec.get("dataset"),
+                                              rec.get("prompt_profile", stage_a_prompts.DEFAULT_PROFILE))
+        system, user = prompt.system, prompt.user
         for n, rel in enumerate(rec["images"], start=1):
             summary = rec["per_image"].get(f"image_{n}", "")
             path = Path(images_root) / mission_name / rel

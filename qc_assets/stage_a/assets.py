@@ -1,6 +1,7 @@
 """Dagster wiring for Stage-A: config + resources -> `run_stage_a` -> files + metadata."""
 
 
+import json
 from collections import Counter
 
 import dagster as dg
@@ -11,7 +12,11 @@ from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.discovery import INBOX_FOLDER
-from qc_assets.stage_a.runner import StageAConfig, StageAResult, run_stage_a
+from qc_assets.plots import png_markdown
+from qc_assets.stage_a.gt_reasons import GT_FIELD
+from qc_assets.stage_a.lengths import plot_answer_lengths
+from qc_assets.stage_a.postprocess import RULES as POSTPROCESS_RULES
+from qc_assets.stage_a.runner import PRODUCTION_MAX_NEW_TOKENS, StageAConfig, StageAResult, run_stage_a
 from resources.store import read_jsonl
 from resources.storage import StorageResource
 from resources.vlm import VLMRequestError
@@ -84,8 +89,52 @@ def _summarise(context, storage: StorageResource, vlm: VLMResource, run_config: 
                       "out_dir": dg.MetadataValue.path(str(out_dir))},
         ) from e
     prefix = "inbox" if inbox else "stage_a"
-    return dg.MaterializeResult(metadata=_metadata(result, model.fingerprint, model.note, run_config.seed, out_dir,
-                                                   mission.name, prefix))
+    meta = _metadata(result, model.fingerprint, model.note, run_config.seed, out_dir, mission.name, prefix)
+    return dg.MaterializeResult(metadata={**meta, **settings_metadata(result, run_config, prefix)})
+
+
+def settings_metadata(result: StageAResult, config: StageAConfig, prefix: str) -> dict:
+    """Truncation, the answer-length histogram, the prompt, postprocess and ground-truth counts."""
+    meta = {
+        f"{prefix}/truncated_images": result.truncated,
+        f"{prefix}/truncated_share": round(result.truncated_share, 4),
+        f"{prefix}/truncated_groups": sum(1 for r in result.records if r["truncated_images"]),
+        f"{prefix}/max_new_tokens": config.max_new_tokens,
+        "sample_seed": config.sample_seed,
+        "prompt_profile": result.prompt.profile,
+        "dataset": result.prompt.dataset,
+        "prompt_hash": result.prompt.hash,
+        "config": dg.MetadataValue.json(config.to_dict()),
+    }
+    if config.max_new_tokens < PRODUCTION_MAX_NEW_TOKENS:
+        meta["max_new_tokens_note"] = (f"max_new_tokens {config.max_new_tokens} is below the production default "
+                                       f"{PRODUCTION_MAX_NEW_TOKENS} (a demo or smoke setting): longer summaries "
+                                       f"are cut; see {prefix}/truncated_images")
+    if config.max_truncated_share_blocking >= 1.0:
+        meta["truncation_note"] = ("max_truncated_share_blocking is 1.0: cut summaries never block downstream "
+                                   "assets (a demo or smoke setting); the check still warns")
+    if result.completion_tokens:
+        png = plot_answer_lengths(result.completion_tokens, config.max_new_tokens, f"{prefix}: answer lengths")
+        meta["answer_length_histogram"] = dg.MetadataValue.md(png_markdown(png, "answer lengths"))
+    if config.postprocess:
+        meta["postprocess_rules"] = dg.MetadataValue.md(md_table(
+            ["rule", "photos changed"], [(rule, result.postprocess_rules.get(rule, 0)) for rule in POSTPROCESS_RULES]))
+        meta.update({f"{prefix}/postprocess_{rule}": result.postprocess_rules.get(rule, 0)
+                     for rule in POSTPROCESS_RULES})
+    if config.add_gt_fail_reason:
+        gt = result.gt_reasons
+        meta.update({f"{prefix}/gt_fail_reasons_attached": gt["attached"],
+                     f"{prefix}/fail_groups_without_gt_reason": len(gt["fail_without_reason"]),
+                     f"{prefix}/gt_sheet_ids_without_fail_group": len(gt["unmatched_sheet_ids"]),
+                     "gt_fail_reasons": dg.MetadataValue.md(md_table(
+                         ["reason", "fail groups"], top_gt_reasons(result.records)))})
+    return meta
+
+
+def top_gt_reasons(records: list[dict], limit: int = 10) -> list[tuple[str, int]]:
+    """The most frequent ground-truth fail reasons among the records (each reason clipped for a table)."""
+    counts = Counter(r[GT_FIELD][:60] for r in records if r.get(GT_FIELD))
+    return counts.most_common(limit)
 
 
 def _metadata(result: StageAResult, fingerprint: str, note: str, seed: int, out_dir, mission: str,
@@ -144,6 +193,15 @@ def load_inbox_records(storage: StorageResource, mission: str) -> list[dict]:
         raise dg.Failure(f"no inbox summaries for mission {mission!r} at {path}: materialize {INBOX_ASSET} first",
                          metadata={"expected_path": dg.MetadataValue.path(str(path))})
     return read_jsonl(path)
+
+
+def inbox_group_id_pattern(storage: StorageResource, mission: str) -> str | None:
+    """The group_id_pattern the inbox summaries were made with (so verdicts name groups as Stage-A did),
+    or None when the inbox was never summarised by this version (no run.json)."""
+    path = storage.root() / INBOX_ASSET / mission / "run.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))["config"]["group_id_pattern"]
 
 
 assets = [stage_a_summaries, inbox_summaries]

@@ -1,6 +1,8 @@
 """Quality gates on `stage_a_summaries`: one invariant per check, expected vs actual in metadata."""
 
 
+import json
+
 import dagster as dg
 import pandera.errors
 
@@ -85,5 +87,45 @@ def stage_a_degenerate_share(context: dg.AssetCheckExecutionContext, storage: St
                   "degenerate_or_empty": bad, "summaries": len(texts) + empty})
 
 
-asset_checks = [stage_a_schema, stage_a_images_accounted, stage_a_degenerate_share, inbox_schema,
-                inbox_images_accounted]
+@dg.asset_check(asset=stage_a_summaries, blocking=True,
+                description="Share of summaries cut at max_new_tokens: WARN above max_truncated_share, ERROR "
+                            "(blocks Stage-B) above max_truncated_share_blocking.")
+def stage_a_truncation_share(context: dg.AssetCheckExecutionContext, storage: StorageResource
+                             ) -> dg.AssetCheckResult:
+    return truncation_share(storage, context.partition_key, ASSET_NAME)
+
+
+@dg.asset_check(asset=inbox_summaries,
+                description="Share of inbox summaries cut at max_new_tokens (WARN / ERROR as for Stage-A). Not "
+                            "blocking: qc_verdicts sends every group with a cut summary to review.")
+def inbox_truncation_share(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    return truncation_share(storage, context.partition_key, INBOX_ASSET)
+
+
+def truncation_share(storage: StorageResource, mission: str, asset: str) -> dg.AssetCheckResult:
+    """Counted from the records (what downstream reads); thresholds from the run that wrote them (run.json).
+
+    One check, two thresholds: Dagster gives a check one severity per result, so the severity is picked
+    from the data; only ERROR stops downstream assets of a blocking check.
+    """
+    out = storage.asset_dir(asset, mission)
+    run_path = out / "run.json"
+    if not run_path.exists():
+        return dg.AssetCheckResult(passed=False, metadata={
+            "expected": "run.json written by the asset", "actual": "missing", "path": str(run_path)})
+    run = json.loads(run_path.read_text(encoding="utf-8"))
+    records = read_jsonl(out / "records.jsonl")
+    summaries = sum(len(r["per_image"]) for r in records)
+    truncated = sum(r["truncated_images"] for r in records)
+    share = truncated / summaries if summaries else 0.0
+    warn, block = run["max_truncated_share"], run["max_truncated_share_blocking"]
+    severity = dg.AssetCheckSeverity.ERROR if share > block else dg.AssetCheckSeverity.WARN
+    worst = sorted((r for r in records if r["truncated_images"]), key=lambda r: -r["truncated_images"])[:10]
+    return dg.AssetCheckResult(passed=share <= warn, severity=severity, metadata={
+        "expected_max_share": warn, "blocking_above_share": block, "actual_share": round(share, 4),
+        "truncated_images": truncated, "summaries": summaries, "max_new_tokens": run["max_new_tokens"],
+        "groups_with_truncation": ", ".join(f"{r['label'] or 'inbox'}/{r['group_id']}" for r in worst)})
+
+
+asset_checks = [stage_a_schema, stage_a_images_accounted, stage_a_degenerate_share, stage_a_truncation_share,
+                inbox_schema, inbox_images_accounted, inbox_truncation_share]

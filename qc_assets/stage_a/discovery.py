@@ -7,6 +7,13 @@ silently and nothing found here stops the run.
 Unlabelled groups waiting for a verdict arrive under `<mission>/待审核/<group_id>/` (INBOX_FOLDER).
 The labelled discovery lists that folder as skipped (it is never training data); `discover(...,
 inbox=True)` walks only that folder and returns its groups with `label=None`.
+
+Group ids: real shares suffix folder names (`QC-BBU-20250101-12_补拍`, `QC-BBU-20250101-12 (2)`), so
+the id is the first capture group of `group_id_pattern` (the seed's ticket regex by default); a name
+that does not match is its own id. Folders of one label folder that share an id are one group (their
+photos keep their own folder in `path`); the same id under two label folders stays two groups, as a
+resubmission. Photos in sub-folders of a group folder belong to the group (`nested="include"`) or
+are listed as skipped (`nested="skip"`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,27 @@ INBOX_FOLDER = "待审核"
 INBOX_KEY = "inbox"  # stands in for the label in keys and record ids of inbox groups
 INBOX_SKIP_REASON = "inbox folder (unlabelled, judged by qc_verdicts, never training data)"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# The GRPO proposal's ticket id (seed 003): QC-<kind>-<yyyymmdd>-<n>; capture group 1 is the id.
+DEFAULT_GROUP_ID_PATTERN = r"^(QC-[A-Za-z]+-[0-9]{8}-[0-9]+)"
+NESTED_MODES = ("include", "skip")
+
+
+def compile_group_id_pattern(pattern: str) -> re.Pattern:
+    """The compiled pattern; ValueError when it does not compile or has no capture group."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"group_id_pattern {pattern!r} is not a valid regex: {e}") from e
+    if compiled.groups < 1:
+        raise ValueError(f"group_id_pattern {pattern!r} needs a capture group: the first group is the group id")
+    return compiled
+
+
+def group_id_of(folder_name: str, pattern: str | re.Pattern = DEFAULT_GROUP_ID_PATTERN) -> str:
+    """The group id of a group folder: the pattern's first capture group, or the whole name."""
+    compiled = pattern if isinstance(pattern, re.Pattern) else compile_group_id_pattern(pattern)
+    m = compiled.match(folder_name)
+    return m.group(1) if m and m.group(1) else folder_name
 
 
 @dataclass(frozen=True)
@@ -40,6 +68,7 @@ class Group:
     label: str | None  # "pass" | "fail"; None for an inbox group (no reviewer decision yet)
     group_id: str
     images: tuple[ImageFile, ...]
+    folders: tuple[str, ...] = ()  # the group folders (relative to the mission folder) merged under this id
 
     @property
     def key(self) -> str:
@@ -70,8 +99,12 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def discover(images_root: str | Path, mission: str, inbox: bool = False) -> Discovery:
+def discover(images_root: str | Path, mission: str, inbox: bool = False,
+             group_id_pattern: str = DEFAULT_GROUP_ID_PATTERN, nested: str = "include") -> Discovery:
     """Labelled groups (default), or with `inbox=True` the unlabelled groups under INBOX_FOLDER only."""
+    if nested not in NESTED_MODES:
+        raise ValueError(f"nested must be one of {NESTED_MODES}, got {nested!r}")
+    pattern = compile_group_id_pattern(group_id_pattern)
     root = Path(images_root).resolve()
     mission_dir = root / mission
     if not mission_dir.is_dir():
@@ -96,6 +129,7 @@ def discover(images_root: str | Path, mission: str, inbox: bool = False) -> Disc
         if label is None and not inbox:
             skip(label_dir, f"unknown label folder (expected one of {sorted(LABEL_FOLDERS)} or {INBOX_FOLDER})")
             continue
+        by_id: dict[str, tuple[list[str], list[ImageFile]]] = {}
         for group_dir in sorted(label_dir.iterdir(), key=lambda p: natural_key(p.name)):
             if _leaves_root(group_dir, root):
                 skip(group_dir, "symlink leaving the images root")
@@ -103,17 +137,24 @@ def discover(images_root: str | Path, mission: str, inbox: bool = False) -> Disc
             if not group_dir.is_dir():
                 skip(group_dir, "file outside a group folder")
                 continue
-            images = _group_images(group_dir, root, skip)
-            if images:
-                found.groups.append(Group(mission, label, group_dir.name, tuple(images)))
-            else:
+            images = _group_images(group_dir, mission_dir, root, skip, nested)
+            if not images:
                 skip(group_dir, "group has no usable images")
+                continue
+            folders, kept = by_id.setdefault(group_id_of(group_dir.name, pattern), ([], []))
+            folders.append(group_dir.relative_to(mission_dir).as_posix())
+            kept.extend(images)
+        for gid, (folders, images) in by_id.items():
+            found.groups.append(Group(mission, label, gid, tuple(images), tuple(folders)))
     return found
 
 
-def _group_images(group_dir: Path, root: Path, skip) -> list[ImageFile]:
+def _group_images(folder: Path, mission_dir: Path, root: Path, skip, nested: str) -> list[ImageFile]:
     images = []
-    for path in sorted(group_dir.iterdir(), key=lambda p: natural_key(p.name)):
+    for path in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+        if path.is_dir() and not path.is_symlink() and nested == "include":
+            images += _group_images(path, mission_dir, root, skip, nested)
+            continue
         reason = _unusable_reason(path, root)
         if reason:
             skip(path, reason)
@@ -126,7 +167,7 @@ def _group_images(group_dir: Path, root: Path, skip) -> list[ImageFile]:
         except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
             skip(path, f"unreadable image: {type(e).__name__}: {e}")
             continue
-        rel = path.relative_to(group_dir.parent.parent).as_posix()
+        rel = path.relative_to(mission_dir).as_posix()
         images.append(ImageFile(rel, hashlib.sha256(data).hexdigest(), width, height))
     return images
 
@@ -141,7 +182,9 @@ def _unusable_reason(path: Path, root: Path) -> str | None:
     if not path.exists():
         return "broken symlink"
     if path.is_dir():
-        return "nested folder inside a group"
+        # a symlinked folder could loop back into the group; a real one is walked unless nested=skip
+        return ("symlinked folder inside a group (not followed)" if path.is_symlink()
+                else "nested folder inside a group (nested=skip)")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return f"not an image file (suffix {path.suffix or 'none'!r})"
     if path.stat().st_size == 0:

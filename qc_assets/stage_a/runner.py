@@ -6,7 +6,12 @@ sha256. A backend that streams (an OpenAI-compatible server) gets every image at
 bounded in-flight pool, and each answer is appended as it finishes; `mode` and `batch_size` shape
 only the local backends' batches. A re-run, after a crash or with new groups, summarises only images
 that have no row under the current key. `records.jsonl` and `skipped.jsonl` are then rebuilt from
-that log and replaced atomically.
+that log and replaced atomically, with `run.json` (the settings and truncation count the checks read).
+
+The group sample (`pass_cap` / `fail_cap`, drawn with `sample_seed`) is not part of the key, so
+drawing other groups summarises only photos that were never summarised; the decode `seed` is.
+Every log row keeps the backend's `finish_reason`; an answer cut at `max_new_tokens` ("length") is
+counted on its record (build.py) and by the `*_truncation_share` checks.
 """
 
 from __future__ import annotations
@@ -15,19 +20,25 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from qc_assets.missions import Mission
+from qc_assets.missions import DOMAINS, Mission
 from qc_assets.stage_a import prompts
-from qc_assets.stage_a.discovery import Group, ImageFile, Skipped, discover
-from qc_assets.stage_a.records import CONTRACT_VERSION, image_keys, is_degenerate, record_id
+from qc_assets.stage_a.discovery import (DEFAULT_GROUP_ID_PATTERN, NESTED_MODES, Group, ImageFile, Skipped,
+                                        compile_group_id_pattern, discover)
+from qc_assets.stage_a.build import build_records
+from qc_assets.stage_a.gt_reasons import attach_fail_reasons, read_fail_reasons
+from qc_assets.stage_a.records import is_degenerate
 from qc_assets.stage_a.sampling import sample_groups
-from resources.store import append_jsonl, atomic_write_jsonl, iter_jsonl
+from resources.store import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
 from resources.vlm import (StreamingVisionModel, VisionDecode, VisionLanguageModel, VisionOutput, VisionPrompt,
                           VLMRequestError)
 
 MODES = ("per_group", "per_image")
+
+
+PRODUCTION_MAX_NEW_TOKENS = 1024  # the seed's default (scripts/stage_a.sh): a full cabinet summary fits
 
 
 @dataclass(frozen=True)
@@ -37,13 +48,36 @@ class StageAConfig:
     mode: str = field(default="per_group", metadata={
         "help": "per_group: batches never mix groups; per_image: flat image batches (local backends)"})
     batch_size: int = field(default=8, metadata={"help": "images per generate call (local backends)"})
-    pass_cap: int | None = field(default=None, metadata={"help": "max pass groups (seeded sample); none = all"})
-    fail_cap: int | None = field(default=None, metadata={"help": "max fail groups (seeded sample); none = all"})
-    seed: int = field(default=42, metadata={"help": "seeds the group caps and sampled decoding"})
-    max_new_tokens: int = field(default=48, metadata={"help": "summary length budget in tokens"})
+    pass_cap: int | None = field(default=None, metadata={"help": "max pass groups (drawn with sample_seed); none = all"})
+    fail_cap: int | None = field(default=None, metadata={"help": "max fail groups (drawn with sample_seed); none = all"})
+    sample_seed: int = field(default=42, metadata={
+        "help": "draws the pass/fail caps; not in the resume key, so a new draw summarises only new photos"})
+    seed: int = field(default=42, metadata={"help": "decode seed (sampled decoding); part of the resume key"})
+    max_new_tokens: int = field(default=PRODUCTION_MAX_NEW_TOKENS, metadata={
+        "help": "summary length budget in tokens; an answer cut by it is counted as truncated"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy (the setting for regression checks)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling when temperature > 0"})
     repetition_penalty: float = field(default=1.05, metadata={"help": "discourages looping summaries"})
+    max_truncated_share: float = field(default=0.01, metadata={
+        "help": "stage_a_truncation_share warns above this share of summaries cut at max_new_tokens"})
+    max_truncated_share_blocking: float = field(default=0.10, metadata={
+        "help": "stage_a_truncation_share fails (blocking downstream) above this share"})
+    group_id_pattern: str = field(default=DEFAULT_GROUP_ID_PATTERN, metadata={
+        "help": "regex on a group folder's name; capture group 1 is the group id, a name that does not match "
+                "is its own id"})
+    nested: str = field(default="include", metadata={
+        "help": "photos in sub-folders of a group folder: include (part of the group) or skip (listed)"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "bbu | rru: the domain knowledge pack (stage_a/packs/<dataset>.md); none = the mission's domain"})
+    prompt_profile: str = field(default=prompts.DEFAULT_PROFILE, metadata={
+        "help": f"summary prompt profile, one of {sorted(prompts.PROFILES)}"})
+    postprocess: bool = field(default=False, metadata={
+        "help": "clean summaries (junk prefix, repeats, punctuation, one line); the raw text stays in the log"})
+    add_gt_fail_reason: bool = field(default=False, metadata={
+        "help": "attach reviewers' fail reasons from excel_path to fail records as gt_fail_reason_text"})
+    excel_path: str | None = field(default=None, metadata={"help": "the reviewers' .xlsx (first sheet)"})
+    excel_group_column: str = field(default="group_id", metadata={"help": "header of the group id column"})
+    excel_reason_column: str = field(default="fail_reason", metadata={"help": "header of the fail reason column"})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -51,10 +85,28 @@ class StageAConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         self.decode  # validates the decode settings now, not mid-run
+        for name in ("max_truncated_share", "max_truncated_share_blocking"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.max_truncated_share_blocking < self.max_truncated_share:
+            raise ValueError(f"max_truncated_share_blocking ({self.max_truncated_share_blocking}) must be >= "
+                             f"max_truncated_share ({self.max_truncated_share})")
+        compile_group_id_pattern(self.group_id_pattern)
+        if self.nested not in NESTED_MODES:
+            raise ValueError(f"nested must be one of {NESTED_MODES}, got {self.nested!r}")
+        if self.dataset is not None and self.dataset not in DOMAINS:
+            raise ValueError(f"dataset must be one of {DOMAINS} or unset, got {self.dataset!r}")
+        if self.prompt_profile not in prompts.PROFILES:
+            raise ValueError(f"prompt_profile must be one of {sorted(prompts.PROFILES)}, got {self.prompt_profile!r}")
+        if self.add_gt_fail_reason and not self.excel_path:
+            raise ValueError("add_gt_fail_reason needs excel_path (the reviewers' .xlsx export)")
 
     @property
     def decode(self) -> VisionDecode:
         return VisionDecode(self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty, self.seed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -67,16 +119,31 @@ class StageAResult:
     generate_seconds: float
     run_key: str
     degenerate: int
+    truncated: int = 0  # summarised photos whose answer was cut at max_new_tokens
+    completion_tokens: list[int] = field(default_factory=list)  # per summarised photo, for the histogram
+    postprocess_rules: dict[str, int] = field(default_factory=dict)  # rule -> photos it changed
+    gt_reasons: dict = field(default_factory=dict)  # attached, fail_without_reason, unmatched_sheet_ids
+    prompt: prompts.StageAPrompt | None = None
 
     @property
     def images_per_second(self) -> float:
         return self.summarised_now / self.generate_seconds if self.generate_seconds else 0.0
 
+    @property
+    def summaries(self) -> int:
+        return len(self.completion_tokens)
 
-def run_key(vlm: VisionLanguageModel, mission: Mission, decode: VisionDecode) -> str:
-    """Everything that changes a summary: weights, prompt, decode params and the image budget."""
-    payload = json.dumps([vlm.fingerprint, prompts.prompt_hash(mission), decode.as_dict(), mission.max_pixels],
-                         sort_keys=True)
+    @property
+    def truncated_share(self) -> float:
+        return self.truncated / self.summaries if self.summaries else 0.0
+
+
+def run_key(vlm: VisionLanguageModel, mission: Mission, decode: VisionDecode, prompt_hash: str) -> str:
+    """Everything that changes a summary: weights, prompt, decode params and the image budget.
+
+    The group sample (`sample_seed`) is not in it: drawing other groups reuses every photo already done.
+    """
+    payload = json.dumps([vlm.fingerprint, prompt_hash, decode.as_dict(), mission.max_pixels], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -93,18 +160,27 @@ def run_stage_a(
     every inbox group needs a verdict). Write the two kinds to different `out_dir`s."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    found = discover(images_root, mission.name, inbox=inbox)
+    if inbox and config.add_gt_fail_reason:
+        raise ValueError("inbox summaries take no ground-truth fail reasons (inbox groups have no reviewer "
+                         "decision yet): set add_gt_fail_reason: false")
+    # read before any model call, so a wrong path or header fails in seconds, not after the photos
+    reasons = (read_fail_reasons(config.excel_path, config.excel_group_column, config.excel_reason_column)
+               if config.add_gt_fail_reason else None)
+    found = discover(images_root, mission.name, inbox=inbox, group_id_pattern=config.group_id_pattern,
+                     nested=config.nested)
     if inbox:
         if config.pass_cap is not None or config.fail_cap is not None:
             raise ValueError(f"inbox summaries take no caps (every inbox group needs a verdict), got "
                              f"pass_cap={config.pass_cap}, fail_cap={config.fail_cap}")
         kept, left_out = list(found.groups), []
     else:
-        kept, left_out = sample_groups(found.groups, config.pass_cap, config.fail_cap, config.seed)
+        kept, left_out = sample_groups(found.groups, config.pass_cap, config.fail_cap, config.sample_seed)
     skipped = list(found.skipped)
-    skipped += [Skipped(img.path, f"not sampled (cap, seed {config.seed})") for g in left_out for img in g.images]
+    skipped += [Skipped(img.path, f"not sampled (cap, sample_seed {config.sample_seed})")
+                for g in left_out for img in g.images]
 
-    key = run_key(vlm, mission, config.decode)
+    prompt_spec = prompts.build_prompt(mission, config.dataset, config.prompt_profile)
+    key = run_key(vlm, mission, config.decode, prompt_spec.hash)
     log_path = out_dir / "summaries.jsonl"
     done = {(row["image"], row["sha256"]): row for row in iter_jsonl(log_path) if row["run_key"] == key}
     todo = [(g, img) for g in kept for img in g.images if (img.path, img.sha256) not in done]
@@ -112,9 +188,9 @@ def run_stage_a(
     shape = (f"streamed, {vlm.max_in_flight} in flight" if isinstance(vlm, StreamingVisionModel)
              else f"{config.mode}, batch {config.batch_size}")
     log(f"{mission.name}: {len(kept)} groups, {total} images; {total - len(todo)} already summarised, "
-        f"{len(todo)} to do ({shape}, max_pixels {mission.max_pixels})")
+        f"{len(todo)} to do ({shape}, max_pixels {mission.max_pixels}, max_new_tokens {config.max_new_tokens})")
 
-    system, user = prompts.system_prompt(), prompts.user_prompt(mission)
+    system, user = prompt_spec.system, prompt_spec.user
 
     def prompt(img: ImageFile) -> VisionPrompt:
         return VisionPrompt(str(found.mission_dir / img.path), system, user, mission.max_pixels)
@@ -142,12 +218,31 @@ def run_stage_a(
             save(batch, outputs, [elapsed] * len(batch))
             log(f"batch {n_batch}: {len(batch)} images in {elapsed:.2f}s")
 
-    records, empty = _build_records(kept, done, mission, vlm, config, key)
-    skipped += empty
+    provenance = {"model_fingerprint": vlm.fingerprint, "prompt_hash": prompt_spec.hash,
+                  "prompt_profile": prompt_spec.profile, "dataset": prompt_spec.dataset,
+                  "decode": config.decode.as_dict(), "postprocess": config.postprocess, "run_key": key}
+    built = build_records(kept, done, provenance, config.postprocess)
+    records = built.records
+    gt = {}
+    if reasons is not None:
+        attached = attach_fail_reasons(records, reasons)
+        gt = {"attached": attached.attached, "fail_without_reason": attached.fail_without_reason,
+              "unmatched_sheet_ids": attached.unmatched_sheet_ids}
+    skipped += built.empty
     atomic_write_jsonl(out_dir / "records.jsonl", records)
     atomic_write_jsonl(out_dir / "skipped.jsonl", [{"path": s.path, "reason": s.reason} for s in skipped])
     degenerate = sum(is_degenerate(t) for r in records for t in r["per_image"].values())
-    return StageAResult(records, skipped, found.image_count, len(todo), total - len(todo), seconds, key, degenerate)
+    result = StageAResult(records, skipped, found.image_count, len(todo), total - len(todo), seconds, key, degenerate,
+                          built.truncated, built.completion_tokens, dict(built.rules_fired), gt, prompt_spec)
+    # what the checks need and the run config does not reach: the thresholds this run was held to
+    atomic_write_json(out_dir / "run.json", {
+        "run_key": key, "config": config.to_dict(), "summaries": result.summaries, "truncated": result.truncated,
+        "truncated_share": round(result.truncated_share, 6), "max_new_tokens": config.max_new_tokens,
+        "max_truncated_share": config.max_truncated_share,
+        "max_truncated_share_blocking": config.max_truncated_share_blocking})
+    if result.truncated:
+        log(f"{result.truncated}/{result.summaries} summaries were cut at max_new_tokens={config.max_new_tokens}")
+    return result
 
 
 def _stream(vlm: StreamingVisionModel, todo, config: StageAConfig, prompt, save, log) -> float:
@@ -186,33 +281,3 @@ def _batches(todo: list[tuple[Group, ImageFile]], config: StageAConfig) -> Itera
     for items in by_group.values():
         for i in range(0, len(items), config.batch_size):
             yield items[i : i + config.batch_size]
-
-
-def _build_records(kept, done, mission, vlm, config, key) -> tuple[list[dict], list[Skipped]]:
-    """One record per kept group; an image whose summary came back empty is listed, not kept."""
-    records, empty = [], []
-    for g in kept:
-        pairs = []
-        for img in g.images:
-            text = done[(img.path, img.sha256)]["summary"].strip()
-            if text:
-                pairs.append((img, text))
-            else:
-                empty.append(Skipped(img.path, "model returned an empty summary"))
-        if not pairs:
-            continue
-        records.append({
-            "group_id": g.group_id,
-            "mission": g.mission,
-            "label": g.label,
-            "images": [img.path for img, _ in pairs],
-            "per_image": dict(zip(image_keys(len(pairs)), (text for _, text in pairs))),
-            "record_id": record_id(g.mission, g.label, g.group_id),
-            "image_sha256": [img.sha256 for img, _ in pairs],
-            "model_fingerprint": vlm.fingerprint,
-            "prompt_hash": prompts.prompt_hash(mission),
-            "decode": config.decode.as_dict(),
-            "run_key": key,
-            "contract_version": CONTRACT_VERSION,
-        })
-    return records, empty

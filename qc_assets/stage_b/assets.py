@@ -9,7 +9,9 @@ from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
-from qc_assets.stage_a.assets import load_stage_a_records
+from qc_assets.markdown import md_table
+from qc_assets.stage_a.assets import load_stage_a_records, top_gt_reasons
+from qc_assets.stage_a.gt_reasons import GT_FIELD
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore
 from qc_assets.stage_b.loop import ProviderFailureError, StageBResult, run_stage_b
@@ -55,7 +57,17 @@ def stage_b_guidance(context: dg.AssetExecutionContext, config: StageBConfig, st
     except OSError as e:
         raise dg.Failure(f"Stage-B I/O failed for {mission.name}: {e}",
                          metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
-    return dg.MaterializeResult(metadata=_metadata(result, model.fingerprint, loop_config))
+    return dg.MaterializeResult(metadata={**_metadata(result, model.fingerprint, loop_config),
+                                          **gt_reason_metadata(records)})
+
+
+def gt_reason_metadata(records: list[dict]) -> dict:
+    """The reviewers' most frequent fail reasons for this mission (only when Stage-A attached them)."""
+    top = top_gt_reasons(records)
+    if not top:
+        return {}
+    return {"stage_b/fail_groups_with_gt_reason": sum(1 for r in records if r.get(GT_FIELD)),
+            "gt_fail_reasons_top": dg.MetadataValue.md(md_table(["ground-truth fail reason", "groups"], top))}
 
 
 def _test_metadata(test: dict) -> dict:

@@ -91,7 +91,9 @@ def build_reflection_messages(mission, guidance: Guidance, cases: list[dict], re
             head += f"，人工审核结果: {'通过' if case['label'] == 'pass' else '不通过'}"
         summaries = "\n".join(f"  图片{n}: {t}" for n, t in case["summaries"])
         reason = f"\n  模型理由: {case['reason']}" if case.get("reason") else ""
-        blocks.append(f"{head}\n{summaries}{reason}")
+        # train groups only (select_cases): the reviewers' own words for why the group failed
+        gt = f"\n  人工不通过原因: {case['gt_fail_reason']}" if case.get("gt_fail_reason") else ""
+        blocks.append(f"{head}\n{summaries}{reason}{gt}")
     rejected_block = ""
     if rejected:
         rejected_block = "\n以下修改已被否决，不要再提出：\n" + "\n".join(f"- {r}" for r in rejected)

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from qc_assets.stage_a.gt_reasons import GT_FIELD
 from qc_assets.stage_b.aggregate import GroupOutcome
 from qc_assets.stage_b.guidance import OPS, RuleOp
 from qc_assets.stage_b.prompts import ordered_summaries
@@ -52,10 +53,19 @@ class ParsedReflection:
 
 
 def select_cases(outcomes: Sequence[GroupOutcome], records: dict[str, dict], reasons: dict[str, str],
-                 batch_size: int, offset: int = 0, n_contrast: int = 2) -> list[dict]:
+                 batch_size: int, offset: int = 0, n_contrast: int = 2, *,
+                 train_ids: frozenset[str] | set[str]) -> list[dict]:
     """Errors first (mixed votes before unanimous ones), then mixed-but-right groups, then up to
     `n_contrast` confidently right groups of the other label for contrast. `offset` rotates the
-    error list so successive rounds show different groups."""
+    error list so successive rounds show different groups.
+
+    Reflection learns from train only: every outcome must be a train record (`train_ids`), and only
+    then does a case carry the reviewers' ground-truth fail reason (`gt_fail_reason_text`, Stage-A's
+    `add_gt_fail_reason`). A selection or test group reaching here would leak into the rules.
+    """
+    leaked = sorted(o.record_id for o in outcomes if o.record_id not in train_ids)
+    if leaked:
+        raise ValueError(f"reflection may only see train groups, got {len(leaked)} others (e.g. {leaked[:3]})")
     def key(o: GroupOutcome):
         return (o.agreement, o.record_id)
 
@@ -78,6 +88,7 @@ def select_cases(outcomes: Sequence[GroupOutcome], records: dict[str, dict], rea
             "record_id": o.record_id, "group_id": o.group_id, "label": o.label,
             "predicted": o.predicted, "correct": o.correct, "agreement": o.agreement,
             "summaries": ordered_summaries(rec), "reason": reasons.get(o.record_id),
+            "gt_fail_reason": rec.get(GT_FIELD) if o.record_id in train_ids else None,
         })
     return cases
 

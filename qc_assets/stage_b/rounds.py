@@ -138,7 +138,8 @@ def reflection_round(ctx: LoopContext, state: PoolState, epoch: int, rnd: int) -
         chosen = selected_row(o, state.train_rows[o.record_id])
         reasons[o.record_id] = chosen["reason"] if chosen else None
     cases = select_cases(state.train_out, ctx.records, reasons, cfg.reflection_batch_size,
-                         offset=(epoch - 1) * cfg.rounds_per_epoch + rnd)
+                         offset=(epoch - 1) * cfg.rounds_per_epoch + rnd,
+                         train_ids=frozenset(r["record_id"] for r in ctx.train))
     if not cases or all(c["correct"] and c["agreement"] == 1.0 for c in cases):
         ctx.log(f"epoch {epoch} round {rnd}: no wrong or mixed train groups, nothing to reflect on")
         decisions["nothing_to_reflect"] += 1

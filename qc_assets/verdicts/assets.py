@@ -12,7 +12,7 @@ from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
-from qc_assets.stage_a.assets import INBOX_ASSET, load_inbox_records
+from qc_assets.stage_a.assets import INBOX_ASSET, inbox_group_id_pattern, load_inbox_records
 from qc_assets.stage_b.guidance import GuidanceStore
 from qc_assets.verdicts.config import VerdictConfig
 from qc_assets.verdicts.drift import drift_state
@@ -79,11 +79,17 @@ def qc_verdicts(context: dg.AssetExecutionContext, config: QCVerdictsConfig, sto
     records = load_inbox_records(storage, mission.name)
     skipped = read_jsonl(storage.root() / INBOX_ASSET / mission.name / "skipped.jsonl")
     guidance = kept_guidance(storage, mission.name)
+    pattern = inbox_group_id_pattern(storage, mission.name)
+    if pattern is None:
+        raise dg.Failure(f"{INBOX_ASSET} for {mission.name!r} has no run.json (made before group_id_pattern): "
+                         f"re-materialize {INBOX_ASSET} for this partition",
+                         metadata={"out_dir": dg.MetadataValue.path(str(storage.root() / INBOX_ASSET / mission.name))})
     model = verdict_model(cfg, llm, vlm, storage)
     out_dir = storage.asset_dir(ASSET_NAME, mission.name)
     try:
-        result = run_verdicts(records, inbox_groups(records, skipped), mission, guidance, model,
-                              cfg, out_dir, storage.images() / mission.name, log=context.log.info)
+        result = run_verdicts(records, inbox_groups(records, skipped, pattern), mission, guidance, model, cfg,
+                              out_dir, storage.images() / mission.name, log=context.log.info,
+                              group_id_pattern=pattern)
     except OSError as e:
         raise dg.Failure(f"qc_verdicts I/O failed for {mission.name}: {e}",
                          metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
@@ -170,7 +176,11 @@ def qc_verdicts_one_row_per_inbox_group(context: dg.AssetCheckExecutionContext, 
 
 def one_row_per_inbox_group(storage: StorageResource, mission: str) -> dg.AssetCheckResult:
     rows = [r for r in read_table(storage.root() / ASSET_NAME / mission) if r["status"] == "pending"]
-    waiting = set(inbox_group_ids(storage.images(), mission))
+    pattern = inbox_group_id_pattern(storage, mission)
+    if pattern is None:
+        return dg.AssetCheckResult(passed=False, metadata={
+            "expected": f"{INBOX_ASSET}/{mission}/run.json (its group_id_pattern)", "actual": "missing"})
+    waiting = set(inbox_group_ids(storage.images(), mission, pattern))
     counts = Counter(r["group_id"] for r in rows)
     missing = sorted(waiting - set(counts))
     duplicated = sorted(g for g, n in counts.items() if n > 1)

@@ -30,6 +30,14 @@ from resources.llm.constrained import VERDICT_REGEX
 from resources.store import append_jsonl, iter_jsonl
 
 
+def truncation_reason(record: dict) -> str:
+    """Why a group whose Stage-A summary was cut at max_new_tokens goes to review: the verdict read
+    a summary that stops mid-sentence, so what the photo showed after the cut was never judged."""
+    keys = ", ".join(record["truncated_keys"][:5])
+    return (f"Stage-A summary truncated at max_new_tokens for {record['truncated_images']}/"
+            f"{len(record['per_image'])} photos ({keys})")
+
+
 def images_digest(image_sha256s: Sequence[str]) -> str:
     return hashlib.sha256("|".join(image_sha256s).encode()).hexdigest()[:16]
 
@@ -120,6 +128,8 @@ class VerdictJudge:
             problems.append(f"{len(broken)}/{len(answered)} answers break the verdict contract")
         if vote.predicted is not None and agreement < self.config.min_agreement:
             problems.append(f"agreement {agreement:.2f} below {self.config.min_agreement}")
+        if record["truncated_images"]:
+            problems.append(truncation_reason(record))
         return {
             **self.row_base(record),
             "verdict": vote.predicted,

@@ -16,32 +16,43 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from qc_assets.stage_a.discovery import INBOX_FOLDER, LABEL_FOLDERS
+from qc_assets.stage_a.discovery import (DEFAULT_GROUP_ID_PATTERN, INBOX_FOLDER, LABEL_FOLDERS,
+                                        compile_group_id_pattern, group_id_of)
 from qc_assets.verdicts.judge import images_digest
 from resources.store import append_jsonl, read_jsonl
 
 
-def inbox_group_ids(images_root: str | Path, mission: str) -> list[str]:
-    """Group folders waiting in the inbox right now (one `scandir`, no file is read)."""
+def inbox_group_ids(images_root: str | Path, mission: str, pattern: str = DEFAULT_GROUP_ID_PATTERN) -> list[str]:
+    """Group ids waiting in the inbox right now (one `scandir`, no file is read); folders whose names
+    share a ticket id (`pattern`, as Stage-A extracted it) are one group."""
     inbox = Path(images_root) / mission / INBOX_FOLDER
     if not inbox.is_dir():
         return []
+    compiled = compile_group_id_pattern(pattern)
     with os.scandir(inbox) as entries:
-        return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        return sorted({group_id_of(e.name, compiled) for e in entries if e.is_dir(follow_symlinks=False)})
 
 
 def _file_hashes(group_dir: Path) -> set[str]:
-    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in group_dir.iterdir() if p.is_file()}
+    # photos in sub-folders belong to the group too (Stage-A's nested="include")
+    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in group_dir.rglob("*") if p.is_file()}
 
 
-def find_reviewer_label(mission_dir: Path, row: dict) -> str | None:
-    """The label folder that now holds this judged group's photos, or None."""
+def find_reviewer_label(mission_dir: Path, row: dict, pattern: str = DEFAULT_GROUP_ID_PATTERN) -> str | None:
+    """The label folder that now holds this judged group's photos (in the folders of its id), or None."""
     judged = set(row["image_sha256s"])
     if not judged:
         return None
+    compiled = compile_group_id_pattern(pattern)
     for folder, label in LABEL_FOLDERS.items():
-        group_dir = mission_dir / folder / row["group_id"]
-        if group_dir.is_dir() and judged <= _file_hashes(group_dir):
+        label_dir = mission_dir / folder
+        if not label_dir.is_dir():
+            continue
+        hashes: set[str] = set()
+        for group_dir in label_dir.iterdir():
+            if group_dir.is_dir() and group_id_of(group_dir.name, compiled) == row["group_id"]:
+                hashes |= _file_hashes(group_dir)
+        if judged <= hashes:
             return label
     return None
 
@@ -50,7 +61,8 @@ def review_key(row: dict) -> str:
     return f"{row['record_id']}:{images_digest(row['image_sha256s'])}"
 
 
-def close_reviews(left_inbox: list[dict], mission_dir: Path, reviews_path: Path) -> tuple[list[dict], int]:
+def close_reviews(left_inbox: list[dict], mission_dir: Path, reviews_path: Path,
+                  pattern: str = DEFAULT_GROUP_ID_PATTERN) -> tuple[list[dict], int]:
     """Rows that left the inbox -> (the rows as `reviewed` or `withdrawn`, reviews appended now).
 
     Idempotent: a review already in the log keeps its first-seen time and is not appended again.
@@ -58,7 +70,7 @@ def close_reviews(left_inbox: list[dict], mission_dir: Path, reviews_path: Path)
     logged = {r["key"]: r for r in read_jsonl(reviews_path)}
     out, new = [], []
     for row in left_inbox:
-        label = find_reviewer_label(mission_dir, row)
+        label = find_reviewer_label(mission_dir, row, pattern)
         if label is None:
             out.append({**row, "status": "withdrawn"})
             continue

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qc_assets.stage_a.discovery import DEFAULT_GROUP_ID_PATTERN, compile_group_id_pattern, group_id_of
 from qc_assets.stage_a.records import record_id
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.verdicts.config import VerdictConfig
@@ -41,19 +42,23 @@ class VerdictsResult:
         return [r for r in self.rows if r["status"] == "pending"]
 
 
-def inbox_groups(records: Sequence[dict], skipped: Sequence[dict]) -> dict[str, int]:
+def inbox_groups(records: Sequence[dict], skipped: Sequence[dict],
+                 pattern: str = DEFAULT_GROUP_ID_PATTERN) -> dict[str, int]:
     """Every inbox group Stage-A saw, with the number of its photos that were unusable: groups with a
     record, and groups whose photos were all skipped.
 
-    Skipped paths are relative to the mission folder: `待审核/<group>/<file>` or `待审核/<group>`.
+    Skipped paths are relative to the mission folder: `待审核/<folder>/<file>` or `待审核/<folder>`; the
+    folder's group id comes from `pattern`, as Stage-A extracted it.
     """
     groups = dict.fromkeys((r["group_id"] for r in records), 0)
+    compiled = compile_group_id_pattern(pattern)
     for s in skipped:
         parts = s["path"].split("/")
         if len(parts) >= 3:
-            groups[parts[1]] = groups.get(parts[1], 0) + 1
+            group = group_id_of(parts[1], compiled)
+            groups[group] = groups.get(group, 0) + 1
         elif len(parts) == 2 and s["reason"] == "group has no usable images":
-            groups.setdefault(parts[1], 0)
+            groups.setdefault(group_id_of(parts[1], compiled), 0)
     return dict(sorted(groups.items()))
 
 
@@ -66,12 +71,17 @@ def partial_evidence(row: dict, n_usable: int, n_unusable: int) -> dict:
 
 def run_verdicts(records: Sequence[dict], inbox: dict[str, int], mission, guidance: Guidance, llm: ChatLLM,
                  config: VerdictConfig, out_dir: str | Path, mission_dir: str | Path,
-                 log: Callable[[str], None] = print) -> VerdictsResult:
+                 log: Callable[[str], None] = print, group_id_pattern: str = DEFAULT_GROUP_ID_PATTERN
+                 ) -> VerdictsResult:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     unlabelled = [r["group_id"] for r in records if r.get("label") is not None]
     if unlabelled:
         raise ValueError(f"inbox records must have label null, got labelled groups {unlabelled[:3]}")
+    without = [r["group_id"] for r in records if "truncated_images" not in r]
+    if without:  # written before Stage-A counted cut summaries: a cut one would pass unnoticed
+        raise ValueError(f"inbox records without truncated_images (e.g. {without[:3]}): expected records written "
+                         f"by the current Stage-A; re-materialize inbox_summaries")
     previous = {r["record_id"]: r for r in read_table(out_dir)}
     judge = VerdictJudge(llm, mission, guidance, config, out_dir, log=log)
     pending = [partial_evidence(row, len(rec["images"]), inbox[rec["group_id"]])
@@ -90,7 +100,7 @@ def run_verdicts(records: Sequence[dict], inbox: dict[str, int], mission, guidan
             result.unchanged += 1
     now = {r["record_id"] for r in pending}
     left = [r for r in previous.values() if r["record_id"] not in now and r["status"] != "reviewed"]
-    closed, result.new_reviews = close_reviews(left, Path(mission_dir), out_dir / "reviews.jsonl")
+    closed, result.new_reviews = close_reviews(left, Path(mission_dir), out_dir / "reviews.jsonl", group_id_pattern)
     kept = [r for r in previous.values() if r["record_id"] not in now and r["status"] == "reviewed"]
     result.rows = sorted(pending + closed + kept, key=lambda r: (_STATUS_ORDER[r["status"]], r["group_id"]))
     result.reviews = read_jsonl(out_dir / "reviews.jsonl")

@@ -1,0 +1,19 @@
+"""The distribution of Stage-A answer lengths, as a histogram a person can read at a glance."""
+
+from __future__ import annotations
+
+from qc_assets.plots import new_axes, png_bytes
+
+
+def plot_answer_lengths(completion_tokens: list[int], max_new_tokens: int, title: str) -> bytes:
+    """Histogram of answer lengths in tokens, with the cap drawn: a pile-up at the line is truncation."""
+    fig, ax = new_axes()
+    bins = min(40, max(5, len(set(completion_tokens))))
+    ax.hist(completion_tokens, bins=bins, range=(0, max(max_new_tokens, max(completion_tokens, default=1))),
+            color="#4477aa")
+    ax.axvline(max_new_tokens, color="#cc3311", linestyle="--", label=f"max_new_tokens = {max_new_tokens}")
+    ax.set_xlabel("answer length (completion tokens)")
+    ax.set_ylabel("photos")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    return png_bytes(fig)
