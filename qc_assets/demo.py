@@ -91,12 +91,13 @@ def main(argv: list[str] | None = None) -> int:
 
     job = defs.resolve_job_def(args.job)
     expected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    run_config = {**DEMO_RUN_CONFIG, "ops": {k: v for k, v in DEMO_RUN_CONFIG["ops"].items() if k in expected}}
     problems = []
     for n, mission in enumerate(missions, start=1):
         print(f"\n[{n}/{len(missions)}] {mission}: {', '.join(sorted(expected))}", flush=True)
         started = time.perf_counter()
         result = _guarded(instance, lambda: job.execute_in_process(
-            run_config=DEMO_RUN_CONFIG if args.job == "qc_pipeline" else {}, partition_key=mission,
+            run_config=run_config, partition_key=mission,
             instance=instance, raise_on_error=False, run_id=str(uuid.uuid4())))
         _print_stage_times(result, expected)
         problems += _report(f"{mission} (run {result.run_id}, {time.perf_counter() - started:.0f}s)",

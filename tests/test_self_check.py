@@ -45,7 +45,8 @@ def test_a_broken_model_fails_the_self_check_before_the_backend_loads(tmp_path):
         LLMResource(model_path=str(broken)).get_llm()
 
 
-def test_the_transformers_vlm_decodes_in_a_child(tiny_vlm_dir):
+def test_the_transformers_vlm_decodes_in_a_child(tiny_vlm_dir, monkeypatch):
+    monkeypatch.setattr(self_check, "_PASSED", set())
     assert VLMResource(model_path=str(tiny_vlm_dir)).check_backend() > 0
     with pytest.raises(SelfCheckError, match="transformers backend failed its self-check"):
         VLMResource(model_path=str(tiny_vlm_dir), dtype="float16", device="no-such-device").check_backend()
