@@ -19,11 +19,11 @@ from qc_assets.grpo import assets as grpo_assets
 from qc_assets.stage_a import assets as stage_a_assets
 from qc_assets.stage_a import checks as stage_a_checks
 from qc_assets.stage_b import assets as stage_b_assets
+from qc_assets.stage_b.automation import relearn_automation
 from qc_assets.verdicts import assets as verdicts_assets
 from qc_assets.verdicts import health_assets
 from resources.llm.resource import LLMResource
-from resources.storage import StorageResource
-from resources.store import data_root
+from resources.storage import storage_from_env
 from resources.training.resource import StudentTrainingResource
 from resources.vlm.resource import vlm_from_env
 
@@ -90,12 +90,13 @@ defs = dg.Definitions(
             *grpo_assets.assets, *fastdistill_assets.assets, *verdicts_assets.assets, health_assets.mission_health],
     asset_checks=[*stage_a_checks.asset_checks, *stage_b_assets.asset_checks, *distill_assets.asset_checks,
                   *fusion_assets.asset_checks, *fastdistill_assets.asset_checks, *verdicts_assets.asset_checks],
-    sensors=[*sensors.sensors, run_health.run_health_sensor, health_assets.health_automation],
+    sensors=[*sensors.sensors, run_health.run_health_sensor, health_assets.health_automation,
+             relearn_automation],
     executor=executor_from_env(),
     jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs,
           health_assets.health_job],
     resources={
-        "storage": StorageResource(data_root=str(data_root()), images_root=_env("QC_IMAGES_ROOT", "")),
+        "storage": storage_from_env(),
         "vlm": vlm_from_env(),
         # the student's base checkpoint; empty = refuse, unless QC_STUDENT_SMOKE_MODEL=1 (the demo) allows the
         # random-weight smoke model

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from resources.store import DEFAULT_DATA_ROOT, asset_dir
+from resources.store import DEFAULT_DATA_ROOT, asset_dir, data_root
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -20,3 +20,9 @@ class StorageResource(dg.ConfigurableResource):
 
     def asset_dir(self, asset: str, partition: str) -> Path:
         return asset_dir(self.root(), asset, partition)
+
+
+def storage_from_env() -> StorageResource:
+    """QC_DATA_ROOT and QC_IMAGES_ROOT: what the definitions use, and what code that runs outside a run
+    (an automation condition) reads."""
+    return StorageResource(data_root=str(data_root()), images_root=dg.EnvVar("QC_IMAGES_ROOT").get_value(""))

@@ -12,9 +12,11 @@ from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.markdown import md_table
 from qc_assets.stage_a.assets import load_stage_a_records, top_gt_reasons
 from qc_assets.stage_a.gt_reasons import GT_FIELD
+from qc_assets.stage_b.automation import RELEARN_CONDITION, due_reason
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore
 from qc_assets.stage_b.loop import ProviderFailureError, StageBResult, run_stage_b
+from qc_assets.stage_b.relearn import REASON_TAG, TRIGGER_TAG, RelearnSettings, record_relearn
 from qc_assets.stage_b.report import epoch_table, plot_epochs
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
@@ -35,6 +37,7 @@ StageBConfig = dagster_config(StageBLoopConfig, "StageBConfig")
     retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"python"},
+    automation_condition=RELEARN_CONDITION,
     description="Guidance rules learned in prompt space by rollout, reflection and a statistical gate.",
 )
 def stage_b_guidance(context: dg.AssetExecutionContext, config: StageBConfig, storage: StorageResource,
@@ -43,6 +46,9 @@ def stage_b_guidance(context: dg.AssetExecutionContext, config: StageBConfig, st
     records = load_stage_a_records(storage, mission.name)
     loop_config = to_domain(config, StageBLoopConfig)
     out_dir = storage.asset_dir(ASSET_NAME, mission.name)
+    relearn = _relearn(context, storage, mission.name)
+    if relearn is not None:
+        loop_config = replace(loop_config, start_from="kept")
     try:
         model = llm.get_llm()
     except (OSError, ValueError) as e:
@@ -57,8 +63,23 @@ def stage_b_guidance(context: dg.AssetExecutionContext, config: StageBConfig, st
     except OSError as e:
         raise dg.Failure(f"Stage-B I/O failed for {mission.name}: {e}",
                          metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
-    return dg.MaterializeResult(metadata={**_metadata(result, model.fingerprint, loop_config),
-                                          **gt_reason_metadata(records)})
+    meta = {**_metadata(result, model.fingerprint, loop_config), **gt_reason_metadata(records)}
+    if relearn is not None:
+        meta.update({"relearn/reason": relearn, "relearn/from_version": result.baseline_version,
+                     "relearn/live_version": result.kept_version,
+                     "relearn/refused_version": result.test.get("refused_version") or "none"})
+    return dg.MaterializeResult(metadata=meta)
+
+
+def _relearn(context: dg.AssetExecutionContext, storage: StorageResource, mission: str) -> str | None:
+    """For a run the relearn automation launched: why (tagged on the run and logged for the cooldown)."""
+    if TRIGGER_TAG not in context.run.tags:
+        return None
+    reason = due_reason(storage, mission, RelearnSettings.from_env()) or "requested with the relearn tag"
+    context.instance.add_run_tags(context.run_id, {REASON_TAG: reason.split(":", 1)[0]})
+    record_relearn(storage.asset_dir(ASSET_NAME, mission), context.run_id, reason)
+    context.log.info(f"automatic re-learning of {mission}: {reason}")
+    return reason
 
 
 def gt_reason_metadata(records: list[dict]) -> dict:

@@ -63,6 +63,10 @@ class StageBLoopConfig:
     reflection_json_schema: bool = field(
         default=False, metadata={"help": "constrain reflection answers to the rule-operation JSON schema "
                                          "(OpenAI-compatible backends only; transformers refuses it)"})
+    start_from: str = field(
+        default="initial", metadata={"help": "initial: learn from the mission's initial guidance on a fresh split; "
+                                             "kept: re-learn from the kept guidance, groups keep the split side an "
+                                             "earlier run gave them, only new groups are split (re-learning)"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "decode_grid", checked_decode_grid(self.decode_grid))
@@ -86,6 +90,8 @@ class StageBLoopConfig:
             raise ValueError(f"max_provider_failure_rate must be in [0, 1], got {self.max_provider_failure_rate}")
         if self.reflection_temperature < 0:
             raise ValueError(f"reflection_temperature must be >= 0, got {self.reflection_temperature}")
+        if self.start_from not in ("initial", "kept"):
+            raise ValueError(f"start_from must be 'initial' or 'kept', got {self.start_from!r}")
         self.thresholds  # validates the gate thresholds now, not mid-run
 
     @property

@@ -31,10 +31,10 @@ from qc_assets.stage_b.rollout import (ProviderFailureError, RolloutEngine, chec
 from qc_assets.stage_b.rounds import (LoopContext, PoolState, evaluate, reflection_round, write_pool_selections,
                                       write_selections)
 from qc_assets.stage_b.runstate import ReflectionCache, RunState
-from qc_assets.stage_b.split import split_three_way
+from qc_assets.stage_b.split import Split, previous_sides, split_three_way, sticky_three_way
 from qc_assets.stage_b.testeval import compare_on_test
 from resources.llm import ChatLLM
-from resources.store import append_jsonl, atomic_write_json
+from resources.store import append_jsonl, atomic_write_json, read_jsonl
 
 __all__ = ["ProviderFailureError", "StageBLoopConfig", "StageBResult", "run_stage_b", "validate_records"]
 
@@ -147,7 +147,8 @@ def _run(records: list[dict], mission, llm: ChatLLM, config: StageBLoopConfig, o
          log: Callable[[str], None], state_file: RunState, resumed: bool) -> StageBResult:
     run_id = state_file.run_id
     log(f"stage_b {mission.name}: {'resuming' if resumed else 'starting'} {run_id} in {out_dir}")
-    split = split_three_way(records, config.selection_fraction, config.test_fraction, config.seed)
+    store = GuidanceStore(out_dir / "guidance")
+    split = _split(records, config, out_dir, run_id, store)
     # "eval" names the side no Stage-B decision saw (test), for readers of the older two-way file.
     append_jsonl(out_dir / "splits.jsonl", [{"run_id": run_id, "seed": config.seed, **split.to_dict(),
                                              "eval": split.to_dict()["test"]}])
@@ -157,13 +158,15 @@ def _run(records: list[dict], mission, llm: ChatLLM, config: StageBLoopConfig, o
                            plan=rollout_plan(config.decode_grid, config.samples, config.seed),
                            max_new_tokens=config.max_new_tokens, constrained=config.constrained,
                            run_id=run_id, batch_size=config.rollout_batch_size, log=log)
-    store = GuidanceStore(out_dir / "guidance")
     ctx = LoopContext(mission=mission, config=config, engine=engine,
                       reflector=ReflectionCache(llm, out_dir, engine.counter, run_id), store=store,
                       out_dir=out_dir, run_id=run_id, log=log, records={r["record_id"]: r for r in records},
                       train=split.train, selection=split.selection)
-    # Edited focus or scaffold text gives a new initial guidance with a later version number.
-    initial = store.commit(Guidance.initial(mission), parent=None, change=None)
+    if config.start_from == "kept":  # re-learning: the live guidance is both the start and the baseline
+        initial = store.load(store.pointer("best"))
+        log(f"stage_b {mission.name}: re-learning from the kept guidance v{initial.version}")
+    else:  # edited focus or scaffold text gives a new initial guidance with a later version number
+        initial = store.commit(Guidance.initial(mission), parent=None, change=None)
     store.set_pointer("current", initial.version)
 
     def guard(where: str) -> None:
@@ -217,11 +220,17 @@ def _run(records: list[dict], mission, llm: ChatLLM, config: StageBLoopConfig, o
             log(f"epoch {epoch}: no edit accepted, stopping ({reason})")
             break
     best = _best_version(version_stats)
-    store.set_pointer("current", current.version)
-    store.set_pointer("best", best, **version_stats[best])
     kept = store.load(best)
     test = _read_test_once(ctx, split.test, initial, kept, len(metrics), config)
     guard("the test rollouts")
+    if live_after_test(config, test) == "baseline":
+        log(f"stage_b {mission.name}: v{best} is worse than the live v{initial.version} on test "
+            f"(difference {test['difference']:+.3f}, interval [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]); "
+            f"v{initial.version} stays live")
+        test = {**test, "refused_version": best}
+        best, kept = initial.version, initial
+    store.set_pointer("current", current.version)
+    store.set_pointer("best", best, **version_stats[best])
     result = StageBResult(
         run_id=run_id, mission=mission.name, kept_guidance=kept, baseline_version=initial.version,
         current_version=current.version, epochs=metrics, version_stats=version_stats,
@@ -237,6 +246,28 @@ def _run(records: list[dict], mission, llm: ChatLLM, config: StageBLoopConfig, o
         f"{result.baseline_selection_accuracy:.3f}; test {test['verdict']}), stop: {stop_reason}, "
         f"{result.llm_calls} new LLM calls")
     return result
+
+
+def live_after_test(config: StageBLoopConfig, test: dict) -> str:
+    """Which version a run leaves live: the one it kept, except when a re-learning's kept version is
+    worse than the live one it started from on test (the whole interval below zero). The blocking check
+    reads the same test and fails that run, so the worse version is never served."""
+    worse = test["conclusive"] and test["ci_high"] < 0
+    return "baseline" if config.start_from == "kept" and worse else "kept"
+
+
+def _split(records: list[dict], config: StageBLoopConfig, out_dir: Path, run_id: str, store: GuidanceStore
+           ) -> Split:
+    if config.start_from == "initial":
+        return split_three_way(records, config.selection_fraction, config.test_fraction, config.seed)
+    rows = read_jsonl(out_dir / "splits.jsonl")
+    if store.pointer("best") is None or not rows:
+        raise ValueError(f"start_from='kept' re-learns from a kept guidance, but {out_dir} has none yet: "
+                         "materialize stage_b_guidance once with start_from='initial'")
+    own = [r for r in rows if r["run_id"] == run_id]  # a resumed run keeps the split it started with
+    previous = own[-1] if own else rows[-1]
+    return sticky_three_way(records, previous_sides(previous, records), config.selection_fraction,
+                            config.test_fraction, config.seed)
 
 
 def _read_test_once(ctx: LoopContext, test: list[dict], baseline: Guidance, kept: Guidance, epoch: int,

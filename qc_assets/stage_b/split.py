@@ -95,3 +95,24 @@ def split_three_way(records: list[dict], selection_fraction: float, test_fractio
     for rec in records:
         sides[side_of[rec["group_id"]]].append(rec)
     return Split(**sides)
+
+
+SIDES = ("train", "selection", "test")
+
+
+def previous_sides(splits_row: dict, records: list[dict]) -> dict[str, str]:
+    """group id -> side, from a `splits.jsonl` row (record ids per side) of an earlier run."""
+    group_of = {r["record_id"]: r["group_id"] for r in records}
+    return {group_of[rid]: side for side in SIDES for rid in splits_row.get(side, []) if rid in group_of}
+
+
+def sticky_three_way(records: list[dict], previous: dict[str, str], selection_fraction: float,
+                     test_fraction: float, seed: int) -> Split:
+    """Re-learning: a group an earlier run placed keeps its side, so no group that run kept out of
+    train or selection (test above all) is chosen on now; only groups new since then are split, by
+    `split_three_way` on their own."""
+    known = [r for r in records if r["group_id"] in previous]
+    new = [r for r in records if r["group_id"] not in previous]
+    fresh = split_three_way(new, selection_fraction, test_fraction, seed) if new else Split([], [], [])
+    return Split(**{side: [r for r in known if previous[r["group_id"]] == side] + getattr(fresh, side)
+                    for side in SIDES})

@@ -56,7 +56,9 @@ def baseline(stage_b_result: dict | None, reviews: list[dict], settings: DriftSe
         return None, "no kept guidance yet"
     test = stage_b_result["test"]
     if test.get("conclusive"):
-        return float(test["kept_accuracy"]), f"Stage-B test split ({test['n_groups']} groups, {stage_b_result['run_id']})"
+        # a refused re-learning kept the earlier version live: its number is the test's baseline side
+        live = "baseline_accuracy" if test.get("refused_version") is not None else "kept_accuracy"
+        return float(test[live]), f"Stage-B test split ({test['n_groups']} groups, {stage_b_result['run_id']})"
     kept = stage_b_result["kept_version"]
     live = sorted((r for r in reviews if r["guidance_version"] == kept), key=lambda r: r["first_seen_at"])
     first = live[:settings.window_reviews]

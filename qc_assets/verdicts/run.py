@@ -33,6 +33,7 @@ class VerdictsResult:
     newly_judged: int = 0
     unchanged: int = 0
     rejudged: Counter = field(default_factory=Counter)  # reason -> groups
+    changed: int = 0  # groups still pending whose verdict differs from the last run's (e.g. a new guidance)
     new_reviews: int = 0
     reviews: list[dict] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
@@ -96,6 +97,7 @@ def run_verdicts(records: Sequence[dict], inbox: dict[str, int], mission, guidan
             result.newly_judged += 1
         elif (reason := rejudge_reason(before, row)) is not None:
             result.rejudged[reason] += 1
+            result.changed += before["verdict"] != row["verdict"]
         else:
             result.unchanged += 1
     now = {r["record_id"] for r in pending}

@@ -1,0 +1,46 @@
+"""Re-learning that triggers itself, the declarative way: `relearn_due` is an AutomationCondition on
+`stage_b_guidance`, evaluated per mission partition by `relearn_automation` (an automation condition
+sensor) under the daemon. No sensor of ours decides when to run; the condition only says which
+missions are due (qc_assets/stage_b/relearn.py) and Dagster requests their runs, tagged `qc/trigger`.
+"""
+
+import dagster as dg
+
+from qc_assets.stage_b.relearn import TRIGGER_TAG, RelearnSettings, relearn_reason
+from qc_assets.verdicts.assets import mission_drift
+from resources.storage import StorageResource, storage_from_env
+from resources.store import read_jsonl
+
+STAGE_B_ASSET = "stage_b_guidance"
+STAGE_A_ASSET = "stage_a_summaries"
+
+
+def due_reason(storage: StorageResource, mission: str, settings: RelearnSettings) -> str | None:
+    records = read_jsonl(storage.root() / STAGE_A_ASSET / mission / "records.jsonl")
+    return relearn_reason(storage.root() / STAGE_B_ASSET / mission, records, mission_drift(storage, mission), settings)
+
+
+class RelearnDue(dg.AutomationCondition):
+    """True for the missions whose production verdicts drifted or that gathered `relearn_after` new
+    labelled groups, outside the cooldown (QC_RELEARN_AFTER, QC_RELEARN_COOLDOWN_S)."""
+
+    @property
+    def name(self) -> str:
+        return "relearn_due"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        storage, settings = storage_from_env(), RelearnSettings.from_env()
+        missions = context.candidate_subset.expensively_compute_partition_keys()
+        due = {m for m in missions if due_reason(storage, m, settings) is not None}
+        return dg.AutomationResult(context, context.candidate_subset.compute_intersection_with_partition_keys(due))
+
+
+# Not while a run of the partition is queued or running: its result may already answer the drift.
+RELEARN_CONDITION = (RelearnDue() & ~dg.AutomationCondition.in_progress()).with_label(
+    "re-learn on drift or new labelled groups, outside the cooldown")
+
+relearn_automation = dg.AutomationConditionSensorDefinition(
+    "relearn_automation", target=dg.AssetSelection.assets(STAGE_B_ASSET, "qc_verdicts"),
+    use_user_code_server=True,  # RelearnDue is Python of ours: it runs in the code server, not the daemon
+    run_tags={TRIGGER_TAG: "relearn_automation"}, default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60)
