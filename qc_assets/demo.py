@@ -33,6 +33,7 @@ from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.fastdistill.runner import run_fastdistill
 from qc_assets.missions import all_missions
 from qc_assets.partitions import mission_partitions
+from qc_assets.sample_data import review_sample_inbox
 from qc_assets.run_health import (ACTIVE_STATUSES, fail_dead_runs, free_slots_of_ended_runs, pool_waits,
                                   run_process_pid)
 from qc_assets.stage_a.watch import mission_folders
@@ -58,6 +59,8 @@ DEMO_RUN_CONFIG = {
         "inbox_summaries": {"config": DEMO_STAGE_A},
         "stage_b_guidance": {"config": {"epochs": 1, "rounds_per_epoch": 1}},
         "distill_chatml": {"config": {"constrained": True, "n_samples": 2, "allow_unconverged": True}},
+        # the sample set has four reviewed groups per mission (R6xx): a drift window of four shows a number
+        "qc_verdicts": {"config": {"window_reviews": 4, "min_reviews": 4}},
     }
 }
 
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     job = defs.resolve_job_def(args.job)
     expected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
-    run_config = {**DEMO_RUN_CONFIG, "ops": {k: v for k, v in DEMO_RUN_CONFIG["ops"].items() if k in expected}}
+    run_config = _run_config_for(expected)
     problems = []
     for n, mission in enumerate(missions, start=1):
         print(f"\n[{n}/{len(missions)}] {mission}: {', '.join(sorted(expected))}", flush=True)
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                             result, expected)
     if args.per_mission_only:
         return _finish(problems, storage, instance)
+    problems += _review_and_rejudge(instance, missions, storage)
 
     print("\n[student] one student for every mission: fused_sft_checkpoint", flush=True)
     started = time.perf_counter()
@@ -122,8 +126,36 @@ def main(argv: list[str] | None = None) -> int:
     return _finish(problems, storage, instance)
 
 
-def _finish(problems: list[str], storage, instance) -> int:
+def _run_config_for(assets: set[str]) -> dict:
+    """DEMO_RUN_CONFIG with only the ops a job has (Dagster refuses config for ops it does not run)."""
+    return {**DEMO_RUN_CONFIG, "ops": {k: v for k, v in DEMO_RUN_CONFIG["ops"].items() if k in assets}}
 
+
+def _review_and_rejudge(instance: dg.DagsterInstance, missions: list[str], storage) -> list[str]:
+    """Play the reviewer on the sample inbox (review_sample_inbox), then let qc_verdicts log the reviews."""
+    reviewed = review_sample_inbox(storage.images())
+    if not reviewed:
+        return []
+    print(f"\n[review] a reviewer filed {len(reviewed)} judged inbox groups; inbox_verdicts_job logs the reviews",
+          flush=True)
+    job = defs.resolve_job_def("inbox_verdicts_job")
+    expected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    run_config = _run_config_for(expected)
+    problems = []
+    for mission in sorted({r.split("/")[0] for r in reviewed} & set(missions)):
+        result = _guarded(instance, lambda m=mission: job.execute_in_process(
+            run_config=run_config, partition_key=m, instance=instance, raise_on_error=False))
+        problems += _report(f"{mission} reviews (run {result.run_id})", result, expected)
+    return problems
+
+
+def _finish(problems: list[str], storage, instance) -> int:
+    print("\n[health] mission_health: every mission at a glance", flush=True)
+    result = _guarded(instance, lambda: defs.resolve_job_def("mission_health_job").execute_in_process(
+        instance=instance, raise_on_error=False))
+    problems += _report(f"mission_health (run {result.run_id})", result, {"mission_health"})
+    for mat in result.get_asset_materialization_events():
+        print(mat.step_materialization_data.materialization.metadata["health"].value)
     print(f"\nOutputs: {storage.root()}/<asset>/<partition>/")
     print(f"Dagster instance: {instance.root_directory}")
     print("Open the UI with `make ui`, then http://127.0.0.1:3000 (Catalog -> qc, fastdistill).")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -83,11 +84,15 @@ def _jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def write_sample_images(root: str | Path, seed: int = 7, groups_per_label: int = 3, inbox_groups: int = 2) -> Path:
+def write_sample_images(root: str | Path, seed: int = 7, groups_per_label: int = 3, inbox_groups: int = 2,
+                        reviewed_groups: int = 0) -> Path:
     """Write the set under `root`; files that already exist are left as they are (a re-run is a no-op).
 
     `inbox_groups` unlabelled groups per mission go under `<mission>/待审核/` (alternately drawn as a
-    passing and a failing installation), for qc_verdicts to judge.
+    passing and a failing installation), for qc_verdicts to judge. `reviewed_groups` more (R600...)
+    go both to the inbox and, with the same photos, to the label folder a reviewer would file them
+    under: `review_sample_inbox` then plays the reviewer by taking the inbox copies away, so the
+    review loop and the drift watch have reviews to count without new training data appearing later.
     """
     root = Path(root)
     rng = random.Random(seed)
@@ -111,6 +116,20 @@ def write_sample_images(root: str | Path, seed: int = 7, groups_per_label: int =
                 img = Image.new("RGB", inbox_rng.choice(SIZES), _background(inbox_rng))
                 draw(img, g % 2 == 0)
                 _write_once(root / mission / INBOX_FOLDER / f"N{500 + g}" / f"{i}.jpg", _jpeg(img))
+
+        reviewed_rng = random.Random(f"{seed}:reviewed:{mission}")
+        for g in range(reviewed_groups):
+            passed = g % 2 == 0
+            filed = root / mission / ("审核通过" if passed else "审核不通过") / f"R{600 + g}"
+            # the inbox copy first: once the filed copy exists, a reviewer has taken the group out
+            fresh = not filed.exists()
+            for i in range(1, 3):
+                img = Image.new("RGB", reviewed_rng.choice(SIZES), _background(reviewed_rng))
+                draw(img, passed)
+                data = _jpeg(img)
+                if fresh:
+                    _write_once(root / mission / INBOX_FOLDER / f"R{600 + g}" / f"{i}.jpg", data)
+                _write_once(filed / f"{i}.jpg", data)
 
     # Bad files, all in the first mission: each must show up in Stage-A's skipped list with a reason.
     first = root / "BBU接地线检查" / "审核不通过" / "G150"
@@ -136,6 +155,19 @@ def _write_once(path: Path, data: bytes) -> None:
         atomic_write_bytes(path, data)
 
 
+def review_sample_inbox(root: str | Path) -> list[str]:
+    """Play the reviewer: every inbox group whose photos are already filed under a label folder (the
+    R6xx groups) leaves the inbox. Returns `<mission>/<group>` of the groups reviewed now."""
+    reviewed = []
+    for inbox_group in sorted(Path(root).glob(f"*/{INBOX_FOLDER}/R*")):
+        mission_dir = inbox_group.parent.parent
+        if any((mission_dir / label / inbox_group.name).is_dir() for label in ("审核通过", "审核不通过")):
+            shutil.rmtree(inbox_group)
+            reviewed.append(f"{mission_dir.name}/{inbox_group.name}")
+    return reviewed
+
+
 if __name__ == "__main__":
     target = sys.argv[1] if len(sys.argv) > 1 else "data/images"
-    print(f"sample images in {write_sample_images(target)}")
+    # the demo's set: four groups per mission for the review loop (see review_sample_inbox)
+    print(f"sample images in {write_sample_images(target, reviewed_groups=4)}")

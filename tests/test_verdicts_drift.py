@@ -82,3 +82,18 @@ def test_the_check_fails_on_drifted_reviews_with_the_configured_severity(tmp_pat
     assert check.metadata["baseline"].value == 0.9 and check.metadata["window_reviews"].value == 50
     assert "g049" in check.metadata["recent_disagreements"].value
     assert json.loads(json.dumps(config.to_dict()))["drift_margin"] == 0.05
+
+
+def test_the_sample_reviewer_files_only_groups_already_under_a_label_and_a_rewrite_does_not_resend_them(tmp_path):
+    from qc_assets.sample_data import review_sample_inbox, write_sample_images
+    from qc_assets.stage_a.discovery import INBOX_FOLDER
+
+    root = write_sample_images(tmp_path / "images", groups_per_label=1, reviewed_groups=2)
+    inbox = root / MISSION / INBOX_FOLDER
+    assert {p.name for p in inbox.iterdir()} == {"N500", "N501", "R600", "R601"}
+    assert (root / MISSION / "审核通过" / "R600").is_dir() and (root / MISSION / "审核不通过" / "R601").is_dir()
+    reviewed = review_sample_inbox(root)
+    assert f"{MISSION}/R600" in reviewed and {p.name for p in inbox.iterdir()} == {"N500", "N501"}
+    write_sample_images(root, groups_per_label=1, reviewed_groups=2)
+    assert {p.name for p in inbox.iterdir()} == {"N500", "N501"}, "a reviewed group is not sent again"
+    assert review_sample_inbox(root) == []

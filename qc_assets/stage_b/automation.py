@@ -4,6 +4,8 @@ sensor) under the daemon. No sensor of ours decides when to run; the condition o
 missions are due (qc_assets/stage_b/relearn.py) and Dagster requests their runs, tagged `qc/trigger`.
 """
 
+import warnings
+
 import dagster as dg
 
 from qc_assets.stage_b.relearn import TRIGGER_TAG, RelearnSettings, relearn_reason
@@ -39,8 +41,10 @@ class RelearnDue(dg.AutomationCondition):
 RELEARN_CONDITION = (RelearnDue() & ~dg.AutomationCondition.in_progress()).with_label(
     "re-learn on drift or new labelled groups, outside the cooldown")
 
-relearn_automation = dg.AutomationConditionSensorDefinition(
-    "relearn_automation", target=dg.AssetSelection.assets(STAGE_B_ASSET, "qc_verdicts"),
-    use_user_code_server=True,  # RelearnDue is Python of ours: it runs in the code server, not the daemon
-    run_tags={TRIGGER_TAG: "relearn_automation"}, default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=60)
+with warnings.catch_warnings():  # use_user_code_server is "beta" in Dagster 1.13; we depend on it knowingly
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    relearn_automation = dg.AutomationConditionSensorDefinition(
+        "relearn_automation", target=dg.AssetSelection.assets(STAGE_B_ASSET, "qc_verdicts"),
+        use_user_code_server=True,  # RelearnDue is Python of ours: it runs in the code server, not the daemon
+        run_tags={TRIGGER_TAG: "relearn_automation"}, default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60)
