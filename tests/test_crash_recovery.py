@@ -108,6 +108,20 @@ def test_sigterm_ends_a_demo_that_waits_on_a_pool_slot_within_seconds(demo_env):
     assert {s.run_id for s in info.pending_steps} == {"holder-run"}, "the canceled run waits on nothing"
 
 
+def test_ctrl_c_ends_a_demo_while_it_computes_with_its_run_canceled_and_its_slot_free(demo_env):
+    instance = _instance(demo_env)
+    demo = Demo(demo_env)
+    demo.wait_for(lambda: held_slots(instance), 300, "the Stage-A step to hold the gpu slot")
+    (run_id,) = held_slots(instance)
+    sent = time.monotonic()
+    demo.proc.send_signal(signal.SIGINT)
+    demo.proc.wait(15)
+    assert time.monotonic() - sent < 10 and demo.proc.returncode == 128 + signal.SIGINT
+    assert "stopped by SIGINT: 1 run(s) canceled" in demo.output()
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.CANCELED
+    assert held_slots(instance) == {}
+
+
 def test_a_pid_reused_by_a_later_process_is_not_the_run_process():
     assert process_start_time(os.getpid()) <= time.time()
     child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -147,7 +147,8 @@ class LLMResource(dg.ConfigurableResource):
             return _BUILT[key]
 
     def check_backend(self) -> float | None:
-        """The self-check of a local backend (seconds it took, once per process); None for remote backends."""
+        """The self-check of a local backend: seconds it took (0.0 once it passed in this process); None for
+        remote backends, whose engines live in other processes."""
         if not self.self_check or self.backend not in ("llama_cpp", "transformers"):
             return None
         from resources.self_check import llm_probe, run_self_check
