@@ -13,7 +13,7 @@ from qc_assets.partitions import mission_partitions
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.discovery import INBOX_FOLDER
 from qc_assets.plots import png_markdown
-from qc_assets.stage_a.gt_reasons import GT_FIELD
+from qc_assets.stage_a.gt_reasons import top_gt_reasons
 from qc_assets.stage_a.lengths import plot_answer_lengths
 from qc_assets.stage_a.postprocess import RULES as POSTPROCESS_RULES
 from qc_assets.stage_a.runner import PRODUCTION_MAX_NEW_TOKENS, StageAConfig, StageAResult, run_stage_a
@@ -129,12 +129,6 @@ def settings_metadata(result: StageAResult, config: StageAConfig, prefix: str) -
                      "gt_fail_reasons": dg.MetadataValue.md(md_table(
                          ["reason", "fail groups"], top_gt_reasons(result.records)))})
     return meta
-
-
-def top_gt_reasons(records: list[dict], limit: int = 10) -> list[tuple[str, int]]:
-    """The most frequent ground-truth fail reasons among the records (each reason clipped for a table)."""
-    counts = Counter(r[GT_FIELD][:60] for r in records if r.get(GT_FIELD))
-    return counts.most_common(limit)
 
 
 def _metadata(result: StageAResult, fingerprint: str, note: str, seed: int, out_dir, mission: str,

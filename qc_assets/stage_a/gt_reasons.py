@@ -10,7 +10,7 @@ Stage-B shows these reasons to its reflector for train groups only (see stage_b/
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,3 +69,9 @@ def attach_fail_reasons(records: list[dict], reasons: dict[str, str]) -> GtAttac
                 result.attached += 1
     result.unmatched_sheet_ids = sorted(set(reasons) - fail_ids)
     return result
+
+
+def top_gt_reasons(records: list[dict], limit: int = 10) -> list[tuple[str, int]]:
+    """The most frequent ground-truth fail reasons among the records (each reason clipped for a table)."""
+    counts = Counter(r[GT_FIELD][:60] for r in records if r.get(GT_FIELD))
+    return counts.most_common(limit)

@@ -10,8 +10,8 @@ from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.markdown import md_table
-from qc_assets.stage_a.assets import load_stage_a_records, top_gt_reasons
-from qc_assets.stage_a.gt_reasons import GT_FIELD
+from qc_assets.stage_a.assets import load_stage_a_records
+from qc_assets.stage_a.gt_reasons import GT_FIELD, top_gt_reasons
 from qc_assets.stage_b.automation import RELEARN_CONDITION, due_reason
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore

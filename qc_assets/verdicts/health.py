@@ -11,6 +11,8 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from qc_assets.stage_a.gt_reasons import top_gt_reasons
+from qc_assets.stage_b.relearn import last_relearn
 from qc_assets.verdicts.drift import wilson_interval
 from resources.store import read_jsonl
 
@@ -56,10 +58,15 @@ def student_columns(student_dir: Path) -> dict:
 
 
 def mission_row(mission: str, data_root: Path, drift: dict | None, verdict_rows: list[dict],
-                reviews: list[dict]) -> dict:
+                reviews: list[dict], stage_a_records: list[dict]) -> dict:
     pending = [r for r in verdict_rows if r["status"] == "pending"]
     flagged = sum(bool(r["needs_review"]) for r in pending)
+    relearn = last_relearn(data_root / "stage_b_guidance" / mission)
     row = {"mission": mission, **guidance_columns(data_root / "stage_b_guidance" / mission),
+           "last_relearn_at": None if relearn is None else datetime.fromtimestamp(relearn["at"], tz=timezone.utc
+                                                                                  ).isoformat(timespec="seconds"),
+           "last_relearn_reason": None if relearn is None else relearn["reason"],
+           "top_gt_fail_reasons": [f"{reason} ({n})" for reason, n in top_gt_reasons(stage_a_records, 3)],
            "inbox_groups": len(pending), "pending_review": flagged,
            "needs_review_share": round(flagged / len(pending), 4) if pending else None,
            "reviews_total": len(reviews), "weekly_agreement": weekly_agreement(reviews)}

@@ -32,12 +32,13 @@ def _fmt(value, interval) -> str:
 def health_markdown(rows: list[dict], student: dict) -> str:
     table = md_table(
         ["mission", "guidance", "test acc [95%]", "inbox", "to review", "window agreement [95%]", "weekly",
-         "drift"],
+         "drift", "last re-learning"],
         [(r["mission"], "-" if r["guidance_version"] is None else f"v{r['guidance_version']}",
           _fmt(r["test_accuracy"], r["test_interval"]) if r["test_accuracy"] is not None else r["test_note"][:30],
           r["inbox_groups"], r["pending_review"],
           f"{_fmt(r['agreement'], r['agreement_interval'])} (n={r['window_reviews']})", sparkline(r["weekly_agreement"]),
-          r["drift"][:60]) for r in rows])
+          r["drift"][:60], "-" if r["last_relearn_at"] is None
+          else f"{r['last_relearn_at']}: {r['last_relearn_reason'].split(':')[0]}") for r in rows])
     return f"{table}\n\nstudent: {student['student_promoted'] or 'none promoted'} (last gate: {student['student_gate']})"
 
 
@@ -54,7 +55,8 @@ def mission_health(context: dg.AssetExecutionContext, storage: StorageResource) 
     missions = sorted(context.instance.get_dynamic_partitions(mission_partitions.name))
     root = storage.root()
     rows = [mission_row(m, root, mission_drift(storage, m), read_table(root / VERDICTS_ASSET / m),
-                        read_jsonl(root / VERDICTS_ASSET / m / "reviews.jsonl")) for m in missions]
+                        read_jsonl(root / VERDICTS_ASSET / m / "reviews.jsonl"),
+                        read_jsonl(root / "stage_a_summaries" / m / "records.jsonl")) for m in missions]
     student = student_columns(root / "fused_sft_checkpoint")
     rows = [{**r, **student} for r in rows]
     frame = pl.DataFrame(rows, infer_schema_length=None)
