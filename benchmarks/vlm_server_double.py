@@ -2,7 +2,7 @@
 
 No real VLM server runs on this CPU-only machine (vLLM is GPU-only), so this double answers
 `POST /v1/chat/completions` image requests with a scripted, deterministic text derived from the image
-bytes it received: `"<width>x<height> <sha256[:12]>"`. Scripts: a base delay per request, extra delay
+bytes it received: `"<width>x<height> <sha256[:12]>"`, or a caption scripted for that image. Scripts: a base delay per request, extra delay
 for chosen images, and images that always get HTTP 500. It records what it was asked (sha256 and size
 of every image, in arrival order) and the largest number of requests it held at once (`GET /stats`
 reads and resets it), so tests can check the client's in-flight bound and its resume behaviour. The client under test is the production
@@ -35,6 +35,7 @@ class ScriptedVLMServerDouble:
         self.delay_s = delay_s
         self.slow: dict[str, float] = {}  # image sha256 -> extra seconds
         self.failing: set[str] = set()  # image sha256 -> HTTP 500, every time
+        self.captions: dict[str, str] = {}  # image sha256 -> the summary to answer (else answer_for's text)
         self.requests: list[dict] = []  # {"sha256", "size"} per request, in arrival order
         self.in_flight = 0
         self.max_in_flight = 0
@@ -66,7 +67,8 @@ class ScriptedVLMServerDouble:
                     return
                 self._send(200, {
                     "id": "double", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_for(data)},
+                    "choices": [{"index": 0, "message": {"role": "assistant",
+                                                         "content": double.captions.get(sha) or answer_for(data)},
                                  "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
                 })

@@ -4,6 +4,7 @@ sensor) under the daemon. No sensor of ours decides when to run; the condition o
 missions are due (qc_assets/stage_b/relearn.py) and Dagster requests their runs, tagged `qc/trigger`.
 """
 
+import os
 import warnings
 
 import dagster as dg
@@ -37,9 +38,13 @@ class RelearnDue(dg.AutomationCondition):
         return dg.AutomationResult(context, context.candidate_subset.compute_intersection_with_partition_keys(due))
 
 
-# Not while a run of the partition is queued or running: its result may already answer the drift.
-RELEARN_CONDITION = (RelearnDue() & ~dg.AutomationCondition.in_progress()).with_label(
+# Not while a run of the partition is queued or running (its result may already answer the drift), nor
+# while Stage-A still summarises newly labelled groups (the re-learning should see them).
+RELEARN_CONDITION = (RelearnDue() & ~dg.AutomationCondition.in_progress()
+                     & ~dg.AutomationCondition.any_deps_in_progress()).with_label(
     "re-learn on drift or new labelled groups, outside the cooldown")
+# How often the automation sensors evaluate (seconds); the end-to-end test shortens it.
+INTERVAL_S = int(os.environ.get("QC_AUTOMATION_INTERVAL_S", "60"))
 
 with warnings.catch_warnings():  # use_user_code_server is "beta" in Dagster 1.13; we depend on it knowingly
     warnings.simplefilter("ignore", dg.BetaWarning)
@@ -47,4 +52,4 @@ with warnings.catch_warnings():  # use_user_code_server is "beta" in Dagster 1.1
         "relearn_automation", target=dg.AssetSelection.assets(STAGE_B_ASSET, "qc_verdicts"),
         use_user_code_server=True,  # RelearnDue is Python of ours: it runs in the code server, not the daemon
         run_tags={TRIGGER_TAG: "relearn_automation"}, default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=60)
+        minimum_interval_seconds=INTERVAL_S)

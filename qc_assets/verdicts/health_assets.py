@@ -3,6 +3,7 @@ production verdicts or the kept guidance of any mission change."""
 
 
 import io
+import os
 
 import dagster as dg
 import polars as pl
@@ -85,4 +86,5 @@ health_job = dg.define_asset_job("mission_health_job", selection=[mission_health
 # Evaluates REFRESH_ON_ANY_MISSION under the daemon (`make ui`): the declarative way, no sensor of our own.
 health_automation = dg.AutomationConditionSensorDefinition(
     "mission_health_automation", target=dg.AssetSelection.assets(mission_health),
-    default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=int(os.environ.get("QC_AUTOMATION_INTERVAL_S", "30")))
