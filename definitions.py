@@ -95,6 +95,9 @@ defs = dg.Definitions(
     jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs,
           health_assets.health_job],
     resources={
+        # what one step hands the next (Stage-A's shard list and shard markers, a few hundred bytes): under the
+        # data root, which several hosts share (NFS), so a shard step on any Celery worker reads its task
+        "io_manager": dg.FilesystemIOManager(base_dir=str(data_root() / "dagster_io")),
         "storage": StorageResource(data_root=str(data_root()), images_root=_env("QC_IMAGES_ROOT", "")),
         "vlm": vlm_from_env(),
         # the student's base checkpoint; empty = refuse, unless QC_STUDENT_SMOKE_MODEL=1 (the demo) allows the

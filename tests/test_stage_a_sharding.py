@@ -61,7 +61,7 @@ def test_config_validates_shards_and_sharding_mode():
 
 
 def test_per_group_shards_keep_every_occurrence_of_a_group_together(tiny_vlm, sample_images, tmp_path):
-    plan = plan_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig(shards=3, **SMOKE), tmp_path)
+    plan = plan_stage_a(sample_images, MISSION, tiny_vlm.fingerprint, StageAConfig(shards=3, **SMOKE), tmp_path)
     owners = {}
     for shard in range(3):
         for g, _ in plan.items(shard):
@@ -91,7 +91,7 @@ def test_sharded_records_are_byte_identical_to_one_shard(tiny_vlm, sample_images
 
 def test_resume_is_per_photo_whatever_the_shard_count(tiny_vlm, sample_images, tmp_path):
     config2 = StageAConfig(shards=2, **SMOKE)
-    plan = plan_stage_a(sample_images, MISSION, tiny_vlm, config2, tmp_path)
+    plan = plan_stage_a(sample_images, MISSION, tiny_vlm.fingerprint, config2, tmp_path)
     first = run_shard(plan, 0, MISSION, tiny_vlm, config2, tmp_path, log=lambda m: None)  # then the run "crashed"
     total = sum(len(g.images) for g in plan.groups)
     assert 0 < first.summarised_now < total
@@ -112,7 +112,7 @@ def test_resume_is_per_photo_whatever_the_shard_count(tiny_vlm, sample_images, t
 
 def test_merge_never_reads_an_unfinished_shard(tiny_vlm, sample_images, tmp_path):
     config = StageAConfig(shards=2, **SMOKE)
-    plan = plan_stage_a(sample_images, MISSION, tiny_vlm, config, tmp_path)
+    plan = plan_stage_a(sample_images, MISSION, tiny_vlm.fingerprint, config, tmp_path)
     run_shard(plan, 0, MISSION, tiny_vlm, config, tmp_path, log=lambda m: None)
     with pytest.raises(ShardNotFinished, match=r"shards \[1\] of 2 have not finished"):
         merge_shards(plan, config, tmp_path, tiny_vlm.fingerprint, MISSION, log=lambda m: None)
@@ -124,7 +124,7 @@ def test_merge_never_reads_an_unfinished_shard(tiny_vlm, sample_images, tmp_path
     extra = sample_images / MISSION.name / "审核通过" / "G100" / "99.jpg"
     extra.write_bytes((sample_images / MISSION.name / "审核通过" / "G100" / "1.jpg").read_bytes())
     stale = {s: json.loads(marker_path(tmp_path, s, 2).read_text()) for s in range(2)}
-    new_plan = plan_stage_a(sample_images, MISSION, tiny_vlm, config, tmp_path)
+    new_plan = plan_stage_a(sample_images, MISSION, tiny_vlm.fingerprint, config, tmp_path)
     assert new_plan.plan_id != plan.plan_id and load_plan(tmp_path).plan_id == new_plan.plan_id
     for s, marker in stale.items():
         marker_path(tmp_path, s, 2).write_text(json.dumps(marker))
@@ -133,7 +133,7 @@ def test_merge_never_reads_an_unfinished_shard(tiny_vlm, sample_images, tmp_path
 
 
 def test_a_shard_with_another_model_than_the_plan_is_refused(tiny_vlm, sample_images, tmp_path):
-    plan = plan_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig(shards=2, **SMOKE), tmp_path)
+    plan = plan_stage_a(sample_images, MISSION, tiny_vlm.fingerprint, StageAConfig(shards=2, **SMOKE), tmp_path)
     with pytest.raises(ValueError, match="computes run key"):
         run_shard(plan, 0, MISSION, tiny_vlm, StageAConfig(shards=2, max_new_tokens=9), tmp_path)
     with pytest.raises(ValueError, match=r"shard must be in \[0, 2\), got 2"):

@@ -26,7 +26,12 @@ def run_key(vlm: VisionLanguageModel, mission: Mission, decode: VisionDecode, pr
     The group sample (`sample_seed`) is not in it: drawing other groups reuses every photo already done.
     Neither is the device nor the shard count: the same photo on another GPU is the same summary.
     """
-    payload = json.dumps([vlm.fingerprint, prompt_hash, decode.as_dict(), mission.max_pixels], sort_keys=True)
+    return key_for(vlm.fingerprint, mission, decode, prompt_hash)
+
+
+def key_for(fingerprint: str, mission: Mission, decode: VisionDecode, prompt_hash: str) -> str:
+    """`run_key` from the model's fingerprint alone (the plan step loads no model)."""
+    payload = json.dumps([fingerprint, prompt_hash, decode.as_dict(), mission.max_pixels], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -133,7 +133,7 @@ def run_stage_a(
     Dagster assets run the shards as parallel steps instead; qc_assets/stage_a/sharding.py)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = plan_stage_a(images_root, mission, vlm, config, out_dir, inbox=inbox)
+    plan = plan_stage_a(images_root, mission, vlm.fingerprint, config, out_dir, inbox=inbox)
     kept = sum(len(g.images) for g in plan.groups)
     log(f"{mission.name}: {len(plan.groups)} groups, {kept} images in {plan.shards} shard(s) "
         f"({plan.sharding_mode}), run key {plan.run_key}")

@@ -29,7 +29,7 @@ from qc_assets.missions import Mission
 from qc_assets.stage_a import prompts
 from qc_assets.stage_a.build import build_records
 from qc_assets.stage_a.discovery import Group, ImageFile, Skipped, discover
-from qc_assets.stage_a.generate import describe, run_key, summarise
+from qc_assets.stage_a.generate import describe, key_for, run_key, summarise
 from qc_assets.stage_a.gt_reasons import attach_fail_reasons, read_fail_reasons
 from qc_assets.stage_a.records import is_degenerate
 from qc_assets.stage_a.sampling import sample_groups
@@ -118,9 +118,10 @@ def plan_path(out_dir: Path) -> Path:
     return Path(out_dir) / SHARD_DIR / "plan.json"
 
 
-def plan_stage_a(images_root: str | Path, mission: Mission, vlm: VisionLanguageModel, config: StageAConfig,
+def plan_stage_a(images_root: str | Path, mission: Mission, fingerprint: str, config: StageAConfig,
                  out_dir: str | Path, inbox: bool = False) -> StageAPlan:
-    """Discover, sample and key the mission; write `plan.json` and drop the markers of earlier plans."""
+    """Discover, sample and key the mission (`fingerprint`: the model's, see `run_key`); write `plan.json`
+    and drop the markers of earlier plans. Loads no model."""
     out_dir = Path(out_dir)
     if inbox and config.add_gt_fail_reason:
         raise ValueError("inbox summaries take no ground-truth fail reasons (inbox groups have no reviewer "
@@ -139,7 +140,7 @@ def plan_stage_a(images_root: str | Path, mission: Mission, vlm: VisionLanguageM
     skipped = list(found.skipped) + [Skipped(img.path, f"not sampled (cap, sample_seed {config.sample_seed})")
                                      for g in left_out for img in g.images]
     prompt_spec = prompts.build_prompt(mission, config.dataset, config.prompt_profile)
-    key = run_key(vlm, mission, config.decode, prompt_spec.hash)
+    key = key_for(fingerprint, mission, config.decode, prompt_spec.hash)
     plan = StageAPlan(mission.name, str(found.mission_dir), inbox, key, prompt_spec.hash, config.shards,
                       config.sharding_mode, kept, skipped, found.image_count)
     raw = plan.to_json()
