@@ -73,9 +73,10 @@ def test_compose_routes_gpu_steps_to_gpu_workers_and_holds_no_literal_secret():
 
 def test_production_definitions_use_the_celery_executor_with_the_gpu_queue():
     code = ("import definitions, json; d = definitions.defs; "
-            "a = d.resolve_assets_def('stage_a_summaries'); "
-            "print(json.dumps([d.resolve_job_def('stage_a_job').executor_def.name, a.op.tags.get('dagster-celery/queue'),"
-            " a.op.pool, a.op.retry_policy.max_retries]))")
+            "g = d.resolve_assets_def('stage_a_summaries').node_def; "
+            "s = next(n.definition for n in g.nodes if n.name == 'stage_a_shard'); "
+            "print(json.dumps([d.resolve_job_def('stage_a_job').executor_def.name, s.tags.get('dagster-celery/queue'),"
+            " s.pool, s.retry_policy.max_retries]))")
     env = {"QC_EXECUTOR": "celery", "QC_CELERY_BROKER": "redis://127.0.0.1:1/0", "QC_CELERY_BACKEND": "redis://127.0.0.1:1/0",
            "QC_MODEL_RETRIES": "3", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)

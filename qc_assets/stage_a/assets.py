@@ -65,6 +65,7 @@ def shard_metadata(result: StageAResult, config: StageAConfig, prefix: str) -> d
                  for m in shards]))}
     for m in shards:
         meta[f"{prefix}/shard_{m['shard']}_photos"] = m["assigned"]
+        meta[f"{prefix}/shard_{m['shard']}_summarised_now"] = m["summarised_now"]
         meta[f"{prefix}/shard_{m['shard']}_seconds"] = m["seconds"]
     if shards:
         meta[f"{prefix}/slowest_shard_seconds"] = max(m["seconds"] for m in shards)
