@@ -11,7 +11,8 @@
 
 Assignment is a stable hash (sha256) of the group id (`per_group`) or of the photo's path relative
 to the mission folder (`per_image`): it depends on neither the worker nor the order shards run in.
-Resume is per photo: every log of the mission (the main one and any shard's, of any shard count) is
+`config` is always the stage's `StageAConfig` (runner.py, which imports this module: not imported
+here, so the two modules form no cycle). Resume is per photo: every log of the mission (the main one and any shard's, of any shard count) is
 read before a shard starts, so a photo summarised once under the run key is never summarised again.
 """
 
@@ -23,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from qc_assets.missions import Mission
 from qc_assets.stage_a import prompts
@@ -35,9 +35,6 @@ from qc_assets.stage_a.records import is_degenerate
 from qc_assets.stage_a.sampling import sample_groups
 from resources.store import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
 from resources.vlm import VisionLanguageModel, VisionOutput, VisionPrompt
-
-if TYPE_CHECKING:  # the config class lives in runner.py, which imports this module
-    from qc_assets.stage_a.runner import StageAConfig
 
 SHARDING_MODES = ("per_group", "per_image")
 SHARD_DIR = "shards"
@@ -118,7 +115,7 @@ def plan_path(out_dir: Path) -> Path:
     return Path(out_dir) / SHARD_DIR / "plan.json"
 
 
-def plan_stage_a(images_root: str | Path, mission: Mission, fingerprint: str, config: StageAConfig,
+def plan_stage_a(images_root: str | Path, mission: Mission, fingerprint: str, config,
                  out_dir: str | Path, inbox: bool = False) -> StageAPlan:
     """Discover, sample and key the mission (`fingerprint`: the model's, see `run_key`); write `plan.json`
     and drop the markers of earlier plans. Loads no model."""
@@ -174,7 +171,7 @@ class ShardResult:
                 "device": self.device}
 
 
-def run_shard(plan: StageAPlan, shard: int, mission: Mission, vlm: VisionLanguageModel, config: StageAConfig,
+def run_shard(plan: StageAPlan, shard: int, mission: Mission, vlm: VisionLanguageModel, config,
               out_dir: str | Path, log: Callable[[str], None] = print, device: str = "") -> ShardResult:
     """Summarise this shard's photos that no log holds yet; then mark the shard finished."""
     out_dir = Path(out_dir)
@@ -301,7 +298,7 @@ def fold_shard_logs(out_dir: Path, shards: int) -> int:
     return appended
 
 
-def merge_shards(plan: StageAPlan, config: StageAConfig, out_dir: str | Path, fingerprint: str, mission: Mission,
+def merge_shards(plan: StageAPlan, config, out_dir: str | Path, fingerprint: str, mission: Mission,
                  log: Callable[[str], None] = print) -> StageAResult:
     """The canonical records from finished shards, written atomically (records, skipped, run.json)."""
     out_dir = Path(out_dir)
