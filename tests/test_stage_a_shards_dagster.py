@@ -21,7 +21,8 @@ MISSION = "BBU接地线检查"
 INBOX_ONLY = dg.define_asset_job("inbox_only", selection=dg.AssetSelection.assets(inbox_summaries))
 
 
-def _run(tmp_path, images, model_dir, config, device="cpu", job=stage_a_job, asset="stage_a_summaries"):
+def _run(tmp_path, images, model_dir, config, device="cpu", job=stage_a_job, asset="stage_a_summaries",
+         raise_on_error=True):
     resources = {"storage": StorageResource(data_root=str(tmp_path / "data"), images_root=str(images)),
                  "vlm": VLMResource(model_path=str(model_dir), device=device)}
     defs = dg.Definitions(assets=[stage_a_summaries, inbox_summaries], asset_checks=asset_checks,
@@ -29,7 +30,8 @@ def _run(tmp_path, images, model_dir, config, device="cpu", job=stage_a_job, ass
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(mission_partitions.name, [MISSION])
         return defs.resolve_job_def(job.name).execute_in_process(partition_key=MISSION, instance=instance,
-                                                                 run_config={"ops": {asset: {"config": config}}})
+                                                                 run_config={"ops": {asset: {"config": config}}},
+                                                                 raise_on_error=raise_on_error)
 
 
 def test_every_shard_step_is_a_gpu_step_and_nothing_else_is():
@@ -88,3 +90,20 @@ def test_a_shard_takes_its_device_from_the_resource_list():
         vlm.get_vlm()
     with pytest.raises(ValueError, match="is for the transformers backend"):
         VLMResource(backend="vllm", device="cuda:0,cuda:1").shard_device(0)
+
+
+def test_each_shard_step_loads_the_model_on_its_own_device(tiny_vlm_dir, sample_images, tmp_path):
+    """The local pinning choice: shard i takes the (i mod n)-th device of the VLM resource's list. Here
+    shard 1's device does not exist on this machine: shard 1 fails, shard 0 (cpu) finishes, no merge."""
+    result = _run(tmp_path, sample_images, tiny_vlm_dir, {**SMOKE_STAGE_A, "shards": 2}, device="cpu,cuda:9",
+                  raise_on_error=False)
+    assert not result.success
+    by_step = {e.step_key: e for e in result.all_events if e.event_type in (
+        dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)}
+    assert by_step["stage_a_summaries.stage_a_shard[shard_0]"].event_type == dg.DagsterEventType.STEP_SUCCESS
+    failed = by_step["stage_a_summaries.stage_a_shard[shard_1]"]
+    assert failed.event_type == dg.DagsterEventType.STEP_FAILURE
+    assert "cuda" in str(failed.event_specific_data.error).lower()
+    assert "stage_a_summaries.stage_a_merge" not in by_step
+    out = tmp_path / "data" / "stage_a_summaries" / MISSION
+    assert not (out / "records.jsonl").exists() and (out / "shards" / "shard-0-of-2.json").exists()

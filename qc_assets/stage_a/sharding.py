@@ -283,7 +283,10 @@ def finished_shards(plan: StageAPlan, out_dir: Path) -> list[dict]:
 
 def fold_shard_logs(out_dir: Path, shards: int) -> int:
     """Append the finished shard logs' rows to the main log (each (run key, image, sha256) once, so a
-    fold cut short is finished by the next one), then remove them. Returns the rows appended."""
+    fold cut short is finished by the next one), then remove them. Returns the rows appended.
+
+    Only this plan's shard logs: the log of a shard of another shard count whose merge never ran (a
+    crashed run) may still be written by that run's retry, so it stays, and `read_done` keeps reading it."""
     if shards == 1:
         return 0  # the one shard wrote the main log itself
     main = out_dir / MAIN_LOG
