@@ -27,7 +27,6 @@ from pathlib import Path
 from qc_assets.missions import DOMAINS, Mission
 from qc_assets.stage_a import prompts
 from qc_assets.stage_a.discovery import DEFAULT_GROUP_ID_PATTERN, NESTED_MODES, compile_group_id_pattern
-from qc_assets.stage_a.generate import run_key  # noqa: F401  (re-exported: the resume key's home was here)
 from qc_assets.stage_a.sharding import SHARDING_MODES, StageAResult, merge_shards, plan_stage_a, run_shard
 from resources.vlm import VisionDecode, VisionLanguageModel
 
