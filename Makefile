@@ -79,6 +79,7 @@ test: $(STAMP) services
 # needs distilabel in a separate venv and `make llama-server` once: see its section for the command.
 bench: $(STAMP)
 	$(PY) -m benchmarks.stage_a_throughput
+	$(PY) -m benchmarks.stage_a_shards
 	$(PY) -m benchmarks.lora_step --size tiny --write-doc
 	$(PY) -m benchmarks.constrained_decoding
 	$(PY) -m benchmarks.stage_b_learning

@@ -24,6 +24,7 @@ from qc_assets.verdicts import assets as verdicts_assets
 from qc_assets.verdicts import health_assets
 from resources.llm.resource import LLMResource
 from resources.storage import storage_from_env
+from resources.store import data_root
 from resources.training.resource import StudentTrainingResource
 from resources.vlm.resource import vlm_from_env
 
@@ -96,6 +97,9 @@ defs = dg.Definitions(
     jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs,
           health_assets.health_job],
     resources={
+        # what one step hands the next (Stage-A's shard list and shard markers, a few hundred bytes): under the
+        # data root, which several hosts share (NFS), so a shard step on any Celery worker reads its task
+        "io_manager": dg.FilesystemIOManager(base_dir=str(data_root() / "dagster_io")),
         "storage": storage_from_env(),
         "vlm": vlm_from_env(),
         # the student's base checkpoint; empty = refuse, unless QC_STUDENT_SMOKE_MODEL=1 (the demo) allows the

@@ -2,7 +2,9 @@
 
 No real VLM server runs on this CPU-only machine (vLLM is GPU-only), so this double answers
 `POST /v1/chat/completions` image requests with a scripted, deterministic text derived from the image
-bytes it received: `"<width>x<height> <sha256[:12]>"`, or a caption scripted for that image. Scripts: a base delay per request, extra delay
+bytes it received: `"<width>x<height> <sha256[:12]>"`, or a caption scripted for that image. Scripts: a
+base delay per request, a capacity (requests worked on at once; more wait their turn, as at a saturated
+server), extra delay
 for chosen images, and images that always get HTTP 500. It records what it was asked (sha256 and size
 of every image, in arrival order) and the largest number of requests it held at once (`GET /stats`
 reads and resets it), so tests can check the client's in-flight bound and its resume behaviour. The client under test is the production
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -31,8 +34,10 @@ def answer_for(image_bytes: bytes) -> str:
 
 
 class ScriptedVLMServerDouble:
-    def __init__(self, delay_s: float = 0.0):
+    def __init__(self, delay_s: float = 0.0, capacity: int | None = None):
         self.delay_s = delay_s
+        # at most `capacity` requests are worked on at once (like a server's batch slots); the rest queue
+        self._slots = threading.BoundedSemaphore(capacity) if capacity else None
         self.slow: dict[str, float] = {}  # image sha256 -> extra seconds
         self.failing: set[str] = set()  # image sha256 -> HTTP 500, every time
         self.captions: dict[str, str] = {}  # image sha256 -> the summary to answer (else answer_for's text)
@@ -56,7 +61,8 @@ class ScriptedVLMServerDouble:
                     double.in_flight += 1
                     double.max_in_flight = max(double.max_in_flight, double.in_flight)
                 try:
-                    time.sleep(double.delay_s + double.slow.get(sha, 0.0))
+                    with double._slots if double._slots is not None else contextlib.nullcontext():
+                        time.sleep(double.delay_s + double.slow.get(sha, 0.0))
                 finally:
                     # before the answer goes out: the client can only send its next request after it,
                     # so the count never includes a request that the client already sees as finished
@@ -122,7 +128,9 @@ def main() -> None:
     """Serve in this process (benchmarks run it apart from the client, so they do not share a GIL)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay-s", type=float, default=0.0)
-    server = ScriptedVLMServerDouble(delay_s=parser.parse_args().delay_s)
+    parser.add_argument("--capacity", type=int, default=0, help="requests worked on at once; 0 = unbounded")
+    args = parser.parse_args()
+    server = ScriptedVLMServerDouble(delay_s=args.delay_s, capacity=args.capacity or None)
     print(server.url, flush=True)
     threading.Event().wait()  # until the parent terminates this process
 

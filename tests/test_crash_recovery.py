@@ -23,6 +23,7 @@ from qc_assets.sample_data import write_sample_images
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSION = "BBU接地线检查"
+SHARD_STEP = "stage_a_summaries.stage_a_shard[shard_0]"
 
 
 @pytest.fixture
@@ -71,13 +72,14 @@ def test_a_sigkilled_demo_holding_the_gpu_slot_does_not_block_the_next_one(demo_
     first.proc.kill()
     first.proc.wait(10)
     assert instance.get_run_by_id(dead_run).status == dg.DagsterRunStatus.STARTED, "the crash left it STARTED"
-    assert held_slots(instance) == {dead_run: ["stage_a_summaries"]}
+    # the one shard step of the sharded Stage-A asset (shards: 1) holds the slot
+    assert held_slots(instance) == {dead_run: [SHARD_STEP]}
 
     second = Demo(demo_env)
     second.wait_for(lambda: second.proc.poll() is not None, 300, "the second demo to finish")
     out = second.output()
     assert second.proc.returncode == 0, out[-3000:]
-    assert f"run {dead_run}" in out and "is gone; marked failed, freed 1 pool slot(s): stage_a_summaries" in out
+    assert f"run {dead_run}" in out and f"is gone; marked failed, freed 1 pool slot(s): {SHARD_STEP}" in out
     assert instance.get_run_by_id(dead_run).status == dg.DagsterRunStatus.FAILURE
     info = instance.event_log_storage.get_concurrency_info(GPU_POOL_NAME)
     assert not info.claimed_slots and not info.pending_steps, "gpu shows 0 slots occupied"

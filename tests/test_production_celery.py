@@ -17,6 +17,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from resources.store import read_jsonl
 from services import PROD_INSTANCE_YAML, ROOT, VENV_BIN, Deployment, production_deployment, run_cli, wait_until
 from stage_a_smoke import smoke_settings_file
 
@@ -24,8 +25,14 @@ pytestmark = pytest.mark.slow
 
 MISSIONS = ["BBU接地线检查", "RRU安装检查", "挡风板安装检查"]
 KILL_MISSION = "RRU线缆"
+SHARD_MISSION = "RRU位置检查"
 TEACHER_KEY = "sk-qc-test-secret-7f3a9c"  # a secret only the environment knows
-STEP = "stage_a_summaries"
+ASSET = "stage_a_summaries"
+STEP = "stage_a_summaries.stage_a_shard[shard_0]"  # the gpu step of a one-shard Stage-A
+
+
+def shard_step(shard: int) -> str:
+    return f"{ASSET}.stage_a_shard[shard_{shard}]"
 
 
 def overlapping(intervals: list[tuple[float, float, str]]) -> list[tuple[str, str]]:
@@ -53,7 +60,7 @@ def deployment(tmp_path_factory, tiny_vlm_dir):
         # this module drives runs itself; the sensor is tested with its own deployment
         _cli(dep, "sensor", "stop", "new_images_sensor")
         with dep.instance() as instance:
-            instance.add_dynamic_partitions("missions", [*MISSIONS, KILL_MISSION])
+            instance.add_dynamic_partitions("missions", [*MISSIONS, KILL_MISSION, SHARD_MISSION])
         dep.daemon()
         dep.worker("gpu-node-1")
         dep.worker("gpu-node-2")
@@ -114,6 +121,8 @@ def test_backfill_runs_on_celery_workers_and_gpu_steps_never_overlap(deployment)
             messages = _engine_messages(instance, run.run_id)
             assert f'Submitting celery task for step "{STEP}" to queue "gpu".' in messages
             assert any(m.endswith(f"Executing steps {STEP} in celery worker") for m in messages), messages
+            # the plan and the merge hold no GPU: they go to the default queue
+            assert f'Submitting celery task for step "{ASSET}.stage_a_plan" to queue "dagster".' in messages
 
 
 def _children(pid: int) -> list[int]:
@@ -137,11 +146,11 @@ def _pool_process(proc) -> int:
     return pool[0]
 
 
-def _executing_host(instance, run_id: str) -> str | None:
-    """The Celery worker that took the Stage-A step of a run, from its engine event."""
+def _executing_host(instance, run_id: str, step: str = STEP) -> str | None:
+    """The Celery worker that took a Stage-A step of a run, from its engine event."""
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         metadata = entry.dagster_event.engine_event_data.metadata
-        if entry.step_key == STEP and "Celery worker" in metadata:
+        if entry.step_key == step and "Celery worker" in metadata:
             return metadata["Celery worker"].value
     return None
 
@@ -154,11 +163,11 @@ def test_worker_killed_mid_stage_a_is_retried_and_no_photo_is_summarised_twice(d
         dst = images / KILL_MISSION / "审核通过" / f"K{n // 4}" / f"{n % 4}.jpg"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source[n % len(source)], dst)
-    config = {"ops": {STEP: {"config": {"batch_size": 1, "mode": "per_image", "max_new_tokens": 32,
+    config = {"ops": {ASSET: {"config": {"batch_size": 1, "mode": "per_image", "max_new_tokens": 32,
                                         "max_truncated_share_blocking": 1.0}}}}  # the smoke VLM never stops
     _cli(deployment, "job", "launch", "-j", "stage_a_job", "--config-json", json.dumps(config),
          "--tags", json.dumps({"dagster/partition": KILL_MISSION}))
-    log = Path(deployment.env["QC_DATA_ROOT"]) / STEP / KILL_MISSION / "summaries.jsonl"
+    log = Path(deployment.env["QC_DATA_ROOT"]) / ASSET / KILL_MISSION / "summaries.jsonl"
 
     def logged() -> int:
         return sum(1 for _ in log.open(encoding="utf-8")) if log.exists() else 0
@@ -185,7 +194,7 @@ def test_worker_killed_mid_stage_a_is_retried_and_no_photo_is_summarised_twice(d
         assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE
         retry = next(r for r in runs if r.status == dg.DagsterRunStatus.SUCCESS)
         assert retry.tags.get("dagster/parent_run_id") == first.run_id  # the daemon's run retry, not a new run
-        event = instance.get_latest_materialization_event(dg.AssetKey(STEP))
+        event = instance.get_latest_materialization_event(dg.AssetKey(ASSET))
         assert (event.run_id, event.dagster_event.partition) == (retry.run_id, KILL_MISSION)
         meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
         # the retry resumed: what the killed step had logged was reused, only the rest was generated
@@ -230,3 +239,78 @@ def test_gpu_pool_limit_is_raised_to_the_number_of_gpus_from_the_cli(deployment)
         assert out.returncode == 0, out.stderr
         info = instance.event_log_storage.get_concurrency_info("gpu")
         assert (info.limit, info.using_default_limit, info.slot_count) == (4, False, 4)
+
+
+def _started_steps(instance, run_id: str) -> set[str]:
+    return {e.step_key for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)}
+
+
+def test_two_shards_on_two_workers_survive_a_killed_worker_with_nothing_redone(deployment, tiny_vlm):
+    """Runs after the pool-limit test (file order), which raised the gpu pool to 4: both shards run at once."""
+    from qc_assets.missions import get_mission
+    from qc_assets.stage_a.runner import StageAConfig, run_stage_a
+
+    images = Path(deployment.env["QC_IMAGES_ROOT"])
+    source = sorted((images / MISSIONS[1]).rglob("*.jpg"))[:4]
+    total = 32
+    for n in range(total):
+        dst = images / SHARD_MISSION / "审核通过" / f"S{n // 4}" / f"{n % 4}.jpg"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source[n % len(source)], dst)
+    settings = {"shards": 2, "sharding_mode": "per_image", "mode": "per_image", "batch_size": 1,
+                "max_new_tokens": 24, "max_truncated_share_blocking": 1.0}  # the smoke VLM never stops
+    data = Path(deployment.env["QC_DATA_ROOT"]) / ASSET / SHARD_MISSION
+    victim_log = data / "summaries.shard-1-of-2.jsonl"
+
+    def logged(path: Path) -> int:  # complete rows, as the resume reads them (a torn last line is not one)
+        return len(read_jsonl(path)) if path.exists() else 0
+
+    with deployment.instance() as instance:
+        assert instance.event_log_storage.get_concurrency_info("gpu").limit >= 2, "run the pool-limit test first"
+        _cli(deployment, "job", "launch", "-j", "stage_a_job", "--config-json",
+             json.dumps({"ops": {ASSET: {"config": settings}}}), "--tags", json.dumps({"dagster/partition": SHARD_MISSION}))
+        wait_until(lambda: bool(_runs(instance, tags={"dagster/partition": SHARD_MISSION})), 120,
+                   f"the {SHARD_MISSION} run", tuple(deployment.procs))
+        first = _runs(instance, tags={"dagster/partition": SHARD_MISSION})[0]
+        hosts = {}
+        for shard in (0, 1):
+            wait_until(lambda: _executing_host(instance, first.run_id, shard_step(shard)) is not None, 300,
+                       f"a Celery worker to take {shard_step(shard)}", tuple(deployment.procs))
+            hosts[shard] = _executing_host(instance, first.run_id, shard_step(shard))
+        assert hosts[0] != hosts[1], f"both shards went to {hosts[0]}: the pool limit did not let them run at once"
+        worker = next(p for p in deployment.procs if p.name == f"celery-{hosts[1].split('@')[0]}")
+        pool_process = _pool_process(worker)
+        wait_until(lambda: logged(victim_log) >= 1, 300, f"shard 1's first photo in {victim_log}",
+                   tuple(deployment.procs))
+        os.kill(pool_process, signal.SIGKILL)
+        killed_at = logged(victim_log)
+
+        runs_filter = dg.RunsFilter(tags={"dagster/partition": SHARD_MISSION})
+        wait_until(lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs(filters=runs_filter)),
+                   420, f"a successful retry of the killed {SHARD_MISSION} run", tuple(deployment.procs))
+        retry = next(r for r in _runs(instance, tags={"dagster/partition": SHARD_MISSION})
+                     if r.status == dg.DagsterRunStatus.SUCCESS)
+        assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert retry.tags.get("dagster/parent_run_id") == first.run_id
+        # the retry re-ran the killed shard and the merge; the plan and the other shard were kept
+        assert shard_step(1) in _started_steps(instance, retry.run_id)
+        assert not {f"{ASSET}.stage_a_plan", shard_step(0)} & _started_steps(instance, retry.run_id)
+        event = instance.get_latest_materialization_event(dg.AssetKey(ASSET))
+        assert (event.run_id, event.dagster_event.partition) == (retry.run_id, SHARD_MISSION)
+        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        assigned = meta["stage_a/shard_1_photos"]
+        assert killed_at < assigned, "shard 1 finished before the kill: give it more photos"
+        assert meta["stage_a/shards"] == 2 and meta["stage_a/shard_0_photos"] + assigned == total
+        # the retried shard generated only what the killed one had not logged
+        assert meta["stage_a/shard_1_summarised_now"] == assigned - killed_at
+
+    # no photo summarised twice: one log row per answer the model gave, folded into the one log
+    rows = [json.loads(line) for line in (data / "summaries.jsonl").open(encoding="utf-8")]
+    per_image = Counter((r["run_key"], r["image"], r["sha256"]) for r in rows)
+    assert len(per_image) == total and max(per_image.values()) == 1, [k for k, n in per_image.items() if n > 1]
+    assert Counter(r["shard"] for r in rows) == {0: total - assigned, 1: assigned}
+    # the merged records equal those of a clean one-shard run of the same photos
+    clean = Path(deployment.env["QC_DATA_ROOT"]) / "clean"
+    run_stage_a(images, get_mission(SHARD_MISSION), tiny_vlm,
+                StageAConfig(**{**settings, "shards": 1}), clean, log=lambda _: None)
+    assert (data / "records.jsonl").read_bytes() == (clean / "records.jsonl").read_bytes()

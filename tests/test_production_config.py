@@ -16,7 +16,7 @@ from dagster_celery.cli import get_validated_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PROD = ROOT / "deploy" / "production"
-DAGSTER_SERVICES = ("code", "webserver", "daemon", "worker-gpu-0", "worker-cpu")
+DAGSTER_SERVICES = ("code", "webserver", "daemon", "worker-gpu-0", "worker-gpu-1", "worker-cpu")
 
 
 def env_vars_read(path: Path) -> set[str]:
@@ -60,6 +60,20 @@ def test_compose_gives_every_dagster_process_what_the_configs_read():
     assert "DAGSTER_PG_PASSWORD" in missing_env(broken, needed)["daemon"]
 
 
+def test_each_gpu_worker_sees_only_its_own_gpu():
+    """GPU pinning in production: one Celery worker per GPU, one step at a time, CUDA_VISIBLE_DEVICES = its
+    GPU, device `cuda`; so a Stage-A shard step loads the model once, on the GPU of the worker it lands on."""
+    workers = {name: s for name, s in _compose()["services"].items() if name.startswith("worker-gpu-")}
+    assert len(workers) >= 2
+    visible = [s["environment"]["CUDA_VISIBLE_DEVICES"] for s in workers.values()]
+    assert all("," not in v for v in visible) and len(set(visible)) == len(visible), visible
+    for name, s in workers.items():
+        assert s["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == [
+            s["environment"]["CUDA_VISIBLE_DEVICES"]], name
+        assert s["environment"]["QC_DEVICE"] == "cuda" and "QC_VLM_DEVICE" not in s["environment"], name
+        assert s["command"][s["command"].index("--concurrency") + 1] == "1", name
+
+
 def test_compose_routes_gpu_steps_to_gpu_workers_and_holds_no_literal_secret():
     compose = _compose()
     gpu_worker = compose["services"]["worker-gpu-0"]
@@ -73,9 +87,10 @@ def test_compose_routes_gpu_steps_to_gpu_workers_and_holds_no_literal_secret():
 
 def test_production_definitions_use_the_celery_executor_with_the_gpu_queue():
     code = ("import definitions, json; d = definitions.defs; "
-            "a = d.resolve_assets_def('stage_a_summaries'); "
-            "print(json.dumps([d.resolve_job_def('stage_a_job').executor_def.name, a.op.tags.get('dagster-celery/queue'),"
-            " a.op.pool, a.op.retry_policy.max_retries]))")
+            "g = d.resolve_assets_def('stage_a_summaries').node_def; "
+            "s = next(n.definition for n in g.nodes if n.name == 'stage_a_shard'); "
+            "print(json.dumps([d.resolve_job_def('stage_a_job').executor_def.name, s.tags.get('dagster-celery/queue'),"
+            " s.pool, s.retry_policy.max_retries]))")
     env = {"QC_EXECUTOR": "celery", "QC_CELERY_BROKER": "redis://127.0.0.1:1/0", "QC_CELERY_BACKEND": "redis://127.0.0.1:1/0",
            "QC_MODEL_RETRIES": "3", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)

@@ -178,3 +178,14 @@ def test_closing_the_stream_early_cancels_the_pool_and_its_thread(server, sample
     assert not any(t.name == "openai-vlm-stream" for t in threading.enumerate())
     time.sleep(0.8)  # long enough for two more rounds, had the pool kept going
     assert len(server.requests) <= 4
+
+
+def test_streamed_shards_give_the_records_of_one_and_ask_for_each_photo_once(server, sample_images, tmp_path):
+    one = run_stage_a(sample_images, MISSION, _remote(server.url), CONFIG, tmp_path / "one")
+    asked_before = len(server.requests)
+    sharded = dataclasses.replace(CONFIG, shards=3, sharding_mode="per_image")
+    many = run_stage_a(sample_images, MISSION, _remote(server.url, max_in_flight=2), sharded, tmp_path / "many")
+    assert (tmp_path / "many" / "records.jsonl").read_bytes() == (tmp_path / "one" / "records.jsonl").read_bytes()
+    asked = [r["sha256"] for r in server.requests[asked_before:]]
+    assert len(asked) == many.summarised_now == one.summarised_now
+    assert sorted(asked) == sorted(r["sha256"] for r in read_jsonl(tmp_path / "one" / "summaries.jsonl"))

@@ -1,4 +1,4 @@
-"""Dagster wiring for Stage-A: config + resources -> `run_stage_a` -> files + metadata."""
+"""Dagster wiring for Stage-A: the two sharded assets (shard_ops.py) and the metadata they report."""
 
 
 import json
@@ -6,21 +6,17 @@ from collections import Counter
 
 import dagster as dg
 
-from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.markdown import md_table
-from qc_assets.missions import get_mission
-from qc_assets.partitions import mission_partitions
-from qc_assets.run_config import dagster_config, to_domain
-from qc_assets.stage_a.discovery import INBOX_FOLDER
 from qc_assets.plots import png_markdown
+from qc_assets.run_config import dagster_config
+from qc_assets.stage_a.discovery import INBOX_FOLDER
 from qc_assets.stage_a.gt_reasons import top_gt_reasons
-from qc_assets.stage_a.lengths import plot_answer_lengths
+from qc_assets.stage_a.lengths import plot_answer_lengths, plot_photos_per_shard
 from qc_assets.stage_a.postprocess import RULES as POSTPROCESS_RULES
-from qc_assets.stage_a.runner import PRODUCTION_MAX_NEW_TOKENS, StageAConfig, StageAResult, run_stage_a
+from qc_assets.stage_a.runner import PRODUCTION_MAX_NEW_TOKENS, StageAConfig, StageAResult
+from qc_assets.stage_a.shard_ops import sharded_stage_a_asset
 from resources.store import read_jsonl
 from resources.storage import StorageResource
-from resources.vlm import VLMRequestError
-from resources.vlm.resource import VLMResource
 
 ASSET_NAME = "stage_a_summaries"
 INBOX_ASSET = "inbox_summaries"
@@ -32,65 +28,50 @@ StageASummariesConfig = dagster_config(StageAConfig, "StageASummariesConfig")
 InboxSummariesConfig = dagster_config(StageAConfig, "InboxSummariesConfig")
 
 
-@dg.asset(
-    name=ASSET_NAME,
-    partitions_def=mission_partitions,
-    pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
-    retry_policy=MODEL_RETRY,
-    group_name="qc",
-    kinds={"pytorch", "transformers"},
-    description="One-line Chinese VLM summary of every photo of a mission, one record per group occurrence.",
-)
-def stage_a_summaries(
-    context: dg.AssetExecutionContext, config: StageASummariesConfig, storage: StorageResource, vlm: VLMResource
-) -> dg.MaterializeResult:
-    run_config = to_domain(config, StageAConfig)
-    return _summarise(context, storage, vlm, run_config, ASSET_NAME, inbox=False)
+def _labelled_only(config: StageAConfig) -> None:
+    """The labelled asset takes every setting StageAConfig validates."""
 
 
-@dg.asset(
-    name=INBOX_ASSET,
-    partitions_def=mission_partitions,
-    pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
-    retry_policy=MODEL_RETRY,
-    group_name="qc",
-    kinds={"pytorch", "transformers"},
-    description=f"Stage-A summaries of the unlabelled groups under <mission>/{INBOX_FOLDER}/ (label null); "
-                "read only by qc_verdicts, never by a training asset.",
-)
-def inbox_summaries(
-    context: dg.AssetExecutionContext, config: InboxSummariesConfig, storage: StorageResource, vlm: VLMResource
-) -> dg.MaterializeResult:
-    run_config = to_domain(config, StageAConfig)
-    if run_config.pass_cap is not None or run_config.fail_cap is not None:
+def _never_capped(config: StageAConfig) -> None:
+    if config.pass_cap is not None or config.fail_cap is not None:
         raise ValueError(f"{INBOX_ASSET} is never capped (every submission gets a verdict): leave pass_cap and "
-                         f"fail_cap unset, got {run_config.pass_cap} / {run_config.fail_cap}")
-    return _summarise(context, storage, vlm, run_config, INBOX_ASSET, inbox=True)
+                         f"fail_cap unset, got {config.pass_cap} / {config.fail_cap}")
 
 
-def _summarise(context, storage: StorageResource, vlm: VLMResource, run_config: StageAConfig, asset: str,
-               inbox: bool) -> dg.MaterializeResult:
-    mission = get_mission(context.partition_key)
-    out_dir = storage.asset_dir(asset, mission.name)
-    model = vlm.get_vlm()
-    try:
-        result = run_stage_a(storage.images(), mission, model, run_config, out_dir, log=context.log.info, inbox=inbox)
-    except OSError as e:
-        raise dg.Failure(f"{asset} I/O failed for {mission.name}: {e}",
-                         metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
-    except VLMRequestError as e:
-        # every answer that did arrive is already in summaries.jsonl: a re-run asks only for these
-        raise dg.Failure(
-            f"{asset} for {mission.name}: {e}; re-run to retry only the failed images",
-            metadata={"stage_a/failed_requests": len(e.failures), "model_fingerprint": model.fingerprint,
-                      "failed_images": dg.MetadataValue.md(md_table(["image", "error"], e.failures[:20])),
-                      "out_dir": dg.MetadataValue.path(str(out_dir))},
-        ) from e
-    prefix = "inbox" if inbox else "stage_a"
-    meta = _metadata(result, model.fingerprint, model.note, run_config.seed, out_dir, mission.name, prefix)
-    return dg.MaterializeResult(metadata={**meta, **settings_metadata(result, run_config, prefix)})
+def _report(prefix: str):
+    def report(result: StageAResult, config: StageAConfig, fingerprint: str, note: str, out_dir, mission: str) -> dict:
+        return {**_metadata(result, fingerprint, note, config.seed, out_dir, mission, prefix),
+                **settings_metadata(result, config, prefix), **shard_metadata(result, config, prefix)}
+    return report
+
+
+stage_a_summaries = sharded_stage_a_asset(
+    ASSET_NAME, False, StageASummariesConfig,
+    "One-line Chinese VLM summary of every photo of a mission, one record per group occurrence; `shards` "
+    "parallel gpu steps, merged in one canonical order.", _labelled_only, _report("stage_a"))
+inbox_summaries = sharded_stage_a_asset(
+    INBOX_ASSET, True, InboxSummariesConfig,
+    f"Stage-A summaries of the unlabelled groups under <mission>/{INBOX_FOLDER}/ (label null); read only by "
+    "qc_verdicts, never by a training asset.", _never_capped, _report("inbox"))
+
+
+def shard_metadata(result: StageAResult, config: StageAConfig, prefix: str) -> dict:
+    """Per-shard photo counts and timings, and a plot of photos per shard."""
+    shards = result.shard_results
+    meta = {f"{prefix}/shards": config.shards, "sharding_mode": config.sharding_mode,
+            "shard_table": dg.MetadataValue.md(md_table(
+                ["shard", "photos", "summarised now", "reused", "seconds", "device"],
+                [(m["shard"], m["assigned"], m["summarised_now"], m["reused"], m["seconds"], m["device"] or "-")
+                 for m in shards]))}
+    for m in shards:
+        meta[f"{prefix}/shard_{m['shard']}_photos"] = m["assigned"]
+        meta[f"{prefix}/shard_{m['shard']}_summarised_now"] = m["summarised_now"]
+        meta[f"{prefix}/shard_{m['shard']}_seconds"] = m["seconds"]
+    if shards:
+        meta[f"{prefix}/slowest_shard_seconds"] = max(m["seconds"] for m in shards)
+        png = plot_photos_per_shard(shards, f"{prefix}: photos per shard")
+        meta["photos_per_shard"] = dg.MetadataValue.md(png_markdown(png, "photos per shard"))
+    return meta
 
 
 def settings_metadata(result: StageAResult, config: StageAConfig, prefix: str) -> dict:

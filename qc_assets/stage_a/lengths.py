@@ -1,4 +1,4 @@
-"""The distribution of Stage-A answer lengths, as a histogram a person can read at a glance."""
+"""Stage-A plots a person reads at a glance: answer lengths, photos per shard."""
 
 from __future__ import annotations
 
@@ -16,4 +16,19 @@ def plot_answer_lengths(completion_tokens: list[int], max_new_tokens: int, title
     ax.set_ylabel("photos")
     ax.set_title(title)
     ax.legend(loc="upper left")
+    return png_bytes(fig)
+
+
+def plot_photos_per_shard(shards: list[dict], title: str) -> bytes:
+    """Photos per shard (summarised now on top of reused): a lopsided hash shows as one tall bar."""
+    fig, ax = new_axes()
+    names = [str(m["shard"]) for m in shards]
+    now = [m["summarised_now"] for m in shards]
+    reused = [m["reused"] for m in shards]
+    ax.bar(names, reused, color="#bbbbbb", label="already summarised")
+    ax.bar(names, now, bottom=reused, color="#4477aa", label="summarised this run")
+    ax.set_xlabel("shard")
+    ax.set_ylabel("photos")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
     return png_bytes(fig)

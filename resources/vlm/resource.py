@@ -27,7 +27,9 @@ class VLMResource(dg.ConfigurableResource):
 
     backend: str = "transformers"
     model_path: str = ""
-    device: str = "cpu"  # transformers: any torch device (cpu, cuda, cuda:1); vllm: cuda only
+    # transformers: any torch device (cpu, cuda, cuda:1), or several comma-separated (cuda:0,cuda:1): shard i
+    # of a sharded step then uses the (i mod n)-th (`shard_device`); vllm: cuda only
+    device: str = "cpu"
     dtype: str = "float32"  # transformers and vllm; the openai backend's server owns its dtype
     base_url: str = ""  # openai backend, e.g. http://vllm:8000/v1
     model: str = ""  # openai backend: the model id the server serves
@@ -42,7 +44,12 @@ class VLMResource(dg.ConfigurableResource):
     # crashing native build stops with a clear error before any asset step (resources/self_check.py)
     self_check: bool = True
 
-    def get_vlm(self) -> VisionLanguageModel:
+    def get_vlm(self, device: str | None = None) -> VisionLanguageModel:
+        """The backend; `device` (one of `devices()`, see `shard_device`) overrides `self.device`."""
+        device = device or self.device
+        if "," in device:
+            raise ValueError(f"VLMResource.device lists several devices ({self.device!r}): a step loads the "
+                             f"model on one, pick it with shard_device(shard)")
         if self.backend not in BACKENDS:
             raise ValueError(f"VLMResource.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.dtype not in DTYPES:
@@ -61,22 +68,58 @@ class VLMResource(dg.ConfigurableResource):
 
         from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE
 
-        self.check_backend()
-        return TransformersVLM(str(self.model_folder()), self.device, self.dtype,
+        self.check_backend(device)
+        return TransformersVLM(str(self.model_folder()), device, self.dtype,
                                note="" if self.model_path else SMOKE_MODEL_NOTE)
 
     def model_folder(self) -> Path:
         """The transformers backend's checkpoint: `model_path`, or the smoke model (built once)."""
         return Path(self.model_path) if self.model_path else _smoke_model()
 
-    def check_backend(self) -> float | None:
+    def check_backend(self, device: str | None = None) -> float | None:
         """The self-check of the transformers backend (seconds, once per process); None for the served
         backends (openai, vllm), whose engines live in other processes."""
         if self.backend != "transformers" or not self.self_check:
             return None
         from resources.self_check import run_self_check, vlm_probe
 
-        return run_self_check("transformers", vlm_probe(str(self.model_folder()), self.device, self.dtype))
+        return run_self_check("transformers", vlm_probe(str(self.model_folder()), device or self.device, self.dtype))
+
+    def devices(self) -> list[str]:
+        return [d.strip() for d in self.device.split(",") if d.strip()]
+
+    def shard_device(self, shard: int) -> str:
+        """The device shard `shard` loads its model on: the (shard mod n)-th of `device`'s list.
+
+        With the multiprocess executor on one host, list the GPUs (cuda:0,...,cuda:7) and set the gpu
+        pool to their number and `shards` to a multiple of it. With one Celery worker per GPU, leave
+        `device=cuda`: each worker sees only its own GPU (CUDA_VISIBLE_DEVICES), whatever shard it takes.
+        """
+        devices = self.devices()
+        if not devices:
+            raise ValueError("VLMResource.device is empty: expected a torch device such as cpu, cuda or cuda:0")
+        if len(devices) > 1 and self.backend != "transformers":
+            raise ValueError(f"a device list ({self.device!r}) is for the transformers backend; the {self.backend} "
+                             f"backend's engine owns its devices (CUDA_VISIBLE_DEVICES, tensor_parallel_size)")
+        return devices[shard % len(devices)]
+
+    def note(self) -> str:
+        """What the model's `note` says, without loading it: the smoke model says so; a checkpoint says nothing."""
+        if self.backend == "transformers" and not self.model_path:
+            from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE
+
+            return SMOKE_MODEL_NOTE
+        return ""
+
+    def fingerprint(self) -> str:
+        """The model fingerprint (part of Stage-A's resume key) without loading the model or its engine."""
+        if self.backend == "openai":
+            return self.get_vlm().fingerprint  # a client only: nothing loads
+        from resources.vlm.transformers_backend import model_fingerprint
+
+        if self.backend == "vllm":
+            return "vllm:" + model_fingerprint(self.model_path, self.dtype)
+        return model_fingerprint(str(self.model_folder()), self.dtype)
 
     def vllm_settings(self):
         """The vLLM engine settings (validated); builds nothing, so it runs where vLLM is not installed."""
