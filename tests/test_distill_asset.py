@@ -41,9 +41,11 @@ def write_stage_a(root, n_groups: int = 2) -> list[dict]:
     return rows
 
 
-def write_stage_b(root, stop_reason: str = "converged") -> Guidance:
-    """G0 + scaffold rules committed through the Stage-B guidance store, pointed at as best, and the
-    run's result.json (how it stopped)."""
+def write_stage_b(root, stop_reason: str = "converged", test_ids: tuple[str, ...] = ()) -> Guidance:
+    """G0 + scaffold rules committed through the Stage-B guidance store, pointed at as best, the run's
+    result.json (how it stopped) and its split (`test_ids` held out)."""
+    atomic_write_jsonl(root / "stage_b_guidance" / MISSION.name / "splits.jsonl",
+                       [{"run_id": "run-0001", "seed": 0, "train": [], "selection": [], "test": list(test_ids)}])
     store = GuidanceStore(root / "stage_b_guidance" / MISSION.name / "guidance")
     guidance = store.commit(Guidance.initial(MISSION), parent=None, change=None)
     store.set_pointer("current", guidance.version)

@@ -15,11 +15,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 GUIDANCE_POINTERS = ("best", "current")
+SOURCES = ("auto", "selections", "teacher")
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    n_samples: int = field(default=4, metadata={"help": "teacher samples per group"})
+    source: str = field(default="auto", metadata={"help": (
+        "selections: export Stage-B's selected candidate of each train and selection group from the epoch that "
+        "evaluated the kept guidance (no teacher call; Stage-B must have run with the teacher model); teacher: "
+        "ask the teacher again, n_samples per group; auto: selections when Stage-B's model fingerprint equals "
+        "the teacher's, else teacher")})
+    n_samples: int = field(default=4, metadata={"help": "teacher samples per group (source: teacher)"})
     temperature: float = field(default=0.7, metadata={"help": "teacher sampling temperature (0 = greedy)"})
     top_p: float = field(default=0.95, metadata={"help": "teacher nucleus sampling mass"})
     max_new_tokens: int = field(default=64, metadata={"help": "teacher completion budget in tokens"})
@@ -50,6 +56,8 @@ class DistillConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.guidance not in GUIDANCE_POINTERS:
             raise ValueError(f"guidance must be one of {GUIDANCE_POINTERS}, got {self.guidance!r}")
         if not 0 <= self.min_label_share <= 0.5:

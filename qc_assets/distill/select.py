@@ -5,6 +5,7 @@ the group's label, and (short-rationale recipe) its reason fits the budget. The 
 exported candidates without this check. Every other answer gets exactly one rejection reason, in
 this order of precedence:
 
+- `no_selection` (source: selections): no well-formed Stage-B candidate carried the group's majority.
 - `teacher_error`: the request failed (text None); never parsed or scored.
 - `format_bad`: the text breaks the two-line verdict contract.
 - `label_mismatch`: well formed, but the verdict disagrees with the label.
@@ -24,8 +25,8 @@ from qc_assets.distill.config import DistillConfig
 from qc_assets.stage_b.aggregate import majority
 from qc_assets.stage_b.verdict import format_verdict, parse_verdict
 
-REJECT_REASONS = ("teacher_error", "format_bad", "label_mismatch", "reason_too_long", "truncated", "duplicate_answer",
-                  "not_selected")
+REJECT_REASONS = ("no_selection", "teacher_error", "format_bad", "label_mismatch", "reason_too_long", "truncated",
+                  "duplicate_answer", "not_selected")
 # Answers that are wrong about the group, usable as the rejected side of a preference pair.
 INCORRECT_REASONS = ("label_mismatch", "format_bad")
 
@@ -48,6 +49,8 @@ class Judged:
 
 
 def _judge_one(answer: dict, config: DistillConfig) -> Judged:
+    if answer.get("no_selection"):
+        return Judged(answer, "no_selection")
     if answer.get("error") is not None or answer.get("raw") is None:
         return Judged(answer, "teacher_error")
     parsed = parse_verdict(answer["raw"])
