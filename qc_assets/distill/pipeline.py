@@ -117,7 +117,7 @@ def run_distill(records: Sequence[dict], mission, guidance: Guidance, llm: ChatL
     else:
         run = run_teacher(llm, mission, guidance, records, config, out_dir, log)
         answers_path, saved = out_dir / ANSWERS_FILE, 0
-    judged = judge_answers(run.answers, config)
+    judged = judge_answers(run.answers, config, {rid: list(rec["per_image"].values()) for rid, rec in by_id.items()})
     wrong = majority_wrong_records(trajectory_rows, guidance.content_hash()) & set(by_id)
     hard = hard_records(records, wrong, config)
     teacher = llm.fingerprint
