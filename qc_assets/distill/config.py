@@ -38,8 +38,10 @@ class DistillConfig:
     max_reason_chars: int = field(default=80, metadata={"help": "rationale budget in characters"})
     multi_sample: bool = field(default=True, metadata={"help": "recipe: keep every distinct accepted sample"})
     preference_pairs: bool = field(default=True, metadata={"help": "recipe: export DPO pairs"})
-    hard_case_factor: int = field(default=1, metadata={"help": "copies of each kept row of a hard group (1 = off)"})
-    hard_fail_groups: bool = field(default=True, metadata={"help": "fail-labelled groups count as hard"})
+    # How much a hard row weighs is the fusion config's business (sources[].hard_case_factor, seed 000);
+    # distillation only marks the rows (`hard_case`).
+    hard_fail_groups: bool = field(default=True, metadata={
+        "help": "fail-labelled groups (label = fail and verdict = fail once kept) count as hard"})
     hard_majority_wrong: bool = field(
         default=True, metadata={"help": "groups the Stage-B majority got wrong under the kept guidance count as hard"})
     min_label_share: float = field(
@@ -49,7 +51,7 @@ class DistillConfig:
                                          "(recorded in the metadata); by default such a run is refused"})
 
     def __post_init__(self) -> None:
-        for name in ("n_samples", "max_new_tokens", "batch_size", "max_reason_chars", "hard_case_factor"):
+        for name in ("n_samples", "max_new_tokens", "batch_size", "max_reason_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature < 0:

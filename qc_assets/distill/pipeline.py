@@ -121,7 +121,7 @@ def run_distill(records: Sequence[dict], mission, guidance: Guidance, llm: ChatL
     wrong = majority_wrong_records(trajectory_rows, guidance.content_hash()) & set(by_id)
     hard = hard_records(records, wrong, config)
     teacher = llm.fingerprint
-    rows = chatml_rows(judged, by_id, prompts, guidance, teacher, hard, config.hard_case_factor)
+    rows = chatml_rows(judged, by_id, prompts, guidance, teacher, hard, hard_case_factor=1)
     pairs = pair_rows(preference_pairs(judged), by_id, prompts, guidance, teacher) if config.preference_pairs else []
     paths = write_outputs(out_dir, rows, pairs, rejected_rows(judged))
     paths["answers"] = answers_path

@@ -118,9 +118,7 @@ def majority_wrong_records(trajectory_rows: Iterable[dict], guidance_hash: str) 
 
 
 def hard_records(records: Sequence[dict], majority_wrong: set[str], config: DistillConfig) -> set[str]:
-    """Record ids whose kept rows are repeated `hard_case_factor` times (empty when the factor is 1)."""
-    if config.hard_case_factor == 1:
-        return set()
+    """Record ids whose kept rows are marked `hard_case` (fusion weighs them by its hard_case_factor)."""
     hard = set()
     for rec in records:
         if (config.hard_fail_groups and rec["label"] == "fail") or (
