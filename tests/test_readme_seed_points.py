@@ -30,3 +30,16 @@ def test_the_variables_table_documents_timeouts_and_retries():
 def test_the_distill_sources_are_documented():
     for source in SOURCES:
         assert f"source: {source}" in README
+
+
+def test_the_fastdistill_recipes_section_runs_every_shipped_recipe():
+    from pathlib import Path
+
+    section = README[README.index("## FastDistill recipes"):]
+    section = section[:section.index("\n## ")]
+    recipes = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs" / "fastdistill").glob("*.yaml"))
+    assert len(recipes) == 4
+    for name in recipes:
+        assert f"--config configs/fastdistill/{name}" in section
+    assert "http://localhost:11434/v1" in section and "vllm serve" in section
+    assert "python -m qc_assets.fastdistill.compare" in section and "dpo_checkpoint" in section
