@@ -1,4 +1,4 @@
-"""QC_<ROLE>_TIMEOUT_S / QC_<ROLE>_MAX_RETRIES reach the HTTP client, against `FaultInjectionServer`,
+"""QC_<ROLE>_TIMEOUT_S / QC_<ROLE>_MAX_RETRIES (LLM roles and QC_VLM_) reach the HTTP client, against `FaultInjectionServer`,
 a real test-only HTTP server on 127.0.0.1 that answers slowly (1.5 s) when scripted to."""
 
 from __future__ import annotations
@@ -70,3 +70,25 @@ def test_defaults_are_the_sdk_sized_ones(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     llm = llm_from_env("QC_LLM")
     assert (llm.timeout_s, llm.max_retries) == (60.0, 3)
+
+
+def test_the_vlm_timeout_and_retries_come_from_the_environment(monkeypatch, fault_server, tmp_path):
+    from PIL import Image
+
+    from resources.vlm import VisionDecode, VisionPrompt, VLMRequestError
+    from resources.vlm.resource import vlm_from_env
+
+    image = tmp_path / "1.jpg"
+    Image.new("RGB", (32, 32), (120, 60, 30)).save(image)
+    prompt = [VisionPrompt(str(image), "系统", "描述这张图片。")]
+    fault_server.script("vlm-slow", ["timeout"])  # every answer takes 1.5 s
+    for name, value in {"BACKEND": "openai", "BASE_URL": fault_server.base_url, "SERVED_MODEL": "vlm-slow",
+                        "TIMEOUT_S": "0.4", "MAX_RETRIES": "1"}.items():
+        monkeypatch.setenv(f"QC_VLM_{name}", value)
+    with pytest.raises(VLMRequestError, match="1 of 1 VLM requests failed"):
+        vlm_from_env().get_vlm().generate(prompt, VisionDecode(max_new_tokens=4))
+    assert fault_server.hits["vlm-slow"] == 2  # 1 try + 1 retry
+    monkeypatch.setenv("QC_VLM_TIMEOUT_S", "5")
+    (out,) = vlm_from_env().get_vlm().generate(prompt, VisionDecode(max_new_tokens=4))
+    # the VLM interface answers one line of text (resources/vlm: "one line of text out")
+    assert out.text == OK_TEXT.replace("\n", " ") and fault_server.hits["vlm-slow"] == 3  # waited for it
