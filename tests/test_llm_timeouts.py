@@ -1,5 +1,6 @@
-"""QC_<ROLE>_TIMEOUT_S / QC_<ROLE>_MAX_RETRIES (LLM roles and QC_VLM_) reach the HTTP client, against `FaultInjectionServer`,
-a real test-only HTTP server on 127.0.0.1 that answers slowly (1.5 s) when scripted to."""
+"""QC_<ROLE>_TIMEOUT_S / QC_<ROLE>_MAX_RETRIES (the LLM roles and QC_VLM_) reach the HTTP client,
+against `FaultInjectionServer`, a real test-only HTTP server on 127.0.0.1 that answers slowly (1.5 s)
+when scripted to."""
 
 from __future__ import annotations
 
