@@ -21,7 +21,7 @@ PASS_TEXT, FAIL_TEXT = "通过\n理由: 挡风板齐全", "不通过\n理由: �
 def selection(epoch: int, pool: str, gid: str, label: str, version: int, raw: str | None, model: str) -> dict:
     chosen = None if raw is None else {
         "raw": raw, "verdict": None, "reason": None, "temperature": 0.7, "top_p": 0.95, "seed": 7, "sample": 1,
-        "max_new_tokens": 64, "model": model, "finish_reason": "stop"}
+        "max_new_tokens": 64, "regex": None, "model": model, "finish_reason": "stop"}
     return {"run_id": "run-0001", "epoch": epoch, "pool": pool, "guidance_version": version,
             "record_id": f"rid-{gid}", "group_id": gid, "label": label, "selected": chosen}
 
@@ -114,3 +114,10 @@ def test_a_stage_b_run_without_its_split_is_refused(fault_server, tmp_path):
     ("teacher", "m", "teacher"), ("selections", "m", "selections")])
 def test_choose_source(requested, stage_b, expected):
     assert choose_source(requested, stage_b, "m").source == expected
+
+
+@pytest.mark.parametrize("stage_b_regex, expected", [(True, "selections"), (False, "teacher"), (None, "teacher")])
+def test_auto_takes_selections_under_constrained_decoding_only_if_stage_b_decoded_so(stage_b_regex, expected):
+    choice = choose_source("auto", "m", "m", constrained=True, stage_b_regex=stage_b_regex)
+    assert choice.source == expected
+    assert choose_source("auto", "m", "m", constrained=False, stage_b_regex=stage_b_regex).source == "selections"

@@ -96,6 +96,7 @@ def test_loop_artifacts_crash_resume_and_rerun(smollm2, tmp_path):
     for s in selections:
         if s["selected"] is not None:
             assert s["selected"]["model"] == smollm2.fingerprint and s["selected"]["finish_reason"]
+            assert "regex" in s["selected"]
     candidates = read_jsonl(out / "rule_candidates.jsonl")
     assert candidates and all(c["decision"] for c in candidates)
     (metrics,) = read_jsonl(out / "metrics.jsonl")

@@ -15,6 +15,7 @@ from qc_assets.distill.sources import (
     choose_source,
     kept_epoch_rows,
     selected_answers,
+    stage_b_constrained,
     stage_b_model,
     test_record_ids,
 )
@@ -82,10 +83,11 @@ def _load_inputs(storage: StorageResource, mission: str, which: str, allow_uncon
     return records, guidance, stage_b_dir, convergence
 
 
-def _source(stage_b_dir, run_id: str, guidance, records: list[dict], requested: str, teacher_fingerprint: str
+def _source(stage_b_dir, run_id: str, guidance, records: list[dict], config: DistillConfig, teacher_fingerprint: str
             ) -> tuple[SourceChoice, list[dict], set[str]]:
     """(the source used, the selected answers when it is `selections`, the held-out test record ids)."""
     held_out = test_record_ids(iter_jsonl(stage_b_dir / "splits.jsonl"), run_id)
+    requested = config.source
     if requested == "teacher":
         return choose_source("teacher", None, teacher_fingerprint), [], held_out
     try:
@@ -95,7 +97,8 @@ def _source(stage_b_dir, run_id: str, guidance, records: list[dict], requested: 
             raise
         return SourceChoice("teacher", f"auto: no selections of guidance v{guidance.version} in Stage-B run "
                                        f"{run_id!r}", None), [], held_out
-    choice = choose_source(requested, stage_b_model(rows), teacher_fingerprint)
+    choice = choose_source(requested, stage_b_model(rows), teacher_fingerprint, config.constrained,
+                           stage_b_constrained(rows))
     if choice.source == "teacher":
         return choice, [], held_out
     return choice, selected_answers(rows, {r["record_id"]: r for r in records}), held_out
@@ -126,7 +129,7 @@ def distill_chatml(context: dg.AssetExecutionContext, config: DistillAssetConfig
         raise dg.Failure(f"could not load the teacher LLM: {e}", metadata={"backend": teacher_llm.backend}) from e
     try:
         source, selected, held_out = _source(stage_b_dir, convergence["stage_b_run_id"], guidance, records,
-                                             distill_config.source, llm.fingerprint)
+                                             distill_config, llm.fingerprint)
     except ValueError as e:
         raise dg.Failure(f"distill_chatml cannot take its answers from Stage-B run "
                          f"{convergence['stage_b_run_id']!r}: {e}", metadata={

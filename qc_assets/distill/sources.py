@@ -56,7 +56,16 @@ def stage_b_model(rows: Sequence[dict]) -> str | None:
     return next(iter(models), None)
 
 
-def choose_source(requested: str, stage_b_fingerprint: str | None, teacher_fingerprint: str) -> SourceChoice:
+def stage_b_constrained(rows: Sequence[dict]) -> bool | None:
+    """Whether the selected candidates were decoded under the verdict regex; None when unrecorded."""
+    flags = {bool(r["selected"]["regex"]) for r in rows if r.get("selected") and "regex" in r["selected"]}
+    return None if len(flags) != 1 else flags.pop()
+
+
+def choose_source(requested: str, stage_b_fingerprint: str | None, teacher_fingerprint: str,
+                  constrained: bool = False, stage_b_regex: bool | None = None) -> SourceChoice:
+    """`constrained` (the distill config) asks for answers decoded under the verdict contract: `auto`
+    takes Stage-B's selections only when they were (`stage_b_regex`)."""
     same = stage_b_fingerprint == teacher_fingerprint
     if requested == "teacher":
         return SourceChoice("teacher", "source: teacher requested", stage_b_fingerprint)
@@ -66,6 +75,9 @@ def choose_source(requested: str, stage_b_fingerprint: str | None, teacher_finge
                              f"{stage_b_fingerprint!r} and the teacher is {teacher_fingerprint!r}; point QC_LLM_* at "
                              "the teacher and re-run Stage-B, or set source: teacher")
         return SourceChoice("selections", "source: selections requested", stage_b_fingerprint)
+    if same and constrained and not stage_b_regex:
+        return SourceChoice("teacher", "auto: constrained decoding asked, Stage-B's selections were decoded "
+                                       "without the verdict regex", stage_b_fingerprint)
     if same:
         return SourceChoice("selections", "auto: Stage-B ran with the teacher model", stage_b_fingerprint)
     return SourceChoice("teacher", f"auto: Stage-B's model {stage_b_fingerprint!r} is not the teacher",
