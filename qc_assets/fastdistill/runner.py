@@ -10,6 +10,7 @@ QC_TEACHER_* environment. Results show up in the Dagster UI of the same DAGSTER_
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -112,8 +113,6 @@ def _teacher_from_env() -> LLMResource:
 def _teacher(settings: dict) -> LLMResource:
     if not settings:
         return _teacher_from_env()
-    import os
-
     if "QC_TEACHER_API_KEY" in os.environ:  # a secret: only ever through EnvVar
         settings = {**settings, "api_key": dg.EnvVar("QC_TEACHER_API_KEY")}
     return LLMResource(**settings)
