@@ -33,6 +33,14 @@ def _env(name: str, default: str) -> str:
     return dg.EnvVar(name).get_value(default)
 
 
+def _env_number(name: str, default: str, kind: type[int] | type[float]):
+    value = _env(name, default)
+    try:
+        return kind(value)
+    except ValueError as e:
+        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from e
+
+
 def llm_from_env(prefix: str) -> LLMResource:
     """An LLMResource from `<prefix>_*` variables (README "Configuration"); default = embedded SmolLM2 on
     llama.cpp in-process."""
@@ -46,6 +54,9 @@ def llm_from_env(prefix: str) -> LLMResource:
         "structured_output": _env(f"{prefix}_STRUCTURED_OUTPUT", "none"),
         "thinking": _env(f"{prefix}_THINKING", "off"),
         "max_in_flight": int(_env(f"{prefix}_MAX_IN_FLIGHT", "8")),
+        # a 32B teacher on a busy server or a local Ollama answers slower than the SDK's 60 s default
+        "timeout_s": _env_number(f"{prefix}_TIMEOUT_S", "60", float),
+        "max_retries": _env_number(f"{prefix}_MAX_RETRIES", "3", int),
         "llama_threads": int(_env(f"{prefix}_LLAMA_THREADS", "1")),
         "n_gpu_layers": int(_env(f"{prefix}_N_GPU_LAYERS", "0")),
         "tensor_parallel_size": int(_env(f"{prefix}_TENSOR_PARALLEL_SIZE", "1")),

@@ -135,7 +135,8 @@ class FaultInjectionServer:
     def _next_action(self, payload: dict, auth: str | None) -> tuple[str, str]:
         with self._lock:
             content = payload["messages"][-1]["content"]
-            scenario = content if content in self.scripts else payload["model"]
+            # a VLM request's content is a list of parts: it names no scenario, its model does
+            scenario = content if isinstance(content, str) and content in self.scripts else payload["model"]
             self.hits[scenario] += 1
             self.payloads[scenario].append(payload)
             self.auth[scenario].append(auth)

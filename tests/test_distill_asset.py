@@ -41,9 +41,11 @@ def write_stage_a(root, n_groups: int = 2) -> list[dict]:
     return rows
 
 
-def write_stage_b(root, stop_reason: str = "converged") -> Guidance:
-    """G0 + scaffold rules committed through the Stage-B guidance store, pointed at as best, and the
-    run's result.json (how it stopped)."""
+def write_stage_b(root, stop_reason: str = "converged", test_ids: tuple[str, ...] = ()) -> Guidance:
+    """G0 + scaffold rules committed through the Stage-B guidance store, pointed at as best, the run's
+    result.json (how it stopped) and its split (`test_ids` held out)."""
+    atomic_write_jsonl(root / "stage_b_guidance" / MISSION.name / "splits.jsonl",
+                       [{"run_id": "run-0001", "seed": 0, "train": [], "selection": [], "test": list(test_ids)}])
     store = GuidanceStore(root / "stage_b_guidance" / MISSION.name / "guidance")
     guidance = store.commit(Guidance.initial(MISSION), parent=None, change=None)
     store.set_pointer("current", guidance.version)
@@ -175,7 +177,7 @@ def test_scripted_server_teacher_exercises_weighting_pairs_and_every_check(fault
         {"guidance_hash": guidance.content_hash(), "record_id": "rid-g0", "label": "pass", "verdict": "fail",
          "error": None}])
     llm = LLMResource(backend="openai", base_url=fault_server.base_url, model="distill-asset", max_retries=0)
-    config = DistillAssetConfig(n_samples=2, hard_case_factor=2, hard_fail_groups=False, allow_unconverged=True)
+    config = DistillAssetConfig(n_samples=2, hard_fail_groups=False, allow_unconverged=True)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("missions", [MISSION.name])
         result = materialize(tmp_path, instance, llm, config)
@@ -189,12 +191,13 @@ def test_scripted_server_teacher_exercises_weighting_pairs_and_every_check(fault
     assert meta["distill/rejected_label_mismatch"] == 4 and meta["distill/keep_rate"] == 2 / 8
     assert meta["distill/hard_groups"] == 1 and meta["distill/majority_wrong_groups"] == 1
     frame = pl.read_parquet(tmp_path / OUT / MISSION.name / "distill_chatml.parquet")
-    assert sorted(frame.select("group_id", "copy").rows()) == [("g0", 0), ("g0", 1), ("g2", 0)]
-    assert meta["dagster/row_count"] == 3 and meta["distill/preference_pairs"] == 0  # no group has both
+    # one row per kept answer; g0 is marked hard, and the fusion config's hard_case_factor weighs it
+    assert sorted(frame.select("group_id", "copy", "hard_case").rows()) == [("g0", 0, True), ("g2", 0, False)]
+    assert meta["dagster/row_count"] == 2 and meta["distill/preference_pairs"] == 0  # no group has both
     checks = checks_of(result)
     assert all(checks[name].passed for name in CHECKS - {"distill_chatml_label_balance"})
     balance = checks["distill_chatml_label_balance"]
     assert not balance.passed and balance.metadata["actual_fail_share"].value == 0.0
     assert checks["distill_chatml_label_agreement"].metadata["actual_agreement"].value == 1.0
     summary = json.loads((tmp_path / OUT / MISSION.name / "summary.json").read_text(encoding="utf-8"))
-    assert summary["label_counts"] == {"pass": 3, "fail": 0}
+    assert summary["label_counts"] == {"pass": 2, "fail": 0}

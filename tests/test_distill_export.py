@@ -27,7 +27,7 @@ def record(group: str, label: str, text: str = "空槽位挡风板齐全，安�
             "image_sha256": [hashlib.sha256(f"{group}{i}".encode()).hexdigest() for i in (1, 2)]}
 
 
-def build(records, raws, config=DistillConfig()):
+def build(records, raws, config=DistillConfig(), factor: int = 1):
     """Rows and pairs for `raws[record_id] = [answer texts by sample]`."""
     by_id = {r["record_id"]: r for r in records}
     answers = [{"record_id": rid, "group_id": by_id[rid]["group_id"], "label": by_id[rid]["label"], "sample": s,
@@ -35,7 +35,7 @@ def build(records, raws, config=DistillConfig()):
     judged = judge_answers(answers, config)
     prompts = {rid: build_messages(MISSION, GUIDANCE, rec) for rid, rec in by_id.items()}
     hard = hard_records(records, set(), config)
-    rows = chatml_rows(judged, by_id, prompts, GUIDANCE, "teacher:test", hard, config.hard_case_factor)
+    rows = chatml_rows(judged, by_id, prompts, GUIDANCE, "teacher:test", hard, factor)
     pairs = pair_rows(preference_pairs(judged), by_id, prompts, GUIDANCE, "teacher:test")
     return rows, pairs, judged
 
@@ -73,8 +73,7 @@ def test_prompt_is_the_production_prompt_byte_for_byte_and_holds_no_label(tmp_pa
 
 def test_rows_carry_lineage_and_hard_cases_are_repeated():
     recs = [record("g1", "pass"), record("g2", "fail", "缺少挡风板")]
-    config = DistillConfig(hard_case_factor=3)
-    rows, _, _ = build(recs, {"rid-g1-pass": ["通过\n理由: 齐全"], "rid-g2-fail": ["不通过\n理由: 缺少"]}, config)
+    rows, _, _ = build(recs, {"rid-g1-pass": ["通过\n理由: 齐全"], "rid-g2-fail": ["不通过\n理由: 缺少"]}, factor=3)
     fail_rows = [r for r in rows if r["label"] == "fail"]
     assert [r["copy"] for r in fail_rows] == [0, 1, 2] and {r["weight"] for r in fail_rows} == {3}
     (pass_row,) = [r for r in rows if r["label"] == "pass"]

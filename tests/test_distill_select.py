@@ -83,10 +83,11 @@ def test_hard_case_weighting_flags():
     records = [{"record_id": "p1", "label": "pass"}, {"record_id": "p2", "label": "pass"},
                {"record_id": "f1", "label": "fail"}]
     wrong = {"p2"}
-    assert hard_records(records, wrong, DistillConfig()) == set()  # factor 1 = weighting off
-    assert hard_records(records, wrong, DistillConfig(hard_case_factor=3)) == {"p2", "f1"}
-    assert hard_records(records, wrong, DistillConfig(hard_case_factor=3, hard_fail_groups=False)) == {"p2"}
-    assert hard_records(records, wrong, DistillConfig(hard_case_factor=3, hard_majority_wrong=False)) == {"f1"}
+    assert hard_records(records, wrong, DistillConfig()) == {"p2", "f1"}  # marked; fusion weighs them
+    assert hard_records(records, wrong, DistillConfig(hard_fail_groups=False)) == {"p2"}
+    assert hard_records(records, wrong, DistillConfig(hard_majority_wrong=False)) == {"f1"}
+    with pytest.raises(TypeError, match="hard_case_factor"):  # moved to the fusion config's sources
+        DistillConfig(hard_case_factor=3)
 
 
 def test_preference_pairs_pair_correct_with_incorrect_answers_of_the_same_group():
@@ -108,7 +109,7 @@ def test_preference_pairs_pair_correct_with_incorrect_answers_of_the_same_group(
 @pytest.mark.parametrize("kwargs, match", [
     ({"n_samples": 0}, "n_samples"), ({"top_p": 0.0}, "top_p"), ({"temperature": -1.0}, "temperature"),
     ({"guidance": "latest"}, "guidance"), ({"min_label_share": 0.7}, "min_label_share"),
-    ({"hard_case_factor": 0}, "hard_case_factor"), ({"temperature": 0.0, "n_samples": 3}, "temperature=0"),
+    ({"temperature": 0.0, "n_samples": 3}, "temperature=0"),
 ])
 def test_config_validation_names_the_bad_value(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -92,6 +92,11 @@ def test_loop_artifacts_crash_resume_and_rerun(smollm2, tmp_path):
     assert Counter(s["pool"] for s in selections) == Counter({"train": split["train_records"],
                                                               "selection": split["selection_records"]})
     assert split["test_records"] == 0 and result.test["verdict"] == "inconclusive"  # too few groups
+    # what distill_chatml's `source: selections` needs to check the selected answer against the teacher
+    for s in selections:
+        if s["selected"] is not None:
+            assert s["selected"]["model"] == smollm2.fingerprint and s["selected"]["finish_reason"]
+            assert "regex" in s["selected"]
     candidates = read_jsonl(out / "rule_candidates.jsonl")
     assert candidates and all(c["decision"] for c in candidates)
     (metrics,) = read_jsonl(out / "metrics.jsonl")

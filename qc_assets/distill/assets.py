@@ -10,6 +10,15 @@ from qc_assets.distill.config import DistillConfig
 from qc_assets.distill.export import CHATML_PARQUET
 from qc_assets.distill.pipeline import DistillResult, run_distill
 from qc_assets.distill.schema import validate_frame
+from qc_assets.distill.sources import (
+    SourceChoice,
+    choose_source,
+    kept_epoch_rows,
+    selected_answers,
+    stage_b_constrained,
+    stage_b_model,
+    test_record_ids,
+)
 from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
@@ -71,7 +80,28 @@ def _load_inputs(storage: StorageResource, mission: str, which: str, allow_uncon
             f"no {which!r} Stage-B guidance for mission {mission!r} under {stage_b_dir}: "
             f"{STAGE_B} must be materialized first ({e})",
             metadata={"expected_dir": dg.MetadataValue.path(str(stage_b_dir / "guidance"))}) from e
-    return records, guidance, stage_b_dir / "trajectories.jsonl", convergence
+    return records, guidance, stage_b_dir, convergence
+
+
+def _source(stage_b_dir, run_id: str, guidance, records: list[dict], config: DistillConfig, teacher_fingerprint: str
+            ) -> tuple[SourceChoice, list[dict], set[str]]:
+    """(the source used, the selected answers when it is `selections`, the held-out test record ids)."""
+    held_out = test_record_ids(iter_jsonl(stage_b_dir / "splits.jsonl"), run_id)
+    requested = config.source
+    if requested == "teacher":
+        return choose_source("teacher", None, teacher_fingerprint), [], held_out
+    try:
+        rows = kept_epoch_rows(iter_jsonl(stage_b_dir / "selections.jsonl"), run_id, guidance)
+    except ValueError:
+        if requested == "selections":
+            raise
+        return SourceChoice("teacher", f"auto: no selections of guidance v{guidance.version} in Stage-B run "
+                                       f"{run_id!r}", None), [], held_out
+    choice = choose_source(requested, stage_b_model(rows), teacher_fingerprint, config.constrained,
+                           stage_b_constrained(rows))
+    if choice.source == "teacher":
+        return choice, [], held_out
+    return choice, selected_answers(rows, {r["record_id"]: r for r in records}), held_out
 
 
 @dg.asset(
@@ -90,16 +120,25 @@ def distill_chatml(context: dg.AssetExecutionContext, config: DistillAssetConfig
                    teacher_llm: LLMResource) -> dg.MaterializeResult:
     mission = get_mission(context.partition_key)
     distill_config = to_domain(config, DistillConfig)
-    records, guidance, trajectories, convergence = _load_inputs(storage, mission.name, distill_config.guidance,
-                                                               distill_config.allow_unconverged)
+    records, guidance, stage_b_dir, convergence = _load_inputs(storage, mission.name, distill_config.guidance,
+                                                              distill_config.allow_unconverged)
     out_dir = storage.asset_dir(ASSET_NAME, mission.name)
     try:
         llm = teacher_llm.get_llm()
     except (OSError, ValueError) as e:
         raise dg.Failure(f"could not load the teacher LLM: {e}", metadata={"backend": teacher_llm.backend}) from e
     try:
+        source, selected, held_out = _source(stage_b_dir, convergence["stage_b_run_id"], guidance, records,
+                                             distill_config, llm.fingerprint)
+    except ValueError as e:
+        raise dg.Failure(f"distill_chatml cannot take its answers from Stage-B run "
+                         f"{convergence['stage_b_run_id']!r}: {e}", metadata={
+                             "source": distill_config.source, "stage_b_dir": dg.MetadataValue.path(str(stage_b_dir)),
+                             "teacher_fingerprint": llm.fingerprint}) from e
+    try:
         result = run_distill(records, mission, guidance, llm, distill_config, out_dir,
-                             trajectory_rows=iter_jsonl(trajectories), log=context.log.info)
+                             trajectory_rows=iter_jsonl(stage_b_dir / "trajectories.jsonl"), log=context.log.info,
+                             source=source, selected=selected, held_out=held_out)
     except OSError as e:
         raise dg.Failure(f"distillation I/O failed for {mission.name}: {e}",
                          metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
@@ -149,6 +188,11 @@ def _metadata(result: DistillResult, config: DistillConfig, backend: str) -> dic
         "distill/preference_pairs": result.n_pairs,
         "distill/hard_groups": result.hard_groups,
         "distill/majority_wrong_groups": result.majority_wrong_groups,
+        "distill/source": result.source.source,
+        "distill/source_reason": result.source.reason,
+        "distill/stage_b_model": result.source.stage_b_model or "unknown",
+        "distill/teacher_calls_saved": result.teacher_calls_saved,
+        "distill/held_out_test_records": result.held_out_records,
         "distill/teacher_calls": t.teacher_calls,
         "distill/cached_answers": t.cached,
         "distill/teacher_errors": t.failed,

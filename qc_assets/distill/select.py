@@ -5,8 +5,11 @@ the group's label, and (short-rationale recipe) its reason fits the budget. The 
 exported candidates without this check. Every other answer gets exactly one rejection reason, in
 this order of precedence:
 
+- `no_selection` (source: selections): no well-formed Stage-B candidate carried the group's majority.
 - `teacher_error`: the request failed (text None); never parsed or scored.
 - `format_bad`: the text breaks the two-line verdict contract.
+- `copies_summary`: well formed, but the reason copies one of the group's Stage-A summaries (the
+  contract lets a reason cite 图片_i, never copy; `reason_copies_summary` holds the threshold).
 - `label_mismatch`: well formed, but the verdict disagrees with the label.
 - `reason_too_long`: right verdict, rationale longer than `max_reason_chars`.
 - `truncated`: the teacher hit its token limit, so the rationale may be cut mid-sentence.
@@ -22,12 +25,13 @@ from dataclasses import dataclass
 
 from qc_assets.distill.config import DistillConfig
 from qc_assets.stage_b.aggregate import majority
+from qc_assets.stage_b.filters import reason_copies_summary
 from qc_assets.stage_b.verdict import format_verdict, parse_verdict
 
-REJECT_REASONS = ("teacher_error", "format_bad", "label_mismatch", "reason_too_long", "truncated", "duplicate_answer",
-                  "not_selected")
+REJECT_REASONS = ("no_selection", "teacher_error", "format_bad", "copies_summary", "label_mismatch", "reason_too_long", "truncated",
+                  "duplicate_answer", "not_selected")
 # Answers that are wrong about the group, usable as the rejected side of a preference pair.
-INCORRECT_REASONS = ("label_mismatch", "format_bad")
+INCORRECT_REASONS = ("label_mismatch", "copies_summary", "format_bad")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,9 @@ class Judged:
         return self.answer["record_id"]
 
 
-def _judge_one(answer: dict, config: DistillConfig) -> Judged:
+def _judge_one(answer: dict, config: DistillConfig, summaries: Sequence[str]) -> Judged:
+    if answer.get("no_selection"):
+        return Judged(answer, "no_selection")
     if answer.get("error") is not None or answer.get("raw") is None:
         return Judged(answer, "teacher_error")
     parsed = parse_verdict(answer["raw"])
@@ -55,6 +61,8 @@ def _judge_one(answer: dict, config: DistillConfig) -> Judged:
         return Judged(answer, "format_bad")
     # Canonical form: the student learns one spelling of the contract (ASCII colon, no stray spaces).
     fields = dict(verdict=parsed.verdict, rationale=parsed.reason, text=format_verdict(parsed.verdict, parsed.reason))
+    if reason_copies_summary(parsed.reason, summaries):
+        return Judged(answer, "copies_summary", **fields)
     if parsed.verdict != answer["label"]:
         return Judged(answer, "label_mismatch", **fields)
     if config.short_rationale and len(parsed.reason) > config.max_reason_chars:
@@ -64,8 +72,11 @@ def _judge_one(answer: dict, config: DistillConfig) -> Judged:
     return Judged(answer, None, **fields)
 
 
-def judge_answers(answers: Sequence[dict], config: DistillConfig) -> list[Judged]:
-    """One Judged per answer, in input order; samples of a group are judged in sample order."""
+def judge_answers(answers: Sequence[dict], config: DistillConfig,
+                  summaries: dict[str, Sequence[str]] | None = None) -> list[Judged]:
+    """One Judged per answer, in input order; samples of a group are judged in sample order.
+    `summaries`: each record id's Stage-A texts, which a kept reason must not copy."""
+    summaries = summaries or {}
     for a in answers:
         if a.get("label") not in ("pass", "fail"):
             raise ValueError(f"answer for {a.get('record_id')!r}: label must be 'pass' or 'fail', got {a.get('label')!r}")
@@ -73,7 +84,7 @@ def judge_answers(answers: Sequence[dict], config: DistillConfig) -> list[Judged
     out: dict[int, Judged] = {}
     kept_texts: dict[str, set[str]] = {}
     for i in order:
-        judged = _judge_one(answers[i], config)
+        judged = _judge_one(answers[i], config, summaries.get(answers[i]["record_id"], ()))
         if judged.kept:
             seen = kept_texts.setdefault(judged.record_id, set())
             if judged.text in seen:
@@ -107,9 +118,7 @@ def majority_wrong_records(trajectory_rows: Iterable[dict], guidance_hash: str) 
 
 
 def hard_records(records: Sequence[dict], majority_wrong: set[str], config: DistillConfig) -> set[str]:
-    """Record ids whose kept rows are repeated `hard_case_factor` times (empty when the factor is 1)."""
-    if config.hard_case_factor == 1:
-        return set()
+    """Record ids whose kept rows are marked `hard_case` (fusion weighs them by its hard_case_factor)."""
     hard = set()
     for rec in records:
         if (config.hard_fail_groups and rec["label"] == "fail") or (
@@ -126,7 +135,7 @@ class PreferencePair:
 
 
 def _incorrect_text(j: Judged) -> str | None:
-    if j.reason == "label_mismatch":
+    if j.reason in ("label_mismatch", "copies_summary"):
         return j.text
     if j.reason == "format_bad":
         text = j.answer["raw"].strip()

@@ -93,16 +93,23 @@ def fastdistill_inputs(
     })
 
 
+def born_again_settings(cfg: RunConfig, storage: StorageResource, teacher_llm: LLMResource) -> dict:
+    """TransformersChatLLM arguments for an earlier run's merged student as the teacher: on the teacher
+    resource's device and dtype (QC_TEACHER_DEVICE / _DTYPE), as a GPU teacher would run, not CPU float32."""
+    model_dir = storage.root() / "fastdistill" / cfg.teacher_from_run / "train" / "model"
+    if not (model_dir / "config.json").exists():
+        raise ValueError(f"teacher_from_run={cfg.teacher_from_run!r} has no trained student at {model_dir}")
+    return {"model_path": model_dir, "device": teacher_llm.device, "dtype": teacher_llm.dtype,
+            "batch_size": teacher_llm.batch_size, "num_threads": teacher_llm.cpu_threads}
+
+
 def teacher_llm_for(cfg: RunConfig, storage: StorageResource, teacher_llm: LLMResource):
     """The configured provider, or (Born-Again) an earlier run's merged student."""
     if not cfg.teacher_from_run:
         return teacher_llm.get_llm()
     from resources.llm.transformers_backend import TransformersChatLLM
 
-    model_dir = storage.root() / "fastdistill" / cfg.teacher_from_run / "train" / "model"
-    if not (model_dir / "config.json").exists():
-        raise ValueError(f"teacher_from_run={cfg.teacher_from_run!r} has no trained student at {model_dir}")
-    return TransformersChatLLM(model_dir, batch_size=teacher_llm.batch_size, num_threads=teacher_llm.cpu_threads)
+    return TransformersChatLLM(**born_again_settings(cfg, storage, teacher_llm))
 
 
 @dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_inputs], pool=GPU_POOL,

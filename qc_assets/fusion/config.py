@@ -25,8 +25,20 @@ class SourceConfig:
     type: str = field(metadata={"help": f"one of {SOURCE_TYPES}"})
     ratio: float = field(default=1.0, metadata={"help": "relative weight (> 0); normalised over non-empty sources"})
     path: str = field(default="", metadata={"help": "chatml_file only: a JSONL of {messages: [...]} rows"})
+    hard_case_factor: int = field(default=1, metadata={
+        "help": "rows marked hard_case (distill_chatml: label = fail and verdict = fail, or the Stage-B majority "
+                "was wrong) count this many times in the source's pool (1 = off)"})
+    sample_without_replacement: bool = field(default=False, metadata={
+        "help": "never upsample: a quota larger than the pool uses the pool once, and the report says so"})
 
     def __post_init__(self) -> None:
+        if isinstance(self.hard_case_factor, bool) or not isinstance(self.hard_case_factor, int) \
+                or self.hard_case_factor < 1:
+            raise ValueError(f"source {self.name!r}: hard_case_factor must be an integer >= 1, "
+                             f"got {self.hard_case_factor!r}")
+        if not isinstance(self.sample_without_replacement, bool):
+            raise ValueError(f"source {self.name!r}: sample_without_replacement must be true or false, "
+                             f"got {self.sample_without_replacement!r}")
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"source name must be a non-empty string, got {self.name!r}")
         if self.type not in SOURCE_TYPES:
@@ -159,6 +171,47 @@ def _build(cls, data, where: str):
         raise ValueError(f"{where}: {e}") from e
 
 
+# The earlier system's source keys (seed 000), mapped onto ours. `dataset: chat` + `train_jsonl` is a
+# chatml file; its `template` and `mode` must be what our chatml path does (chatml, rows as given).
+SEED_DATASETS = {"chat": "chatml_file"}
+SEED_TEMPLATES = ("chatml",)
+SEED_MODES = ("dense",)
+UNIMPLEMENTED_SEED_FLAGS = ("augmentation_enabled", "curriculum_enabled")
+
+
+def seed_source_keys(src: dict, where: str) -> dict:
+    """A source block in the seed's keys (`dataset`, `train_jsonl`, `template`, `mode`,
+    `augmentation_enabled`, `curriculum_enabled`) as ours; `name`, `ratio` and
+    `sample_without_replacement` are the same keys. Flags we do not implement fail when true."""
+    src = dict(src)
+    for flag in UNIMPLEMENTED_SEED_FLAGS:
+        value = src.pop(flag, False)
+        if value is not False:
+            raise ValueError(f"{where}: {flag}: {value!r} is not implemented by this fusion (it would be ignored); "
+                             f"set {flag}: false or remove it")
+    template = src.pop("template", "chatml")
+    if template not in SEED_TEMPLATES:
+        raise ValueError(f"{where}: template {template!r} is not supported, expected one of {SEED_TEMPLATES}")
+    mode = src.pop("mode", "dense")
+    if mode not in SEED_MODES:
+        raise ValueError(f"{where}: mode {mode!r} is not supported, expected one of {SEED_MODES} "
+                         "(rows are trained as given)")
+    if "dataset" in src:
+        dataset = src.pop("dataset")
+        if dataset not in SEED_DATASETS:
+            raise ValueError(f"{where}: dataset {dataset!r} is not supported, expected one of {sorted(SEED_DATASETS)}"
+                             f" or our `type` key (one of {SOURCE_TYPES})")
+        if "type" in src and src["type"] != SEED_DATASETS[dataset]:
+            raise ValueError(f"{where}: dataset {dataset!r} means type {SEED_DATASETS[dataset]!r}, "
+                             f"but type is {src['type']!r}")
+        src["type"] = SEED_DATASETS[dataset]
+    if "train_jsonl" in src:
+        if "path" in src:
+            raise ValueError(f"{where}: give train_jsonl or path, not both")
+        src["path"] = src.pop("train_jsonl")
+    return src
+
+
 def fusion_config_from_dict(data: dict, base_dir: Path | None = None) -> FusionConfig:
     """Build a FusionConfig; relative chatml_file paths resolve against `base_dir` (the YAML's folder)."""
     if not isinstance(data, dict):
@@ -170,6 +223,8 @@ def fusion_config_from_dict(data: dict, base_dir: Path | None = None) -> FusionC
             raise ValueError(f"sources must be a list, got {type(raw_sources).__name__}")
         sources = []
         for i, src in enumerate(raw_sources):
+            if isinstance(src, dict):
+                src = seed_source_keys(src, f"sources[{i}]")
             if isinstance(src, dict) and src.get("path") and base_dir is not None and not Path(src["path"]).is_absolute():
                 src = {**src, "path": str(base_dir / src["path"])}
             sources.append(_build(SourceConfig, src, f"sources[{i}]"))

@@ -100,20 +100,24 @@ def _mix(cfg: FusionConfig, plan: dict, data_root: Path, images_root: Path):
     """Pools keyed `<source>/<mission>` weighted source ratio x normalised mission weight; files once."""
     weights = {m: float(cfg.missions.get(m, 1.0)) for m in plan}
     total_w = sum(weights.values())
-    pools, ratios, types, notes = {}, {}, {}, {}
+    pools, ratios, types, notes, once = {}, {}, {}, {}, set()
     for m, p in plan.items():
         for s in p["loaded"]:
             key = f"{s.config.name}/{m}"
             pools[key], ratios[key] = s.examples, s.config.ratio * weights[m] / total_w
             types[key], notes[key] = s.config.type, s.note
+            if s.config.sample_without_replacement:
+                once.add(key)
     for src in cfg.sources:
         if src.type == "chatml_file":
             s = load_source(src, mission="", data_root=data_root, images_root=images_root, exclude_groups=set())
             pools[src.name], ratios[src.name], types[src.name], notes[src.name] = s.examples, src.ratio, src.type, s.note
+            if src.sample_without_replacement:
+                once.add(src.name)
     if not any(pools.values()):
         raise NoTrainingData("every fusion source is empty for missions " + str(sorted(plan)) + " ("
                              + "; ".join(f"{k}: {v or 'empty'}" for k, v in notes.items()) + ")")
-    mixed, reports = mix(pools, ratios, cfg.total_rows, cfg.seed, types=types, notes=notes)
+    mixed, reports = mix(pools, ratios, cfg.total_rows, cfg.seed, types=types, notes=notes, without_replacement=once)
     return mixed, reports, [k for k, v in pools.items() if not v]
 
 

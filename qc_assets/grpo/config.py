@@ -60,6 +60,11 @@ class StudentRunConfig:
 
 @dataclass(frozen=True)
 class GRPORunConfig(StudentRunConfig):
+    # the GRPO proposal (seed 003): LLM-only LoRA on the last 4 blocks, rewards label 1.0 / format 0.2
+    last_k: int = field(default=4, metadata={"help": "LoRA on the language model's last K blocks"})
+    label_weight: float = field(default=1.0, metadata={"help": "reward for a well-formed verdict equal to the label"})
+    format_weight: float = field(default=0.2, metadata={
+        "help": "reward for a well-formed two-line answer whose reason copies no summary"})
     num_generations: int = field(default=2, metadata={"help": "completions per prompt (the GRPO group)"})
     max_completion_length: int = field(default=24, metadata={"help": "tokens per sampled completion"})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient; 0 = no reference model (cheaper)"})
@@ -77,6 +82,9 @@ class GRPORunConfig(StudentRunConfig):
             raise ValueError(f"temperature must be > 0 for sampled rollouts, got {self.temperature}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+        for name in ("label_weight", "format_weight"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

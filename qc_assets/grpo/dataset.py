@@ -2,7 +2,8 @@
 
 One row per group occurrence (a Stage-A record): `prompt` = the production Stage-B messages
 [system, user] under the given guidance (never the label), plus `label`, `mission`, `group_id` and
-`record_id` columns that TRL passes through to the reward functions. A resubmitted group (same id,
+`record_id` columns, and `summaries` (the group's Stage-A texts, so the format reward can tell a
+reason that copies one), that TRL passes through to the reward functions. A resubmitted group (same id,
 both labels) has two records with different summaries, so it gives two rows.
 """
 
@@ -13,6 +14,10 @@ from collections.abc import Sequence
 from qc_assets.stage_b.prompts import build_messages
 
 LABELS = ("pass", "fail")
+
+
+def _image_index(key: str) -> int:
+    return int(key.rsplit("_", 1)[-1])
 
 
 def build_grpo_dataset(records: Sequence[dict], mission, guidance) -> list[dict]:
@@ -26,5 +31,6 @@ def build_grpo_dataset(records: Sequence[dict], mission, guidance) -> list[dict]
             raise ValueError(f"record_id {rec['record_id']!r} appears twice")
         seen.add(rec["record_id"])
         rows.append({"prompt": build_messages(mission, guidance, rec), "label": rec["label"],
-                     "mission": mission.name, "group_id": rec["group_id"], "record_id": rec["record_id"]})
+                     "mission": mission.name, "group_id": rec["group_id"], "record_id": rec["record_id"],
+                     "summaries": [rec["per_image"][k] for k in sorted(rec["per_image"], key=_image_index)]})
     return rows

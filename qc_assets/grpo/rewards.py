@@ -1,7 +1,8 @@
 """GRPO reward functions, TRL style: `(completions, **columns) -> list[float]`, one float per completion.
 
 The rewards use the Stage-B verdict parser, so training and production read answers the same way:
-- `format_reward`: 0.2 for a well-formed two-line answer, else 0.
+- `format_reward`: 0.2 for a well-formed two-line answer whose reason does not copy one of the row's
+  `summaries` (the contract: cite 图片_i, never copy a summary; `reason_copies_summary`), else 0.
 - `label_reward`: 1.0 when the answer is well formed and its verdict equals the row's `label`, else 0;
   a malformed answer earns nothing for its verdict (otherwise the policy learns that a bare `不通过`
   pays).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from qc_assets.stage_b.filters import reason_copies_summary
 from qc_assets.stage_b.verdict import parse_verdict
 
 LABELS = ("pass", "fail")
@@ -47,8 +49,17 @@ class FormatReward:
         self.weight = weight
         self.__name__ = "format_reward"
 
-    def __call__(self, completions: Sequence, **columns) -> list[float]:
-        return [self.weight if parse_verdict(completion_text(c)).format_ok else 0.0 for c in completions]
+    def __call__(self, completions: Sequence, summaries: Sequence[Sequence[str]] | None = None,
+                 **columns) -> list[float]:
+        # without a `summaries` column there is nothing a reason could copy
+        rows = summaries if summaries is not None else [()] * len(completions)
+        if len(rows) != len(completions):
+            raise ValueError(f"{len(rows)} summary lists for {len(completions)} completions")
+        out = []
+        for c, texts in zip(completions, rows):
+            parsed = parse_verdict(completion_text(c))
+            out.append(self.weight if parsed.format_ok and not reason_copies_summary(parsed.reason, texts) else 0.0)
+        return out
 
 
 class LabelReward:
@@ -84,6 +95,7 @@ format_reward = FormatReward(0.2)
 label_reward = LabelReward(1.0)
 
 
-def default_reward_funcs() -> list:
-    """[label_reward, format_reward]: the issue's 1.0 label + 0.2 format, summed by TRL with unit weights."""
-    return [LabelReward(1.0), FormatReward(0.2)]
+def default_reward_funcs(label_weight: float = 1.0, format_weight: float = 0.2) -> list:
+    """[label_reward, format_reward], summed by TRL with unit weights; the proposal's defaults are
+    1.0 label + 0.2 format."""
+    return [LabelReward(label_weight), FormatReward(format_weight)]

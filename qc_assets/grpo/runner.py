@@ -73,6 +73,11 @@ def _reuse_or_train(out_root: Path, key: str, train: Callable[[str, Path], dict]
     return {**result, "run_dir": str(run_dir), "reused": False}
 
 
+def reward_funcs_for(cfg: GRPORunConfig) -> list:
+    """The verdict rewards at the run config's weights (seed 003: label 1.0, format 0.2)."""
+    return default_reward_funcs(cfg.label_weight, cfg.format_weight)
+
+
 def run_grpo(cfg: GRPORunConfig, student, *, data_root: Path, images_root: Path, out_root: Path,
              missions: list[str] | None = None, reward_funcs: list | None = None,
              log: Callable[[str], None] = print) -> dict:
@@ -85,7 +90,7 @@ def run_grpo(cfg: GRPORunConfig, student, *, data_root: Path, images_root: Path,
     leaked = held & {r["record_id"] for r in rows}
     if leaked:  # the split is by group, so this would be a bug in the plan, never a data problem
         raise RuntimeError(f"held-out records reached GRPO training: {sorted(leaked)[:5]}")
-    funcs = reward_funcs or default_reward_funcs()
+    funcs = reward_funcs or reward_funcs_for(cfg)
     key = inputs_key("grpo", cfg, student, plan, rows, extra=[getattr(f, "__name__", repr(f)) for f in funcs])
 
     def train(run_id: str, staging: Path) -> dict:

@@ -147,6 +147,7 @@ def _metadata(result: StageBResult, fingerprint: str, config: StageBLoopConfig) 
         "stage_b/failed_reflection_calls": counts["failed_reflection_calls"],
         "stage_b/failed_call_rate": counts["failed_calls"] / counts["llm_calls"] if counts["llm_calls"] else 0.0,
         "stage_b/cached_calls": counts["cached"],
+        "stage_b/retries": counts["retries"],
         "stage_b/prompt_tokens": counts["prompt_tokens"],
         "stage_b/completion_tokens": counts["completion_tokens"],
         **{f"stage_b/{k}": v for k, v in result.split_sizes.items()},

@@ -43,6 +43,36 @@ def longest_common_run(a: str, b: str) -> int:
     return best
 
 
+# The verdict contract (GRPO proposal): a reason may cite 图片_i but must not copy a summary. 12
+# normalized characters is a whole clause of a Stage-A summary (e.g. 机柜下部挡风板松动边缘有缝隙 is 14),
+# while a reason in its own words shares only the defect's name with one (挡风板松动, 5-6 characters).
+REASON_COPY_MIN_RUN = 12
+# A short summary repeated whole is a copy too, once it is longer than a defect's name.
+REASON_COPY_WHOLE_MIN = 8
+_IMAGE_REFS = re.compile(r"图片\s*[_＿]?\s*\d+|image_\d+")
+
+
+def reason_copies_summary(reason: str | None, summaries: Iterable[str]) -> bool:
+    """True when the reason repeats a whole summary (>= REASON_COPY_WHOLE_MIN characters) or shares a
+    run of >= REASON_COPY_MIN_RUN normalized characters with one (whitespace and punctuation ignored,
+    图片_i references removed first).
+
+    >>> reason_copies_summary("图片_2 挡风板松动", ["机柜下部挡风板松动，边缘有缝隙"])
+    False
+    >>> reason_copies_summary("机柜下部挡风板松动，边缘有缝隙", ["机柜下部挡风板松动，边缘有缝隙"])
+    True
+    """
+    norm = normalize(_IMAGE_REFS.sub("", reason or ""))
+    if not norm:
+        return False
+    for summary in summaries:
+        other = normalize(summary)
+        if other and (other in norm and len(other) >= REASON_COPY_WHOLE_MIN
+                      or longest_common_run(norm, other) >= REASON_COPY_MIN_RUN):
+            return True
+    return False
+
+
 def bigram_jaccard(a: str, b: str) -> float:
     sa = {a[i:i + 2] for i in range(len(a) - 1)} or {a}
     sb = {b[i:i + 2] for i in range(len(b) - 1)} or {b}

@@ -36,6 +36,12 @@ class CallCounter:
     failed_reflection_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # HTTP attempts beyond the first (the backend's own retries on timeouts, 429, 5xx): a slow teacher
+    # shows here before it shows as failed calls
+    retries: int = 0
+
+    def count_attempts(self, completion) -> None:
+        self.retries += max(int(completion.extra.get("attempts", 1)) - 1, 0)
 
     @property
     def llm_calls(self) -> int:
@@ -55,7 +61,7 @@ class CallCounter:
                 "cached": self.cached, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "failed_calls": self.failed_calls,
                 "failed_rollout_calls": self.failed_rollout_calls,
-                "failed_reflection_calls": self.failed_reflection_calls}
+                "failed_reflection_calls": self.failed_reflection_calls, "retries": self.retries}
 
 
 class ProviderFailureError(RuntimeError):
@@ -174,9 +180,10 @@ class RolloutEngine:
                 "format_ok": parsed.format_ok, "correct": parsed.verdict == rec["label"],
                 "error": completion.error, "finish_reason": completion.finish_reason,
                 "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                "latency_s": completion.latency_s,
+                "latency_s": completion.latency_s, "attempts": completion.extra.get("attempts", 1),
             }
             self.counter.rollout_calls += 1
+            self.counter.count_attempts(completion)
             self.counter.prompt_tokens += completion.prompt_tokens
             self.counter.completion_tokens += completion.completion_tokens
             rows.append(row)

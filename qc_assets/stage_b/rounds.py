@@ -89,7 +89,8 @@ def write_pool_selections(ctx: LoopContext, guidance: Guidance, epoch: int, pool
                 "correct": o.correct, "agreement": o.agreement,
                 "votes": {"pass": o.n_pass, "fail": o.n_fail, "invalid": o.n_invalid},
                 "selected": None if chosen is None else {
-                    k: chosen[k] for k in ("raw", "verdict", "reason", "temperature", "top_p", "seed", "sample")},
+                    k: chosen[k] for k in ("raw", "verdict", "reason", "temperature", "top_p", "seed", "sample",
+                                            "max_new_tokens", "regex", "model", "finish_reason")},
             })
     append_jsonl(ctx.out_dir / "selections.jsonl", rows)
 

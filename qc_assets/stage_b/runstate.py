@@ -84,6 +84,7 @@ class ReflectionCache:
             return self._cache[key]
         ((completion,),) = self.llm.chat([messages], params)
         self.counter.reflection_calls += 1
+        self.counter.count_attempts(completion)
         self.counter.chat_requests += 1
         self.counter.prompt_tokens += completion.prompt_tokens
         self.counter.completion_tokens += completion.completion_tokens
