@@ -1,6 +1,7 @@
 """Dagster wiring for Stage-B: Stage-A records + LLM -> learned guidance, metrics and plots."""
 
 import json
+from dataclasses import replace
 
 import dagster as dg
 
