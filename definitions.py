@@ -22,6 +22,7 @@ from qc_assets.stage_b import assets as stage_b_assets
 from qc_assets.stage_b.automation import relearn_automation
 from qc_assets.verdicts import assets as verdicts_assets
 from qc_assets.verdicts import health_assets
+from resources.env import env, env_number
 from resources.llm.resource import LLMResource
 from resources.storage import storage_from_env
 from resources.store import data_root
@@ -29,41 +30,29 @@ from resources.training.resource import StudentTrainingResource
 from resources.vlm.resource import vlm_from_env
 
 
-def _env(name: str, default: str) -> str:
-    return dg.EnvVar(name).get_value(default)
-
-
-def _env_number(name: str, default: str, kind: type[int] | type[float]):
-    value = _env(name, default)
-    try:
-        return kind(value)
-    except ValueError as e:
-        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from e
-
-
 def llm_from_env(prefix: str) -> LLMResource:
     """An LLMResource from `<prefix>_*` variables (README "Configuration"); default = embedded SmolLM2 on
     llama.cpp in-process."""
     settings = {
-        "backend": _env(f"{prefix}_BACKEND", "llama_cpp"),
-        "model_path": _env(f"{prefix}_MODEL_PATH", ""),
-        "base_url": _env(f"{prefix}_BASE_URL", ""),
-        "model": _env(f"{prefix}_MODEL", ""),
-        "device": _env(f"{prefix}_DEVICE", _env("QC_DEVICE", "cpu")),
-        "dtype": _env(f"{prefix}_DTYPE", "float32"),
-        "structured_output": _env(f"{prefix}_STRUCTURED_OUTPUT", "none"),
-        "thinking": _env(f"{prefix}_THINKING", "off"),
-        "max_in_flight": int(_env(f"{prefix}_MAX_IN_FLIGHT", "8")),
+        "backend": env(f"{prefix}_BACKEND", "llama_cpp"),
+        "model_path": env(f"{prefix}_MODEL_PATH", ""),
+        "base_url": env(f"{prefix}_BASE_URL", ""),
+        "model": env(f"{prefix}_MODEL", ""),
+        "device": env(f"{prefix}_DEVICE", env("QC_DEVICE", "cpu")),
+        "dtype": env(f"{prefix}_DTYPE", "float32"),
+        "structured_output": env(f"{prefix}_STRUCTURED_OUTPUT", "none"),
+        "thinking": env(f"{prefix}_THINKING", "off"),
+        "max_in_flight": env_number(f"{prefix}_MAX_IN_FLIGHT", "8", int),
         # a 32B teacher on a busy server or a local Ollama answers slower than the SDK's 60 s default
-        "timeout_s": _env_number(f"{prefix}_TIMEOUT_S", "60", float),
-        "max_retries": _env_number(f"{prefix}_MAX_RETRIES", "3", int),
-        "llama_threads": int(_env(f"{prefix}_LLAMA_THREADS", "1")),
-        "n_gpu_layers": int(_env(f"{prefix}_N_GPU_LAYERS", "0")),
-        "tensor_parallel_size": int(_env(f"{prefix}_TENSOR_PARALLEL_SIZE", "1")),
-        "gpu_memory_utilization": float(_env(f"{prefix}_GPU_MEMORY_UTILIZATION", "0.9")),
+        "timeout_s": env_number(f"{prefix}_TIMEOUT_S", "60", float),
+        "max_retries": env_number(f"{prefix}_MAX_RETRIES", "3", int),
+        "llama_threads": env_number(f"{prefix}_LLAMA_THREADS", "1", int),
+        "n_gpu_layers": env_number(f"{prefix}_N_GPU_LAYERS", "0", int),
+        "tensor_parallel_size": env_number(f"{prefix}_TENSOR_PARALLEL_SIZE", "1", int),
+        "gpu_memory_utilization": env_number(f"{prefix}_GPU_MEMORY_UTILIZATION", "0.9", float),
         # one torch thread by default: on a small shared CPU, torch's default threads oversubscribe the
         # cores and transformers decoding slows down many times; 0 = torch default
-        "cpu_threads": int(_env("QC_CPU_THREADS", "1")),
+        "cpu_threads": env_number("QC_CPU_THREADS", "1", int),
     }
     if f"{prefix}_API_KEY" in os.environ:  # a secret: only ever through EnvVar
         settings["api_key"] = dg.EnvVar(f"{prefix}_API_KEY")
@@ -80,7 +69,7 @@ def executor_from_env() -> dg.ExecutorDefinition | None:
     The executor reads the same file as the workers (deploy/production/celery.yaml), whose broker
     URLs come from the environment when a run starts, so they never enter run config.
     """
-    name = _env("QC_EXECUTOR", "")
+    name = env("QC_EXECUTOR", "")
     if not name:
         return None
     if name != "celery":
@@ -116,10 +105,10 @@ defs = dg.Definitions(
         # the student's base checkpoint; empty = refuse, unless QC_STUDENT_SMOKE_MODEL=1 (the demo) allows the
         # random-weight smoke model
         "student": StudentTrainingResource(
-            model_path=_env("QC_STUDENT_MODEL", ""),
-            device=_env("QC_DEVICE", "cpu"),
-            dtype=_env("QC_DTYPE", "float32"),
-            smoke_model=_env("QC_STUDENT_SMOKE_MODEL", "0") == "1",
+            model_path=env("QC_STUDENT_MODEL", ""),
+            device=env("QC_DEVICE", "cpu"),
+            dtype=env("QC_DTYPE", "float32"),
+            smoke_model=env("QC_STUDENT_SMOKE_MODEL", "0") == "1",
         ),
         "llm": llm_from_env("QC_LLM"),
         "teacher_llm": llm_from_env("QC_TEACHER"),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from resources.env import env, env_number
 from resources.store import data_root
 from resources.vlm import DTYPES, VisionLanguageModel
 
@@ -142,33 +143,21 @@ def _smoke_model() -> Path:
     return Path(build_tiny_qwen3vl(smoke_model_dir()))
 
 
-def _env(name: str, default: str) -> str:
-    return dg.EnvVar(name).get_value(default)
-
-
-def _env_number(name: str, default: str, kind: type[int] | type[float]):
-    value = _env(name, default)
-    try:
-        return kind(value)
-    except ValueError as e:
-        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from e
-
-
 def vlm_from_env() -> VLMResource:
     """A VLMResource from QC_VLM_* (device and dtype fall back to the shared QC_DEVICE / QC_DTYPE)."""
     settings = {
-        "backend": _env("QC_VLM_BACKEND", "transformers"),
-        "model_path": _env("QC_VLM_MODEL", ""),
-        "base_url": _env("QC_VLM_BASE_URL", ""),
-        "model": _env("QC_VLM_SERVED_MODEL", ""),
-        "device": _env("QC_VLM_DEVICE", _env("QC_DEVICE", "cpu")),
-        "dtype": _env("QC_VLM_DTYPE", _env("QC_DTYPE", "float32")),
-        "max_in_flight": _env_number("QC_VLM_MAX_IN_FLIGHT", "16", int),
-        "timeout_s": _env_number("QC_VLM_TIMEOUT_S", "120", float),
-        "max_retries": _env_number("QC_VLM_MAX_RETRIES", "3", int),
-        "tensor_parallel_size": _env_number("QC_VLM_TENSOR_PARALLEL_SIZE", "1", int),
-        "gpu_memory_utilization": _env_number("QC_VLM_GPU_MEMORY_UTILIZATION", "0.85", float),
-        "max_model_len": _env_number("QC_VLM_MAX_MODEL_LEN", "8192", int),
+        "backend": env("QC_VLM_BACKEND", "transformers"),
+        "model_path": env("QC_VLM_MODEL", ""),
+        "base_url": env("QC_VLM_BASE_URL", ""),
+        "model": env("QC_VLM_SERVED_MODEL", ""),
+        "device": env("QC_VLM_DEVICE", env("QC_DEVICE", "cpu")),
+        "dtype": env("QC_VLM_DTYPE", env("QC_DTYPE", "float32")),
+        "max_in_flight": env_number("QC_VLM_MAX_IN_FLIGHT", "16", int),
+        "timeout_s": env_number("QC_VLM_TIMEOUT_S", "120", float),
+        "max_retries": env_number("QC_VLM_MAX_RETRIES", "3", int),
+        "tensor_parallel_size": env_number("QC_VLM_TENSOR_PARALLEL_SIZE", "1", int),
+        "gpu_memory_utilization": env_number("QC_VLM_GPU_MEMORY_UTILIZATION", "0.85", float),
+        "max_model_len": env_number("QC_VLM_MAX_MODEL_LEN", "8192", int),
     }
     if "QC_VLM_API_KEY" in os.environ:  # a secret: only ever through EnvVar
         settings["api_key"] = dg.EnvVar("QC_VLM_API_KEY")
