@@ -132,3 +132,22 @@ def test_dagster_requests_relearning_for_the_drifted_mission_only(tmp_path, monk
         again = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=only,
                                                   cursor=result.cursor)
         assert again.total_requested == 0, "the cooldown holds a second drift back; no reviews, no request"
+
+
+def test_the_student_follows_a_new_guidance_only_when_config_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("QC_DATA_ROOT", str(tmp_path))
+    from definitions import defs
+
+    only = dg.AssetSelection.assets("distill_chatml")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(mission_partitions.name, [DRIFTED])
+        instance.report_runless_asset_event(dg.AssetMaterialization("distill_chatml", partition=DRIFTED))
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=only)
+        instance.report_runless_asset_event(dg.AssetMaterialization("stage_b_guidance", partition=DRIFTED))
+        off = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=only,
+                                                cursor=first.cursor)
+        assert off.total_requested == 0, "QC_RETRAIN_STUDENT unset: a new guidance retrains nothing"
+        monkeypatch.setenv("QC_RETRAIN_STUDENT", "1")
+        instance.report_runless_asset_event(dg.AssetMaterialization("stage_b_guidance", partition=DRIFTED))
+        on = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=only, cursor=off.cursor)
+        assert on.get_requested_partitions(dg.AssetKey("distill_chatml")) == {DRIFTED}

@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 from pandera.errors import SchemaError, SchemaErrors
 
+from qc_assets.stage_b.automation import RETRAIN_CONDITION
 from qc_assets.distill.config import DistillConfig
 from qc_assets.distill.export import CHATML_PARQUET
 from qc_assets.distill.pipeline import DistillResult, run_distill
@@ -108,6 +109,7 @@ def _source(stage_b_dir, run_id: str, guidance, records: list[dict], config: Dis
     name=ASSET_NAME,
     deps=[dg.AssetKey(STAGE_B)],
     partitions_def=mission_partitions,
+    automation_condition=RETRAIN_CONDITION,
     pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
     retry_policy=MODEL_RETRY,

@@ -11,6 +11,7 @@ import json
 
 import dagster as dg
 
+from qc_assets.stage_b.automation import RETRAIN_CONDITION
 from qc_assets.fusion.config import FusionConfig, FusionRunConfig
 from qc_assets.fusion.evaluate import GATED_METRICS, gate_table
 from qc_assets.fusion.mixing import report_table
@@ -32,6 +33,7 @@ FusedSFTConfig = dagster_config(FusionRunConfig, "FusedSFTConfig")
     name=ASSET_NAME,
     # Stage-B: its split picks the held-out groups and its best guidance writes the eval prompts
     deps=[dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")],
+    automation_condition=RETRAIN_CONDITION,
     pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
     group_name=GROUP,

@@ -43,13 +43,32 @@ class RelearnDue(dg.AutomationCondition):
 RELEARN_CONDITION = (RelearnDue() & ~dg.AutomationCondition.in_progress()
                      & ~dg.AutomationCondition.any_deps_in_progress()).with_label(
     "re-learn on drift or new labelled groups, outside the cooldown")
+
+
+class StudentRetrainEnabled(dg.AutomationCondition):
+    """QC_RETRAIN_STUDENT=1 (read at each evaluation): a new kept guidance also re-distils and retrains
+    the student. Off by default: a student is retrained on purpose, not after every re-learning."""
+
+    @property
+    def name(self) -> str:
+        return "student_retrain_enabled"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        enabled = os.environ.get("QC_RETRAIN_STUDENT", "0") == "1"
+        return dg.AutomationResult(context, context.candidate_subset if enabled else context.get_empty_subset())
+
+
+# On distill_chatml and fused_sft_checkpoint: follow a new kept guidance only when QC_RETRAIN_STUDENT=1.
+RETRAIN_CONDITION = (StudentRetrainEnabled() & dg.AutomationCondition.eager()).with_label(
+    "retrain the student after a new kept guidance (QC_RETRAIN_STUDENT=1)")
 # How often the automation sensors evaluate (seconds); the end-to-end test shortens it.
 INTERVAL_S = int(os.environ.get("QC_AUTOMATION_INTERVAL_S", "60"))
 
 with warnings.catch_warnings():  # use_user_code_server is "beta" in Dagster 1.13; we depend on it knowingly
     warnings.simplefilter("ignore", dg.BetaWarning)
     relearn_automation = dg.AutomationConditionSensorDefinition(
-        "relearn_automation", target=dg.AssetSelection.assets(STAGE_B_ASSET, "qc_verdicts"),
+        "relearn_automation",
+        target=dg.AssetSelection.assets(STAGE_B_ASSET, "qc_verdicts", "distill_chatml", "fused_sft_checkpoint"),
         use_user_code_server=True,  # RelearnDue is Python of ours: it runs in the code server, not the daemon
         run_tags={TRIGGER_TAG: "relearn_automation"}, default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=INTERVAL_S)
