@@ -46,27 +46,33 @@ def process_start_time(pid: int) -> float | None:
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def run_process_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid that executes the run: from the first engine event that names one ("Started process for
-    run", "Executing steps in process", the multiprocess executor's parent)."""
+def run_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """(pid, when it was logged) of the process that executes the run: from the first engine event that
+    names one ("Started process for run", "Executing steps in process", the multiprocess executor)."""
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         data = entry.dagster_event.event_specific_data if entry.dagster_event else None
         pid = getattr(data, "metadata", {}).get("pid") if data is not None else None
         if pid is not None:
-            return int(pid.value)
+            return int(pid.value), entry.timestamp
     return None
 
 
+def run_process_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    found = run_process(instance, run_id)
+    return None if found is None else found[0]
+
+
 def dead_runs(instance: dg.DagsterInstance) -> list[tuple[dg.DagsterRun, int]]:
-    """Active runs whose process is gone: no such pid, or the pid now belongs to a later process."""
+    """Active runs whose process is gone: no such pid, or the pid now belongs to a process that started
+    after the run logged it (the pid was reused)."""
     dead = []
     for record in instance.get_run_records(dg.RunsFilter(statuses=ACTIVE_STATUSES)):
-        pid = run_process_pid(instance, record.dagster_run.run_id)
-        if pid is None:
+        found = run_process(instance, record.dagster_run.run_id)
+        if found is None:
             continue  # not executing yet: run monitoring's start timeout covers a run stuck before it
+        pid, logged_at = found
         started = process_start_time(pid)
-        run_started = record.start_time or record.create_timestamp.timestamp()
-        if started is None or started > run_started + 1.0:
+        if started is None or started > logged_at + 1.0:
             dead.append((record.dagster_run, pid))
     return dead
 

@@ -149,7 +149,12 @@ def test_drift_triggers_relearning_and_rejudging_under_the_daemon(scripted_serve
             pending = {r["group_id"]: r["verdict"] for r in read_table(data / "qc_verdicts" / MISSION)
                        if r["status"] == "pending"}
             assert pending == {f"P{g:03d}": "fail" if g % 2 == 0 else "pass" for g in range(6)}
-            # 4. the reviewer files the rest: under the new guidance the machine agrees with every one
+            # 4. the reviewer files the rest (once the re-judging run, checks included, has finished):
+            # under the new guidance the machine agrees with every one
+            wait_until(lambda: all(r.is_finished for r in instance.get_runs()), 300, "the runs to finish", (daemon,))
+            failed = [(r.job_name, sorted(k.to_user_string() for k in r.asset_selection or []))
+                      for r in instance.get_runs() if r.status != dg.DagsterRunStatus.SUCCESS]
+            assert not failed, f"every run the daemon launched succeeds, got failures: {failed}"
             for g in range(6):
                 label = "审核不通过" if g % 2 == 0 else "审核通过"
                 shutil.move(images / MISSION / "待审核" / f"P{g:03d}", images / MISSION / label / f"P{g:03d}")
