@@ -152,7 +152,7 @@ def _review_and_rejudge(instance: dg.DagsterInstance, missions: list[str], stora
 def _finish(problems: list[str], storage, instance) -> int:
     print("\n[health] mission_health: every mission at a glance", flush=True)
     result = _guarded(instance, lambda: defs.resolve_job_def("mission_health_job").execute_in_process(
-        instance=instance, raise_on_error=False))
+        run_config=_run_config_for(set()), instance=instance, raise_on_error=False))
     problems += _report(f"mission_health (run {result.run_id})", result, {"mission_health"})
     for mat in result.get_asset_materialization_events():
         print(mat.step_materialization_data.materialization.metadata["health"].value)
