@@ -225,8 +225,9 @@ def _guarded(instance: dg.DagsterInstance, execute):
         if worker.is_alive() and time.monotonic() >= next_look:
             ours = {r.run_id: r for r in _runs_of_this_process(instance)}
             for run_id, message in pool_waits(instance, run_ids=set(ours)):
-                print(f"  waiting: {message}", flush=True)
+                # the run log first: whoever reads the console line can then find it in the run's log
                 instance.report_engine_event(message, ours[run_id])
+                print(f"  waiting: {message}", flush=True)
             next_look = time.monotonic() + POOL_WAIT_LOG_S
     if "error" in outcome:
         raise outcome["error"]
