@@ -19,7 +19,7 @@ LLAMA_CPU ?= portable
 LLAMA_CACHE ?= $(HOME)/.cache/qc-llama-cpp
 STAMP := $(VENV)/.installed-$(LLAMA_CPU)
 
-.PHONY: install services demo test ui sample-data bench clean llama-server
+.PHONY: install services demo test lint ui sample-data bench clean llama-server
 
 install: $(STAMP)
 
@@ -74,6 +74,14 @@ ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 TEST_WORKERS ?= 2
 test: $(STAMP) services
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# Lint and format (ruff, settings in pyproject.toml) and a load of the code location that fails on any
+# broken definition (`dg check defs` needs the dg project layout; this is the same check for a workspace file).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	tmp=$$(mktemp -d) && DAGSTER_HOME=$$tmp $(VENV)/bin/dagster definitions validate -w workspace.yaml; \
+	  rc=$$?; rm -rf $$tmp; exit $$rc
 
 # CPU benchmarks; each writes its section of docs/benchmarks.md. The teacher-throughput benchmark
 # needs distilabel in a separate venv and `make llama-server` once: see its section for the command.
