@@ -14,12 +14,11 @@ import yaml
 from qc_assets import run_health, sensors
 from qc_assets.distill import assets as distill_assets
 from qc_assets.fastdistill import assets as fastdistill_assets
-from qc_assets.fusion import assets as fusion_assets
-from qc_assets.grpo import assets as grpo_assets
 from qc_assets.stage_a import assets as stage_a_assets
 from qc_assets.stage_a import checks as stage_a_checks
 from qc_assets.stage_b import assets as stage_b_assets
 from qc_assets.stage_b.automation import relearn_automation
+from qc_assets.student import assets as student_assets
 from qc_assets.verdicts import assets as verdicts_assets
 from qc_assets.verdicts import health_assets
 from resources.env import env, env_number
@@ -87,14 +86,14 @@ qc_pipeline = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*stage_a_assets.assets, *stage_b_assets.assets, *distill_assets.assets, *fusion_assets.assets,
-            *grpo_assets.assets, *fastdistill_assets.assets, *verdicts_assets.assets, health_assets.mission_health],
+    assets=[*stage_a_assets.assets, *stage_b_assets.assets, *distill_assets.assets, *student_assets.assets,
+            *fastdistill_assets.assets, *verdicts_assets.assets, health_assets.mission_health],
     asset_checks=[*stage_a_checks.asset_checks, *stage_b_assets.asset_checks, *distill_assets.asset_checks,
-                  *fusion_assets.asset_checks, *fastdistill_assets.asset_checks, *verdicts_assets.asset_checks],
+                  *student_assets.asset_checks, *fastdistill_assets.asset_checks, *verdicts_assets.asset_checks],
     sensors=[*sensors.sensors, run_health.run_health_sensor, health_assets.health_automation,
              relearn_automation],
     executor=executor_from_env(),
-    jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *fusion_assets.jobs, *grpo_assets.jobs,
+    jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *student_assets.jobs,
           health_assets.health_job],
     resources={
         # what one step hands the next (Stage-A's shard list and shard markers, a few hundred bytes): under the

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from qc_assets.fusion.config import LoraSFTConfig
+from qc_assets.student.config import LoraSFTConfig
 from resources.training.trl_common import check_frozen, lora_config, trainable_parameters
 
 SECTION = "## LoRA SFT step"

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.lora_step import build_model
-from qc_assets.fusion.config import LoraSFTConfig
+from qc_assets.student.config import LoraSFTConfig
 from resources.training.trl_common import lora_config
 
 SECTION = "## Merged checkpoint load"

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
-from qc_assets.fusion.assets import FusedSFTConfig, asset_checks, fused_sft_checkpoint
+from qc_assets.student.assets import FusedSFTConfig, asset_checks, fused_sft_checkpoint
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl, read_jsonl
 from resources.training.resource import StudentTrainingResource
@@ -154,7 +154,7 @@ def test_missing_guidance_fails_unless_config_says_initial(tmp_path, sample_imag
 
 
 def test_corrupt_guidance_is_refused_too(tmp_path):
-    from qc_assets.fusion.post_train import resolve_guidance
+    from qc_assets.student.runs import resolve_guidance
     from qc_assets.missions import get_mission
 
     mission = get_mission(MISSION)
@@ -188,8 +188,8 @@ def test_all_sources_empty_and_smoke_model_are_clear_failures(tmp_path, sample_i
 def test_a_crashed_run_leaves_no_staging_and_keeps_current(tmp_path, sample_images, tiny_vlm_dir):
     import shutil
 
-    from qc_assets.fusion.config import FusionConfig
-    from qc_assets.fusion.runner import promote, run_fusion
+    from qc_assets.student.config import FusionConfig
+    from qc_assets.student.sft import promote, run_fusion
     from resources.training.student import VLStudent
 
     write_two_missions(tmp_path, sample_images)

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from fusion_fixtures import one_torch_thread  # noqa: F401
-from qc_assets.fusion.config import SourceConfig, load_fusion_config
-from qc_assets.fusion.mixing import mix
-from qc_assets.fusion.sources import load_source
+from qc_assets.student.config import SourceConfig, load_fusion_config
+from qc_assets.student.mixing import mix
+from qc_assets.student.sources import load_source
 from resources.store import atomic_write_jsonl
 
 # The seed's example block, verbatim (000_*.txt, "SFT / Fusion 集成").
@@ -130,7 +130,7 @@ def test_an_image_bearing_chatml_source_resolves_its_photos(tmp_path):
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_image_chatml_rows_train_the_language_lora_only(tiny_vlm_dir, tmp_path):
-    from qc_assets.fusion.config import LoraSFTConfig
+    from qc_assets.student.config import LoraSFTConfig
     from resources.training import sft_vl
     from resources.training.lora_policy import is_vision_param
     from resources.training.student import VLStudent

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
-from qc_assets.fusion.config import LoraSFTConfig
-from qc_assets.fusion.sources import stage_a_examples
+from qc_assets.student.config import LoraSFTConfig
+from qc_assets.student.sources import stage_a_examples
 from resources.store import read_jsonl
 from resources.training import sft_vl
 from resources.training.lora_policy import is_vision_param

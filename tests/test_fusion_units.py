@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from fusion_fixtures import MISSION, distill_rows, stage_a_records, write_inputs
-from qc_assets.fusion import evaluate, mixing
-from qc_assets.fusion.config import (EvalGateConfig, FusionConfig, FusionRunConfig, LoraSFTConfig, SourceConfig,
+from qc_assets.student import evaluate, mixing
+from qc_assets.student.config import (EvalGateConfig, FusionConfig, FusionRunConfig, LoraSFTConfig, SourceConfig,
                                      load_fusion_config)
-from qc_assets.fusion.sources import discover_missions, load_source, validate_chatml
+from qc_assets.student.sources import discover_missions, load_source, validate_chatml
 from resources.training import lora_policy as policy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def test_doctests():
 
 
 def test_run_config_is_derived_and_overrides_the_yaml():
-    from qc_assets.fusion.assets import FusedSFTConfig
+    from qc_assets.student.assets import FusedSFTConfig
     from qc_assets.run_config import to_domain
 
     fields = FusedSFTConfig.model_fields
@@ -196,7 +196,7 @@ def test_lora_config_validation():
 def test_definitions_with_the_fusion_asset_load():
     import dagster as dg
 
-    from qc_assets.fusion.assets import asset_checks, assets, jobs
+    from qc_assets.student.assets import asset_checks, assets, jobs
     from resources.storage import StorageResource
     from resources.training.resource import StudentTrainingResource
 
@@ -237,8 +237,8 @@ def test_student_resource_builds_the_smoke_model_only_when_asked(tmp_path, monke
 def test_inputs_key_changes_with_any_input_and_a_changed_photo(tmp_path):
     import os
 
-    from qc_assets.fusion.config import FusionConfig
-    from qc_assets.fusion.runner import inputs_key
+    from qc_assets.student.config import FusionConfig
+    from qc_assets.student.sft import inputs_key
     from qc_assets.missions import get_mission
     from qc_assets.stage_b.guidance import Guidance
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
-from qc_assets.grpo.assets import assets, dpo_checkpoint, grpo_checkpoint
-from qc_assets.grpo.config import DPORunConfig, GRPORunConfig
-from qc_assets.grpo.dataset import build_grpo_dataset
-from qc_assets.grpo.rewards import default_reward_funcs
+from qc_assets.student.preference_assets import assets, dpo_checkpoint, grpo_checkpoint
+from qc_assets.student.preference_config import DPORunConfig, GRPORunConfig
+from qc_assets.student.grpo_dataset import build_grpo_dataset
+from qc_assets.student.rewards import default_reward_funcs
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance
 from resources.storage import StorageResource

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qc_assets.fusion.sources import stage_a_examples
+from qc_assets.student.sources import stage_a_examples
 from qc_assets.missions import get_mission
 from qc_assets.stage_a import prompts
 from qc_assets.stage_a.discovery import discover, group_id_of, unaccounted_files

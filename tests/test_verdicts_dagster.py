@@ -11,8 +11,8 @@ from stage_a_smoke import SMOKE_STAGE_A
 from verdict_fixtures import (BROKEN, MISSION, PASS, ScriptedVerdictLLM, guidance_versions, inbox_record,
                               store_kept_guidance)
 
-from qc_assets.fusion.config import SourceConfig
-from qc_assets.fusion.sources import load_source
+from qc_assets.student.config import SourceConfig
+from qc_assets.student.sources import load_source
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
 from qc_assets.stage_a.assets import inbox_summaries, load_stage_a_records, stage_a_summaries

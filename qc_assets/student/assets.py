@@ -1,4 +1,7 @@
-"""Dagster wiring for `fused_sft_checkpoint`: one student for every mission, trained through the
+"""Dagster wiring of the student group: `fused_sft_checkpoint` here, `dpo_checkpoint` and
+`grpo_checkpoint` in `preference_assets.py` (all listed in `assets` / `jobs` below).
+
+`fused_sft_checkpoint`: one student for every mission, trained through the
 student-training resource, evaluated per mission against its base, promoted to `current` on pass.
 
 Shape: an unpartitioned asset that depends on every mission partition of `distill_chatml` and
@@ -11,15 +14,16 @@ import json
 
 import dagster as dg
 
-from qc_assets.stage_b.automation import RETRAIN_CONDITION
-from qc_assets.fusion.config import FusionConfig, FusionRunConfig
-from qc_assets.fusion.evaluate import GATED_METRICS, gate_table
-from qc_assets.fusion.mixing import report_table
-from qc_assets.fusion.runner import (ADAPTER_DIR, CURRENT, EVAL_FILE, LOSS_PLOT, PROMOTIONS, REPORT_FILE, RUNS_DIR,
-                                     FusionResult, NoTrainingData, run_fusion)
 from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
+from qc_assets.stage_b.automation import RETRAIN_CONDITION
+from qc_assets.student import preference_assets
+from qc_assets.student.config import FusionConfig, FusionRunConfig
+from qc_assets.student.evaluate import GATED_METRICS, gate_table
+from qc_assets.student.mixing import report_table
+from qc_assets.student.sft import (ADAPTER_DIR, CURRENT, EVAL_FILE, LOSS_PLOT, PROMOTIONS, REPORT_FILE, RUNS_DIR,
+                                   FusionResult, NoTrainingData, run_fusion)
 from resources.storage import StorageResource
 from resources.store import read_jsonl
 from resources.training.resource import StudentTrainingResource
@@ -173,6 +177,6 @@ student_job = dg.define_asset_job(
     "student_job", selection=dg.AssetSelection.assets(fused_sft_checkpoint),
     description="Train one student on every mission, gate it per mission, promote it on pass.")
 
-assets = [fused_sft_checkpoint]
+assets = [fused_sft_checkpoint, *preference_assets.assets]
 asset_checks = [fused_sft_eval_gate, fused_sft_checkpoint_loads]
-jobs = [student_job]
+jobs = [student_job, *preference_assets.jobs]

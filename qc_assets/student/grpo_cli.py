@@ -1,6 +1,6 @@
 """Command-line entry point for GRPO (the asset `grpo_checkpoint` runs the same code in Dagster).
 
-`python -m qc_assets.grpo.trainer --data-root data --out-dir <dir> --model-path <Qwen3-VL checkpoint>
+`python -m qc_assets.student.grpo_cli --data-root data --out-dir <dir> --model-path <Qwen3-VL checkpoint>
 --device cuda --dtype bfloat16` trains on every mission's train split and evaluates on the held-out
 groups afterwards. Without `--guidance initial` it fails when a mission has no Stage-B guidance.
 `--last-k` (default 4), `--label-weight` (1.0) and `--format-weight` (0.2) are the proposal's defaults.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from qc_assets.grpo.config import GRPORunConfig
-from qc_assets.grpo.runner import run_grpo
+from qc_assets.student.grpo import run_grpo
+from qc_assets.student.preference_config import GRPORunConfig
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,10 +8,11 @@ job (`dpo_job`, `grpo_job`) so nothing runs them by default: the demo does not.
 import dagster as dg
 
 from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL
-from qc_assets.fusion.evaluate import GATED_METRICS, gate_table
-from qc_assets.grpo.config import DPORunConfig, GRPORunConfig
-from qc_assets.grpo.runner import run_dpo, run_grpo
 from qc_assets.run_config import dagster_config, to_domain
+from qc_assets.student.dpo import run_dpo
+from qc_assets.student.evaluate import GATED_METRICS, gate_table
+from qc_assets.student.grpo import run_grpo
+from qc_assets.student.preference_config import DPORunConfig, GRPORunConfig
 from resources.storage import StorageResource
 from resources.training.resource import StudentTrainingResource
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from qc_assets.fusion.config import DEFAULT_PROJECTIONS, GUIDANCE_CHOICES, EvalGateConfig
+from qc_assets.student.config import DEFAULT_PROJECTIONS, GUIDANCE_CHOICES, EvalGateConfig
 
 
 def _positive_ints(obj, names, prefix: str) -> None:

@@ -1,8 +1,15 @@
 """Pieces every student run shares (SFT, DPO, GRPO): per-mission held-out split and guidance, the
-per-mission base-vs-trained evaluation, and the staging -> `runs/<run_id>` rename."""
+per-mission base-vs-trained evaluation, and the staging -> `runs/<run_id>` rename.
+
+DPO and GRPO runs (`dpo.py`, `grpo.py`) train on the train side of each mission's split only, are
+evaluated base vs trained on the held-out side afterwards and write `runs/<run_id>/` (adapter, merged
+checkpoint, eval.json, summary). They are reported, not promoted: `fused_sft_checkpoint/current` is
+the served student. `latest.json` names the latest run and its inputs key; a request with the same
+inputs returns that run instead of training again (`reuse_or_train`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -11,14 +18,18 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from qc_assets.fusion.evaluate import evaluate, held_out_records, mission_gate
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance, load_guidance
-from resources.store import read_jsonl
+from qc_assets.student.evaluate import evaluate, held_out_records, mission_gate
+from qc_assets.student.sources import discover_missions
+from resources.store import atomic_write_json, inputs_hash, read_jsonl
 
 STAGE_A_ASSET = "stage_a_summaries"
 STAGE_B_ASSET = "stage_b_guidance"
 RUNS_DIR = "runs"
+SUMMARY_FILE = "summary.json"
+EVAL_FILE = "eval.json"
+LATEST_FILE = "latest.json"
 
 
 def resolve_guidance(stage_b_dir: Path, mission, choice: str) -> tuple[Guidance, str]:
@@ -88,3 +99,51 @@ def publish(staging: Path, run_id: str) -> Path:
     run_dir = staging.parent / run_id
     os.replace(staging, run_dir)
     return run_dir
+
+
+def missions_on_disk(data_root: Path, missions: list[str] | None) -> list[str]:
+    found = sorted(missions) if missions is not None else discover_missions(data_root)
+    if not found:
+        raise ValueError(f"no mission has Stage-A records or distill rows under {data_root}: "
+                         "materialize stage_a_summaries first")
+    return found
+
+
+def finish_run(session, plan, cfg, images_root, staging: Path, run_id: str, summary: dict) -> dict:
+    eval_doc = {"run_id": run_id, **evaluate_session(session, plan, cfg.eval_config(), images_root, cfg.seed)}
+    adapter_bytes = session.save_adapter(staging / "adapter")
+    session.save_merged(staging)
+    summary = {**summary, "run_id": run_id, "config": dict(cfg.__dict__), "targets": session.targets,
+               "trainable_params": session.trainable_params, "total_params": session.total_params,
+               "adapter_bytes": adapter_bytes, "losses": session.losses, "train_seconds": session.seconds,
+               "base_model_path": session.base_path,
+               "guidance": {m: p["guidance_source"] for m, p in plan.items()},
+               "log_history": session.extra.get("log_history", [])}
+    atomic_write_json(staging / SUMMARY_FILE, summary)
+    atomic_write_json(staging / EVAL_FILE, eval_doc)
+    return {**summary, "eval": eval_doc}
+
+
+def inputs_key(method: str, cfg, student, plan: dict, rows: list[dict], extra=None) -> str:
+    """What a run depends on: config, student model, training rows, held-out records and guidance."""
+    held = {m: {"records": p["held"], "guidance": p["guidance"].content_hash()} for m, p in sorted(plan.items())}
+    return inputs_hash({"method": method, "config": dict(cfg.__dict__), "student": getattr(student, "fingerprint", ""),
+                        "rows": rows, "held": held, "extra": extra})
+
+
+def reuse_or_train(out_root: Path, key: str, train: Callable[[str, Path], dict], log) -> dict:
+    """The latest run when it had these inputs (a re-run redoes nothing); else train a new one."""
+    latest = Path(out_root) / LATEST_FILE
+    if latest.is_file():
+        pointer = json.loads(latest.read_text(encoding="utf-8"))
+        run_dir = Path(out_root) / RUNS_DIR / pointer["run_id"]
+        if pointer["inputs_key"] == key and (run_dir / SUMMARY_FILE).is_file() and (run_dir / EVAL_FILE).is_file():
+            log(f"run {pointer['run_id']}: same inputs as this request (inputs_key {key}), reused, nothing retrained")
+            summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+            return {**summary, "eval": json.loads((run_dir / EVAL_FILE).read_text(encoding="utf-8")),
+                    "run_dir": str(run_dir), "reused": True}
+    run_id, staging = new_run(out_root)
+    result = in_staging(staging, lambda: train(run_id, staging))
+    run_dir = publish(staging, run_id)
+    atomic_write_json(latest, {"run_id": run_id, "inputs_key": key})  # after the run is complete, never before
+    return {**result, "run_dir": str(run_dir), "reused": False}

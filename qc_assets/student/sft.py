@@ -22,16 +22,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from qc_assets.fusion.config import FusionConfig
-from qc_assets.fusion.mixing import SourceReport, mix
-from qc_assets.fusion.post_train import RUNS_DIR, evaluate_session, in_staging, mission_plan, new_run, publish
-from qc_assets.fusion.sources import discover_missions, load_source
 from qc_assets.plots import new_axes, png_bytes
+from qc_assets.student.config import FusionConfig
+from qc_assets.student.mixing import SourceReport, mix
+from qc_assets.student.runs import EVAL_FILE, RUNS_DIR, evaluate_session, in_staging, mission_plan, new_run, publish
+from qc_assets.student.sources import discover_missions, load_source
 from resources.store import append_jsonl, atomic_write_bytes, atomic_write_json, inputs_hash, read_jsonl
+
 CURRENT = "current"
 PROMOTIONS = "promotions.jsonl"
 ADAPTER_DIR = "adapter"
-EVAL_FILE = "eval.json"
 REPORT_FILE = "fusion_report.json"
 TRAIN_LOG = "train_log.jsonl"
 LOSS_PLOT = "loss.png"

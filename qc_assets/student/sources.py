@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qc_assets.fusion.config import SourceConfig
 from qc_assets.missions import get_mission
 from qc_assets.stage_a import prompts as stage_a_prompts
+from qc_assets.student.config import SourceConfig
 from resources.store import read_jsonl
 
 DISTILL_ASSET = "distill_chatml"

@@ -1,7 +1,7 @@
 """The student backend that domain code trains through: it owns the base checkpoint, device and dtype,
 and hands back sessions that generate, save the adapter and save a merged checkpoint.
 
-Domain code (qc_assets/fusion, qc_assets/grpo) never loads a model itself; it calls `sft`, `dpo` or
+Domain code (qc_assets/student) never loads a model itself; it calls `sft`, `dpo` or
 `grpo` here with plain rows and a LoRA spec. Imports of torch/transformers/TRL happen inside methods.
 """
 

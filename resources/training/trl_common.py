@@ -1,7 +1,7 @@
 """What SFT, DPO and GRPO share: the peft `LoraConfig` of our policy, TRL's common arguments (device,
 precision, schedule, clipping, seeds) and the numbers every run reports.
 
-`spec` is any object with the LoRA/optimiser fields of `qc_assets.fusion.config.LoraSFTConfig`
+`spec` is any object with the LoRA/optimiser fields of `qc_assets.student.config.LoraSFTConfig`
 (`last_k, r, alpha, dropout, projections, max_steps, batch_size, grad_accum, learning_rate,
 weight_decay, warmup_ratio, max_grad_norm, seed`, optionally `activation_checkpointing`); resources import nothing from qc_assets.
 """
