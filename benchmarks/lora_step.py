@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from qc_assets.student.config import LoraSFTConfig
+from resources.training.spec import LoraTrainingSpec
 from resources.training.trl_common import check_frozen, lora_config, trainable_parameters
 
 SECTION = "## LoRA SFT step"
@@ -101,7 +101,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     model = build_model(args.size, args.device, dtype)
     build_s = time.perf_counter() - t0
-    cfg = LoraSFTConfig(last_k=args.last_k, r=args.rank, alpha=2 * args.rank, seed=args.seed)
+    cfg = LoraTrainingSpec(last_k=args.last_k, r=args.rank, alpha=2 * args.rank, seed=args.seed)
     from peft import get_peft_model
 
     peft_config, targets = lora_config(model, cfg)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.lora_step import build_model
-from qc_assets.student.config import LoraSFTConfig
+from resources.training.spec import LoraTrainingSpec
 from resources.training.trl_common import lora_config
 
 SECTION = "## Merged checkpoint load"
@@ -53,7 +53,7 @@ def run(args) -> dict:
             model, base_path = _tiny_base(tmp, args.device, args.dtype)
         else:
             model, base_path = build_model(args.size, args.device, dtype), ""
-        peft_config, targets = lora_config(model, LoraSFTConfig(last_k=args.last_k, r=args.rank, alpha=2 * args.rank))
+        peft_config, targets = lora_config(model, LoraTrainingSpec(last_k=args.last_k, r=args.rank, alpha=2 * args.rank))
         peft_model = get_peft_model(model, peft_config)
         with torch.no_grad():  # a trained adapter has non-zero B; make the merge do real work
             for n, p in peft_model.named_parameters():

@@ -130,9 +130,9 @@ def test_an_image_bearing_chatml_source_resolves_its_photos(tmp_path):
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_image_chatml_rows_train_the_language_lora_only(tiny_vlm_dir, tmp_path):
-    from qc_assets.student.config import LoraSFTConfig
     from resources.training import sft_vl
     from resources.training.lora_policy import is_vision_param
+    from resources.training.spec import LoraTrainingSpec
     from resources.training.student import VLStudent
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
@@ -146,7 +146,7 @@ def test_image_chatml_rows_train_the_language_lora_only(tiny_vlm_dir, tmp_path):
     assert processor.tokenizer.decode(batch["input_ids"][0][kept]) == reply + "<|im_end|>\n"  # loss on the reply only
 
     before = {n: p.detach().clone() for n, p in model.named_parameters() if is_vision_param(n)}
-    spec = LoraSFTConfig(last_k=1, max_steps=2, batch_size=2, learning_rate=3e-2, warmup_ratio=0.0, seed=1)
+    spec = LoraTrainingSpec(last_k=1, max_steps=2, batch_size=2, learning_rate=3e-2, warmup_ratio=0.0, seed=1)
     session = VLStudent(str(tiny_vlm_dir)).sft(loaded.examples, spec, tmp_path / "run", log=lambda m: None)
     after = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
              for n, p in session.model.named_parameters() if "lora_" not in n}

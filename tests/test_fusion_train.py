@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
-from qc_assets.student.config import LoraSFTConfig
 from qc_assets.student.sources import stage_a_examples
 from resources.store import read_jsonl
 from resources.training import sft_vl
 from resources.training.lora_policy import is_vision_param
+from resources.training.spec import LoraTrainingSpec
 from resources.training.student import VLStudent
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -46,7 +46,7 @@ def test_collator_puts_loss_on_the_reply_only_for_text_and_photo_rows(tiny_vlm_d
 
 def test_sft_trains_only_language_lora_with_warmup_cosine_and_loss_falls(tiny_vlm_dir, examples, tmp_path):
     before = {n: p.detach().clone() for n, p in sft_vl.load_student(str(tiny_vlm_dir))[0].named_parameters()}
-    spec = LoraSFTConfig(last_k=1, max_steps=12, batch_size=2, learning_rate=3e-2, warmup_ratio=0.25, seed=3)
+    spec = LoraTrainingSpec(last_k=1, max_steps=12, batch_size=2, learning_rate=3e-2, warmup_ratio=0.25, seed=3)
     fixed = [examples[0][0], examples[1][0]]  # one text row, one photo row: the same batch every step
     session = VLStudent(str(tiny_vlm_dir)).sft(fixed, spec, tmp_path, log=lambda m: None)
     assert session.targets and all(".layers.1." in t for t in session.targets)  # 2 blocks, last 1 adapted
@@ -110,7 +110,7 @@ def test_bfloat16_student_trains_with_bf16_weights_and_float32_adapters(tiny_vlm
     bf16 mixed precision in TRL, float32 LoRA weights (peft keeps adapters in float32)."""
     import math
 
-    spec = LoraSFTConfig(last_k=1, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0)
+    spec = LoraTrainingSpec(last_k=1, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0)
     session = VLStudent(str(tiny_vlm_dir), dtype="bfloat16").sft([examples[0][0], examples[1][0]], spec, tmp_path,
                                                                log=lambda m: None)
     params = dict(session.model.named_parameters())

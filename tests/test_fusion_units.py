@@ -7,10 +7,11 @@ import pytest
 
 from fusion_fixtures import MISSION, distill_rows, stage_a_records, write_inputs
 from qc_assets.student import evaluate, mixing
-from qc_assets.student.config import (EvalGateConfig, FusionConfig, FusionRunConfig, LoraSFTConfig, SourceConfig,
+from qc_assets.student.config import (EvalGateConfig, FusionConfig, FusionRunConfig, SourceConfig,
                                      load_fusion_config)
 from qc_assets.student.sources import discover_missions, load_source, validate_chatml
 from resources.training import lora_policy as policy
+from resources.training.spec import LoraTrainingSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ def test_example_config_loads_and_roundtrips():
     ("sources:\n  - {name: a, type: chatml_file, path: nope.jsonl}\n", "does not exist"),
     ("sources:\n  - {name: a, type: distill_chatml}\n  - {name: a, type: stage_a_summaries}\n", "unique"),
     ("sources:\n  - {name: a, type: distill_chatml, weight: 2}\n", "unknown keys ['weight']"),
-    ("lora: {last_k: 0}\n", "lora.last_k must be an integer >= 1"),
+    ("lora: {last_k: -1}\n", "lora.last_k must be an integer >= 0"),
     ("eval: {confidence: 1.5}\n", "eval.confidence must be in"),
     ("eval: {tolerance: 0.05}\n", "unknown keys ['tolerance']"),
     ("guidance: latest\n", "guidance must be one of"),
@@ -188,9 +189,9 @@ def test_run_config_is_derived_and_overrides_the_yaml():
 
 def test_lora_config_validation():
     with pytest.raises(ValueError, match="dropout"):
-        LoraSFTConfig(dropout=1.0)
+        LoraTrainingSpec(dropout=1.0)
     with pytest.raises(ValueError, match="projections"):
-        LoraSFTConfig(projections=())
+        LoraTrainingSpec(projections=())
 
 
 def test_definitions_with_the_fusion_asset_load():

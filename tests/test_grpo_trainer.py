@@ -10,15 +10,16 @@ import pytest
 import torch
 
 from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
-from qc_assets.student.preference_assets import assets, dpo_checkpoint, grpo_checkpoint
-from qc_assets.student.preference_config import DPORunConfig, GRPORunConfig
-from qc_assets.student.grpo_dataset import build_grpo_dataset
-from qc_assets.student.rewards import default_reward_funcs
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance
+from qc_assets.student.grpo_dataset import build_grpo_dataset
+from qc_assets.student.preference_assets import assets, dpo_checkpoint, grpo_checkpoint
+from qc_assets.student.preference_config import DPORunConfig, GRPORunConfig
+from qc_assets.student.rewards import default_reward_funcs
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl, read_jsonl
 from resources.training.lora_policy import is_vision_param
+from resources.training.spec import LoraTrainingSpec
 from resources.training.resource import StudentTrainingResource
 from resources.training.student import VLStudent
 
@@ -41,10 +42,10 @@ def test_grpo_two_steps_moves_only_lora(tiny_vlm_dir, tmp_path):
              "images": ["a.jpg"], "per_image": {"image_1": "挡风板齐全" if i % 2 else "缺少挡风板"}} for i in range(4)]
     rows = build_grpo_dataset(recs, mission, Guidance.initial(mission))
     before = {n: p.detach().clone() for n, p in load_student(str(tiny_vlm_dir))[0].named_parameters()}
-    cfg = GRPORunConfig(last_k=1, max_steps=2, batch_size=4, num_generations=4, max_completion_length=6,
-                        learning_rate=5e-3, warmup_ratio=0.0)
-    session = VLStudent(str(tiny_vlm_dir)).grpo(rows, cfg, default_reward_funcs() + [cjk_share], tmp_path,
-                                                log=lambda m: None)
+    cfg = GRPORunConfig(lora=LoraTrainingSpec(last_k=1, max_steps=2, batch_size=4, learning_rate=5e-3,
+                                              warmup_ratio=0.0), num_generations=4, max_completion_length=6)
+    session = VLStudent(str(tiny_vlm_dir)).grpo(rows, cfg.lora, cfg.rollout(), default_reward_funcs() + [cjk_share],
+                                                tmp_path, log=lambda m: None)
     steps = [h for h in session.extra["log_history"] if "loss" in h]
     assert len(steps) == 2
     for key in ("rewards/label_reward/mean", "rewards/format_reward/mean", "rewards/cjk_share/mean", "reward"):
@@ -62,13 +63,13 @@ def test_grpo_two_steps_moves_only_lora(tiny_vlm_dir, tmp_path):
 def test_run_configs_validate():
     with pytest.raises(ValueError, match="num_generations must be >= 2"):
         GRPORunConfig(num_generations=1)
-    with pytest.raises(ValueError, match="batch_size 3 must be a multiple of num_generations 2"):
-        GRPORunConfig(batch_size=3)
+    with pytest.raises(ValueError, match="lora.batch_size 3 must be a multiple of num_generations 2"):
+        GRPORunConfig(lora=LoraTrainingSpec(batch_size=3))
     with pytest.raises(ValueError, match="guidance must be one of"):
         GRPORunConfig(guidance="latest")
     with pytest.raises(ValueError, match="DPO beta must be > 0"):
         DPORunConfig(beta=0)
-    assert GRPORunConfig(max_completion_length=64, learning_rate=3e-5).max_completion_length == 64
+    assert GRPORunConfig(max_completion_length=64, lora=LoraTrainingSpec(learning_rate=3e-5)).max_completion_length == 64
     with pytest.raises(ValueError, match="student dtype must be one of"):
         VLStudent("/nonexistent", dtype="fp8")
 
@@ -96,14 +97,14 @@ def _materialize(asset, root, images, model_dir, config: dict):
             "student": StudentTrainingResource(model_path=str(model_dir))})
 
 
-SMALL = {"guidance": "initial", "last_k": 1, "max_steps": 2, "learning_rate": 5e-3, "eval_max_groups": 2,
-         "eval_stage_a_images": 1, "eval_max_new_tokens": 4}
+LORA = {"last_k": 1, "max_steps": 2, "learning_rate": 5e-3, "batch_size": 2}
+SMALL = {"guidance": "initial", "lora": LORA, "eval_max_groups": 2, "eval_stage_a_images": 1, "eval_max_new_tokens": 4}
 
 
 def test_grpo_asset_trains_on_the_train_split_and_evaluates_on_held_out(tmp_path, sample_images, tiny_vlm_dir):
     records = _inputs(tmp_path, sample_images)
     result = _materialize(grpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir,
-                          {**SMALL, "batch_size": 2, "num_generations": 2, "max_completion_length": 4})
+                          {**SMALL, "num_generations": 2, "max_completion_length": 4})
     assert result.success
     (mat,) = result.asset_materializations_for_node("grpo_checkpoint")
     meta = {k: v.value for k, v in mat.metadata.items()}
@@ -112,7 +113,7 @@ def test_grpo_asset_trains_on_the_train_split_and_evaluates_on_held_out(tmp_path
     held_groups = {records[0]["group_id"], records[-1]["group_id"]}
     n_held = sum(r["group_id"] in held_groups for r in records)
     assert summary["train_rows"] == len(records) - n_held == meta["dagster/row_count"]
-    assert summary["config"]["max_completion_length"] == 4 and summary["config"]["learning_rate"] == 5e-3
+    assert summary["config"]["max_completion_length"] == 4 and summary["config"]["lora"]["learning_rate"] == 5e-3
     ev = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
     assert ev["missions"][MISSION]["fused"]["stage_b/n_groups"] == 2
     assert (run_dir / "config.json").is_file() and (run_dir / "adapter" / "adapter_config.json").is_file()
@@ -122,12 +123,12 @@ def test_grpo_asset_trains_on_the_train_split_and_evaluates_on_held_out(tmp_path
 
     # the same request again returns the same run; a changed config trains a new one
     again = _materialize(grpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir,
-                         {**SMALL, "batch_size": 2, "num_generations": 2, "max_completion_length": 4})
+                         {**SMALL, "num_generations": 2, "max_completion_length": 4})
     (mat,) = again.asset_materializations_for_node("grpo_checkpoint")
     assert mat.metadata["run_id"].value == meta["run_id"] and mat.metadata["grpo/reused"].value is True
     assert len(list((tmp_path / "grpo_checkpoint" / "runs").iterdir())) == 1
     changed = _materialize(grpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir,
-                           {**SMALL, "batch_size": 2, "num_generations": 2, "max_completion_length": 5})
+                           {**SMALL, "num_generations": 2, "max_completion_length": 5})
     (mat,) = changed.asset_materializations_for_node("grpo_checkpoint")
     assert mat.metadata["run_id"].value != meta["run_id"] and mat.metadata["grpo/reused"].value is False
 
@@ -138,7 +139,7 @@ def test_grpo_asset_trains_on_the_train_split_and_evaluates_on_held_out(tmp_path
 
 def test_dpo_asset_trains_on_pairs_minus_held_out_groups(tmp_path, sample_images, tiny_vlm_dir):
     records = _inputs(tmp_path, sample_images)
-    result = _materialize(dpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir, {**SMALL, "warmup_ratio": 0.0})
+    result = _materialize(dpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir, {**SMALL, "lora": {**LORA, "warmup_ratio": 0.0}})
     assert result.success
     (mat,) = result.asset_materializations_for_node("dpo_checkpoint")
     meta = {k: v.value for k, v in mat.metadata.items()}
@@ -149,7 +150,7 @@ def test_dpo_asset_trains_on_pairs_minus_held_out_groups(tmp_path, sample_images
     assert summary["method"] == "dpo" and len(summary["losses"]) == 2
     assert any("rewards/margins" in h for h in summary["log_history"])
     assert f"| {MISSION} | stage_b/verdict_accuracy |" in meta["eval_table"]
-    again = _materialize(dpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir, {**SMALL, "warmup_ratio": 0.0})
+    again = _materialize(dpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir, {**SMALL, "lora": {**LORA, "warmup_ratio": 0.0}})
     (mat,) = again.asset_materializations_for_node("dpo_checkpoint")
     assert mat.metadata["run_id"].value == meta["run_id"] and mat.metadata["dpo/reused"].value is True
 

@@ -7,13 +7,13 @@ import pytest
 
 from qc_assets.distill.config import DistillConfig
 from qc_assets.distill.select import judge_answers, preference_pairs
-from qc_assets.student.preference_config import GRPORunConfig
-from qc_assets.student.grpo_dataset import build_grpo_dataset
-from qc_assets.student.rewards import FormatReward, LabelReward
-from qc_assets.student.grpo import reward_funcs_for
-from qc_assets.student.grpo_cli import build_parser, config_from_args
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.filters import reason_copies_summary
+from qc_assets.student.grpo import reward_funcs_for
+from qc_assets.student.grpo_cli import build_parser, config_from_args
+from qc_assets.student.grpo_dataset import build_grpo_dataset
+from qc_assets.student.preference_config import GRPORunConfig
+from qc_assets.student.rewards import FormatReward, LabelReward
 from qc_assets.stage_b.guidance import Guidance
 
 SUMMARIES = [
@@ -66,14 +66,14 @@ def test_distillation_filters_a_copying_answer_and_pairs_it_as_rejected():
 
 def test_grpo_defaults_follow_the_proposal_and_are_configurable():
     cfg = GRPORunConfig()
-    assert (cfg.last_k, cfg.label_weight, cfg.format_weight) == (4, 1.0, 0.2)
+    assert (cfg.lora.last_k, cfg.label_weight, cfg.format_weight) == (4, 1.0, 0.2)
     label, fmt = reward_funcs_for(GRPORunConfig(label_weight=2.0, format_weight=0.5))
     assert label([OWN_WORDS], label=["fail"]) == [2.0] and fmt([OWN_WORDS], summaries=[SUMMARIES]) == [0.5]
     args = build_parser().parse_args(["--data-root", "d", "--out-dir", "o", "--model-path", "m", "--last-k", "2",
                                       "--label-weight", "1.5", "--format-weight", "0.3"])
     cli = config_from_args(args)
-    assert (cli.last_k, cli.label_weight, cli.format_weight) == (2, 1.5, 0.3)
+    assert (cli.lora.last_k, cli.label_weight, cli.format_weight) == (2, 1.5, 0.3)
     defaults = config_from_args(build_parser().parse_args(["--data-root", "d", "--out-dir", "o", "--model-path", "m"]))
-    assert (defaults.last_k, defaults.label_weight, defaults.format_weight) == (4, 1.0, 0.2)
+    assert (defaults.lora.last_k, defaults.label_weight, defaults.format_weight) == (4, 1.0, 0.2)
     with pytest.raises(ValueError, match="format_weight must be > 0"):
         GRPORunConfig(format_weight=0.0)

@@ -1,5 +1,6 @@
-"""Fusion config: which sources of which missions are mixed at which ratios, the LoRA policy, the
-guidance the eval uses and the per-mission eval gate.
+"""Fusion (SFT) config: which sources of which missions are mixed at which ratios, the LoRA policy
+(`lora`: the shared `resources.training.spec.LoraTrainingSpec`), the guidance the eval uses and the
+per-mission eval gate.
 
 Dataclasses beside the code they configure (defaults + help + validation in `__post_init__`), and a
 YAML loader whose errors name the bad value and what was expected. `configs/fusion.example.yaml`
@@ -14,9 +15,10 @@ from typing import Optional
 
 import yaml
 
+from resources.training.spec import LoraTrainingSpec
+
 SOURCE_TYPES = ("distill_chatml", "stage_a_summaries", "chatml_file")
 GUIDANCE_CHOICES = ("best", "initial")
-DEFAULT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -52,43 +54,6 @@ class SourceConfig:
                 raise ValueError(f"source {self.name!r}: chatml file {self.path!r} does not exist")
         elif self.path:
             raise ValueError(f"source {self.name!r}: path is only used by type chatml_file, not {self.type!r}")
-
-
-@dataclass(frozen=True)
-class LoraSFTConfig:
-    last_k: int = field(default=2, metadata={"help": "LoRA on the language model's last K decoder blocks"})
-    r: int = field(default=8, metadata={"help": "LoRA rank"})
-    alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
-    projections: tuple[str, ...] = field(default=DEFAULT_PROJECTIONS, metadata={
-        "help": "attention/MLP projection names adapted inside each chosen block"})
-    max_steps: int = field(default=30, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=2, metadata={"help": "rows per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    learning_rate: float = field(default=5e-3, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    max_length: int = field(default=1024, metadata={"help": "rows longer than this many tokens are dropped"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warmup before cosine decay"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    activation_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations in backward: less GPU memory for a large student, slower"})
-    seed: int = field(default=0, metadata={"help": "seeds LoRA init, data order and dropout"})
-
-    def __post_init__(self) -> None:
-        for name in ("last_k", "r", "alpha", "max_steps", "batch_size", "grad_accum", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"lora.{name} must be an integer >= 1, got {value!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"lora.learning_rate must be > 0, got {self.learning_rate!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"lora.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if not self.max_grad_norm > 0:
-            raise ValueError(f"lora.max_grad_norm must be > 0, got {self.max_grad_norm!r}")
-        if not self.projections:
-            raise ValueError("lora.projections must name at least one projection, e.g. q_proj")
 
 
 @dataclass(frozen=True)
@@ -130,7 +95,8 @@ class FusionConfig:
         "help": "mission name -> relative weight of its rows; missions not named weigh 1; empty = all equal"})
     guidance: str = field(default="best", metadata={
         "help": "Stage-B guidance for the eval prompts: best (fail if a mission has none) or initial (G0 + scaffold)"})
-    lora: LoraSFTConfig = field(default_factory=LoraSFTConfig)
+    lora: LoraTrainingSpec = field(default_factory=LoraTrainingSpec, metadata={
+        "help": "LoRA and optimiser of the SFT (resources.training.spec.LoraTrainingSpec)"})
     eval: EvalGateConfig = field(default_factory=EvalGateConfig)
 
     def __post_init__(self) -> None:
@@ -230,7 +196,7 @@ def fusion_config_from_dict(data: dict, base_dir: Path | None = None) -> FusionC
             sources.append(_build(SourceConfig, src, f"sources[{i}]"))
         data["sources"] = tuple(sources)
     if "lora" in data:
-        data["lora"] = _build(LoraSFTConfig, data["lora"], "lora")
+        data["lora"] = _build(LoraTrainingSpec, data["lora"], "lora")
     if "eval" in data:
         data["eval"] = _build(EvalGateConfig, data["eval"], "eval")
     return _build(FusionConfig, data, "fusion config")

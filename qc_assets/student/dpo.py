@@ -38,7 +38,7 @@ def run_dpo(cfg: DPORunConfig, student, *, data_root: Path, images_root: Path, o
     key = inputs_key("dpo", cfg, student, plan, pairs)
 
     def train(run_id: str, staging: Path) -> dict:
-        session = student.dpo(pairs, cfg, cfg.beta, staging, log=log)
+        session = student.dpo(pairs, cfg.lora, cfg.beta, staging, log=log)
         return finish_run(session, plan, cfg, images_root, staging, run_id,
                           {"method": "dpo", "train_pairs": len(pairs), "dropped_held_out": dropped})
 

@@ -34,7 +34,7 @@ def run_grpo(cfg: GRPORunConfig, student, *, data_root: Path, images_root: Path,
     key = inputs_key("grpo", cfg, student, plan, rows, extra=[getattr(f, "__name__", repr(f)) for f in funcs])
 
     def train(run_id: str, staging: Path) -> dict:
-        session = student.grpo(rows, cfg, funcs, staging, log=log)
+        session = student.grpo(rows, cfg.lora, cfg.rollout(), funcs, staging, log=log)
         return finish_run(session, plan, cfg, images_root, staging, run_id,
                           {"method": "grpo", "train_rows": len(rows), "held_out_rows": len(held)})
 

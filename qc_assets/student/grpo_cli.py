@@ -9,10 +9,26 @@ groups afterwards. Without `--guidance initial` it fails when a mission has no S
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from qc_assets.student.grpo import run_grpo
 from qc_assets.student.preference_config import GRPORunConfig
+from resources.training.spec import LoraTrainingSpec
+
+
+_KINDS = {"int": int, "float": float, "str": str, "bool": lambda v: v in ("1", "true", "yes")}
+
+
+def _flag_fields():
+    """(field, default, in the lora block?) for every flag: the run config's own fields and the LoRA spec's,
+    flat on the command line (`--last-k`, `--label-weight`); projections keep their default."""
+    default_lora = GRPORunConfig().lora
+    for f in fields(GRPORunConfig):
+        if f.name != "lora":
+            yield f, f.default, False
+    for f in fields(LoraTrainingSpec):
+        if f.name != "projections":
+            yield f, getattr(default_lora, f.name), True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,16 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--images-root", default="", help="default: <data-root>/images")
     p.add_argument("--mission", action="append", help="limit to these missions (repeatable); default: all")
-    for f in fields(GRPORunConfig):
-        if f.name != "projections":
-            kind = {"int": int, "float": float, "str": str, "bool": lambda v: v in ("1", "true", "yes")}[
-                f.type if isinstance(f.type, str) else f.type.__name__]
-            p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=f.metadata["help"])
+    for f, default, _ in _flag_fields():
+        kind = _KINDS[f.type if isinstance(f.type, str) else f.type.__name__]
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default, help=f.metadata["help"])
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> GRPORunConfig:
-    return GRPORunConfig(**{f.name: getattr(args, f.name) for f in fields(GRPORunConfig) if f.name != "projections"})
+    own = {f.name: getattr(args, f.name) for f, _, in_lora in _flag_fields() if not in_lora}
+    lora = {f.name: getattr(args, f.name) for f, _, in_lora in _flag_fields() if in_lora}
+    return GRPORunConfig(**own, lora=replace(GRPORunConfig().lora, **lora))
 
 
 def main(argv: list[str] | None = None) -> dict:

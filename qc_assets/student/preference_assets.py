@@ -28,7 +28,7 @@ def _metadata(summary: dict, fingerprint: str, note: str, method: str, n_rows: i
                f"{'not worse than base' if ev['passed'] else 'WORSE than base: ' + '; '.join(ev['failures'])}")
     meta = {
         "dagster/row_count": n_rows, "mission": ", ".join(sorted(ev["missions"])), "model_fingerprint": fingerprint,
-        "model_note": note, "seed": summary["config"]["seed"], "run_id": summary["run_id"],
+        "model_note": note, "seed": summary["config"]["lora"]["seed"], "run_id": summary["run_id"],
         f"{method}/reused": summary["reused"],
         "preview": dg.MetadataValue.md(preview[:480]), "guidance": dg.MetadataValue.json(summary["guidance"]),
         "eval_table": dg.MetadataValue.md(gate_table(ev["gates"])),

@@ -113,7 +113,7 @@ def finish_run(session, plan, cfg, images_root, staging: Path, run_id: str, summ
     eval_doc = {"run_id": run_id, **evaluate_session(session, plan, cfg.eval_config(), images_root, cfg.seed)}
     adapter_bytes = session.save_adapter(staging / "adapter")
     session.save_merged(staging)
-    summary = {**summary, "run_id": run_id, "config": dict(cfg.__dict__), "targets": session.targets,
+    summary = {**summary, "run_id": run_id, "config": asdict(cfg), "targets": session.targets,
                "trainable_params": session.trainable_params, "total_params": session.total_params,
                "adapter_bytes": adapter_bytes, "losses": session.losses, "train_seconds": session.seconds,
                "base_model_path": session.base_path,
@@ -127,7 +127,7 @@ def finish_run(session, plan, cfg, images_root, staging: Path, run_id: str, summ
 def inputs_key(method: str, cfg, student, plan: dict, rows: list[dict], extra=None) -> str:
     """What a run depends on: config, student model, training rows, held-out records and guidance."""
     held = {m: {"records": p["held"], "guidance": p["guidance"].content_hash()} for m, p in sorted(plan.items())}
-    return inputs_hash({"method": method, "config": dict(cfg.__dict__), "student": getattr(student, "fingerprint", ""),
+    return inputs_hash({"method": method, "config": asdict(cfg), "student": getattr(student, "fingerprint", ""),
                         "rows": rows, "held": held, "extra": extra})
 
 

@@ -19,7 +19,8 @@ def is_vision_param(name: str) -> bool:
 
 
 def lora_target_modules(module_names: Iterable[str], last_k: int, projections: Sequence[str]) -> list[str]:
-    """Full module names of the chosen projections in the language model's last `last_k` blocks.
+    """Full module names of the chosen projections in the language model's last `last_k` blocks
+    (`last_k=0`: every block).
 
     Names are built from the model's own layer list, so a model with fewer blocks than `last_k`, or one
     without the named projections, is an error rather than a silently different adapter.
@@ -28,8 +29,8 @@ def lora_target_modules(module_names: Iterable[str], last_k: int, projections: S
     >>> lora_target_modules(names + ["model.visual.blocks.0.attn.qkv"], 2, ["q_proj"])
     ['model.language_model.layers.1.self_attn.q_proj', 'model.language_model.layers.2.self_attn.q_proj']
     """
-    if last_k < 1:
-        raise ValueError(f"last_k must be >= 1, got {last_k}")
+    if last_k < 0:
+        raise ValueError(f"last_k must be >= 0 (0 = every block), got {last_k}")
     found: dict[int, list[str]] = {}
     prefixes = set()
     for name in module_names:
@@ -46,7 +47,7 @@ def lora_target_modules(module_names: Iterable[str], last_k: int, projections: S
     n_layers = max(found) + 1
     if last_k > n_layers:
         raise ValueError(f"last_k={last_k} but the language model has {n_layers} decoder layers")
-    chosen = range(n_layers - last_k, n_layers)
+    chosen = range(n_layers - last_k if last_k else 0, n_layers)
     missing = [i for i in chosen if i not in found]
     if missing:
         raise ValueError(f"decoder layers {missing} have none of the projections {list(projections)}")

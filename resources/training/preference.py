@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from resources.training.session import StudentSession
+from resources.training.spec import LoraTrainingSpec
 from resources.training.trl_common import (check_frozen, common_args, lora_config, losses_from, trainable_parameters,
                                            write_train_log)
 
@@ -26,7 +27,7 @@ def _session(trainer, processor, base_path: str, targets: list[str], seconds: fl
                           seconds, extra={"log_history": [h for h in history if "train_runtime" not in h]})
 
 
-def train_dpo(model, processor, base_path: str, pairs: Sequence[dict], spec, beta: float, output_dir: Path,
+def train_dpo(model, processor, base_path: str, pairs: Sequence[dict], spec: LoraTrainingSpec, beta: float, output_dir: Path,
               device: str, dtype: str, log: Callable[[str], None] = print) -> StudentSession:
     """`pairs`: TRL's conversational preference rows `{prompt, chosen, rejected}` (message lists)."""
     import torch
@@ -51,9 +52,11 @@ def train_dpo(model, processor, base_path: str, pairs: Sequence[dict], spec, bet
     return session
 
 
-def train_grpo(model, processor, base_path: str, rows: Sequence[dict], spec, reward_funcs: list, output_dir: Path,
-               device: str, dtype: str, log: Callable[[str], None] = print) -> StudentSession:
-    """`rows`: `{prompt: [system, user], label, ...}`; extra columns reach the reward functions."""
+def train_grpo(model, processor, base_path: str, rows: Sequence[dict], spec: LoraTrainingSpec, rollout: dict,
+               reward_funcs: list, output_dir: Path, device: str, dtype: str,
+               log: Callable[[str], None] = print) -> StudentSession:
+    """`rows`: `{prompt: [system, user], label, ...}`; extra columns reach the reward functions. `rollout`:
+    GRPOConfig's num_generations, max_completion_length, beta and temperature."""
     import torch
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -61,9 +64,10 @@ def train_grpo(model, processor, base_path: str, rows: Sequence[dict], spec, rew
     if not rows:
         raise ValueError("GRPO needs at least one prompt row")
     peft_config, targets = lora_config(model, spec)
-    args = GRPOConfig(**common_args(spec, output_dir, device, dtype), num_generations=spec.num_generations,
-                      max_completion_length=spec.max_completion_length, beta=spec.beta,
-                      temperature=spec.temperature)
+    unknown = sorted(set(rollout) - {"num_generations", "max_completion_length", "beta", "temperature"})
+    if unknown:
+        raise ValueError(f"unknown GRPO rollout settings {unknown}")
+    args = GRPOConfig(**common_args(spec, output_dir, device, dtype), **rollout)
     torch.manual_seed(spec.seed)
     trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args,
                           train_dataset=Dataset.from_list(list(rows)), processing_class=processor,

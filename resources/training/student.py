@@ -2,7 +2,7 @@
 and hands back sessions that generate, save the adapter and save a merged checkpoint.
 
 Domain code (qc_assets/student) never loads a model itself; it calls `sft`, `dpo` or
-`grpo` here with plain rows and a LoRA spec. Imports of torch/transformers/TRL happen inside methods.
+`grpo` here with plain rows and a `LoraTrainingSpec`. Imports of torch/transformers/TRL happen inside methods.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from resources.training.session import StudentSession
+from resources.training.spec import LoraTrainingSpec
 from resources.training.trl_common import check_device_dtype
 
 
@@ -34,7 +35,7 @@ class VLStudent:
 
         return load_student(self.model_path, self.device, self.dtype)
 
-    def sft(self, examples: Sequence[dict], spec, work_dir: Path, log: Callable[[str], None] = print
+    def sft(self, examples: Sequence[dict], spec: LoraTrainingSpec, work_dir: Path, log: Callable[[str], None] = print
             ) -> StudentSession:
         """LoRA SFT through TRL's SFTTrainer; `examples` are `{messages, images}` chatml rows."""
         from resources.training.sft_vl import train_sft
@@ -48,7 +49,7 @@ class VLStudent:
                               result.trainable_params, result.total_params, result.seconds,
                               extra={"dropped_too_long": result.dropped_too_long})
 
-    def dpo(self, pairs: Sequence[dict], spec, beta: float, work_dir: Path,
+    def dpo(self, pairs: Sequence[dict], spec: LoraTrainingSpec, beta: float, work_dir: Path,
             log: Callable[[str], None] = print) -> StudentSession:
         """LoRA DPO through TRL's DPOTrainer on `{prompt, chosen, rejected}` conversational rows."""
         from resources.training.preference import train_dpo
@@ -57,11 +58,12 @@ class VLStudent:
         return train_dpo(model, processor, self.model_path, pairs, spec, beta, Path(work_dir), self.device,
                          self.dtype, log)
 
-    def grpo(self, rows: Sequence[dict], spec, reward_funcs: list, work_dir: Path,
+    def grpo(self, rows: Sequence[dict], spec: LoraTrainingSpec, rollout: dict, reward_funcs: list, work_dir: Path,
              log: Callable[[str], None] = print) -> StudentSession:
-        """LoRA GRPO through TRL's GRPOTrainer on `{prompt, label, ...}` rows (spec = a GRPO config)."""
+        """LoRA GRPO through TRL's GRPOTrainer on `{prompt, label, ...}` rows; `rollout`: num_generations,
+        max_completion_length, beta, temperature."""
         from resources.training.preference import train_grpo
 
         model, processor = self._load()
-        return train_grpo(model, processor, self.model_path, rows, spec, reward_funcs, Path(work_dir), self.device,
-                          self.dtype, log)
+        return train_grpo(model, processor, self.model_path, rows, spec, rollout, reward_funcs, Path(work_dir),
+                          self.device, self.dtype, log)

@@ -1,9 +1,8 @@
 """What SFT, DPO and GRPO share: the peft `LoraConfig` of our policy, TRL's common arguments (device,
 precision, schedule, clipping, seeds) and the numbers every run reports.
 
-`spec` is any object with the LoRA/optimiser fields of `qc_assets.student.config.LoraSFTConfig`
-(`last_k, r, alpha, dropout, projections, max_steps, batch_size, grad_accum, learning_rate,
-weight_decay, warmup_ratio, max_grad_norm, seed`, optionally `activation_checkpointing`); resources import nothing from qc_assets.
+`spec` is a `resources.training.spec.LoraTrainingSpec` (the stage configs in qc_assets nest one);
+resources import nothing from qc_assets.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ def common_args(spec, output_dir: str | Path, device: str, dtype: str) -> dict:
         max_grad_norm=spec.max_grad_norm, bf16=dtype == "bfloat16", fp16=dtype == "float16",
         use_cpu=device == "cpu", seed=spec.seed, data_seed=spec.seed, logging_steps=1, save_strategy="no",
         report_to="none", disable_tqdm=True, remove_unused_columns=False,
-        activation_checkpointing=bool(getattr(spec, "activation_checkpointing", False)),
+        activation_checkpointing=spec.activation_checkpointing,
     )
 
 
