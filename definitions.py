@@ -26,6 +26,7 @@ from resources.llm.resource import LLMResource
 from resources.storage import storage_from_env
 from resources.store import data_root
 from resources.training.resource import StudentTrainingResource
+from resources.training.text_student import text_student_from_env
 from resources.vlm.resource import vlm_from_env
 
 
@@ -109,6 +110,8 @@ defs = dg.Definitions(
             dtype=env("QC_DTYPE", "float32"),
             smoke_model=env("QC_STUDENT_SMOKE_MODEL", "0") == "1",
         ),
+        # FastDistill's text student: base model (QC_TEXT_STUDENT_MODEL; empty = embedded SmolLM2), device, dtype
+        "text_student": text_student_from_env(),
         "llm": llm_from_env("QC_LLM"),
         "teacher_llm": llm_from_env("QC_TEACHER"),
     },

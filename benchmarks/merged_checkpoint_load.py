@@ -53,7 +53,8 @@ def run(args) -> dict:
             model, base_path = _tiny_base(tmp, args.device, args.dtype)
         else:
             model, base_path = build_model(args.size, args.device, dtype), ""
-        peft_config, targets = lora_config(model, LoraTrainingSpec(last_k=args.last_k, r=args.rank, alpha=2 * args.rank))
+        spec = LoraTrainingSpec(last_k=args.last_k, r=args.rank, alpha=2 * args.rank)
+        peft_config, targets = lora_config(model, spec)
         peft_model = get_peft_model(model, peft_config)
         with torch.no_grad():  # a trained adapter has non-zero B; make the merge do real work
             for n, p in peft_model.named_parameters():

@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n[fastdistill] run 'demo'", flush=True)
     started = time.perf_counter()
     result = _guarded(instance, lambda: run_fastdistill(
-        "demo", instance=instance, storage=storage, teacher_llm=defs.resources["teacher_llm"], raise_on_error=False))
+        "demo", instance=instance, storage=storage, teacher_llm=defs.resources["teacher_llm"],
+        text_student=defs.resources["text_student"], raise_on_error=False))
     problems += _report(f"FastDistill run 'demo' ({time.perf_counter() - started:.0f}s)", result,
                         {a.key.to_user_string() for a in fastdistill_assets.assets})
     return _finish(problems, storage, instance)

@@ -69,7 +69,8 @@ def _fields(cls: type, defaults) -> dict:
     out = {}
     for f in dataclasses.fields(cls):
         default = getattr(defaults, f.name) if defaults is not None else _default(cls, f)
-        out[f.name] = (_config_type(hints[f.name]), Field(default=_to_plain(default), description=f.metadata.get("help")))
+        out[f.name] = (_config_type(hints[f.name]),
+                       Field(default=_to_plain(default), description=f.metadata.get("help")))
     return out
 
 

@@ -18,7 +18,7 @@ from resources.storage import StorageResource
 
 TINY = {"max_train": 4, "max_dev": 2, "max_new_tokens": 24, "chunk_size": 4,
         "require_gold_match": False, "min_score": 0.0}
-TINY_STUDENT = {"steps": 2, "batch_size": 2, "eval_max_new_tokens": 16}
+TINY_STUDENT = {"lora": {"max_steps": 2, "batch_size": 2}, "eval_max_new_tokens": 16}
 STAGES_WITH_REPORTS = ("canonical", "dedup", "teacher", "filter", "exec_eval", "score", "select", "export")
 
 

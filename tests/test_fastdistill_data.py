@@ -169,14 +169,14 @@ def test_split_rationale():
 
 
 def test_stage_inputs_on_a_records_file_splits_and_dedups(tmp_path):
-    from qc_assets.fastdistill.config import RunConfig
+    from qc_assets.fastdistill.config import FastDistillSettings
     from qc_assets.fastdistill.pipeline import read_rows, stage_inputs
 
     recs = synthetic_dataset(tmp_path / "src", seed=0, per_template=1)
     lines = [json.dumps({k: v for k, v in r.items() if k != "split"}, ensure_ascii=False) for r in recs]
     path = tmp_path / "records.jsonl"
     path.write_text("\n".join(lines + lines[:3]) + "\n")  # three exact duplicates
-    out = stage_inputs(tmp_path / "run", "w", RunConfig(source="records", data_path=str(path)))
+    out = stage_inputs(tmp_path / "run", "w", FastDistillSettings(source="records", data_path=str(path)))
     assert out["loaded"] == len(recs) + 3 and out["duplicates_dropped"] == 3
     rows = read_rows(tmp_path / "run" / "dedup" / "records.parquet")
     assert len(rows) == len(recs) and len({r["sample_id"] for r in rows}) == len(recs)

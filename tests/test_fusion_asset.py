@@ -6,8 +6,8 @@ import json
 
 import dagster as dg
 import pytest
-
 from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
+
 from qc_assets.student.assets import FusedSFTConfig, asset_checks, fused_sft_checkpoint
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl, read_jsonl
@@ -154,8 +154,8 @@ def test_missing_guidance_fails_unless_config_says_initial(tmp_path, sample_imag
 
 
 def test_corrupt_guidance_is_refused_too(tmp_path):
-    from qc_assets.student.runs import resolve_guidance
     from qc_assets.missions import get_mission
+    from qc_assets.student.runs import resolve_guidance
 
     mission = get_mission(MISSION)
     (tmp_path / "guidance").mkdir()

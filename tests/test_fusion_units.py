@@ -4,11 +4,10 @@ import doctest
 from pathlib import Path
 
 import pytest
-
 from fusion_fixtures import MISSION, distill_rows, stage_a_records, write_inputs
+
 from qc_assets.student import evaluate, mixing
-from qc_assets.student.config import (EvalGateConfig, FusionConfig, FusionRunConfig, SourceConfig,
-                                     load_fusion_config)
+from qc_assets.student.config import EvalGateConfig, FusionConfig, FusionRunConfig, SourceConfig, load_fusion_config
 from qc_assets.student.sources import discover_missions, load_source, validate_chatml
 from resources.training import lora_policy as policy
 from resources.training.spec import LoraTrainingSpec
@@ -175,8 +174,8 @@ def test_doctests():
 
 
 def test_run_config_is_derived_and_overrides_the_yaml():
-    from qc_assets.student.assets import FusedSFTConfig
     from qc_assets.run_config import to_domain
+    from qc_assets.student.assets import FusedSFTConfig
 
     fields = FusedSFTConfig.model_fields
     assert set(fields) == {"config_file", "max_steps", "seed", "guidance"}
@@ -238,10 +237,10 @@ def test_student_resource_builds_the_smoke_model_only_when_asked(tmp_path, monke
 def test_inputs_key_changes_with_any_input_and_a_changed_photo(tmp_path):
     import os
 
-    from qc_assets.student.config import FusionConfig
-    from qc_assets.student.sft import inputs_key
     from qc_assets.missions import get_mission
     from qc_assets.stage_b.guidance import Guidance
+    from qc_assets.student.config import FusionConfig
+    from qc_assets.student.sft import inputs_key
 
     photo = tmp_path / "a.jpg"
     photo.write_bytes(b"one")

@@ -5,10 +5,10 @@ import pickle
 
 import pytest
 
-from qc_assets.student import rewards
-from qc_assets.student.grpo_dataset import build_grpo_dataset
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance
+from qc_assets.student import rewards
+from qc_assets.student.grpo_dataset import build_grpo_dataset
 
 MISSION = "挡风板安装检查"
 

@@ -69,7 +69,8 @@ def test_run_configs_validate():
         GRPORunConfig(guidance="latest")
     with pytest.raises(ValueError, match="DPO beta must be > 0"):
         DPORunConfig(beta=0)
-    assert GRPORunConfig(max_completion_length=64, lora=LoraTrainingSpec(learning_rate=3e-5)).max_completion_length == 64
+    cfg = GRPORunConfig(max_completion_length=64, lora=LoraTrainingSpec(learning_rate=3e-5))
+    assert (cfg.max_completion_length, cfg.lora.learning_rate) == (64, 3e-5)
     with pytest.raises(ValueError, match="student dtype must be one of"):
         VLStudent("/nonexistent", dtype="fp8")
 
@@ -137,9 +138,12 @@ def test_grpo_asset_trains_on_the_train_split_and_evaluates_on_held_out(tmp_path
     assert not list((tmp_path / "grpo_checkpoint" / "runs").glob(".staging-*"))
 
 
+NO_WARMUP = {**SMALL, "lora": {**LORA, "warmup_ratio": 0.0}}
+
+
 def test_dpo_asset_trains_on_pairs_minus_held_out_groups(tmp_path, sample_images, tiny_vlm_dir):
     records = _inputs(tmp_path, sample_images)
-    result = _materialize(dpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir, {**SMALL, "lora": {**LORA, "warmup_ratio": 0.0}})
+    result = _materialize(dpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir, NO_WARMUP)
     assert result.success
     (mat,) = result.asset_materializations_for_node("dpo_checkpoint")
     meta = {k: v.value for k, v in mat.metadata.items()}
@@ -150,7 +154,7 @@ def test_dpo_asset_trains_on_pairs_minus_held_out_groups(tmp_path, sample_images
     assert summary["method"] == "dpo" and len(summary["losses"]) == 2
     assert any("rewards/margins" in h for h in summary["log_history"])
     assert f"| {MISSION} | stage_b/verdict_accuracy |" in meta["eval_table"]
-    again = _materialize(dpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir, {**SMALL, "lora": {**LORA, "warmup_ratio": 0.0}})
+    again = _materialize(dpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir, NO_WARMUP)
     (mat,) = again.asset_materializations_for_node("dpo_checkpoint")
     assert mat.metadata["run_id"].value == meta["run_id"] and mat.metadata["dpo/reused"].value is True
 

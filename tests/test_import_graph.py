@@ -1,8 +1,10 @@
 """The project's modules import each other in one direction: no import cycle, however the import is
-written (top level, inside a function, or under TYPE_CHECKING)."""
+written (top level, inside a function, or under TYPE_CHECKING). FastDistill reaches its models through
+resources like every other stage: no module under qc_assets/fastdistill/ imports a backend class."""
 
 import ast
 import graphlib
+import re
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,31 @@ def test_the_cycle_finder_reports_a_cycle():
     with pytest.raises(AssertionError, match="a -> b -> a|b -> a -> b"):
         cycle = find_cycle({"a": {"b"}, "b": {"a"}})
         assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+# A backend is a concrete model class (a chat backend, a trainer, the VL student): stage code gets them from
+# a resource (LLMResource, TextStudentResource). The interfaces (`resources.llm`: ChatLLM, DecodeParams,
+# Completion), the resources and the LoRA spec are fine.
+BACKEND_MODULES = re.compile(r"^resources\.(llm\.(\w+_backend|transformers_constrained|smollm2)|vlm\.\w+_backend"
+                             r"|training\.(sft_\w+|student|student_chat|preference|session|trl_common))$")
+
+
+def backend_imports(folder: Path) -> list[str]:
+    files = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
+    known = {module_name(p) for p in files}
+    return sorted(f"{path.relative_to(folder)} imports {m}" for path in Path(folder).rglob("*.py")
+                  for m in imported_modules(path, known) if BACKEND_MODULES.match(m))
+
+
+def test_fastdistill_imports_no_backend_class():
+    found = backend_imports(ROOT / "qc_assets" / "fastdistill")
+    assert not found, f"FastDistill must get its models from a resource, not build a backend: {found}"
+
+
+def test_the_backend_rule_catches_a_backend_import(tmp_path):
+    (tmp_path / "student_run.py").write_text(
+        "from resources.llm import ChatLLM\nfrom resources.training.text_student import TextStudentResource\n"
+        "def f():\n    from resources.llm.transformers_backend import TransformersChatLLM\n", encoding="utf-8")
+    (tmp_path / "train.py").write_text("import resources.training.sft_text\n", encoding="utf-8")
+    assert [line.split(" imports ")[1] for line in backend_imports(tmp_path)] == [
+        "resources.llm.transformers_backend", "resources.training.sft_text"]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from qc_assets.student.sources import stage_a_examples
 from qc_assets.missions import get_mission
 from qc_assets.stage_a import prompts
 from qc_assets.stage_a.discovery import discover, group_id_of, unaccounted_files
@@ -20,6 +19,7 @@ from qc_assets.stage_a.runner import StageAConfig, run_stage_a
 from qc_assets.stage_a.sampling import sample_groups
 from qc_assets.stage_a.settings import load_settings
 from qc_assets.stage_b.split import split_three_way
+from qc_assets.student.sources import stage_a_examples
 from resources.store import read_jsonl
 from resources.vlm import VisionOutput
 

@@ -9,12 +9,12 @@ from qc_assets.distill.config import DistillConfig
 from qc_assets.distill.select import judge_answers, preference_pairs
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.filters import reason_copies_summary
+from qc_assets.stage_b.guidance import Guidance
 from qc_assets.student.grpo import reward_funcs_for
 from qc_assets.student.grpo_cli import build_parser, config_from_args
 from qc_assets.student.grpo_dataset import build_grpo_dataset
 from qc_assets.student.preference_config import GRPORunConfig
 from qc_assets.student.rewards import FormatReward, LabelReward
-from qc_assets.stage_b.guidance import Guidance
 
 SUMMARIES = [
     "BBU机框安装于机柜第3层，前面板螺丝齐全，右侧两个空槽位未安装挡风板",

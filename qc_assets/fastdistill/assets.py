@@ -14,50 +14,20 @@ import dagster as dg
 
 from qc_assets.fastdistill import pipeline
 from qc_assets.fastdistill.assets_meta import md_preview, plot_md, table
-from qc_assets.fastdistill.config import RunConfig, StudentConfig
+from qc_assets.fastdistill.config import FastDistillSettings, TextStudentConfig
 from qc_assets.fastdistill.partitions import fastdistill_runs
 from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.run_config import dagster_config, to_domain
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
+from resources.training.text_student import TextStudentResource
 
 GROUP = "fastdistill"
 
 
-class FastDistillRunConfig(dg.Config):
-    """Run settings (recorded once per run by fastdistill_inputs); see config.RunConfig for meanings."""
-
-    source: str = "synthetic"
-    seed: int = 0
-    per_template: int = 1
-    dev_fraction: float = 0.25
-    max_train: int = 0
-    max_dev: int = 0
-    data_path: str = ""
-    tables_path: str = ""
-    db_path: str = ""
-    recipe: str = "sql"
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    n: int = 1
-    max_in_flight: int = 1
-    chunk_size: int = 4
-    max_tokens_in_flight: int = 65_536
-    max_attempts: int = 2
-    teacher_from_run: str = ""
-    max_sql_chars: int = 2000
-    exec_timeout_s: float = 2.0
-    exec_max_rows: int = 10_000
-    exec_workers: int = 1
-    judge: bool = False
-    judge_max_in_flight: int = 1
-    require_exec_pass: bool = True
-    require_gold_match: bool = True
-    min_score: float = 0.0
-    max_per_input: int = 1
-    min_keep_rate: float = 0.05
-    min_exec_pass_rate: float = 0.2
+# the launchpad form of the run settings (recorded once per run by fastdistill_inputs), from the dataclass
+FastDistillRunConfig = dagster_config(FastDistillSettings, "FastDistillRunConfig")
+FastDistillStudentConfig = dagster_config(TextStudentConfig, "FastDistillStudentConfig")
 
 
 def run_dir(storage: StorageResource, run_id: str) -> Path:
@@ -75,7 +45,7 @@ def fastdistill_inputs(
 ) -> dg.MaterializeResult:
     """Load or generate Text2SQL inputs, canonicalize, dedup by sample_id; records the run config."""
     run_id = context.partition_key
-    cfg = RunConfig.from_dict(config.model_dump())
+    cfg = to_domain(config, FastDistillSettings)
     out = pipeline.stage_inputs(run_dir(storage, run_id), run_id, cfg)
     rows = out["rows"]
     cols = ["split", "lang", "db_id", "question"]
@@ -93,23 +63,23 @@ def fastdistill_inputs(
     })
 
 
-def born_again_settings(cfg: RunConfig, storage: StorageResource, teacher_llm: LLMResource) -> dict:
-    """TransformersChatLLM arguments for an earlier run's merged student as the teacher: on the teacher
-    resource's device and dtype (QC_TEACHER_DEVICE / _DTYPE), as a GPU teacher would run, not CPU float32."""
+def born_again_teacher(cfg: FastDistillSettings, storage: StorageResource, teacher_llm: LLMResource) -> LLMResource:
+    """The teacher resource pointed at an earlier run's merged student (a HF folder, transformers backend):
+    on the teacher resource's device, dtype, batch size and threads (QC_TEACHER_DEVICE / _DTYPE), as a GPU
+    teacher would run, not CPU float32."""
     model_dir = storage.root() / "fastdistill" / cfg.teacher_from_run / "train" / "model"
     if not (model_dir / "config.json").exists():
         raise ValueError(f"teacher_from_run={cfg.teacher_from_run!r} has no trained student at {model_dir}")
-    return {"model_path": model_dir, "device": teacher_llm.device, "dtype": teacher_llm.dtype,
-            "batch_size": teacher_llm.batch_size, "num_threads": teacher_llm.cpu_threads}
+    return teacher_llm.model_copy(update={
+        "backend": "transformers", "model_path": str(model_dir), "gguf_file": None, "base_url": "", "model": "",
+        "api_key": None, "structured_output": "none", "thinking": "off"})
 
 
-def teacher_llm_for(cfg: RunConfig, storage: StorageResource, teacher_llm: LLMResource):
+def teacher_llm_for(cfg: FastDistillSettings, storage: StorageResource, teacher_llm: LLMResource):
     """The configured provider, or (Born-Again) an earlier run's merged student."""
     if not cfg.teacher_from_run:
         return teacher_llm.get_llm()
-    from resources.llm.transformers_backend import TransformersChatLLM
-
-    return TransformersChatLLM(**born_again_settings(cfg, storage, teacher_llm))
+    return born_again_teacher(cfg, storage, teacher_llm).get_llm()
 
 
 @dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_inputs], pool=GPU_POOL,
@@ -150,7 +120,7 @@ def fastdistill_teacher(
     })
 
 
-def write_lineage(folder: Path, run_id: str, cfg: RunConfig, fingerprint: str) -> None:
+def write_lineage(folder: Path, run_id: str, cfg: FastDistillSettings, fingerprint: str) -> None:
     """Born-Again lineage: which run's student (if any) taught this run."""
     from resources.store import atomic_write_json
 
@@ -241,28 +211,27 @@ def fastdistill_dataset(context: dg.AssetExecutionContext, storage: StorageResou
     }, check_results=checks)
 
 
-StudentRunConfig = dagster_config(StudentConfig, "StudentRunConfig")
-
-
 @dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_dataset], pool=GPU_POOL,
           op_tags=GPU_OP_TAGS, kinds={"pytorch", "python"})
 def fastdistill_student(
-    context: dg.AssetExecutionContext, config: StudentRunConfig, storage: StorageResource
+    context: dg.AssetExecutionContext, config: FastDistillStudentConfig, storage: StorageResource,
+    text_student: TextStudentResource,
 ) -> dg.MaterializeResult:
     """Student LoRA SFT and exec-eval of base vs student on held-out dev questions."""
     from qc_assets.fastdistill.student_run import run_student
 
     run_id = context.partition_key
     folder = run_dir(storage, run_id)
+    student_cfg = to_domain(config, TextStudentConfig)
     try:
-        out = run_student(folder, to_domain(config, StudentConfig))
+        out = run_student(folder, student_cfg, text_student)
     except (OSError, RuntimeError, ValueError) as err:
         raise _fail("student training/eval", err, run_id) from err
     train, before, after = out["train"], out["before"], out["after"]
     return dg.MaterializeResult(metadata={
         "dagster/row_count": train["examples"],
         "run_id": run_id,
-        "seed": config.seed,
+        "seed": student_cfg.lora.seed,
         "fastdistill/student_reused": out["reused"],  # same inputs as the finished train + eval: not redone
         "model_fingerprint": after["model"],
         "base_fingerprint": before["model"],

@@ -1,4 +1,5 @@
-"""FastDistill run configuration: one frozen dataclass recorded per run (run_config.json).
+"""FastDistill run configuration: `FastDistillSettings`, one frozen dataclass recorded per run
+(run_config.json), and `TextStudentConfig`, the student stage's settings.
 
 The first stage records it; later stages of the same run read it back, so a run is replayable
 from its folder and every stage sees the same settings.
@@ -11,48 +12,56 @@ from dataclasses import dataclass, field
 
 from qc_assets.fastdistill.prompts import RECIPES
 from resources.llm import DecodeParams
+from resources.training.spec import ATTENTION_PROJECTIONS, LoraTrainingSpec
 
 SOURCES = ("synthetic", "wikisql", "spider", "records")
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class FastDistillSettings:
+    """One FastDistill run's data, teacher, gate, keep-rule and check settings (recorded in run_config.json)."""
+
     # data
-    source: str = "synthetic"  # synthetic | wikisql | spider | records
-    seed: int = 0  # data generation, split and decode seed
-    per_template: int = 1  # synthetic: questions per template and language
-    dev_fraction: float = 0.25
-    max_train: int = 0  # cap on train inputs sent to the teacher (0 = all)
-    max_dev: int = 0  # cap on held-out dev inputs for student eval (0 = all)
-    data_path: str = ""  # loaders: questions file (wikisql .jsonl, spider .json, records .jsonl)
-    tables_path: str = ""  # wikisql: tables .jsonl
-    db_path: str = ""  # wikisql: .db file; spider: database/ folder
+    source: str = field(default="synthetic", metadata={"help": f"input data: one of {SOURCES}"})
+    seed: int = field(default=0, metadata={"help": "data generation, split and decode seed"})
+    per_template: int = field(default=1, metadata={"help": "synthetic: questions per template and language"})
+    dev_fraction: float = field(default=0.25, metadata={"help": "share of inputs held out as the student's dev split"})
+    max_train: int = field(default=0, metadata={"help": "cap on train inputs sent to the teacher (0 = all)"})
+    max_dev: int = field(default=0, metadata={"help": "cap on held-out dev inputs for the student eval (0 = all)"})
+    data_path: str = field(default="", metadata={
+        "help": "loaders: questions file (wikisql .jsonl, spider .json, records .jsonl)"})
+    tables_path: str = field(default="", metadata={"help": "wikisql: tables .jsonl"})
+    db_path: str = field(default="", metadata={"help": "wikisql: .db file; spider: database/ folder"})
     # teacher
-    recipe: str = "sql"  # sql | rationale (Distilling Step-by-Step)
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    n: int = 1  # samples per input (Data Distillation)
-    max_in_flight: int = 1
-    chunk_size: int = 4
-    max_tokens_in_flight: int = 65_536
-    max_attempts: int = 2
-    teacher_from_run: str = ""  # Born-Again: use this earlier run's student as the teacher
+    recipe: str = field(default="sql", metadata={"help": f"teacher prompt: one of {RECIPES} (rationale = "
+                                                         "Distilling Step-by-Step)"})
+    temperature: float = field(default=0.0, metadata={"help": "teacher sampling temperature; 0 = greedy"})
+    top_p: float = field(default=1.0, metadata={"help": "teacher nucleus sampling, in (0, 1]"})
+    max_new_tokens: int = field(default=64, metadata={"help": "teacher decode budget per answer"})
+    n: int = field(default=1, metadata={"help": "samples per input (Data Distillation); seeds seed + i"})
+    max_in_flight: int = field(default=1, metadata={"help": "teacher requests in flight at once"})
+    chunk_size: int = field(default=4, metadata={"help": "inputs per teacher chunk (the cache is written per chunk)"})
+    max_tokens_in_flight: int = field(default=65_536, metadata={
+        "help": "token budget (prompt + max_new_tokens) of the requests in flight"})
+    max_attempts: int = field(default=2, metadata={"help": "tries per teacher request before it is recorded failed"})
+    teacher_from_run: str = field(default="", metadata={
+        "help": "Born-Again: this earlier run's merged student is the teacher (on the teacher resource's device)"})
     # gates
-    max_sql_chars: int = 2000
-    exec_timeout_s: float = 2.0
-    exec_max_rows: int = 10_000
-    exec_workers: int = 1
-    judge: bool = False
-    judge_max_in_flight: int = 1
+    max_sql_chars: int = field(default=2000, metadata={"help": "rule filter: longer SQL is rejected"})
+    exec_timeout_s: float = field(default=2.0, metadata={"help": "seconds one SQL may run in the sandbox"})
+    exec_max_rows: int = field(default=10_000, metadata={"help": "rows one SQL may return in the sandbox"})
+    exec_workers: int = field(default=1, metadata={"help": "parallel SQL sandbox workers"})
+    judge: bool = field(default=False, metadata={"help": "add an LLM judge score (the teacher judges)"})
+    judge_max_in_flight: int = field(default=1, metadata={"help": "judge requests in flight at once"})
     # keep rules
-    require_exec_pass: bool = True
-    require_gold_match: bool = True
-    min_score: float = 0.0
-    max_per_input: int = 1
+    require_exec_pass: bool = field(default=True, metadata={"help": "keep only SQL that executes"})
+    require_gold_match: bool = field(default=True, metadata={"help": "keep only SQL whose result equals gold's"})
+    min_score: float = field(default=0.0, metadata={"help": "keep only candidates scoring at least this"})
+    max_per_input: int = field(default=1, metadata={"help": "distinct kept answers per question"})
     # asset check thresholds
-    min_keep_rate: float = 0.05
-    min_exec_pass_rate: float = 0.2
+    min_keep_rate: float = field(default=0.05, metadata={"help": "keep_rate check: kept / candidates >= this"})
+    min_exec_pass_rate: float = field(default=0.2, metadata={
+        "help": "exec_pass_rate check: share of candidates that execute >= this"})
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -77,7 +86,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> RunConfig:
+    def from_dict(cls, data: dict) -> FastDistillSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -85,38 +94,24 @@ class RunConfig:
         return cls(**data)
 
 
-@dataclass(frozen=True)
-class StudentConfig:
-    """LoRA SFT of the text student on a run's export (TRL SFTTrainer), then base vs student on the dev split."""
+def _text_student_lora() -> LoraTrainingSpec:
+    # every decoder block's attention projections of the small text student
+    return LoraTrainingSpec(last_k=0, projections=ATTENTION_PROJECTIONS, max_steps=8, batch_size=2,
+                            learning_rate=2e-3, max_length=384)
 
-    base_model_path: str = field(default="", metadata={
-        "help": "HF folder, or folder holding gguf_file; empty = the embedded SmolLM2 GGUF"})
-    gguf_file: str = field(default="", metadata={"help": "GGUF file name inside base_model_path"})
-    device: str = field(default="cpu", metadata={"help": "training and eval device, e.g. cuda"})
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 (bf16 mixed precision) or float16"})
-    steps: int = field(default=8, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=2, metadata={"help": "rows per step"})
-    learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "linear warmup share before cosine decay"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    max_length: int = field(default=384, metadata={"help": "tokens kept per row"})
+
+@dataclass(frozen=True)
+class TextStudentConfig:
+    """LoRA SFT of the text student on a run's export (TRL SFTTrainer), then base vs student on the dev split.
+    Which base model, device, dtype and threads: the `text_student` resource (QC_TEXT_STUDENT_*)."""
+
+    lora: LoraTrainingSpec = field(default_factory=_text_student_lora, metadata={
+        "help": "LoRA and optimiser (resources.training.spec.LoraTrainingSpec); lora.seed also seeds the eval"})
     eval_max_new_tokens: int = field(default=64, metadata={"help": "greedy decode budget per dev answer"})
-    seed: int = field(default=0, metadata={"help": "seeds LoRA init and data order"})
-    cpu_threads: int = field(default=0, metadata={
-        "help": "torch intra-op threads for training and eval decode; 0 = torch default, 1 is fastest on a busy CPU"})
 
     def __post_init__(self) -> None:
-        if self.cpu_threads < 0:
-            raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
-        for name in ("steps", "batch_size", "lora_r", "lora_alpha", "max_length", "eval_max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.gguf_file and not self.base_model_path:
-            raise ValueError(f"gguf_file {self.gguf_file!r} needs base_model_path (the folder that holds it)")
-
+        if not isinstance(self.lora, LoraTrainingSpec):
+            raise ValueError(f"lora must be a LoraTrainingSpec, got {type(self.lora).__name__}")
+        if isinstance(self.eval_max_new_tokens, bool) or not isinstance(self.eval_max_new_tokens, int) \
+                or self.eval_max_new_tokens < 1:
+            raise ValueError(f"eval_max_new_tokens must be an integer >= 1, got {self.eval_max_new_tokens!r}")

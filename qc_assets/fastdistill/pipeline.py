@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from qc_assets.fastdistill.canonical import canonicalize_frame, dedup_frame
-from qc_assets.fastdistill.config import RunConfig
+from qc_assets.fastdistill.config import FastDistillSettings
 from qc_assets.fastdistill.generation import GenerationConfig
 from qc_assets.fastdistill.loaders import load_records_jsonl, load_spider, load_wikisql
 from qc_assets.fastdistill.reports import run_metrics, stage_timing, timing_report, write_stage_reports
@@ -42,14 +42,14 @@ def read_rows(path: Path) -> list[dict]:
     return pl.read_parquet(path).to_dicts()
 
 
-def load_config(run_dir: Path) -> RunConfig:
+def load_config(run_dir: Path) -> FastDistillSettings:
     path = Path(run_dir) / RUN_CONFIG
     if not path.exists():
         raise ValueError(f"{path} missing; materialize fastdistill_inputs for this run first")
-    return RunConfig.from_dict(json.loads(path.read_text())["config"])
+    return FastDistillSettings.from_dict(json.loads(path.read_text())["config"])
 
 
-def _load_source(cfg: RunConfig, run_dir: Path) -> list[dict]:
+def _load_source(cfg: FastDistillSettings, run_dir: Path) -> list[dict]:
     if cfg.source == "synthetic":
         return synthetic_dataset(run_dir / "source", cfg.seed, cfg.per_template, cfg.dev_fraction)
     if cfg.source == "wikisql":
@@ -69,7 +69,7 @@ def _cap(records: list[dict], split: str, limit: int) -> list[dict]:
     return chosen[:limit] if limit else chosen
 
 
-def stage_inputs(run_dir: Path, run_id: str, cfg: RunConfig) -> dict:
+def stage_inputs(run_dir: Path, run_id: str, cfg: FastDistillSettings) -> dict:
     """Load/generate, canonicalize, dedup by sample_id; records run_config.json."""
     run_dir = Path(run_dir)
     started = time.perf_counter()
@@ -91,7 +91,7 @@ def stage_inputs(run_dir: Path, run_id: str, cfg: RunConfig) -> dict:
     return {"rows": rows, "loaded": canonical.height, "duplicates_dropped": dropped, "reports": reports}
 
 
-def stage_teacher(run_dir: Path, cfg: RunConfig, llm: ChatLLM) -> dict:
+def stage_teacher(run_dir: Path, cfg: FastDistillSettings, llm: ChatLLM) -> dict:
     """Teacher outputs for train inputs; finished samples come from the cache, never the teacher."""
     run_dir = Path(run_dir)
     records = [r for r in read_rows(run_dir / "dedup" / "records.parquet") if r["split"] == "train"]
@@ -121,7 +121,7 @@ def stage_teacher(run_dir: Path, cfg: RunConfig, llm: ChatLLM) -> dict:
     return {**summary, "rows": rows, "reports": reports}
 
 
-def stage_gates(run_dir: Path, cfg: RunConfig, judge_llm: ChatLLM | None = None) -> dict:
+def stage_gates(run_dir: Path, cfg: FastDistillSettings, judge_llm: ChatLLM | None = None) -> dict:
     """clean + rule filter -> exec eval -> judge (optional) -> score, one folder per stage."""
     run_dir = Path(run_dir)
     rows = read_rows(run_dir / "teacher" / "candidates.parquet")
@@ -151,7 +151,7 @@ def stage_gates(run_dir: Path, cfg: RunConfig, judge_llm: ChatLLM | None = None)
     return {"rows": rows, "exec_reports": exec_reports, "reports": reports, **judge_info}
 
 
-def stage_select_export(run_dir: Path, cfg: RunConfig) -> dict:
+def stage_select_export(run_dir: Path, cfg: FastDistillSettings) -> dict:
     run_dir = Path(run_dir)
     rows = read_rows(run_dir / "score" / "candidates.parquet")
     t0 = time.perf_counter()

@@ -4,7 +4,8 @@
 (configs/fastdistill/ holds the seed's four recipes) and nothing else: no demo default is merged in.
 `--demo` (what `make demo` runs) starts from the small embedded-SmolLM2 settings below, under the
 file's if one is given. The teacher is the file's `teacher:` block (LLMResource fields), else the
-QC_TEACHER_* environment. Results show up in the Dagster UI of the same DAGSTER_HOME.
+QC_TEACHER_* environment; the student's base model, device and dtype are QC_TEXT_STUDENT_* (the same
+`text_student_from_env` as definitions.py). Results show up in the Dagster UI of the same DAGSTER_HOME.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import dagster as dg
 import yaml
 
 from qc_assets.fastdistill.assets import assets as fastdistill_assets
-from qc_assets.fastdistill.config import RunConfig, StudentConfig
+from qc_assets.fastdistill.config import FastDistillSettings, TextStudentConfig
 from qc_assets.fastdistill.partitions import fastdistill_runs
+from qc_assets.run_config import from_mapping
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import data_root
+from resources.training.text_student import TextStudentResource, text_student_from_env
 
 # Small enough for a shared 2-core CPU: 12 train questions to the teacher, 4 held out for the student.
 # SmolLM2-135M almost never reproduces the gold result, so the demo keeps SQL that executes
@@ -33,7 +36,7 @@ DEMO_RUN_CONFIG = {
     "recipe": "sql", "temperature": 0.0, "n": 1, "max_new_tokens": 40, "max_in_flight": 1, "chunk_size": 8,
     "require_gold_match": False,
 }
-DEMO_STUDENT_CONFIG = {"steps": 6, "batch_size": 2, "eval_max_new_tokens": 48, "cpu_threads": 1}
+DEMO_STUDENT_CONFIG = {"lora": {"max_steps": 6, "batch_size": 2}, "eval_max_new_tokens": 48}
 # One intra-op thread: a 135M model decodes faster on one thread than with OpenMP workers spinning
 # on a small shared CPU.
 DEMO_TEACHER = {"batch_size": 8, "cpu_threads": 1}
@@ -46,13 +49,15 @@ def run_fastdistill(
     instance: dg.DagsterInstance | None = None,
     storage: StorageResource | None = None,
     teacher_llm: LLMResource | None = None,
+    text_student: TextStudentResource | None = None,
     include_student: bool = True,
     raise_on_error: bool = True,
     demo: bool = True,
 ) -> dg.ExecuteInJobResult:
     """Materialize the group for `run_id` (added as a dynamic partition if new). Re-running a run_id
     reuses its teacher cache: finished samples are not sent to the teacher again. `demo` puts the
-    demo settings under `run_config` / `student_config`; without it they are used as given."""
+    demo settings under `run_config` / `student_config`; without it they are used as given. The student's
+    base model, device and dtype are the `text_student` resource, from QC_TEXT_STUDENT_* unless given."""
     instance = instance or dg.DagsterInstance.get()
     if not instance.has_dynamic_partition(fastdistill_runs.name, run_id):
         instance.add_dynamic_partitions(fastdistill_runs.name, [run_id])
@@ -60,7 +65,9 @@ def run_fastdistill(
     base_run, base_student = (DEMO_RUN_CONFIG, DEMO_STUDENT_CONFIG) if demo else ({}, {})
     ops = {"fastdistill_inputs": {"config": {**base_run, **(run_config or {})}}}
     if include_student:
-        ops["fastdistill_student"] = {"config": {**base_student, **(student_config or {})}}
+        student = student_config or {}
+        lora = {**base_student.get("lora", {}), **student.get("lora", {})}
+        ops["fastdistill_student"] = {"config": {**base_student, **student, **({"lora": lora} if lora else {})}}
     return dg.materialize(
         selected,
         partition_key=run_id,
@@ -68,6 +75,7 @@ def run_fastdistill(
         resources={
             "storage": storage or StorageResource(data_root=str(data_root())),
             "teacher_llm": teacher_llm or (LLMResource(**DEMO_TEACHER) if demo else _teacher_from_env()),
+            "text_student": text_student or text_student_from_env(),
         },
         run_config={"ops": ops},
         raise_on_error=raise_on_error,
@@ -78,8 +86,9 @@ RUN_FILE_KEYS = ("run", "student", "teacher")
 
 
 def load_run_file(path: str | Path) -> dict[str, dict]:
-    """A run file's `run:` (RunConfig fields), `student:` (StudentConfig fields) and `teacher:`
-    (LLMResource fields) blocks, each validated; relative data paths resolve against the file."""
+    """A run file's `run:` (FastDistillSettings fields), `student:` (TextStudentConfig fields: a `lora:` block
+    and `eval_max_new_tokens`) and `teacher:` (LLMResource fields) blocks, each validated; relative data
+    paths resolve against the file."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"run file {str(path)!r} does not exist")
@@ -95,9 +104,9 @@ def load_run_file(path: str | Path) -> dict[str, dict]:
             run[key] = str((path.parent / run[key]).resolve())
         elif run.get(key):
             run[key] = str(Path(run[key]).expanduser())
-    RunConfig.from_dict(run)  # names an unknown key or a bad value before anything runs
+    FastDistillSettings.from_dict(run)  # names an unknown key or a bad value before anything runs
     student = dict(data.get("student") or {})
-    StudentConfig(**student)
+    from_mapping(TextStudentConfig, student, f"{path}: student")
     teacher = dict(data.get("teacher") or {})
     if "api_key" in teacher:
         raise ValueError(f"{path}: teacher.api_key must not be written in a file; set QC_TEACHER_API_KEY")

@@ -1,6 +1,8 @@
 """Student stage: LoRA SFT on this run's export, then base vs student on the dev split.
 
-Imports torch through `resources.training.sft_text` (TRL SFTTrainer); the asset imports this module only when it runs.
+The `text_student` resource (`resources/training/text_student.py`) owns the base model, device and
+dtype: it trains (TRL SFTTrainer) and hands back the base and the trained model as `ChatLLM`s, so
+this module builds no backend and no trainer itself.
 """
 
 from __future__ import annotations
@@ -11,34 +13,20 @@ from dataclasses import asdict
 from pathlib import Path
 
 from qc_assets.fastdistill import pipeline
-from qc_assets.fastdistill.config import StudentConfig
+from qc_assets.fastdistill.config import TextStudentConfig
 from qc_assets.fastdistill.reports import stage_timing, write_stage_reports
 from qc_assets.fastdistill.student import evaluate_llm
-from resources.training.sft_text import TextLoraSpec, train_lora
 from resources.llm import DecodeParams
-from resources.llm.transformers_backend import TransformersChatLLM
 from resources.store import atomic_write_json, inputs_hash, iter_jsonl
-
-
-def _base_location(base_model_path: str, gguf_file: str) -> tuple[Path, str | None]:
-    if base_model_path:
-        return Path(base_model_path), gguf_file or None
-    from resources.llm.smollm2 import smollm2_gguf_path
-
-    gguf = smollm2_gguf_path()
-    return gguf.parent, gguf.name
-
+from resources.training.text_student import TextStudentResource
 
 STUDENT_DONE = "student_done.json"  # written last: its inputs key marks a finished train + eval
 
 
-def inputs_key(student_cfg: StudentConfig, base_path: Path, gguf_file: str | None, sft: list, dev: list) -> str:
-    """What the student and its eval depend on; the base model counts by its files' names and sizes."""
-    base = Path(base_path) / gguf_file if gguf_file else Path(base_path)
-    files = [base] if base.is_file() else sorted(p for p in base.glob("*") if p.is_file())
-    payload = {"config": asdict(student_cfg), "base": [(str(p), p.stat().st_size) for p in files],
-               "sft": sft, "dev": dev}
-    return inputs_hash(payload)
+def inputs_key(student_cfg: TextStudentConfig, student_identity: dict, sft: list, dev: list) -> str:
+    """What the student and its eval depend on: the config, the base model (the resource's `identity()`:
+    its files' names and sizes, and the dtype), the training rows and the dev split."""
+    return inputs_hash({"config": asdict(student_cfg), "student": student_identity, "sft": sft, "dev": dev})
 
 
 def _finished(run_dir: Path, key: str) -> dict | None:
@@ -57,35 +45,26 @@ def _finished(run_dir: Path, key: str) -> dict | None:
             "reused": True}
 
 
-def run_student(run_dir: Path, student_cfg: StudentConfig) -> dict:
+def run_student(run_dir: Path, student_cfg: TextStudentConfig, text_student: TextStudentResource) -> dict:
+    """Train through the `text_student` resource, then score its base and the trained student on the dev split."""
     run_dir = Path(run_dir)
     cfg = pipeline.load_config(run_dir)
-    base_path, gguf_file = _base_location(student_cfg.base_model_path, student_cfg.gguf_file)
     sft = list(iter_jsonl(run_dir / "export" / "sft_chatml.jsonl"))
     dev = [r for r in pipeline.read_rows(run_dir / "dedup" / "records.parquet") if r["split"] == "dev"]
-    key = inputs_key(student_cfg, base_path, gguf_file, sft, dev)
+    key = inputs_key(student_cfg, text_student.identity(), sft, dev)
     previous = _finished(run_dir, key)
     if previous is not None:
         return previous
-    params = DecodeParams(temperature=0.0, max_new_tokens=student_cfg.eval_max_new_tokens, seed=student_cfg.seed)
+    params = DecodeParams(temperature=0.0, max_new_tokens=student_cfg.eval_max_new_tokens, seed=student_cfg.lora.seed)
 
     t0 = time.perf_counter()
-    spec = TextLoraSpec(max_steps=student_cfg.steps, batch_size=student_cfg.batch_size,
-                        learning_rate=student_cfg.learning_rate, r=student_cfg.lora_r, alpha=student_cfg.lora_alpha,
-                        seed=student_cfg.seed, warmup_ratio=student_cfg.warmup_ratio,
-                        max_grad_norm=student_cfg.max_grad_norm)
-    report = train_lora(base_path, gguf_file, [r["messages"] for r in sft], spec, run_dir / "train",
-                        device=student_cfg.device, dtype=student_cfg.dtype, max_length=student_cfg.max_length,
-                        cpu_threads=student_cfg.cpu_threads)
+    report = text_student.train([r["messages"] for r in sft], student_cfg.lora, run_dir / "train")
     t1 = time.perf_counter()
     atomic_write_json(run_dir / "train" / "train_report.json", report)
     write_stage_reports(run_dir / "train", sft, stage_timing([], t1 - t0))
 
-    threads = student_cfg.cpu_threads
-    device, dtype = student_cfg.device, student_cfg.dtype
-    base = TransformersChatLLM(base_path, gguf_file=gguf_file, batch_size=8, num_threads=threads, device=device,
-                               dtype=dtype)
-    student = TransformersChatLLM(report["model_dir"], batch_size=8, num_threads=threads, device=device, dtype=dtype)
+    base = text_student.base_llm()
+    student = text_student.trained_llm(report["model_dir"])
     before_rows, before = evaluate_llm(base, dev, cfg.recipe, params, cfg.exec_timeout_s, cfg.max_sql_chars)
     after_rows, after = evaluate_llm(student, dev, cfg.recipe, params, cfg.exec_timeout_s, cfg.max_sql_chars)
     t2 = time.perf_counter()

@@ -15,7 +15,6 @@ from qc_assets.student.grpo import run_grpo
 from qc_assets.student.preference_config import GRPORunConfig
 from resources.training.spec import LoraTrainingSpec
 
-
 _KINDS = {"int": int, "float": float, "str": str, "bool": lambda v: v in ("1", "true", "yes")}
 
 

@@ -27,7 +27,8 @@ def _session(trainer, processor, base_path: str, targets: list[str], seconds: fl
                           seconds, extra={"log_history": [h for h in history if "train_runtime" not in h]})
 
 
-def train_dpo(model, processor, base_path: str, pairs: Sequence[dict], spec: LoraTrainingSpec, beta: float, output_dir: Path,
+def train_dpo(model, processor, base_path: str, pairs: Sequence[dict], spec: LoraTrainingSpec, beta: float,
+              output_dir: Path,
               device: str, dtype: str, log: Callable[[str], None] = print) -> StudentSession:
     """`pairs`: TRL's conversational preference rows `{prompt, chosen, rejected}` (message lists)."""
     import torch

@@ -2,10 +2,10 @@
 
 Rows go to TRL as conversational prompt-completion pairs, so the loss covers the assistant reply
 only (`completion_mask`). Warmup + cosine schedule, gradient clipping, bf16 mixed precision when the
-dtype says so, on the configured device (`trl_common`). The base comes from the process-wide
-transformers cache and is deep-copied before LoRA layers are injected, so the shared teacher/base
-model is never modified. The merged student is saved as a plain HF folder so a later run can load it
-as its teacher (Born-Again) through the ordinary transformers backend.
+dtype says so, on the configured device (`trl_common`); the settings are a `LoraTrainingSpec`. The
+base comes from the process-wide transformers cache and is deep-copied before LoRA layers are injected,
+so the shared teacher/base model is never modified. The merged student is saved as a plain HF folder
+so a later run can load it as its teacher (Born-Again) through the ordinary transformers backend.
 """
 
 from __future__ import annotations
@@ -13,29 +13,12 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from resources.llm.transformers_backend import load_model
+from resources.training.lora_policy import lora_target_modules
+from resources.training.spec import LoraTrainingSpec
 from resources.training.trl_common import common_args, losses_from, write_train_log
-
-TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-
-@dataclass(frozen=True)
-class TextLoraSpec:
-    """The trl_common spec for a text student (all attention projections of every block)."""
-
-    max_steps: int
-    batch_size: int
-    learning_rate: float
-    r: int
-    alpha: int
-    seed: int
-    grad_accum: int = 1
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
 
 
 def _drop_gguf_tag(model) -> None:
@@ -53,9 +36,10 @@ def _drop_gguf_tag(model) -> None:
         delattr(model.config, "quantization_config")
 
 
-def build_trainer(base_path: Path, gguf_file: str | None, conversations: Sequence[Sequence[dict]], spec: TextLoraSpec,
-                  out_dir: Path, device: str, dtype: str, max_length: int):
-    """(trainer, tokenizer): SFTTrainer over a private copy of the cached base with LoRA on attention."""
+def build_trainer(base_path: Path, gguf_file: str | None, conversations: Sequence[Sequence[dict]],
+                  spec: LoraTrainingSpec, out_dir: Path, device: str, dtype: str):
+    """(trainer, tokenizer): SFTTrainer over a private copy of the cached base with LoRA on `spec.projections`
+    of the last `spec.last_k` blocks (0 = every block); rows are cut at `spec.max_length` tokens."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -69,17 +53,18 @@ def build_trainer(base_path: Path, gguf_file: str | None, conversations: Sequenc
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.padding_side = "right"
     rows = [{"prompt": list(c[:-1]), "completion": [c[-1]]} for c in conversations]
-    args = SFTConfig(**common_args(spec, Path(out_dir), device, dtype), max_length=max_length,
+    targets = lora_target_modules([n for n, _ in model.named_modules()], spec.last_k, spec.projections)
+    args = SFTConfig(**common_args(spec, Path(out_dir), device, dtype), max_length=spec.max_length,
                      completion_only_loss=True, dataset_num_proc=None)
     torch.manual_seed(spec.seed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=0.0,
-                                                task_type="CAUSAL_LM", target_modules=list(TARGETS)))
+                         peft_config=LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                                                task_type="CAUSAL_LM", target_modules=targets))
     return trainer, tokenizer
 
 
-def train_lora(base_path: Path, gguf_file: str | None, conversations: Sequence[Sequence[dict]], spec: TextLoraSpec,
-               out_dir: Path, device: str = "cpu", dtype: str = "float32", max_length: int = 384,
+def train_lora(base_path: Path, gguf_file: str | None, conversations: Sequence[Sequence[dict]],
+               spec: LoraTrainingSpec, out_dir: Path, device: str = "cpu", dtype: str = "float32",
                cpu_threads: int = 0) -> dict:
     """Train LoRA adapters for `spec.max_steps` steps; save adapter and merged model; return a report."""
     import torch
@@ -89,8 +74,7 @@ def train_lora(base_path: Path, gguf_file: str | None, conversations: Sequence[S
     if cpu_threads:
         torch.set_num_threads(cpu_threads)
     try:
-        trainer, tokenizer = build_trainer(base_path, gguf_file, conversations, spec, out_dir, device, dtype,
-                                           max_length)
+        trainer, tokenizer = build_trainer(base_path, gguf_file, conversations, spec, out_dir, device, dtype)
         model = trainer.model
         trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         frozen_probe = {n: p.detach().clone() for n, p in list(model.named_parameters())[:4] if not p.requires_grad}
@@ -114,7 +98,8 @@ def train_lora(base_path: Path, gguf_file: str | None, conversations: Sequence[S
     tokenizer.save_pretrained(out_dir / "model")
     return {
         "steps": spec.max_steps, "batch_size": spec.batch_size, "learning_rate": spec.learning_rate,
-        "lora_r": spec.r, "device": device, "dtype": dtype, "examples": len(conversations),
+        "lora_r": spec.r, "max_length": spec.max_length, "device": device, "dtype": dtype,
+        "examples": len(conversations),
         "losses": losses_from(history), "learning_rates": losses_from(history, "learning_rate"),
         "train_tokens": tokens, "train_wall_s": wall, "train_tokens_per_sec": tokens / wall if wall > 0 else None,
         "trainable_tensors": len(trainable), "trainable_tensors_changed": changed,
