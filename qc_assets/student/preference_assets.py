@@ -53,17 +53,22 @@ def _student(student: StudentTrainingResource):
                          metadata={"model_path": student.model_path, "smoke_model": student.smoke_model}) from e
 
 
+def _train(context, cfg, run, method: str, rows_key: str, storage: StorageResource,
+           student: StudentTrainingResource) -> dg.MaterializeResult:
+    """Run `run` (run_dpo / run_grpo) on the student under `<data>/<method>_checkpoint`; its metadata."""
+    backend, fingerprint = _student(student)
+    summary = run(cfg, backend, data_root=storage.root(), images_root=storage.images(),
+                  out_root=storage.root() / f"{method}_checkpoint", log=context.log.info)
+    return dg.MaterializeResult(metadata=_metadata(summary, fingerprint, backend.note, method, summary[rows_key]))
+
+
 @dg.asset(deps=[dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")],
           pool=GPU_POOL, op_tags=GPU_OP_TAGS, group_name=GROUP,
           kinds={"pytorch"}, description="LoRA DPO of the student on every mission's exported preference pairs "
                                          "(TRL DPOTrainer), evaluated per mission on held-out groups.")
 def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, storage: StorageResource,
                    student: StudentTrainingResource) -> dg.MaterializeResult:
-    cfg = to_domain(config, DPORunConfig)
-    backend, fingerprint = _student(student)
-    summary = run_dpo(cfg, backend, data_root=storage.root(), images_root=storage.images(),
-                      out_root=storage.root() / "dpo_checkpoint", log=context.log.info)
-    return dg.MaterializeResult(metadata=_metadata(summary, fingerprint, backend.note, "dpo", summary["train_pairs"]))
+    return _train(context, to_domain(config, DPORunConfig), run_dpo, "dpo", "train_pairs", storage, student)
 
 
 @dg.asset(deps=[dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")], pool=GPU_POOL,
@@ -72,11 +77,7 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, storage
                                          "GRPOTrainer, label + format rewards), evaluated on held-out groups after.")
 def grpo_checkpoint(context: dg.AssetExecutionContext, config: GRPOConfig, storage: StorageResource,
                     student: StudentTrainingResource) -> dg.MaterializeResult:
-    cfg = to_domain(config, GRPORunConfig)
-    backend, fingerprint = _student(student)
-    summary = run_grpo(cfg, backend, data_root=storage.root(), images_root=storage.images(),
-                       out_root=storage.root() / "grpo_checkpoint", log=context.log.info)
-    return dg.MaterializeResult(metadata=_metadata(summary, fingerprint, backend.note, "grpo", summary["train_rows"]))
+    return _train(context, to_domain(config, GRPORunConfig), run_grpo, "grpo", "train_rows", storage, student)
 
 
 dpo_job = dg.define_asset_job("dpo_job", selection=dg.AssetSelection.assets(dpo_checkpoint),
