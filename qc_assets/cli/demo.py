@@ -12,7 +12,7 @@ pool slots, and decodes a few tokens with each local model in a child process (r
 so a crashing native build stops here with a clear message. Ctrl-C or SIGTERM ends it within
 seconds, its runs canceled and their slots freed; a step waiting on a pool slot says who holds it.
 
-    python -m qc_assets.demo [--mission NAME ...] [--job qc_pipeline] [--per-mission-only]
+    python -m qc_assets.cli.demo [--mission NAME ...] [--job qc_pipeline] [--per-mission-only]
 """
 
 import argparse
@@ -33,7 +33,7 @@ from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.fastdistill.runner import run_fastdistill
 from qc_assets.missions import all_missions
 from qc_assets.partitions import mission_partitions
-from qc_assets.sample_data import review_sample_inbox
+from qc_assets.cli.sample_data import review_sample_inbox
 from qc_assets.run_health import (ACTIVE_STATUSES, fail_dead_runs, free_slots_of_ended_runs, pool_waits,
                                   run_process_pid)
 from qc_assets.stage_a.watch import mission_folders
