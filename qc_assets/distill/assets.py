@@ -20,10 +20,9 @@ from qc_assets.distill.sources import (
     stage_b_model,
     test_record_ids,
 )
-from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
+from qc_assets.gpu_steps import mission_model_asset
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
-from qc_assets.partitions import mission_partitions
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.assets import load_stage_a_records
 from qc_assets.stage_b.guidance import load_guidance
@@ -105,14 +104,10 @@ def _source(stage_b_dir, run_id: str, guidance, records: list[dict], config: Dis
     return choice, selected_answers(rows, {r["record_id"]: r for r in records}), held_out
 
 
-@dg.asset(
+@mission_model_asset(
     name=ASSET_NAME,
     deps=[dg.AssetKey(STAGE_B)],
-    partitions_def=mission_partitions,
     automation_condition=RETRAIN_CONDITION,
-    pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
-    retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"python"},
     description="Teacher answers under the converged guidance, kept only where they agree with the label, "

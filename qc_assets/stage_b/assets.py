@@ -5,9 +5,8 @@ from dataclasses import replace
 
 import dagster as dg
 
-from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
+from qc_assets.gpu_steps import mission_model_asset
 from qc_assets.missions import get_mission
-from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.markdown import md_table
@@ -29,13 +28,9 @@ UPSTREAM = "stage_a_summaries"
 StageBConfig = dagster_config(StageBLoopConfig, "StageBConfig")
 
 
-@dg.asset(
+@mission_model_asset(
     name=ASSET_NAME,
     deps=[dg.AssetKey(UPSTREAM)],
-    partitions_def=mission_partitions,
-    pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
-    retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"python"},
     automation_condition=RELEARN_CONDITION,

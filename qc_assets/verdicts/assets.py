@@ -6,10 +6,9 @@ from collections import Counter
 import dagster as dg
 import pandera.errors
 
-from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
+from qc_assets.gpu_steps import mission_model_asset
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
-from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.assets import INBOX_ASSET, inbox_group_id_pattern, load_inbox_records
@@ -60,15 +59,11 @@ def kept_guidance(storage: StorageResource, mission: str):
     return store.load(version)
 
 
-@dg.asset(
+@mission_model_asset(
     name=ASSET_NAME,
     deps=[dg.AssetKey(INBOX_ASSET), dg.AssetKey(GUIDANCE_ASSET)],
-    partitions_def=mission_partitions,
     # a new kept guidance (a re-learning) re-judges the inbox; samples are cached by guidance hash
     automation_condition=dg.AutomationCondition.eager().with_label("re-judge when the guidance or inbox changes"),
-    pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
-    retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"python", "parquet"},
     description="Production verdict for every inbox group under the kept guidance (k samples, majority vote, "
