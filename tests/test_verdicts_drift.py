@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pytest
 
-from qc_assets.verdicts.assets import agreement_holds
+from qc_assets.verdicts.checks import agreement_holds
 from qc_assets.verdicts.config import VerdictConfig
 from qc_assets.verdicts.drift import DriftSettings, drift_state, wilson_interval
 from resources.storage import StorageResource
