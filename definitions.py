@@ -91,7 +91,8 @@ qc_pipeline = dg.define_asset_job(
     description="Every per-mission asset and its checks, for one mission partition.",
 )
 
-# one line per stage folder: its assets, checks, jobs (the production path: qc_assets/verdicts/)
+# each stage folder's assets, checks (checks.py) and jobs (jobs.py), in pipeline order; qc_assets/verdicts/ is the
+# production path (inbox -> qc_verdicts -> mission_health)
 defs = dg.Definitions(
     assets=[*stage_a_assets.assets, *stage_b_assets.assets, *distill_assets.assets,
             *inbox.assets, *verdicts_assets.assets, *health_assets.assets,
