@@ -14,7 +14,7 @@ QC_VERDICTS = "qc_verdicts"
 MISSION_HEALTH = "mission_health"
 # teacher distillation (qc_assets/distill/)
 DISTILL_CHATML = "distill_chatml"
-# the student (qc_assets/fusion/, qc_assets/grpo/)
+# the student (qc_assets/fusion/ and qc_assets/grpo/, becoming qc_assets/student/)
 FUSED_SFT_CHECKPOINT = "fused_sft_checkpoint"
 DPO_CHECKPOINT = "dpo_checkpoint"
 GRPO_CHECKPOINT = "grpo_checkpoint"
