@@ -61,10 +61,10 @@ $(DAGSTER_HOME)/dagster.yaml:
 	cp deploy/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml
 
 sample-data: $(STAMP)
-	$(PY) -m qc_assets.sample_data $(QC_DATA_ROOT)/images
+	$(PY) -m qc_assets.cli.sample_data $(QC_DATA_ROOT)/images
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml sample-data
-	$(PY) -m qc_assets.demo
+	$(PY) -m qc_assets.cli.demo
 
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -13,14 +13,19 @@ import yaml
 
 from qc_assets import run_health, sensors
 from qc_assets.distill import assets as distill_assets
+from qc_assets.distill import checks as distill_checks
 from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.stage_a import assets as stage_a_assets
 from qc_assets.stage_a import checks as stage_a_checks
+from qc_assets.stage_a import jobs as stage_a_jobs
 from qc_assets.stage_b import assets as stage_b_assets
+from qc_assets.stage_b import checks as stage_b_checks
 from qc_assets.stage_b.automation import relearn_automation
 from qc_assets.student import assets as student_assets
 from qc_assets.verdicts import assets as verdicts_assets
-from qc_assets.verdicts import health_assets
+from qc_assets.verdicts import checks as verdicts_checks
+from qc_assets.verdicts import health_assets, inbox
+from qc_assets.verdicts import jobs as verdicts_jobs
 from resources.env import env, env_number
 from resources.llm.resource import LLMResource
 from resources.storage import storage_from_env
@@ -86,16 +91,19 @@ qc_pipeline = dg.define_asset_job(
     description="Every per-mission asset and its checks, for one mission partition.",
 )
 
+# each stage folder's assets, checks (checks.py) and jobs (jobs.py), in pipeline order; qc_assets/verdicts/ is the
+# production path (inbox -> qc_verdicts -> mission_health)
 defs = dg.Definitions(
-    assets=[*stage_a_assets.assets, *stage_b_assets.assets, *distill_assets.assets, *student_assets.assets,
-            *fastdistill_assets.assets, *verdicts_assets.assets, health_assets.mission_health],
-    asset_checks=[*stage_a_checks.asset_checks, *stage_b_assets.asset_checks, *distill_assets.asset_checks,
-                  *student_assets.asset_checks, *fastdistill_assets.asset_checks, *verdicts_assets.asset_checks],
+    assets=[*stage_a_assets.assets, *stage_b_assets.assets, *distill_assets.assets,
+            *inbox.assets, *verdicts_assets.assets, *health_assets.assets,
+            *student_assets.assets, *fastdistill_assets.assets],
+    asset_checks=[*stage_a_checks.asset_checks, *stage_b_checks.asset_checks, *distill_checks.asset_checks,
+                  *verdicts_checks.asset_checks, *student_assets.asset_checks, *fastdistill_assets.asset_checks],
+    jobs=[qc_pipeline, *stage_a_jobs.jobs, *verdicts_jobs.jobs,
+          *student_assets.jobs, *fastdistill_assets.jobs],
     sensors=[*sensors.sensors, run_health.run_health_sensor, health_assets.health_automation,
              relearn_automation],
     executor=executor_from_env(),
-    jobs=[qc_pipeline, *sensors.jobs, *fastdistill_assets.jobs, *student_assets.jobs,
-          health_assets.health_job],
     resources={
         # what one step hands the next (Stage-A's shard list and shard markers, a few hundred bytes): under the
         # data root, which several hosts share (NFS), so a shard step on any Celery worker reads its task

@@ -26,8 +26,9 @@ from pathlib import Path
 import dagster as dg
 
 from qc_assets.missions import MISSIONS
-from qc_assets.sensors import new_images_sensor, stage_a_job
+from qc_assets.sensors import new_images_sensor
 from qc_assets.stage_a.discovery import INBOX_FOLDER
+from qc_assets.stage_a.jobs import stage_a_job
 from qc_assets.stage_a.watch import scan, sweep_budget_from_env
 from resources.storage import StorageResource
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from benchmarks.report import DOC, command_line, write_section
 from benchmarks.stage_a_streaming import server_process
 from qc_assets.missions import get_mission
-from qc_assets.sample_data import write_sample_images
+from qc_assets.cli.sample_data import write_sample_images
 from qc_assets.stage_a.runner import StageAConfig
 from qc_assets.stage_a.sharding import load_plan, merge_shards, plan_stage_a, run_shard
 from resources.vlm import VisionDecode, VisionPrompt

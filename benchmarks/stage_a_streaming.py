@@ -25,7 +25,7 @@ import openai  # noqa: F401  (imported here, before any timing: the SDK takes se
 
 from benchmarks.report import DOC, write_section
 from qc_assets.missions import get_mission
-from qc_assets.sample_data import write_sample_images
+from qc_assets.cli.sample_data import write_sample_images
 from qc_assets.stage_a.runner import StageAConfig, run_stage_a
 from resources.vlm.openai_backend import OpenAIVisionModel
 

@@ -29,7 +29,7 @@ def tiny_vlm(tiny_vlm_dir):
 
 @pytest.fixture(scope="session")
 def _sample_images_master(tmp_path_factory):
-    from qc_assets.sample_data import write_sample_images
+    from qc_assets.cli.sample_data import write_sample_images
 
     return write_sample_images(tmp_path_factory.mktemp("master") / "images", groups_per_label=2)
 

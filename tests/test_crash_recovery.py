@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 
 from qc_assets.run_health import GPU_POOL_NAME, held_slots, process_start_time
-from qc_assets.sample_data import write_sample_images
+from qc_assets.cli.sample_data import write_sample_images
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSION = "BBU接地线检查"
@@ -37,12 +37,12 @@ def demo_env(tmp_path):
 
 
 class Demo:
-    """`python -m qc_assets.demo` for one mission's Stage-A job, its output collected line by line."""
+    """`python -m qc_assets.cli.demo` for one mission's Stage-A job, its output collected line by line."""
 
     def __init__(self, env: dict):
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qc_assets.demo", "--mission", MISSION, "--job", "stage_a_job",
+            [sys.executable, "-m", "qc_assets.cli.demo", "--mission", MISSION, "--job", "stage_a_job",
              "--per-mission-only"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
 

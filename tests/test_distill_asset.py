@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 from llm_fixtures import fault_server  # noqa: F401  (pytest fixture)
 
-from qc_assets.distill.assets import DistillAssetConfig, asset_checks, distill_chatml
+from qc_assets.distill.assets import DistillAssetConfig, distill_chatml
+from qc_assets.distill.checks import asset_checks
 from qc_assets.distill.config import DistillConfig
 from qc_assets.run_config import to_domain
 from qc_assets.missions import get_mission

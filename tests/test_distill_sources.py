@@ -7,7 +7,8 @@ import pytest
 from llm_fixtures import fault_server  # noqa: F401  (pytest fixture)
 from test_distill_asset import MISSION, OUT, checks_of, materialize, write_stage_a, write_stage_b
 
-from qc_assets.distill.assets import DistillAssetConfig, asset_checks, distill_chatml
+from qc_assets.distill.assets import DistillAssetConfig, distill_chatml
+from qc_assets.distill.checks import asset_checks
 from qc_assets.distill.sources import choose_source
 from qc_assets.stage_b.prompts import build_messages
 from resources.llm.openai_backend import OpenAIChatLLM

@@ -48,7 +48,7 @@ def test_overlap_detector_finds_overlaps():
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, tiny_vlm_dir):
-    from qc_assets.sample_data import write_sample_images
+    from qc_assets.cli.sample_data import write_sample_images
 
     tmp = tmp_path_factory.mktemp("prod-celery")
     images = write_sample_images(tmp / "images", groups_per_label=1)

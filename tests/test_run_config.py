@@ -39,8 +39,9 @@ def test_the_dataclass_still_validates_run_config():
 
 def test_stage_a_has_one_config_class_and_the_inbox_refuses_caps(tiny_vlm_dir, sample_images, tmp_path):
     from qc_assets.partitions import mission_partitions
-    from qc_assets.stage_a.assets import InboxSummariesConfig, StageASummariesConfig, inbox_summaries
+    from qc_assets.stage_a.assets import StageASummariesConfig
     from qc_assets.stage_a.runner import StageAConfig
+    from qc_assets.verdicts.inbox import InboxSummariesConfig, inbox_summaries
     from resources.storage import StorageResource
     from resources.vlm.resource import VLMResource
 

@@ -53,7 +53,7 @@ def test_the_transformers_vlm_decodes_in_a_child(tiny_vlm_dir, monkeypatch):
 
 
 def test_make_demo_stops_before_any_run_when_a_model_fails_its_self_check(tmp_path):
-    from qc_assets.sample_data import write_sample_images
+    from qc_assets.cli.sample_data import write_sample_images
 
     home = tmp_path / "home"
     home.mkdir()
@@ -63,7 +63,7 @@ def test_make_demo_stops_before_any_run_when_a_model_fails_its_self_check(tmp_pa
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     env = {**os.environ, "DAGSTER_HOME": str(home), "QC_DATA_ROOT": str(tmp_path / "data"),
            "QC_LLM_MODEL_PATH": str(broken), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "qc_assets.demo"], cwd=ROOT, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "qc_assets.cli.demo"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "self-check FAILED, nothing was run: llama_cpp backend failed its self-check" in done.stderr

@@ -8,9 +8,11 @@ import dagster as dg
 from verdict_fixtures import guidance_versions, store_kept_guidance
 
 from qc_assets.partitions import mission_partitions
-from qc_assets.sensors import inbox_job, new_images_sensor, stage_a_job
+from qc_assets.sensors import new_images_sensor
 from qc_assets.stage_a.discovery import INBOX_FOLDER
+from qc_assets.stage_a.jobs import stage_a_job
 from qc_assets.stage_a.watch import changed_parts, scan
+from qc_assets.verdicts.jobs import inbox_job
 from resources.storage import StorageResource
 
 MISSIONS = ["BBU接地线检查", "RRU安装检查", "挡风板安装检查"]

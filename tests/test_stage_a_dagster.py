@@ -11,9 +11,9 @@ import dagster as dg
 from stage_a_smoke import SMOKE_STAGE_A, smoke_settings_file
 
 from qc_assets.partitions import mission_partitions
-from qc_assets.sensors import stage_a_job
 from qc_assets.stage_a.assets import stage_a_summaries
 from qc_assets.stage_a.checks import asset_checks, images_accounted, truncation_share
+from qc_assets.stage_a.jobs import stage_a_job
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl, read_jsonl
 from resources.vlm.resource import VLMResource

@@ -8,9 +8,11 @@ from stage_a_smoke import SMOKE_STAGE_A
 
 from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.partitions import mission_partitions
-from qc_assets.sensors import stage_a_job
-from qc_assets.stage_a.assets import inbox_summaries, stage_a_summaries
+from qc_assets.stage_a.assets import stage_a_summaries
 from qc_assets.stage_a.checks import asset_checks
+from qc_assets.stage_a.jobs import stage_a_job
+from qc_assets.verdicts.checks import inbox_checks
+from qc_assets.verdicts.inbox import inbox_summaries
 from resources.storage import StorageResource
 from resources.store import read_jsonl
 from resources.vlm.resource import VLMResource
@@ -25,7 +27,7 @@ def _run(tmp_path, images, model_dir, config, device="cpu", job=stage_a_job, ass
          raise_on_error=True):
     resources = {"storage": StorageResource(data_root=str(tmp_path / "data"), images_root=str(images)),
                  "vlm": VLMResource(model_path=str(model_dir), device=device)}
-    defs = dg.Definitions(assets=[stage_a_summaries, inbox_summaries], asset_checks=asset_checks,
+    defs = dg.Definitions(assets=[stage_a_summaries, inbox_summaries], asset_checks=[*asset_checks, *inbox_checks],
                           jobs=[stage_a_job, INBOX_ONLY], resources=resources)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(mission_partitions.name, [MISSION])

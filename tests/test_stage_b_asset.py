@@ -9,7 +9,8 @@ import pytest
 from qc_assets.run_config import to_domain
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import load_guidance
-from qc_assets.stage_b.assets import StageBConfig, asset_checks, stage_b_guidance
+from qc_assets.stage_b.assets import StageBConfig, stage_b_guidance
+from qc_assets.stage_b.checks import asset_checks
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl

@@ -4,7 +4,8 @@ both passing and failing."""
 
 import dagster as dg
 
-from qc_assets.stage_b.assets import StageBConfig, asset_checks, stage_b_guidance
+from qc_assets.stage_b.assets import StageBConfig, stage_b_guidance
+from qc_assets.stage_b.checks import asset_checks
 from qc_assets.stage_b.split import split_three_way
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource

@@ -28,11 +28,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory, tiny_vlm_dir):
     """A webserver over a Postgres instance where Stage-A ran for two missions and Stage-B for one."""
-    from qc_assets.sample_data import write_sample_images
+    from qc_assets.cli.sample_data import write_sample_images
     from qc_assets.stage_a.assets import stage_a_summaries
     from qc_assets.stage_a.checks import asset_checks as stage_a_checks
     from qc_assets.stage_b.assets import StageBConfig, stage_b_guidance
-    from qc_assets.stage_b.assets import asset_checks as stage_b_checks
+    from qc_assets.stage_b.checks import asset_checks as stage_b_checks
     from resources.llm.resource import LLMResource
     from resources.storage import StorageResource
     from resources.vlm.resource import VLMResource

@@ -15,13 +15,14 @@ from qc_assets.student.config import SourceConfig
 from qc_assets.student.sources import load_source
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
-from qc_assets.stage_a.assets import inbox_summaries, load_stage_a_records, stage_a_summaries
+from qc_assets.stage_a.assets import load_stage_a_records, stage_a_summaries
 from qc_assets.stage_a.checks import asset_checks as stage_a_checks
 from qc_assets.stage_a.discovery import INBOX_FOLDER, discover
 from qc_assets.stage_a.runner import StageAConfig
-from qc_assets.verdicts.assets import (asset_checks, needs_review_share, one_row_per_inbox_group, qc_verdicts,
-                                       verdicts_schema)
+from qc_assets.verdicts.assets import qc_verdicts
+from qc_assets.verdicts.checks import asset_checks, needs_review_share, one_row_per_inbox_group, verdicts_schema
 from qc_assets.verdicts.config import VerdictConfig
+from qc_assets.verdicts.inbox import inbox_summaries
 from qc_assets.verdicts.run import run_verdicts
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource

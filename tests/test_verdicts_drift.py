@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pytest
 
-from qc_assets.verdicts.assets import agreement_holds
+from qc_assets.verdicts.checks import agreement_holds
 from qc_assets.verdicts.config import VerdictConfig
 from qc_assets.verdicts.drift import DriftSettings, drift_state, wilson_interval
 from resources.storage import StorageResource
@@ -85,7 +85,7 @@ def test_the_check_fails_on_drifted_reviews_with_the_configured_severity(tmp_pat
 
 
 def test_the_sample_reviewer_files_only_groups_already_under_a_label_and_a_rewrite_does_not_resend_them(tmp_path):
-    from qc_assets.sample_data import review_sample_inbox, write_sample_images
+    from qc_assets.cli.sample_data import review_sample_inbox, write_sample_images
     from qc_assets.stage_a.discovery import INBOX_FOLDER
 
     root = write_sample_images(tmp_path / "images", groups_per_label=1, reviewed_groups=2)

@@ -11,9 +11,9 @@ import pytest
 from verdict_fixtures import MISSION, guidance_versions, store_kept_guidance
 
 from qc_assets.partitions import mission_partitions
-from qc_assets.stage_a.assets import inbox_summaries
 from qc_assets.verdicts.assets import qc_verdicts
 from qc_assets.verdicts.config import VerdictConfig
+from qc_assets.verdicts.inbox import inbox_summaries
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.vlm.resource import VLMResource

@@ -1,16 +1,14 @@
-"""Dagster wiring for teacher distillation: converged Stage-B guidance + teacher LLM -> chatml corpus."""
+"""Dagster wiring for teacher distillation: converged Stage-B guidance + teacher LLM -> chatml corpus (its
+checks: checks.py)."""
 
 import json
 
 import dagster as dg
-import polars as pl
-from pandera.errors import SchemaError, SchemaErrors
 
+from qc_assets.asset_names import DISTILL_CHATML, STAGE_B_GUIDANCE
 from qc_assets.stage_b.automation import RETRAIN_CONDITION
 from qc_assets.distill.config import DistillConfig
-from qc_assets.distill.export import CHATML_PARQUET
 from qc_assets.distill.pipeline import DistillResult, run_distill
-from qc_assets.distill.schema import validate_frame
 from qc_assets.distill.sources import (
     SourceChoice,
     choose_source,
@@ -20,20 +18,16 @@ from qc_assets.distill.sources import (
     stage_b_model,
     test_record_ids,
 )
-from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
+from qc_assets.gpu_steps import mission_model_asset
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
-from qc_assets.partitions import mission_partitions
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.assets import load_stage_a_records
 from qc_assets.stage_b.guidance import load_guidance
-from qc_assets.stage_b.verdict import parse_verdict
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
-from resources.store import iter_jsonl, read_jsonl
+from resources.store import iter_jsonl
 
-ASSET_NAME = "distill_chatml"
-STAGE_B = "stage_b_guidance"
 # The run config is derived from the one distillation config class; fields and help live there.
 DistillAssetConfig = dagster_config(DistillConfig, "DistillAssetConfig")
 
@@ -42,7 +36,7 @@ def stage_b_convergence(stage_b_dir, allow_unconverged: bool) -> tuple[dict, str
     """(what the metadata records about the Stage-B run, why distillation must refuse it or None)."""
     path = stage_b_dir / "result.json"
     if not path.exists():
-        return {}, (f"no Stage-B result under {stage_b_dir}: {STAGE_B} must be materialized first "
+        return {}, (f"no Stage-B result under {stage_b_dir}: {STAGE_B_GUIDANCE} must be materialized first "
                     "(distillation runs on converged guidance)")
     result = json.loads(path.read_text(encoding="utf-8"))
     reason = result.get("stop_reason", "unknown (result.json predates stop_reason: re-materialize Stage-B)")
@@ -57,19 +51,19 @@ def stage_b_convergence(stage_b_dir, allow_unconverged: bool) -> tuple[dict, str
 
 def _load_inputs(storage: StorageResource, mission: str, which: str, allow_unconverged: bool):
     records = load_stage_a_records(storage, mission)
-    stage_b_dir = storage.root() / STAGE_B / mission
+    stage_b_dir = storage.root() / STAGE_B_GUIDANCE / mission
     state_path = stage_b_dir / "state.json"
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
     if state.get("status") == "running":
         # Distilling from a guidance the loop is still editing is the fault of the earlier system.
         raise dg.Failure(
             f"Stage-B run {state.get('run_id')!r} for mission {mission!r} has not finished: distillation runs only "
-            f"after {STAGE_B} has converged; wait for (or resume) that materialization",
+            f"after {STAGE_B_GUIDANCE} has converged; wait for (or resume) that materialization",
             metadata={"state": dg.MetadataValue.path(str(state_path)), "phase": str(state.get("phase"))})
     if state.get("status") == "failed":
         raise dg.Failure(
             f"Stage-B run {state.get('run_id')!r} for mission {mission!r} failed ({state.get('error')}); "
-            f"re-materialize {STAGE_B} before distilling",
+            f"re-materialize {STAGE_B_GUIDANCE} before distilling",
             metadata={"state": dg.MetadataValue.path(str(state_path))})
     convergence, refusal = stage_b_convergence(stage_b_dir, allow_unconverged)
     if refusal is not None:
@@ -79,7 +73,7 @@ def _load_inputs(storage: StorageResource, mission: str, which: str, allow_uncon
     except ValueError as e:
         raise dg.Failure(
             f"no {which!r} Stage-B guidance for mission {mission!r} under {stage_b_dir}: "
-            f"{STAGE_B} must be materialized first ({e})",
+            f"{STAGE_B_GUIDANCE} must be materialized first ({e})",
             metadata={"expected_dir": dg.MetadataValue.path(str(stage_b_dir / "guidance"))}) from e
     return records, guidance, stage_b_dir, convergence
 
@@ -105,14 +99,10 @@ def _source(stage_b_dir, run_id: str, guidance, records: list[dict], config: Dis
     return choice, selected_answers(rows, {r["record_id"]: r for r in records}), held_out
 
 
-@dg.asset(
-    name=ASSET_NAME,
-    deps=[dg.AssetKey(STAGE_B)],
-    partitions_def=mission_partitions,
+@mission_model_asset(
+    name=DISTILL_CHATML,
+    deps=[dg.AssetKey(STAGE_B_GUIDANCE)],
     automation_condition=RETRAIN_CONDITION,
-    pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
-    retry_policy=MODEL_RETRY,
     group_name="qc",
     kinds={"python"},
     description="Teacher answers under the converged guidance, kept only where they agree with the label, "
@@ -124,7 +114,7 @@ def distill_chatml(context: dg.AssetExecutionContext, config: DistillAssetConfig
     distill_config = to_domain(config, DistillConfig)
     records, guidance, stage_b_dir, convergence = _load_inputs(storage, mission.name, distill_config.guidance,
                                                               distill_config.allow_unconverged)
-    out_dir = storage.asset_dir(ASSET_NAME, mission.name)
+    out_dir = storage.asset_dir(DISTILL_CHATML, mission.name)
     try:
         llm = teacher_llm.get_llm()
     except (OSError, ValueError) as e:
@@ -205,77 +195,4 @@ def _metadata(result: DistillResult, config: DistillConfig, backend: str) -> dic
     }
 
 
-def _read_corpus(storage: StorageResource, mission: str) -> pl.DataFrame | None:
-    path = storage.root() / ASSET_NAME / mission / CHATML_PARQUET
-    return pl.read_parquet(path) if path.exists() else None
-
-
-def _missing(path_hint: str) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=False, metadata={"expected": path_hint, "actual": "missing"})
-
-
-@dg.asset_check(asset=distill_chatml, blocking=True,
-                description="Every row satisfies the distill_chatml contract (pandera schema).")
-def distill_chatml_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    frame = _read_corpus(storage, context.partition_key)
-    if frame is None:
-        return _missing(CHATML_PARQUET)
-    try:
-        validate_frame(frame)
-    except (SchemaErrors, SchemaError) as e:
-        return dg.AssetCheckResult(passed=False, metadata={
-            "expected": "rows satisfy the distill_chatml/v1 schema", "rows": frame.height, "errors": str(e)[:2000]})
-    return dg.AssetCheckResult(passed=True, metadata={
-        "expected": "rows satisfy the distill_chatml/v1 schema", "actual": "ok", "rows": frame.height})
-
-
-@dg.asset_check(asset=distill_chatml, description="Every assistant verdict equals the group's label (100%).")
-def distill_chatml_label_agreement(context: dg.AssetCheckExecutionContext, storage: StorageResource
-                                   ) -> dg.AssetCheckResult:
-    frame = _read_corpus(storage, context.partition_key)
-    if frame is None:
-        return _missing(CHATML_PARQUET)
-    agree = sum(parse_verdict(m[-1]["content"]).verdict == label
-                for m, label in frame.select("messages", "label").iter_rows())
-    rate = agree / frame.height if frame.height else None
-    return dg.AssetCheckResult(passed=agree == frame.height, metadata={
-        "expected_agreement": 1.0, "actual_agreement": rate, "rows": frame.height,
-        "disagreeing_rows": frame.height - agree,
-        "note": "empty corpus: nothing to disagree" if frame.height == 0 else ""})
-
-
-@dg.asset_check(asset=distill_chatml, description="Each label's share of rows is within the configured band.")
-def distill_chatml_label_balance(context: dg.AssetCheckExecutionContext, storage: StorageResource
-                                 ) -> dg.AssetCheckResult:
-    frame = _read_corpus(storage, context.partition_key)
-    if frame is None:
-        return _missing(CHATML_PARQUET)
-    summary_path = storage.root() / ASSET_NAME / context.partition_key / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
-    band = float(summary.get("config", {}).get("min_label_share", DistillConfig().min_label_share))
-    counts = {label: frame.filter(pl.col("label") == label).height for label in ("pass", "fail")}
-    if frame.height == 0:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={
-            "expected_min_share": band, "actual": "empty corpus: no row kept, balance undefined",
-            "rows_pass": 0, "rows_fail": 0})
-    shares = {label: n / frame.height for label, n in counts.items()}
-    return dg.AssetCheckResult(passed=min(shares.values()) >= band, severity=dg.AssetCheckSeverity.WARN, metadata={
-        "expected_min_share": band, "actual_pass_share": shares["pass"], "actual_fail_share": shares["fail"],
-        "rows_pass": counts["pass"], "rows_fail": counts["fail"]})
-
-
-@dg.asset_check(asset=distill_chatml, description="No duplicate (group_id, record_id, sample, copy) rows.")
-def distill_chatml_unique_rows(context: dg.AssetCheckExecutionContext, storage: StorageResource
-                               ) -> dg.AssetCheckResult:
-    frame = _read_corpus(storage, context.partition_key)
-    if frame is None:
-        return _missing(CHATML_PARQUET)
-    key = ["group_id", "record_id", "sample", "copy"]
-    dupes = frame.height - frame.select(key).unique().height
-    return dg.AssetCheckResult(passed=dupes == 0, metadata={
-        "key": ", ".join(key), "expected_duplicates": 0, "actual_duplicates": dupes, "rows": frame.height})
-
-
 assets = [distill_chatml]
-asset_checks = [distill_chatml_schema, distill_chatml_label_agreement, distill_chatml_label_balance,
-                distill_chatml_unique_rows]

@@ -1,15 +1,15 @@
-"""Dagster wiring for Stage-A: the two sharded assets (shard_ops.py) and the metadata they report."""
+"""Dagster wiring for Stage-A: the sharded asset over the labelled groups (shard_ops.py) and the metadata
+it reports, which the inbox summaries (qc_assets/verdicts/inbox.py, the same sharded asset) report too."""
 
 
-import json
 from collections import Counter
 
 import dagster as dg
 
+from qc_assets.asset_names import STAGE_A_SUMMARIES
 from qc_assets.markdown import md_table
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config
-from qc_assets.stage_a.discovery import INBOX_FOLDER
 from qc_assets.stage_a.gt_reasons import top_gt_reasons
 from qc_assets.stage_a.lengths import plot_answer_lengths, plot_photos_per_shard
 from qc_assets.stage_a.postprocess import RULES as POSTPROCESS_RULES
@@ -18,27 +18,15 @@ from qc_assets.stage_a.shard_ops import sharded_stage_a_asset
 from resources.store import read_jsonl
 from resources.storage import StorageResource
 
-ASSET_NAME = "stage_a_summaries"
-INBOX_ASSET = "inbox_summaries"
-
-
 StageASummariesConfig = dagster_config(StageAConfig, "StageASummariesConfig")
-# The inbox uses the same settings (same defaults), so its summaries read like the ones the guidance
-# was learned on; it is never capped: every submission gets a verdict.
-InboxSummariesConfig = dagster_config(StageAConfig, "InboxSummariesConfig")
 
 
 def _labelled_only(config: StageAConfig) -> None:
     """The labelled asset takes every setting StageAConfig validates."""
 
 
-def _never_capped(config: StageAConfig) -> None:
-    if config.pass_cap is not None or config.fail_cap is not None:
-        raise ValueError(f"{INBOX_ASSET} is never capped (every submission gets a verdict): leave pass_cap and "
-                         f"fail_cap unset, got {config.pass_cap} / {config.fail_cap}")
-
-
-def _report(prefix: str):
+def stage_a_report(prefix: str):
+    """The `report` of a sharded Stage-A asset: its metadata, each number under `<prefix>/`."""
     def report(result: StageAResult, config: StageAConfig, fingerprint: str, note: str, out_dir, mission: str) -> dict:
         return {**_metadata(result, fingerprint, note, config.seed, out_dir, mission, prefix),
                 **settings_metadata(result, config, prefix), **shard_metadata(result, config, prefix)}
@@ -46,13 +34,9 @@ def _report(prefix: str):
 
 
 stage_a_summaries = sharded_stage_a_asset(
-    ASSET_NAME, False, StageASummariesConfig,
+    STAGE_A_SUMMARIES, False, StageASummariesConfig,
     "One-line Chinese VLM summary of every photo of a mission, one record per group occurrence; `shards` "
-    "parallel gpu steps, merged in one canonical order.", _labelled_only, _report("stage_a"))
-inbox_summaries = sharded_stage_a_asset(
-    INBOX_ASSET, True, InboxSummariesConfig,
-    f"Stage-A summaries of the unlabelled groups under <mission>/{INBOX_FOLDER}/ (label null); read only by "
-    "qc_verdicts, never by a training asset.", _never_capped, _report("inbox"))
+    "parallel gpu steps, merged in one canonical order.", _labelled_only, stage_a_report("stage_a"))
 
 
 def shard_metadata(result: StageAResult, config: StageAConfig, prefix: str) -> dict:
@@ -147,36 +131,19 @@ def _preview(records: list[dict], limit: int = 500) -> str:
 
 
 def load_stage_a_records(storage: StorageResource, mission: str) -> list[dict]:
-    path = storage.root() / ASSET_NAME / mission / "records.jsonl"
+    path = storage.root() / STAGE_A_SUMMARIES / mission / "records.jsonl"
     records = read_jsonl(path)
     if not records:
         raise dg.Failure(
-            f"no Stage-A records for mission {mission!r} at {path}: materialize {ASSET_NAME} for this partition first",
+            f"no Stage-A records for mission {mission!r} at {path}: materialize {STAGE_A_SUMMARIES} for this "
+            "partition first",
             metadata={"expected_path": dg.MetadataValue.path(str(path)), "exists": path.exists()},
         )
     unlabelled = [r["group_id"] for r in records if r.get("label") not in ("pass", "fail")]
     if unlabelled:  # inbox groups are never training data; they live under inbox_summaries
         raise ValueError(f"{path} holds {len(unlabelled)} records without a pass/fail label (e.g. {unlabelled[:3]}); "
-                         f"expected labelled records only: re-materialize {ASSET_NAME} for {mission!r}")
+                         f"expected labelled records only: re-materialize {STAGE_A_SUMMARIES} for {mission!r}")
     return records
 
 
-def load_inbox_records(storage: StorageResource, mission: str) -> list[dict]:
-    """The inbox records (label null); an empty list when the inbox is empty, an error when never summarised."""
-    path = storage.root() / INBOX_ASSET / mission / "records.jsonl"
-    if not path.exists():
-        raise dg.Failure(f"no inbox summaries for mission {mission!r} at {path}: materialize {INBOX_ASSET} first",
-                         metadata={"expected_path": dg.MetadataValue.path(str(path))})
-    return read_jsonl(path)
-
-
-def inbox_group_id_pattern(storage: StorageResource, mission: str) -> str | None:
-    """The group_id_pattern the inbox summaries were made with (so verdicts name groups as Stage-A did),
-    or None when the inbox was never summarised by this version (no run.json)."""
-    path = storage.root() / INBOX_ASSET / mission / "run.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))["config"]["group_id_pattern"]
-
-
-assets = [stage_a_summaries, inbox_summaries]
+assets = [stage_a_summaries]

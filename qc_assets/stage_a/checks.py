@@ -1,4 +1,5 @@
-"""Quality gates on `stage_a_summaries`: one invariant per check, expected vs actual in metadata."""
+"""Quality gates on `stage_a_summaries`: one invariant per check, expected vs actual in metadata. The
+inbox summaries' checks (qc_assets/verdicts/checks.py) call the same functions with `inbox=True`."""
 
 
 import json
@@ -6,7 +7,8 @@ import json
 import dagster as dg
 import pandera.errors
 
-from qc_assets.stage_a.assets import ASSET_NAME, INBOX_ASSET, inbox_summaries, stage_a_summaries
+from qc_assets.asset_names import INBOX_SUMMARIES, STAGE_A_SUMMARIES
+from qc_assets.stage_a.assets import stage_a_summaries
 from qc_assets.stage_a.discovery import INBOX_FOLDER, unaccounted_files
 from qc_assets.stage_a.records import is_degenerate, validate_records
 from resources.storage import StorageResource
@@ -15,7 +17,7 @@ from resources.store import read_jsonl
 MAX_DEGENERATE_SHARE = 0.2
 
 
-def _load(storage: StorageResource, mission: str, asset: str = ASSET_NAME) -> tuple[list[dict], list[dict]]:
+def _load(storage: StorageResource, mission: str, asset: str = STAGE_A_SUMMARIES) -> tuple[list[dict], list[dict]]:
     out = storage.asset_dir(asset, mission)
     return read_jsonl(out / "records.jsonl"), read_jsonl(out / "skipped.jsonl")
 
@@ -26,14 +28,8 @@ def stage_a_schema(context: dg.AssetCheckExecutionContext, storage: StorageResou
     return records_schema(storage, context.partition_key, inbox=False)
 
 
-@dg.asset_check(asset=inbox_summaries, blocking=True,
-                description="Inbox records satisfy the Stage-A contract with a null label (pandera schema).")
-def inbox_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    return records_schema(storage, context.partition_key, inbox=True)
-
-
 def records_schema(storage: StorageResource, mission: str, inbox: bool) -> dg.AssetCheckResult:
-    records, _ = _load(storage, mission, INBOX_ASSET if inbox else ASSET_NAME)
+    records, _ = _load(storage, mission, INBOX_SUMMARIES if inbox else STAGE_A_SUMMARIES)
     try:
         validate_records(records, inbox=inbox)
     except pandera.errors.SchemaErrors as e:
@@ -52,14 +48,8 @@ def stage_a_images_accounted(context: dg.AssetCheckExecutionContext, storage: St
     return images_accounted(storage, context.partition_key)
 
 
-@dg.asset_check(asset=inbox_summaries,
-                description=f"Every file under <mission>/{INBOX_FOLDER}/ is summarised or listed as skipped.")
-def inbox_images_accounted(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    return images_accounted(storage, context.partition_key, inbox=True)
-
-
 def images_accounted(storage: StorageResource, mission: str, inbox: bool = False) -> dg.AssetCheckResult:
-    records, skipped = _load(storage, mission, INBOX_ASSET if inbox else ASSET_NAME)
+    records, skipped = _load(storage, mission, INBOX_SUMMARIES if inbox else STAGE_A_SUMMARIES)
     summarised = {path for r in records for path in r["images"]}
     mission_dir = storage.images() / mission
     if inbox and not (mission_dir / INBOX_FOLDER).is_dir():
@@ -92,14 +82,7 @@ def stage_a_degenerate_share(context: dg.AssetCheckExecutionContext, storage: St
                             "(blocks Stage-B) above max_truncated_share_blocking.")
 def stage_a_truncation_share(context: dg.AssetCheckExecutionContext, storage: StorageResource
                              ) -> dg.AssetCheckResult:
-    return truncation_share(storage, context.partition_key, ASSET_NAME)
-
-
-@dg.asset_check(asset=inbox_summaries,
-                description="Share of inbox summaries cut at max_new_tokens (WARN / ERROR as for Stage-A). Not "
-                            "blocking: qc_verdicts sends every group with a cut summary to review.")
-def inbox_truncation_share(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    return truncation_share(storage, context.partition_key, INBOX_ASSET)
+    return truncation_share(storage, context.partition_key, STAGE_A_SUMMARIES)
 
 
 def truncation_share(storage: StorageResource, mission: str, asset: str) -> dg.AssetCheckResult:
@@ -127,5 +110,4 @@ def truncation_share(storage: StorageResource, mission: str, asset: str) -> dg.A
         "groups_with_truncation": ", ".join(f"{r['label'] or 'inbox'}/{r['group_id']}" for r in worst)})
 
 
-asset_checks = [stage_a_schema, stage_a_images_accounted, stage_a_degenerate_share, stage_a_truncation_share,
-                inbox_schema, inbox_images_accounted, inbox_truncation_share]
+asset_checks = [stage_a_schema, stage_a_images_accounted, stage_a_degenerate_share, stage_a_truncation_share]

@@ -15,7 +15,7 @@ plan step, which passes the validated settings to the shards and the merge.
 
 import dagster as dg
 
-from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
+from qc_assets.gpu_steps import model_op
 from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.partitions import mission_partitions
@@ -49,8 +49,8 @@ def sharded_stage_a_asset(name: str, inbox: bool, config_cls: type[dg.Config], d
         for shard in range(planned.shards):
             yield dg.DynamicOutput({**task, "shard": shard}, mapping_key=f"shard_{shard}", output_name="shards")
 
-    @dg.op(name=f"{prefix}_shard", pool=GPU_POOL, tags=GPU_OP_TAGS, retry_policy=MODEL_RETRY,
-           description="Summarise the photos of one shard not yet in any log (gpu pool, gpu queue).")
+    @model_op(name=f"{prefix}_shard",
+              description="Summarise the photos of one shard not yet in any log (gpu pool, gpu queue).")
     def shard(context: dg.OpExecutionContext, task: dict, storage: StorageResource, vlm: VLMResource) -> dict:
         config = StageAConfig(**task["config"])
         mission = get_mission(context.partition_key)

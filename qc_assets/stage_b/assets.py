@@ -1,13 +1,13 @@
-"""Dagster wiring for Stage-B: Stage-A records + LLM -> learned guidance, metrics and plots."""
+"""Dagster wiring for Stage-B: Stage-A records + LLM -> learned guidance, metrics and plots (its checks:
+checks.py)."""
 
-import json
 from dataclasses import replace
 
 import dagster as dg
 
-from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
+from qc_assets.asset_names import STAGE_A_SUMMARIES, STAGE_B_GUIDANCE
+from qc_assets.gpu_steps import mission_model_asset
 from qc_assets.missions import get_mission
-from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.markdown import md_table
@@ -15,7 +15,6 @@ from qc_assets.stage_a.assets import load_stage_a_records
 from qc_assets.stage_a.gt_reasons import GT_FIELD, top_gt_reasons
 from qc_assets.stage_b.automation import RELEARN_CONDITION, due_reason
 from qc_assets.stage_b.config import StageBLoopConfig
-from qc_assets.stage_b.guidance import Guidance, GuidanceStore
 from qc_assets.stage_b.loop import ProviderFailureError, StageBResult, run_stage_b
 from qc_assets.stage_b.relearn import REASON_TAG, TRIGGER_TAG, RelearnSettings, record_relearn
 from qc_assets.stage_b.report import epoch_table, plot_epochs
@@ -23,19 +22,13 @@ from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import read_jsonl
 
-ASSET_NAME = "stage_b_guidance"
-UPSTREAM = "stage_a_summaries"
 # The run config is derived from the one Stage-B config class; its fields, defaults and help live there.
 StageBConfig = dagster_config(StageBLoopConfig, "StageBConfig")
 
 
-@dg.asset(
-    name=ASSET_NAME,
-    deps=[dg.AssetKey(UPSTREAM)],
-    partitions_def=mission_partitions,
-    pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
-    retry_policy=MODEL_RETRY,
+@mission_model_asset(
+    name=STAGE_B_GUIDANCE,
+    deps=[dg.AssetKey(STAGE_A_SUMMARIES)],
     group_name="qc",
     kinds={"python"},
     automation_condition=RELEARN_CONDITION,
@@ -46,7 +39,7 @@ def stage_b_guidance(context: dg.AssetExecutionContext, config: StageBConfig, st
     mission = get_mission(context.partition_key)
     records = load_stage_a_records(storage, mission.name)
     loop_config = to_domain(config, StageBLoopConfig)
-    out_dir = storage.asset_dir(ASSET_NAME, mission.name)
+    out_dir = storage.asset_dir(STAGE_B_GUIDANCE, mission.name)
     relearn = _relearn(context, storage, mission.name)
     if relearn is not None:
         loop_config = replace(loop_config, start_from="kept")
@@ -78,7 +71,7 @@ def _relearn(context: dg.AssetExecutionContext, storage: StorageResource, missio
         return None
     reason = due_reason(storage, mission, RelearnSettings.from_env()) or "requested with the relearn tag"
     context.instance.add_run_tags(context.run_id, {REASON_TAG: reason.split(":", 1)[0]})
-    record_relearn(storage.asset_dir(ASSET_NAME, mission), context.run_id, reason)
+    record_relearn(storage.asset_dir(STAGE_B_GUIDANCE, mission), context.run_id, reason)
     context.log.info(f"automatic re-learning of {mission}: {reason}")
     return reason
 
@@ -156,80 +149,4 @@ def _metadata(result: StageBResult, fingerprint: str, config: StageBLoopConfig) 
     }
 
 
-def _result(storage: StorageResource, mission: str) -> dict | None:
-    path = storage.root() / ASSET_NAME / mission / "result.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-@dg.asset_check(asset=stage_b_guidance, description="The kept guidance snapshot satisfies the guidance schema.")
-def stage_b_guidance_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    store = GuidanceStore(storage.root() / ASSET_NAME / context.partition_key / "guidance")
-    version = store.pointer("best")
-    if version is None:
-        return dg.AssetCheckResult(passed=False, metadata={"expected": "guidance/best.json", "actual": "missing"})
-    try:
-        guidance = Guidance.from_dict(store.snapshot(version)["guidance"])
-    except (ValueError, KeyError, TypeError) as e:
-        return dg.AssetCheckResult(passed=False, metadata={"version": version, "error": str(e)[:1000]})
-    mission = get_mission(context.partition_key)
-    scaffold = [it.text for it in guidance.items if it.id.startswith("S")]
-    problems = []
-    if guidance.get("G0").text != mission.focus:
-        problems.append("G0 differs from the mission focus")
-    if tuple(scaffold) != tuple(mission.scaffold_rules):
-        problems.append("scaffold rules were changed")
-    return dg.AssetCheckResult(passed=not problems, metadata={
-        "version": version, "expected": "G0 = mission focus, S* = scaffold rules, ids unique and numeric",
-        "actual": "; ".join(problems) or "ok", "rules": len(guidance.items)})
-
-
-def not_worse_than_baseline(result: dict) -> tuple[bool, dict]:
-    """(passed, metadata) for the blocking check, from result.json. Fails when the kept version is worse
-    than the baseline on test beyond the paired bootstrap interval (the whole interval below zero)."""
-    test = result["test"]
-    meta = {"kept_version": result["kept_version"], "baseline_version": result["baseline_version"],
-            "test_groups": test["n_groups"], "expected": "upper end of the interval of kept - baseline >= 0"}
-    if not test["conclusive"]:
-        return True, {**meta, "actual": "inconclusive", "note": test["note"]}
-    meta.update(baseline_test_accuracy=test["baseline_accuracy"], kept_test_accuracy=test["kept_accuracy"],
-                difference=test["difference"], ci_low=test["ci_low"], ci_high=test["ci_high"], level=test["level"])
-    return test["ci_high"] >= 0, {**meta, "actual": test["verdict"]}
-
-
-@dg.asset_check(asset=stage_b_guidance, blocking=True,
-                description="On test (read once), the kept version is not worse than the initial guidance "
-                            "beyond the paired bootstrap interval; a test side too small to conclude says so.")
-def stage_b_not_worse_than_baseline(context: dg.AssetCheckExecutionContext, storage: StorageResource
-                                    ) -> dg.AssetCheckResult:
-    result = _result(storage, context.partition_key)
-    if result is None:
-        return dg.AssetCheckResult(passed=False, metadata={"expected": "result.json", "actual": "missing"})
-    passed, meta = not_worse_than_baseline(result)
-    return dg.AssetCheckResult(passed=passed, metadata=meta)
-
-
-STOP_CAUSES = {
-    "converged": "an epoch evaluated valid candidates and accepted none",
-    "max_epochs": "stopped at max epochs while still accepting edits: raise epochs to let it converge",
-    "no_usable_candidate": "the reflector produced no usable candidate (invalid JSON, or every candidate "
-                           "filtered): see rule_candidates.jsonl",
-    "nothing_to_reflect": "no wrong or mixed train group left to reflect on; nothing was gated",
-}
-
-
-@dg.asset_check(asset=stage_b_guidance, description="The loop converged: an epoch accepted no edit after "
-                                                      "valid candidates were evaluated (otherwise WARN with the cause).")
-def stage_b_converged(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    result = _result(storage, context.partition_key)
-    if result is None:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   metadata={"expected": "result.json", "actual": "missing"})
-    reason = result["stop_reason"]
-    return dg.AssetCheckResult(passed=reason == "converged", severity=dg.AssetCheckSeverity.WARN, metadata={
-        "expected": "converged", "actual": reason, "cause": STOP_CAUSES[reason],
-        "epochs_run": result["epochs_run"], "gated_candidates": result["gated_candidates"],
-        "accepted_edits": result["accepted_edits"]})
-
-
 assets = [stage_b_guidance]
-asset_checks = [stage_b_guidance_schema, stage_b_not_worse_than_baseline, stage_b_converged]

@@ -9,18 +9,17 @@ import warnings
 
 import dagster as dg
 
+from qc_assets.asset_names import DISTILL_CHATML, FUSED_SFT_CHECKPOINT, QC_VERDICTS, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE
 from qc_assets.stage_b.relearn import TRIGGER_TAG, RelearnSettings, relearn_reason
 from qc_assets.verdicts.assets import mission_drift
 from resources.storage import StorageResource, storage_from_env
 from resources.store import read_jsonl
 
-STAGE_B_ASSET = "stage_b_guidance"
-STAGE_A_ASSET = "stage_a_summaries"
-
 
 def due_reason(storage: StorageResource, mission: str, settings: RelearnSettings) -> str | None:
-    records = read_jsonl(storage.root() / STAGE_A_ASSET / mission / "records.jsonl")
-    return relearn_reason(storage.root() / STAGE_B_ASSET / mission, records, mission_drift(storage, mission), settings)
+    records = read_jsonl(storage.root() / STAGE_A_SUMMARIES / mission / "records.jsonl")
+    return relearn_reason(storage.root() / STAGE_B_GUIDANCE / mission, records, mission_drift(storage, mission),
+                          settings)
 
 
 class RelearnDue(dg.AutomationCondition):
@@ -68,7 +67,7 @@ with warnings.catch_warnings():  # use_user_code_server is "beta" in Dagster 1.1
     warnings.simplefilter("ignore", dg.BetaWarning)
     relearn_automation = dg.AutomationConditionSensorDefinition(
         "relearn_automation",
-        target=dg.AssetSelection.assets(STAGE_B_ASSET, "qc_verdicts", "distill_chatml", "fused_sft_checkpoint"),
+        target=dg.AssetSelection.assets(STAGE_B_GUIDANCE, QC_VERDICTS, DISTILL_CHATML, FUSED_SFT_CHECKPOINT),
         use_user_code_server=True,  # RelearnDue is Python of ours: it runs in the code server, not the daemon
         run_tags={TRIGGER_TAG: "relearn_automation"}, default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=INTERVAL_S)

@@ -11,6 +11,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from qc_assets.asset_names import STAGE_B_GUIDANCE
 from qc_assets.stage_a.gt_reasons import top_gt_reasons
 from qc_assets.stage_b.relearn import last_relearn
 from qc_assets.verdicts.drift import wilson_interval
@@ -61,8 +62,8 @@ def mission_row(mission: str, data_root: Path, drift: dict | None, verdict_rows:
                 reviews: list[dict], stage_a_records: list[dict]) -> dict:
     pending = [r for r in verdict_rows if r["status"] == "pending"]
     flagged = sum(bool(r["needs_review"]) for r in pending)
-    relearn = last_relearn(data_root / "stage_b_guidance" / mission)
-    row = {"mission": mission, **guidance_columns(data_root / "stage_b_guidance" / mission),
+    relearn = last_relearn(data_root / STAGE_B_GUIDANCE / mission)
+    row = {"mission": mission, **guidance_columns(data_root / STAGE_B_GUIDANCE / mission),
            "last_relearn_at": None if relearn is None else datetime.fromtimestamp(relearn["at"], tz=timezone.utc
                                                                                   ).isoformat(timespec="seconds"),
            "last_relearn_reason": None if relearn is None else relearn["reason"],

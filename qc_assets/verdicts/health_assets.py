@@ -1,5 +1,5 @@
 """`mission_health`: one table across missions, refreshed by declarative automation whenever the
-production verdicts or the kept guidance of any mission change."""
+production verdicts or the kept guidance of any mission change (its job: jobs.py)."""
 
 
 import io
@@ -8,17 +8,15 @@ import os
 import dagster as dg
 import polars as pl
 
+from qc_assets.asset_names import FUSED_SFT_CHECKPOINT, MISSION_HEALTH, QC_VERDICTS, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE
 from qc_assets.markdown import md_table
 from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
-from qc_assets.verdicts.assets import ASSET_NAME as VERDICTS_ASSET
-from qc_assets.verdicts.assets import GUIDANCE_ASSET, mission_drift
+from qc_assets.verdicts.assets import mission_drift
 from qc_assets.verdicts.health import mission_row, plot_weekly, sparkline, student_columns
 from qc_assets.verdicts.table import read_table
 from resources.storage import StorageResource
 from resources.store import atomic_write_bytes, read_jsonl
-
-HEALTH_ASSET = "mission_health"
 
 # Any mission's verdicts or guidance updated since the last refresh, and nothing upstream running;
 # eager() minus its "no dependency missing" clause, since a new mission has no verdicts yet.
@@ -44,8 +42,8 @@ def health_markdown(rows: list[dict], student: dict) -> str:
 
 
 @dg.asset(
-    name=HEALTH_ASSET,
-    deps=[dg.AssetKey(VERDICTS_ASSET), dg.AssetKey(GUIDANCE_ASSET)],
+    name=MISSION_HEALTH,
+    deps=[dg.AssetKey(QC_VERDICTS), dg.AssetKey(STAGE_B_GUIDANCE)],
     group_name="health",
     kinds={"python", "parquet"},
     automation_condition=REFRESH_ON_ANY_MISSION,
@@ -55,15 +53,15 @@ def health_markdown(rows: list[dict], student: dict) -> str:
 def mission_health(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     missions = sorted(context.instance.get_dynamic_partitions(mission_partitions.name))
     root = storage.root()
-    rows = [mission_row(m, root, mission_drift(storage, m), read_table(root / VERDICTS_ASSET / m),
-                        read_jsonl(root / VERDICTS_ASSET / m / "reviews.jsonl"),
-                        read_jsonl(root / "stage_a_summaries" / m / "records.jsonl")) for m in missions]
-    student = student_columns(root / "fused_sft_checkpoint")
+    rows = [mission_row(m, root, mission_drift(storage, m), read_table(root / QC_VERDICTS / m),
+                        read_jsonl(root / QC_VERDICTS / m / "reviews.jsonl"),
+                        read_jsonl(root / STAGE_A_SUMMARIES / m / "records.jsonl")) for m in missions]
+    student = student_columns(root / FUSED_SFT_CHECKPOINT)
     rows = [{**r, **student} for r in rows]
     frame = pl.DataFrame(rows, infer_schema_length=None)
     buf = io.BytesIO()
     frame.write_parquet(buf)
-    path = atomic_write_bytes(root / HEALTH_ASSET / "health.parquet", buf.getvalue())
+    path = atomic_write_bytes(root / MISSION_HEALTH / "health.parquet", buf.getvalue())
     markdown = health_markdown(rows, student)
     meta = {
         "dagster/row_count": len(rows),
@@ -81,10 +79,10 @@ def mission_health(context: dg.AssetExecutionContext, storage: StorageResource) 
     return dg.MaterializeResult(metadata=meta)
 
 
-health_job = dg.define_asset_job("mission_health_job", selection=[mission_health],
-                                 description="Refresh the cross-mission health table.")
 # Evaluates REFRESH_ON_ANY_MISSION under the daemon (`make ui`): the declarative way, no sensor of our own.
 health_automation = dg.AutomationConditionSensorDefinition(
     "mission_health_automation", target=dg.AssetSelection.assets(mission_health),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=int(os.environ.get("QC_AUTOMATION_INTERVAL_S", "30")))
+
+assets = [mission_health]

@@ -12,7 +12,7 @@ pool slots, and decodes a few tokens with each local model in a child process (r
 so a crashing native build stops here with a clear message. Ctrl-C or SIGTERM ends it within
 seconds, its runs canceled and their slots freed; a step waiting on a pool slot says who holds it.
 
-    python -m qc_assets.demo [--mission NAME ...] [--job qc_pipeline] [--per-mission-only]
+    python -m qc_assets.cli.demo [--mission NAME ...] [--job qc_pipeline] [--per-mission-only]
 """
 
 import argparse
@@ -29,11 +29,13 @@ import dagster as dg
 os.environ.setdefault("QC_STUDENT_SMOKE_MODEL", "1")
 
 from definitions import defs
+from qc_assets.asset_names import (DISTILL_CHATML, FUSED_SFT_CHECKPOINT, INBOX_SUMMARIES, MISSION_HEALTH,
+                                   QC_VERDICTS, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE)
 from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.fastdistill.runner import run_fastdistill
 from qc_assets.missions import all_missions
 from qc_assets.partitions import mission_partitions
-from qc_assets.sample_data import review_sample_inbox
+from qc_assets.cli.sample_data import review_sample_inbox
 from qc_assets.run_health import (ACTIVE_STATUSES, fail_dead_runs, free_slots_of_ended_runs, pool_waits,
                                   run_process_pid)
 from qc_assets.stage_a.watch import mission_folders
@@ -55,12 +57,12 @@ DEMO_RUN_CONFIG = {
         # The random-weight smoke VLM never stops on its own: every answer runs to the cap. The demo caps
         # summaries at 48 tokens (production: 1024) and lets stage_a_truncation_share warn without
         # blocking Stage-B; both settings appear in the assets' metadata (max_new_tokens_note).
-        "stage_a_summaries": {"config": DEMO_STAGE_A},
-        "inbox_summaries": {"config": DEMO_STAGE_A},
-        "stage_b_guidance": {"config": {"epochs": 1, "rounds_per_epoch": 1}},
-        "distill_chatml": {"config": {"constrained": True, "n_samples": 2, "allow_unconverged": True}},
+        STAGE_A_SUMMARIES: {"config": DEMO_STAGE_A},
+        INBOX_SUMMARIES: {"config": DEMO_STAGE_A},
+        STAGE_B_GUIDANCE: {"config": {"epochs": 1, "rounds_per_epoch": 1}},
+        DISTILL_CHATML: {"config": {"constrained": True, "n_samples": 2, "allow_unconverged": True}},
         # the sample set has four reviewed groups per mission (R6xx): a drift window of four shows a number
-        "qc_verdicts": {"config": {"window_reviews": 4, "min_reviews": 4}},
+        QC_VERDICTS: {"config": {"window_reviews": 4, "min_reviews": 4}},
     }
 }
 
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     result = _guarded(instance, lambda: defs.resolve_job_def("student_job").execute_in_process(
         instance=instance, raise_on_error=False))
     problems += _report(f"student (run {result.run_id}, {time.perf_counter() - started:.0f}s)", result,
-                        {"fused_sft_checkpoint"})
+                        {FUSED_SFT_CHECKPOINT})
     problems += _student_verdict(result)
 
     print("\n[fastdistill] run 'demo'", flush=True)
@@ -154,7 +156,7 @@ def _finish(problems: list[str], storage, instance) -> int:
     print("\n[health] mission_health: every mission at a glance", flush=True)
     result = _guarded(instance, lambda: defs.resolve_job_def("mission_health_job").execute_in_process(
         run_config=_run_config_for(set()), instance=instance, raise_on_error=False))
-    problems += _report(f"mission_health (run {result.run_id})", result, {"mission_health"})
+    problems += _report(f"mission_health (run {result.run_id})", result, {MISSION_HEALTH})
     for mat in result.get_asset_materialization_events():
         print(mat.step_materialization_data.materialization.metadata["health"].value)
     print(f"\nOutputs: {storage.root()}/<asset>/<partition>/")

@@ -1,4 +1,4 @@
-"""Write a small synthetic image set in the production layout (`python -m qc_assets.sample_data DIR`).
+"""Write a small synthetic image set in the production layout (`python -m qc_assets.cli.sample_data DIR`).
 
 Three missions, pass and fail groups, one resubmission (the same group id under both labels), a few
 unlabelled groups waiting in each mission's inbox folder (`待审核`), images of different sizes, and a few bad files that Stage-A must list rather than choke on. The pass/fail
