@@ -22,6 +22,8 @@ from qc_assets.stage_b import assets as stage_b_assets
 from qc_assets.stage_b import checks as stage_b_checks
 from qc_assets.stage_b.automation import relearn_automation
 from qc_assets.student import assets as student_assets
+from qc_assets.student import checks as student_checks
+from qc_assets.student import jobs as student_jobs
 from qc_assets.verdicts import assets as verdicts_assets
 from qc_assets.verdicts import checks as verdicts_checks
 from qc_assets.verdicts import health_assets, inbox
@@ -98,9 +100,9 @@ defs = dg.Definitions(
             *inbox.assets, *verdicts_assets.assets, *health_assets.assets,
             *student_assets.assets, *fastdistill_assets.assets],
     asset_checks=[*stage_a_checks.asset_checks, *stage_b_checks.asset_checks, *distill_checks.asset_checks,
-                  *verdicts_checks.asset_checks, *student_assets.asset_checks, *fastdistill_assets.asset_checks],
+                  *verdicts_checks.asset_checks, *student_checks.asset_checks, *fastdistill_assets.asset_checks],
     jobs=[qc_pipeline, *stage_a_jobs.jobs, *verdicts_jobs.jobs,
-          *student_assets.jobs, *fastdistill_assets.jobs],
+          *student_jobs.jobs, *fastdistill_assets.jobs],
     sensors=[*sensors.sensors, run_health.run_health_sensor, health_assets.health_automation,
              relearn_automation],
     executor=executor_from_env(),

@@ -12,7 +12,7 @@ import pytest
 
 from qc_assets.fastdistill.assets import assets as fd_assets
 from qc_assets.fastdistill.partitions import fastdistill_runs
-from qc_assets.fastdistill.runner import run_fastdistill
+from qc_assets.cli.fastdistill import run_fastdistill
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from llm_fixtures import fault_server  # noqa: F401  (pytest fixture)
 
-from qc_assets.fastdistill import compare, runner
+from qc_assets.cli import fastdistill as fastdistill_cli
+from qc_assets.fastdistill import compare
 from qc_assets.fastdistill.assets import born_again_teacher
 from qc_assets.fastdistill.config import FastDistillSettings, TextStudentConfig
 from qc_assets.run_config import from_mapping
@@ -21,7 +22,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "configs" / "fastdistill"
 
 
 def test_the_four_seed_recipes_load_and_say_what_the_seed_asks():
-    files = {p.stem.split("_")[1]: runner.load_run_file(p) for p in sorted(RECIPES.glob("recipe_*.yaml"))}
+    files = {p.stem.split("_")[1]: fastdistill_cli.load_run_file(p) for p in sorted(RECIPES.glob("recipe_*.yaml"))}
     assert sorted(files) == ["a", "b", "c", "d"]
     a, b, c, d = (FastDistillSettings.from_dict(files[k]["run"]) for k in "abcd")
     assert a.recipe == "rationale" and a.max_new_tokens >= 256  # room for a rationale plus the SQL
@@ -49,12 +50,12 @@ def test_the_four_seed_recipes_load_and_say_what_the_seed_asks():
 def test_a_bad_run_file_fails_before_anything_runs(tmp_path, text, message):
     (tmp_path / "run.yaml").write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=message):
-        runner.load_run_file(tmp_path / "run.yaml")
+        fastdistill_cli.load_run_file(tmp_path / "run.yaml")
 
 
 def test_the_cli_needs_a_run_file_or_demo():
     with pytest.raises(SystemExit, match="give --config run.yaml"):
-        runner.main(["r0"])
+        fastdistill_cli.main(["r0"])
 
 
 def test_born_again_loads_the_student_on_the_teachers_device_and_dtype(tmp_path):
@@ -86,7 +87,7 @@ def test_a_run_file_runs_without_demo_defaults_and_runs_compare(fault_server, tm
     (tmp_path / "home").mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("QC_DATA_ROOT", str(tmp_path / "data"))
-    assert runner.main(["one", "--config", str(write_run_file(tmp_path / "a.yaml", fault_server)),
+    assert fastdistill_cli.main(["one", "--config", str(write_run_file(tmp_path / "a.yaml", fault_server)),
                         "--no-student"]) == 0
     recorded = json.loads((tmp_path / "data" / "fastdistill" / "one" / "run_config.json").read_text())["config"]
     assert recorded["max_new_tokens"] == 17
@@ -94,7 +95,7 @@ def test_a_run_file_runs_without_demo_defaults_and_runs_compare(fault_server, tm
     assert recorded == {**FastDistillSettings().as_dict(), "max_train": 2, "max_dev": 1, "max_new_tokens": 17}
     assert fault_server.hits["fd-cli"] == 2  # the file's teacher answered, not the embedded demo model
 
-    assert runner.main(["two", "--config", str(write_run_file(tmp_path / "b.yaml", fault_server, n=2,
+    assert fastdistill_cli.main(["two", "--config", str(write_run_file(tmp_path / "b.yaml", fault_server, n=2,
                                                                 temperature=0.7)), "--no-student"]) == 0
     paths = compare.main(["one", "two"])
     text = paths["markdown"].read_text(encoding="utf-8")

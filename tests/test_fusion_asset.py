@@ -8,7 +8,8 @@ import dagster as dg
 import pytest
 from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
 
-from qc_assets.student.assets import FusedSFTConfig, asset_checks, fused_sft_checkpoint
+from qc_assets.student.assets import FusedSFTConfig, fused_sft_checkpoint
+from qc_assets.student.checks import asset_checks
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl, read_jsonl
 from resources.training.resource import StudentTrainingResource

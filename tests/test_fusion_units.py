@@ -196,7 +196,9 @@ def test_lora_config_validation():
 def test_definitions_with_the_fusion_asset_load():
     import dagster as dg
 
-    from qc_assets.student.assets import asset_checks, assets, jobs
+    from qc_assets.student.assets import assets
+    from qc_assets.student.checks import asset_checks
+    from qc_assets.student.jobs import jobs
     from resources.storage import StorageResource
     from resources.training.resource import StudentTrainingResource
 

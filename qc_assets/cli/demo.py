@@ -32,7 +32,7 @@ from definitions import defs
 from qc_assets.asset_names import (DISTILL_CHATML, FUSED_SFT_CHECKPOINT, INBOX_SUMMARIES, MISSION_HEALTH,
                                    QC_VERDICTS, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE)
 from qc_assets.fastdistill import assets as fastdistill_assets
-from qc_assets.fastdistill.runner import run_fastdistill
+from qc_assets.cli.fastdistill import run_fastdistill
 from qc_assets.missions import all_missions
 from qc_assets.partitions import mission_partitions
 from qc_assets.cli.sample_data import review_sample_inbox

@@ -16,7 +16,8 @@ from qc_assets.fastdistill import pipeline
 from qc_assets.fastdistill.assets_meta import md_preview, plot_md, table
 from qc_assets.fastdistill.config import FastDistillSettings, TextStudentConfig
 from qc_assets.fastdistill.partitions import fastdistill_runs
-from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
+from qc_assets.asset_names import FASTDISTILL_DATASET, FASTDISTILL_SCORED
+from qc_assets.gpu_steps import model_asset
 from qc_assets.run_config import dagster_config, to_domain
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
@@ -82,8 +83,7 @@ def teacher_llm_for(cfg: FastDistillSettings, storage: StorageResource, teacher_
     return born_again_teacher(cfg, storage, teacher_llm).get_llm()
 
 
-@dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_inputs], pool=GPU_POOL,
-          op_tags=GPU_OP_TAGS, retry_policy=MODEL_RETRY, kinds={"python", "parquet"})
+@model_asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_inputs], kinds={"python", "parquet"})
 def fastdistill_teacher(
     context: dg.AssetExecutionContext, storage: StorageResource, teacher_llm: LLMResource
 ) -> dg.MaterializeResult:
@@ -131,7 +131,7 @@ def write_lineage(folder: Path, run_id: str, cfg: FastDistillSettings, fingerpri
 
 @dg.asset(
     group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_teacher], kinds={"python", "sqlite"},
-    check_specs=[dg.AssetCheckSpec("exec_pass_rate", asset="fastdistill_scored",
+    check_specs=[dg.AssetCheckSpec("exec_pass_rate", asset=FASTDISTILL_SCORED,
                                    description="share of candidates that execute >= min_exec_pass_rate")],
 )
 def fastdistill_scored(
@@ -167,9 +167,9 @@ def fastdistill_scored(
 @dg.asset(
     group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_scored], kinds={"python", "parquet"},
     check_specs=[
-        dg.AssetCheckSpec("keep_rate", asset="fastdistill_dataset",
+        dg.AssetCheckSpec("keep_rate", asset=FASTDISTILL_DATASET,
                           description="kept / candidates >= min_keep_rate"),
-        dg.AssetCheckSpec("no_empty_outputs", asset="fastdistill_dataset", blocking=True,
+        dg.AssetCheckSpec("no_empty_outputs", asset=FASTDISTILL_DATASET, blocking=True,
                           description="every exported SFT row has a non-empty assistant SQL"),
     ],
 )
@@ -211,8 +211,8 @@ def fastdistill_dataset(context: dg.AssetExecutionContext, storage: StorageResou
     }, check_results=checks)
 
 
-@dg.asset(group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_dataset], pool=GPU_POOL,
-          op_tags=GPU_OP_TAGS, kinds={"pytorch", "python"})
+@model_asset(retry=False, group_name=GROUP, partitions_def=fastdistill_runs, deps=[fastdistill_dataset],
+             kinds={"pytorch", "python"})
 def fastdistill_student(
     context: dg.AssetExecutionContext, config: FastDistillStudentConfig, storage: StorageResource,
     text_student: TextStudentResource,
@@ -252,6 +252,8 @@ def fastdistill_student(
 
 
 assets = [fastdistill_inputs, fastdistill_teacher, fastdistill_scored, fastdistill_dataset, fastdistill_student]
-asset_checks: list = []  # the checks are declared on the assets (check_specs) and reported inline
+# no separate checks: each check is computed from its step's own outputs, so it is declared on the asset
+# (check_specs) and reported with the materialization
+asset_checks: list = []
 fastdistill_job = dg.define_asset_job("fastdistill_job", selection=dg.AssetSelection.groups(GROUP))
 jobs = [fastdistill_job]

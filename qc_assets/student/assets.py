@@ -1,12 +1,14 @@
 """Dagster wiring of the student group: `fused_sft_checkpoint` here, `dpo_checkpoint` and
-`grpo_checkpoint` in `preference_assets.py` (all listed in `assets` / `jobs` below).
+`grpo_checkpoint` in `preference_assets.py` (all listed in `assets` below).
+
+Its checks are in `checks.py`, its jobs in `jobs.py`.
 
 `fused_sft_checkpoint`: one student for every mission, trained through the
 student-training resource, evaluated per mission against its base, promoted to `current` on pass.
 
 Shape: an unpartitioned asset that depends on every mission partition of `distill_chatml` and
 `stage_a_summaries` (Dagster maps an unpartitioned asset onto all upstream partitions), because the
-student is one model over all missions. It has its own job (`student_job`): a job cannot mix
+student is one model over all missions. It has its own job (`student_job`, jobs.py): a job cannot mix
 partitioned and unpartitioned assets, so it runs after the per-mission `qc_pipeline` runs.
 """
 
@@ -14,7 +16,8 @@ import json
 
 import dagster as dg
 
-from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL
+from qc_assets.asset_names import DISTILL_CHATML, FUSED_SFT_CHECKPOINT, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE
+from qc_assets.gpu_steps import model_asset
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_b.automation import RETRAIN_CONDITION
@@ -22,24 +25,21 @@ from qc_assets.student import preference_assets
 from qc_assets.student.config import FusionConfig, FusionRunConfig
 from qc_assets.student.evaluate import GATED_METRICS, gate_table
 from qc_assets.student.mixing import report_table
-from qc_assets.student.sft import (ADAPTER_DIR, CURRENT, EVAL_FILE, LOSS_PLOT, PROMOTIONS, REPORT_FILE, RUNS_DIR,
-                                   FusionResult, NoTrainingData, run_fusion)
+from qc_assets.student.sft import EVAL_FILE, LOSS_PLOT, PROMOTIONS, RUNS_DIR, FusionResult, NoTrainingData, run_fusion
 from resources.storage import StorageResource
 from resources.store import read_jsonl
 from resources.training.resource import StudentTrainingResource
 
-ASSET_NAME = "fused_sft_checkpoint"
 GROUP = "student"
 FusedSFTConfig = dagster_config(FusionRunConfig, "FusedSFTConfig")
 
 
-@dg.asset(
-    name=ASSET_NAME,
+@model_asset(
+    retry=False,  # a training run: a retry would only repeat it
+    name=FUSED_SFT_CHECKPOINT,
     # Stage-B: its split picks the held-out groups and its best guidance writes the eval prompts
-    deps=[dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")],
+    deps=[DISTILL_CHATML, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE],
     automation_condition=RETRAIN_CONDITION,
-    pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
     group_name=GROUP,
     kinds={"pytorch"},
     description="One LoRA SFT student over every mission's sources (TRL SFTTrainer), gated per mission "
@@ -55,7 +55,7 @@ def fused_sft_checkpoint(context: dg.AssetExecutionContext, config: FusedSFTConf
     except (OSError, ValueError) as e:
         raise dg.Failure(f"could not prepare the student model: {e}",
                          metadata={"model_path": student.model_path, "smoke_model": student.smoke_model}) from e
-    out_root = storage.root() / ASSET_NAME
+    out_root = storage.root() / FUSED_SFT_CHECKPOINT
     try:
         result = run_fusion(cfg, backend, data_root=storage.root(), images_root=storage.images(), out_root=out_root,
                             log=context.log.info)
@@ -117,66 +117,12 @@ def _metadata(result: FusionResult, cfg: FusionConfig, fingerprint: str, note: s
 
 def last_run(storage: StorageResource) -> tuple[str | None, dict | None]:
     """(run id, eval.json) of the latest fusion run, from the promotions log."""
-    log = read_jsonl(storage.root() / ASSET_NAME / PROMOTIONS)
+    log = read_jsonl(storage.root() / FUSED_SFT_CHECKPOINT / PROMOTIONS)
     if not log:
         return None, None
     run_id = log[-1]["run_id"]
-    path = storage.root() / ASSET_NAME / RUNS_DIR / run_id / EVAL_FILE
+    path = storage.root() / FUSED_SFT_CHECKPOINT / RUNS_DIR / run_id / EVAL_FILE
     return run_id, json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-@dg.asset_check(asset=fused_sft_checkpoint, blocking=True,
-                description="No mission's student is worse than its base beyond the paired bootstrap interval.")
-def fused_sft_eval_gate(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    return eval_gate_result(storage)
-
-
-def eval_gate_result(storage: StorageResource) -> dg.AssetCheckResult:
-    run_id, doc = last_run(storage)
-    if doc is None:
-        return dg.AssetCheckResult(passed=False, metadata={"expected": f"runs/<run_id>/{EVAL_FILE}",
-                                                           "actual": f"missing for run {run_id}"})
-    cfg = doc["config"]
-    return dg.AssetCheckResult(passed=bool(doc["passed"]), metadata={
-        "expected": f"per mission and metric: {cfg['confidence']:.0%} interval of (student - base) reaches "
-                    f">= {cfg['min_improvement']:+.2f}; >= 1 held-out item",
-        "actual": "ok, promoted" if doc["passed"] else "failed, not promoted: " + "; ".join(doc["failures"])[:900],
-        "eval_table": dg.MetadataValue.md(gate_table(doc["gates"])), "run_id": run_id})
-
-
-@dg.asset_check(asset=fused_sft_checkpoint, blocking=True,
-                description="The run's adapter and merged checkpoint exist and the merged checkpoint loads.")
-def fused_sft_checkpoint_loads(context: dg.AssetCheckExecutionContext, storage: StorageResource,
-                               student: StudentTrainingResource) -> dg.AssetCheckResult:
-    return checkpoint_loads_result(storage, student.device, student.dtype)
-
-
-def checkpoint_loads_result(storage: StorageResource, device: str, dtype: str) -> dg.AssetCheckResult:
-    from resources.training.sft_vl import load_student
-
-    run_id, _ = last_run(storage)
-    run_dir = storage.root() / ASSET_NAME / RUNS_DIR / str(run_id)
-    expected = [f"{ADAPTER_DIR}/adapter_config.json", f"{ADAPTER_DIR}/adapter_model.safetensors", "config.json",
-                "model.safetensors", "tokenizer.json", "chat_template.jinja", REPORT_FILE]
-    missing = [n for n in expected if not (run_dir / n).is_file()]
-    if run_id is None or missing:
-        return dg.AssetCheckResult(passed=False, metadata={"expected": expected, "actual": f"missing: {missing}",
-                                                           "run_id": str(run_id)})
-    try:
-        load_student(str(run_dir), device, dtype)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        return dg.AssetCheckResult(passed=False, metadata={"expected": "merged checkpoint loads",
-                                                           "actual": f"{type(e).__name__}: {e}"[:1000]})
-    current = storage.root() / ASSET_NAME / CURRENT
-    return dg.AssetCheckResult(passed=True, metadata={
-        "expected": "merged checkpoint loads", "actual": "ok", "run_path": dg.MetadataValue.path(str(run_dir)),
-        "current": str(current.resolve()) if current.exists() else "none yet"})
-
-
-student_job = dg.define_asset_job(
-    "student_job", selection=dg.AssetSelection.assets(fused_sft_checkpoint),
-    description="Train one student on every mission, gate it per mission, promote it on pass.")
-
 assets = [fused_sft_checkpoint, *preference_assets.assets]
-asset_checks = [fused_sft_eval_gate, fused_sft_checkpoint_loads]
-jobs = [student_job, *preference_assets.jobs]

@@ -2,12 +2,13 @@
 exported preference pairs) and `grpo_checkpoint` (TRL GRPOTrainer with the verdict rewards).
 
 Both are unpartitioned like `fused_sft_checkpoint` (one student for all missions), each in its own
-job (`dpo_job`, `grpo_job`) so nothing runs them by default: the demo does not.
+job (`dpo_job`, `grpo_job` in jobs.py) so nothing runs them by default: the demo does not.
 """
 
 import dagster as dg
 
-from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL
+from qc_assets.asset_names import DISTILL_CHATML, DPO_CHECKPOINT, GRPO_CHECKPOINT, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE
+from qc_assets.gpu_steps import model_asset
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.student.dpo import run_dpo
 from qc_assets.student.evaluate import GATED_METRICS, gate_table
@@ -62,28 +63,20 @@ def _train(context, cfg, run, method: str, rows_key: str, storage: StorageResour
     return dg.MaterializeResult(metadata=_metadata(summary, fingerprint, backend.note, method, summary[rows_key]))
 
 
-@dg.asset(deps=[dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")],
-          pool=GPU_POOL, op_tags=GPU_OP_TAGS, group_name=GROUP,
-          kinds={"pytorch"}, description="LoRA DPO of the student on every mission's exported preference pairs "
+@model_asset(retry=False, name=DPO_CHECKPOINT, deps=[DISTILL_CHATML, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE],
+             group_name=GROUP, kinds={"pytorch"}, description="LoRA DPO of the student on every mission's exported preference pairs "
                                          "(TRL DPOTrainer), evaluated per mission on held-out groups.")
 def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, storage: StorageResource,
                    student: StudentTrainingResource) -> dg.MaterializeResult:
     return _train(context, to_domain(config, DPORunConfig), run_dpo, "dpo", "train_pairs", storage, student)
 
 
-@dg.asset(deps=[dg.AssetKey("stage_a_summaries"), dg.AssetKey("stage_b_guidance")], pool=GPU_POOL,
-          op_tags=GPU_OP_TAGS, group_name=GROUP,
-          kinds={"pytorch"}, description="LoRA GRPO of the student on every mission's train split (TRL "
+@model_asset(retry=False, name=GRPO_CHECKPOINT, deps=[STAGE_A_SUMMARIES, STAGE_B_GUIDANCE], group_name=GROUP,
+             kinds={"pytorch"}, description="LoRA GRPO of the student on every mission's train split (TRL "
                                          "GRPOTrainer, label + format rewards), evaluated on held-out groups after.")
 def grpo_checkpoint(context: dg.AssetExecutionContext, config: GRPOConfig, storage: StorageResource,
                     student: StudentTrainingResource) -> dg.MaterializeResult:
     return _train(context, to_domain(config, GRPORunConfig), run_grpo, "grpo", "train_rows", storage, student)
 
 
-dpo_job = dg.define_asset_job("dpo_job", selection=dg.AssetSelection.assets(dpo_checkpoint),
-                              description="Optional: DPO of the student on the exported preference pairs.")
-grpo_job = dg.define_asset_job("grpo_job", selection=dg.AssetSelection.assets(grpo_checkpoint),
-                               description="Optional: GRPO of the student on the train split.")
-
 assets = [dpo_checkpoint, grpo_checkpoint]
-jobs = [dpo_job, grpo_job]

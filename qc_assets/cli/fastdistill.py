@@ -1,6 +1,6 @@
 """Plain entry point: materialize the FastDistill group for one run_id on a Dagster instance.
 
-`python -m qc_assets.fastdistill.runner RUN_ID --config run.yaml` runs the settings of one run file
+`python -m qc_assets.cli.fastdistill RUN_ID --config run.yaml` runs the settings of one run file
 (configs/fastdistill/ holds the seed's four recipes) and nothing else: no demo default is merged in.
 `--demo` (what `make demo` runs) starts from the small embedded-SmolLM2 settings below, under the
 file's if one is given. The teacher is the file's `teacher:` block (LLMResource fields), else the
@@ -128,7 +128,7 @@ def _teacher(settings: dict) -> LLMResource:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qc_assets.fastdistill.runner",
+    p = argparse.ArgumentParser(prog="python -m qc_assets.cli.fastdistill",
                                 description="Materialize the FastDistill group for one run id.")
     p.add_argument("run_id")
     p.add_argument("--config", help="run file: run / student / teacher blocks (configs/fastdistill/*.yaml)")
