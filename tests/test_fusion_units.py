@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from fusion_fixtures import MISSION, distill_rows, stage_a_records, write_inputs
 
+from qc_assets import stats
 from qc_assets.student import evaluate, mixing
 from qc_assets.student.config import EvalGateConfig, FusionConfig, FusionRunConfig, SourceConfig, load_fusion_config
 from qc_assets.student.sources import discover_missions, load_source, validate_chatml
@@ -144,7 +145,7 @@ def test_bootstrap_gate_blocks_a_real_regression_and_passes_noise():
     assert not empty["passed"] and "no held-out items" in empty["failures"][0]
     assert "| m | stage_b/verdict_accuracy | 8 | 1.000 | 0.125 |" in evaluate.gate_table([gate])
     with pytest.raises(ValueError, match="must be paired"):
-        evaluate.paired_bootstrap([1, 0], [1], 100, 0.95, 0)
+        stats.paired_group_bootstrap([1, 0], [1], 100, 0)
 
 
 def test_stage_a_format_validity():
@@ -169,7 +170,7 @@ def test_held_out_records_prefer_stage_b_split(tmp_path, sample_images):
 
 
 def test_doctests():
-    for module in (policy, evaluate):
+    for module in (policy, evaluate, stats):
         assert doctest.testmod(module).failed == 0
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from qc_assets.stage_b.aggregate import GroupOutcome, accuracy, false_release_rate
+from qc_assets.stats import paired_group_bootstrap
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,6 @@ def pair(baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome]
     return [(base[k], cand[k]) for k in sorted(base)]
 
 
-def bootstrap_prob(deltas: np.ndarray, samples: int, seed: int) -> float:
-    """P(sum of resampled per-group error deltas > 0), i.e. the candidate makes fewer errors."""
-    if len(deltas) == 0:
-        return 0.0
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(deltas), size=(samples, len(deltas)))
-    return float((deltas[idx].sum(axis=1) > 0).mean())
-
-
 def gate(baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome],
          thresholds: GateThresholds, seed: int) -> GateResult:
     pairs = pair(baseline, candidate)
@@ -99,7 +91,9 @@ def gate(baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome],
     base_err, cand_err = int(base_wrong.sum()), int(cand_wrong.sum())
     rer = (base_err - cand_err) / base_err if base_err else 0.0
     changed = sum(b.predicted != c.predicted for b, c in pairs) / n if n else 0.0
-    prob = bootstrap_prob(base_wrong - cand_wrong, thresholds.bootstrap_samples, seed)
+    # P(candidate makes fewer errors) over resamples of the paired groups
+    prob = paired_group_bootstrap(1 - base_wrong, 1 - cand_wrong, thresholds.bootstrap_samples,
+                                  seed).prob_positive() if n else 0.0
     base_fr = false_release_rate([b for b, _ in pairs])
     cand_fr = false_release_rate([c for _, c in pairs])
     reasons = []

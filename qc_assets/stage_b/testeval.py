@@ -7,13 +7,11 @@ result says the test is too small to conclude, instead of printing an accuracy t
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
-
-import numpy as np
 
 from qc_assets.stage_b.aggregate import GroupOutcome, accuracy
 from qc_assets.stage_b.gate import pair
+from qc_assets.stats import paired_group_bootstrap
 
 
 def paired_bootstrap_interval(baseline: Sequence[GroupOutcome], kept: Sequence[GroupOutcome], samples: int,
@@ -22,20 +20,9 @@ def paired_bootstrap_interval(baseline: Sequence[GroupOutcome], kept: Sequence[G
     pairs = pair(baseline, kept)
     if not pairs:
         raise ValueError("paired bootstrap needs at least one test record on both sides")
-    diff_by_group: dict[str, int] = defaultdict(int)
-    size_by_group: dict[str, int] = defaultdict(int)
-    for b, k in pairs:
-        diff_by_group[b.group_id] += int(k.correct) - int(b.correct)
-        size_by_group[b.group_id] += 1
-    groups = sorted(diff_by_group)
-    diffs = np.array([diff_by_group[g] for g in groups], dtype=float)
-    sizes = np.array([size_by_group[g] for g in groups], dtype=float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(groups), size=(samples, len(groups)))
-    resampled = diffs[idx].sum(axis=1) / sizes[idx].sum(axis=1)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(resampled, [alpha, 1 - alpha])
-    return float(diffs.sum() / sizes.sum()), float(low), float(high)
+    boot = paired_group_bootstrap([b.correct for b, _ in pairs], [k.correct for _, k in pairs], samples, seed,
+                                  groups=[b.group_id for b, _ in pairs])
+    return (boot.estimate, *boot.interval(level))
 
 
 def compare_on_test(baseline: Sequence[GroupOutcome], kept: Sequence[GroupOutcome], *, baseline_version: int,

@@ -14,7 +14,6 @@ not explain), or when it has no held-out items at all (nothing to judge is not a
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +24,7 @@ from qc_assets.stage_a.records import is_degenerate
 from qc_assets.stage_b.prompts import build_messages
 from qc_assets.stage_b.split import split_groups
 from qc_assets.stage_b.verdict import parse_verdict
+from qc_assets.stats import paired_group_bootstrap
 from resources.store import read_jsonl
 
 GATED_METRICS = ("stage_b/verdict_accuracy", "stage_b/format_ok_rate", "stage_a/format_valid_rate")
@@ -98,27 +98,6 @@ def evaluate(generator: ChatGenerator, mission, guidance, records: Sequence[dict
     }
 
 
-def paired_bootstrap(base: Sequence[float], fused: Sequence[float], n_bootstrap: int, confidence: float,
-                     seed: int) -> tuple[float, float, float]:
-    """(mean delta, low, high) of fused - base over paired items, by a seeded percentile bootstrap.
-
-    >>> paired_bootstrap([1, 1, 1], [0, 0, 0], 200, 0.95, 0)
-    (-1.0, -1.0, -1.0)
-    """
-    if len(base) != len(fused):
-        raise ValueError(f"{len(base)} base scores for {len(fused)} student scores: the items must be paired")
-    if not base:
-        raise ValueError("no paired items to bootstrap")
-    deltas = [f - b for b, f in zip(base, fused)]
-    rng = random.Random(seed)
-    n = len(deltas)
-    means = sorted(sum(deltas[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_bootstrap))
-    tail = (1 - confidence) / 2
-    low = means[int(tail * (n_bootstrap - 1))]
-    high = means[int(round((1 - tail) * (n_bootstrap - 1)))]
-    return sum(deltas) / n, low, high
-
-
 def mission_gate(mission: str, base: dict, fused: dict, cfg, seed: int,
                  metrics: Sequence[str] = GATED_METRICS) -> dict:
     """{mission, passed, rows: [{metric, n, base, fused, delta, low, high, ok}], failures}; cfg = EvalGateConfig."""
@@ -130,7 +109,8 @@ def mission_gate(mission: str, base: dict, fused: dict, cfg, seed: int,
                          "high": None, "ok": False})
             failures.append(f"{m}: no held-out items")
             continue
-        delta, low, high = paired_bootstrap(b, f, cfg.n_bootstrap, cfg.confidence, seed)
+        boot = paired_group_bootstrap(b, f, cfg.n_bootstrap, seed)
+        delta, (low, high) = boot.estimate, boot.interval(cfg.confidence)
         # A tiny epsilon so that equal scores computed in different orders never fail the gate.
         ok = high >= cfg.min_improvement - 1e-9
         rows.append({"metric": m, "n": len(b), "base": base[m], "fused": fused[m], "delta": delta, "low": low,
