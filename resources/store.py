@@ -8,12 +8,16 @@ batch and read back tolerantly: a torn last line from a `kill -9` is ignored, no
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
 
 DEFAULT_DATA_ROOT = "data"
 
@@ -62,6 +66,13 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
 def atomic_write_jsonl(path: Path, rows: Iterable[dict]) -> Path:
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return atomic_write_text(path, text)
+
+
+def atomic_write_parquet(path: Path, frame: pl.DataFrame) -> Path:
+    """A polars frame as one parquet file, written whole or not at all."""
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> int:

@@ -7,13 +7,12 @@ the prompt. Every whole file is written atomically.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 from qc_assets.distill.schema import rows_frame
 from qc_assets.distill.select import Judged, PreferencePair
-from resources.store import atomic_write_bytes, atomic_write_jsonl
+from resources.store import atomic_write_jsonl, atomic_write_parquet
 
 CHATML_JSONL = "distill_chatml.jsonl"
 CHATML_PARQUET = "distill_chatml.parquet"
@@ -79,11 +78,9 @@ def rejected_rows(judged: Sequence[Judged]) -> list[dict]:
 
 def write_outputs(out_dir: str | Path, rows: list[dict], pairs: list[dict], rejected: list[dict]) -> dict[str, Path]:
     out_dir = Path(out_dir)
-    buffer = io.BytesIO()
-    rows_frame(rows).write_parquet(buffer)
     return {
         "chatml_jsonl": atomic_write_jsonl(out_dir / CHATML_JSONL, rows),
-        "chatml_parquet": atomic_write_bytes(out_dir / CHATML_PARQUET, buffer.getvalue()),
+        "chatml_parquet": atomic_write_parquet(out_dir / CHATML_PARQUET, rows_frame(rows)),
         "preference_pairs": atomic_write_jsonl(out_dir / PAIRS_JSONL, pairs),
         "rejected": atomic_write_jsonl(out_dir / REJECTED_JSONL, rejected),
     }

@@ -6,7 +6,6 @@ manifest/quality/timing JSON) and returns a summary for the asset's metadata.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from qc_assets.fastdistill.select_export import KeepRules, preference_pairs, sel
 from qc_assets.fastdistill.teacher import candidate_rows, decode_profile_for, run_teacher
 from qc_assets.fastdistill.text2sql_data import split_examples, synthetic_dataset
 from resources.llm import ChatLLM, DecodeParams
-from resources.store import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
+from resources.store import atomic_write_json, atomic_write_jsonl, atomic_write_parquet
 
 RUN_CONFIG = "run_config.json"
 STAGES = ("canonical", "dedup", "teacher", "filter", "exec_eval", "score", "select", "export", "train", "eval")
@@ -31,9 +30,7 @@ STUDENT_STAGES = ("train", "eval")
 
 
 def write_parquet(path: Path, rows: list[dict]) -> Path:
-    buf = io.BytesIO()
-    pl.DataFrame(rows, infer_schema_length=None).write_parquet(buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_parquet(path, pl.DataFrame(rows, infer_schema_length=None))
 
 
 def read_rows(path: Path) -> list[dict]:

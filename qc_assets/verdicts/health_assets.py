@@ -2,7 +2,6 @@
 production verdicts or the kept guidance of any mission change (its job: jobs.py)."""
 
 
-import io
 import os
 
 import dagster as dg
@@ -16,7 +15,7 @@ from qc_assets.verdicts.assets import mission_drift
 from qc_assets.verdicts.health import mission_row, plot_weekly, sparkline, student_columns
 from qc_assets.verdicts.table import read_table
 from resources.storage import StorageResource
-from resources.store import atomic_write_bytes, read_jsonl
+from resources.store import atomic_write_parquet, read_jsonl
 
 # Any mission's verdicts or guidance updated since the last refresh, and nothing upstream running;
 # eager() minus its "no dependency missing" clause, since a new mission has no verdicts yet.
@@ -59,9 +58,7 @@ def mission_health(context: dg.AssetExecutionContext, storage: StorageResource) 
     student = student_columns(root / FUSED_SFT_CHECKPOINT)
     rows = [{**r, **student} for r in rows]
     frame = pl.DataFrame(rows, infer_schema_length=None)
-    buf = io.BytesIO()
-    frame.write_parquet(buf)
-    path = atomic_write_bytes(root / MISSION_HEALTH / "health.parquet", buf.getvalue())
+    path = atomic_write_parquet(root / MISSION_HEALTH / "health.parquet", frame)
     markdown = health_markdown(rows, student)
     meta = {
         "dagster/row_count": len(rows),

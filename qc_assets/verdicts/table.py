@@ -9,13 +9,12 @@ without a label), and for reviewed rows the reviewer's label and whether the mac
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandera.polars as pa
 import polars as pl
 
-from resources.store import atomic_write_bytes
+from resources.store import atomic_write_bytes, atomic_write_parquet
 
 CONTRACT_VERSION = "qc_verdicts/v1"
 STATUSES = ("pending", "reviewed", "withdrawn")
@@ -88,9 +87,7 @@ def validate_verdicts(frame: pl.DataFrame) -> pl.DataFrame:
 
 def write_tables(frame: pl.DataFrame, out_dir: Path) -> tuple[Path, Path]:
     """verdicts.parquet, and verdicts.csv in UTF-8 with a BOM so Excel shows the Chinese text."""
-    buf = io.BytesIO()
-    frame.write_parquet(buf)
-    parquet = atomic_write_bytes(out_dir / "verdicts.parquet", buf.getvalue())
+    parquet = atomic_write_parquet(out_dir / "verdicts.parquet", frame)
     flat = frame.with_columns(pl.col("image_sha256s").list.join(";"))
     csv = atomic_write_bytes(out_dir / "verdicts.csv", flat.write_csv().encode("utf-8-sig"))
     return parquet, csv
