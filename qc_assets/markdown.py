@@ -5,12 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 
-def md_cell(value) -> str:
-    """One table cell: None is blank; pipes and newlines would break the row, so they are escaped."""
-    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+def md_cell(value, width: int | None = None) -> str:
+    """One table cell: None is blank; pipes and newlines would break the row, so they are escaped;
+    then cut to `width` characters when given."""
+    text = "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+    return text if width is None else text[:width]
 
 
-def md_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+def md_table(header: Sequence[str], rows: Iterable[Sequence], cell_width: int | None = None,
+             max_chars: int | None = None) -> str:
+    """A markdown table. `cell_width` cuts each cell; `max_chars` keeps only the whole rows that fit
+    (a preview), and the header alone is cut to it if even that is longer."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    for row in rows:
+        line = "| " + " | ".join(md_cell(c, cell_width) for c in row) + " |"
+        if max_chars is not None and sum(len(x) + 1 for x in lines) + len(line) > max_chars:
+            break
+        lines.append(line)
+    text = "\n".join(lines)
+    return text if max_chars is None else text[:max_chars]

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from qc_assets.markdown import md_table
 from resources.store import atomic_write_json
 
 _ID = re.compile(r"^(G|S)(\d+)$")
@@ -181,13 +182,9 @@ class Guidance:
                    version=int(data.get("version", 0)))
 
     def to_markdown(self) -> str:
-        lines = [f"**Guidance v{self.version}** for `{self.mission}`", "",
-                 "| id | rule | epoch | groups | hits | misses |", "|---|---|---|---|---|---|"]
-        for it in self.items:
-            text = it.text.replace("|", "\\|").replace("\n", " ")
-            epoch = "" if it.epoch is None else str(it.epoch)
-            lines.append(f"| {it.id} | {text} | {epoch} | {len(it.groups)} | {it.hits} | {it.misses} |")
-        return "\n".join(lines)
+        table = md_table(["id", "rule", "epoch", "groups", "hits", "misses"],
+                         [(it.id, it.text, it.epoch, len(it.groups), it.hits, it.misses) for it in self.items])
+        return f"**Guidance v{self.version}** for `{self.mission}`\n\n{table}"
 
 
 class GuidanceStore:
