@@ -72,6 +72,7 @@ def test_fastdistill_group_end_to_end_and_rerun_calls_no_teacher(tmp_path):
 
         teacher_meta = meta(result, "fastdistill_teacher")
         assert teacher_meta["fastdistill/teacher_calls"] >= 1 and teacher_meta["fastdistill/cached_samples"] == 0
+        assert [c.name for c in teacher_meta["dagster/column_schema"].columns] == teacher_rows.columns
         dataset_meta = meta(result, "fastdistill_dataset")
         assert dataset_meta["dagster/row_count"] == len(sft)
         assert len(dataset_meta["preview"]) <= 500

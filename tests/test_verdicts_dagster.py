@@ -68,6 +68,10 @@ def test_inbox_to_verdicts_on_a_real_instance_reruns_rejudges_and_closes_reviews
         assert len(meta["preview"]) <= 500 and meta["guidance_version"] == 0
         table = pl.read_parquet(data / "qc_verdicts" / MISSION / "verdicts.parquet")
         assert sorted(table["group_id"]) == inbox_ids and set(table["status"]) == {"pending"}
+        # the column schema reported is the written file's, column by column
+        assert [(c.name, c.type) for c in meta["dagster/column_schema"].columns] == [
+            (name, str(dtype)) for name, dtype in table.schema.items()]
+        assert {"group_id", "verdict", "guidance_hash"} <= {c.name for c in meta["dagster/column_schema"].columns}
         assert set(table["model_fingerprint"]) == {meta["model_fingerprint"]} and set(table["guidance_hash"]) == {
             g0.content_hash()}
         csv = (data / "qc_verdicts" / MISSION / "verdicts.csv").read_bytes()

@@ -20,6 +20,7 @@ from qc_assets.distill.sources import (
 )
 from qc_assets.gpu_steps import mission_model_asset
 from qc_assets.markdown import md_table
+from qc_assets.metadata import parquet_column_schema
 from qc_assets.missions import get_mission
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.assets import load_stage_a_records
@@ -192,6 +193,7 @@ def _metadata(result: DistillResult, config: DistillConfig, backend: str) -> dic
         "distill/completion_tokens": t.completion_tokens,
         "config": dg.MetadataValue.json(config.to_dict()),
         **paths,
+        **parquet_column_schema(result.paths["chatml_parquet"]),
     }
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import dagster as dg
 
 from qc_assets.fastdistill import pipeline
-from qc_assets.fastdistill.assets_meta import md_preview, plot_md, table
+from qc_assets.fastdistill.assets_meta import md_preview, plot_md
 from qc_assets.fastdistill.config import FastDistillSettings, TextStudentConfig
 from qc_assets.fastdistill.partitions import fastdistill_runs
 from qc_assets.asset_names import FASTDISTILL_DATASET, FASTDISTILL_SCORED
 from qc_assets.gpu_steps import model_asset
+from qc_assets.metadata import parquet_column_schema, records_table
 from qc_assets.run_config import dagster_config, to_domain
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
@@ -60,7 +61,8 @@ def fastdistill_inputs(
         "fastdistill/dev_inputs": sum(r["split"] == "dev" for r in rows),
         "manifest": dg.MetadataValue.json(out["reports"]["manifest"]),
         "preview": md_preview(rows, cols),
-        "sample": table(rows[:10], cols),
+        "sample": records_table(rows[:10], cols),
+        **parquet_column_schema(run_dir(storage, run_id) / "dedup" / "records.parquet"),
     })
 
 
@@ -117,6 +119,7 @@ def fastdistill_teacher(
         "fastdistill/latency_p50_s": timing["p50"] or 0.0,
         "fastdistill/latency_p95_s": timing["p95"] or 0.0,
         "preview": md_preview(rows, ["question", "teacher_text", "teacher_error"]),
+        **parquet_column_schema(folder / "teacher" / "candidates.parquet"),
     })
 
 
@@ -161,6 +164,7 @@ def fastdistill_scored(
         "quality_report": dg.MetadataValue.json(q),
         "reject_reasons": plot_md(q["reject_reason_counts"], "reject reasons"),
         "preview": md_preview(rows, ["sql", "reject_reason", "exec_error_class", "gold_match"]),
+        **parquet_column_schema(folder / "score" / "candidates.parquet"),
     }, check_results=[check])
 
 
@@ -201,10 +205,11 @@ def fastdistill_dataset(context: dg.AssetExecutionContext, storage: StorageResou
         "fastdistill/teacher_tokens_per_sec": run_reports["metrics"]["teacher_tokens_per_sec"] or 0.0,
         "fastdistill/pipeline_kept_samples_per_hour": run_reports["metrics"]["pipeline_kept_samples_per_hour"] or 0.0,
         "quality_report": dg.MetadataValue.json(q),
-        "timing": table([{"stage": s, **{k: v for k, v in t.items()}} for s, t in stages.items()],
-                        ["stage", "count", "p50", "p90", "p95", "wall_s"]),
+        "timing": records_table([{"stage": s, **{k: v for k, v in t.items()}} for s, t in stages.items()],
+                                ["stage", "count", "p50", "p90", "p95", "wall_s"]),
         "stage_wall_s": plot_md({s: t["wall_s"] for s, t in stages.items()}, "wall seconds per stage"),
         "export_path": dg.MetadataValue.path(str(folder / "export")),
+        **parquet_column_schema(folder / "export" / "sft_chatml.parquet"),
         "preview": md_preview([{"question": r["messages"][1]["content"].rsplit("Question: ", 1)[-1],
                                 "assistant": r["messages"][-1]["content"]} for r in out["sft"]],
                               ["question", "assistant"]),
@@ -244,8 +249,8 @@ def fastdistill_student(
         "fastdistill/eval_before_exec_pass_rate": before["exec_pass_rate"],
         "fastdistill/eval_after_exec_pass_rate": after["exec_pass_rate"],
         "loss_curve": plot_md({str(i + 1): v for i, v in enumerate(train["losses"])}, "training loss", line=True),
-        "eval": table([{"model": "base", **before}, {"model": "student", **after}],
-                      ["model", "count", "rule_pass_rate", "exec_pass_rate", "gold_match_rate"]),
+        "eval": records_table([{"model": "base", **before}, {"model": "student", **after}],
+                              ["model", "count", "rule_pass_rate", "exec_pass_rate", "gold_match_rate"]),
         "student_model_dir": dg.MetadataValue.path(train["model_dir"]),
         "lineage": dg.MetadataValue.json(out["lineage"]),
     })

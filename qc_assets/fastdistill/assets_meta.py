@@ -1,4 +1,4 @@
-"""Metadata helpers for the FastDistill assets: short markdown previews, tables and small plots."""
+"""Metadata helpers for the FastDistill assets: short markdown previews and small plots."""
 
 from __future__ import annotations
 
@@ -6,35 +6,16 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from qc_assets.markdown import md_table
 from qc_assets.plots import new_axes, png_bytes, png_markdown
 
 PREVIEW_CHARS = 500
 
 
-def _cell(value) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("\n", " ").replace("|", "\\|")[:60]
-
-
 def md_preview(rows: Sequence[dict], columns: Sequence[str], limit: int = PREVIEW_CHARS) -> dg.MetadataValue:
     """A markdown table of the first rows, cut to at most `limit` characters."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        line = "| " + " | ".join(_cell(row.get(c)) for c in columns) + " |"
-        if sum(len(x) + 1 for x in lines) + len(line) > limit:
-            break
-        lines.append(line)
-    return dg.MetadataValue.md("\n".join(lines)[:limit])
-
-
-def table(rows: Sequence[dict], columns: Sequence[str]) -> dg.MetadataValue:
-    def value(v):
-        if isinstance(v, float):
-            return round(v, 4)
-        return v if isinstance(v, int | str | bool) else ("" if v is None else str(v))
-
-    records = [dg.TableRecord({c: value(r.get(c)) for c in columns}) for r in rows]
-    return dg.MetadataValue.table(records=records)
+    return dg.MetadataValue.md(md_table(columns, ([row.get(c) for c in columns] for row in rows), cell_width=60,
+                                        max_chars=limit))
 
 
 def plot_md(values: dict[str, float], title: str, line: bool = False) -> dg.MetadataValue:

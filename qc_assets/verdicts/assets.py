@@ -9,6 +9,7 @@ import dagster as dg
 from qc_assets.asset_names import FUSED_SFT_CHECKPOINT, INBOX_SUMMARIES, QC_VERDICTS, STAGE_B_GUIDANCE
 from qc_assets.gpu_steps import mission_model_asset
 from qc_assets.markdown import md_table
+from qc_assets.metadata import parquet_column_schema
 from qc_assets.missions import get_mission
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
@@ -127,6 +128,7 @@ def _metadata(result: VerdictsResult, mission: str, guidance, fingerprint: str, 
             ["day", "reviews", "agreed", "agreement", "cumulative"],
             [(d["day"], d["reviews"], d["agreed"], d["agreement"], d["cumulative_agreement"]) for d in per_day])),
         "verdicts_path": dg.MetadataValue.path(str(result.paths["parquet"])),
+        **parquet_column_schema(result.paths["parquet"]),
         "csv_path": dg.MetadataValue.path(str(result.paths["csv"])),
         "config": dg.MetadataValue.json(cfg.to_dict()),
     }

@@ -9,6 +9,7 @@ import polars as pl
 
 from qc_assets.asset_names import FUSED_SFT_CHECKPOINT, MISSION_HEALTH, QC_VERDICTS, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE
 from qc_assets.markdown import md_table
+from qc_assets.metadata import column_schema, records_table
 from qc_assets.partitions import mission_partitions
 from qc_assets.plots import png_markdown
 from qc_assets.verdicts.assets import mission_drift
@@ -66,8 +67,11 @@ def mission_health(context: dg.AssetExecutionContext, storage: StorageResource) 
         "preview": dg.MetadataValue.md(markdown[:500]),
         "missions_drifted": sum(r["drifted"] for r in rows),
         "path": dg.MetadataValue.path(str(path)),
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, str(dtype))
-                                                         for name, dtype in frame.schema.items()]),
+        "dagster/column_schema": column_schema(frame.schema),
+        # the same missions as a table the UI can sort (the markdown above keeps the intervals and sparklines)
+        "missions": records_table(rows, ["mission", "guidance_version", "test_accuracy", "inbox_groups",
+                                         "pending_review", "needs_review_share", "agreement", "window_reviews",
+                                         "drifted", "last_relearn_at"]),
     }
     if any(r["weekly_agreement"] for r in rows):
         legend = ", ".join(f"{i + 1} = {r['mission']}" for i, r in enumerate(rows))
