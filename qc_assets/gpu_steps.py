@@ -8,12 +8,12 @@ per-mission asset, `@model_asset(...)` for another (a cross-mission student, a F
 `@model_op(...)` for an op of a graph-backed asset (a Stage-A shard step).
 """
 
-import os
 from collections.abc import Callable
 
 import dagster as dg
 
 from qc_assets.partitions import mission_partitions
+from resources.env import env_number
 
 GPU_POOL = "gpu"
 # dagster-celery routes a step to the queue named by this op tag; workers on GPU nodes listen on it
@@ -24,8 +24,8 @@ GPU_OP_TAGS = {"dagster-celery/queue": GPU_QUEUE}
 def model_retry_policy() -> dg.RetryPolicy | None:
     """`QC_MODEL_RETRIES` (default 2; 0 = none) retries, `QC_MODEL_RETRY_DELAY_S` (default 10) apart,
     doubling each time with jitter. Read when the code location loads, like every other setting."""
-    retries = int(os.environ.get("QC_MODEL_RETRIES", "2"))
-    delay = float(os.environ.get("QC_MODEL_RETRY_DELAY_S", "10"))
+    retries = env_number("QC_MODEL_RETRIES", "2", int)
+    delay = env_number("QC_MODEL_RETRY_DELAY_S", "10", float)
     if retries < 0 or delay < 0:
         raise ValueError(f"QC_MODEL_RETRIES={retries} and QC_MODEL_RETRY_DELAY_S={delay} must be >= 0")
     if retries == 0:

@@ -7,13 +7,13 @@ file named by `QC_MISSIONS_FILE` without code changes (see `configs/missions.exa
 
 from __future__ import annotations
 
-import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from resources.env import env
 from resources.vlm import MIN_MAX_PIXELS
 
 DOMAINS = ("bbu", "rru")
@@ -130,7 +130,7 @@ def load_missions_file(path: str | Path) -> list[Mission]:
 def all_missions() -> dict[str, Mission]:
     """Built-in missions plus those from QC_MISSIONS_FILE (which may override a built-in by name)."""
     missions = dict(MISSIONS)
-    extra = os.environ.get("QC_MISSIONS_FILE")
+    extra = env("QC_MISSIONS_FILE", "")
     if extra:
         missions.update({m.name: m for m in load_missions_file(extra)})
     return missions

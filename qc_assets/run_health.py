@@ -21,6 +21,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from resources.env import env
+
 ACTIVE_STATUSES = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 GPU_POOL_NAME = "gpu"
 
@@ -134,7 +136,7 @@ def pool_waits(instance: dg.DagsterInstance, pool: str = GPU_POOL_NAME, run_ids:
 
 def _local_runs() -> bool:
     # with the Celery executor, steps run on other hosts: a pid seen here says nothing about them
-    return os.environ.get("QC_EXECUTOR", "") != "celery"
+    return env("QC_EXECUTOR", "") != "celery"
 
 
 @dg.sensor(minimum_interval_seconds=30,

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import polars as pl
 
+from resources.env import env
+
 DEFAULT_DATA_ROOT = "data"
 
 
 def data_root() -> Path:
     """The root under which every asset writes `<asset>/<partition>/...`."""
-    return Path(os.environ.get("QC_DATA_ROOT", DEFAULT_DATA_ROOT)).resolve()
+    return Path(env("QC_DATA_ROOT", DEFAULT_DATA_ROOT)).resolve()
 
 
 def inputs_hash(payload: Any) -> str:

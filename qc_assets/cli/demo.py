@@ -39,10 +39,11 @@ from qc_assets.cli.sample_data import review_sample_inbox
 from qc_assets.run_health import (ACTIVE_STATUSES, fail_dead_runs, free_slots_of_ended_runs, pool_waits,
                                   run_process_pid)
 from qc_assets.stage_a.watch import mission_folders
+from resources.env import env_number
 from resources.self_check import SelfCheckError
 
 # How often a step waiting on a pool slot says who holds it (seconds).
-POOL_WAIT_LOG_S = float(os.environ.get("QC_POOL_WAIT_LOG_S", "30"))
+POOL_WAIT_LOG_S = env_number("QC_POOL_WAIT_LOG_S", "30", float)
 
 # Sized for a 2-core CPU and the embedded 135M model. The teacher decodes under the verdict contract
 # because SmolLM2-135M almost never writes the two-line verdict unaided (docs/benchmarks.md); a

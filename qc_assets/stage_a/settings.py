@@ -9,12 +9,12 @@ which only apply to labelled groups, so both kinds of summaries read alike.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
 
 from qc_assets.stage_a.runner import StageAConfig
+from resources.env import env
 
 ENV_VAR = "QC_STAGE_A_CONFIG"
 LABELLED_ONLY = ("pass_cap", "fail_cap", "sample_seed", "add_gt_fail_reason", "excel_path", "excel_group_column",
@@ -34,7 +34,7 @@ def load_settings(path: str | Path) -> dict:
 
 
 def settings_from_env() -> dict:
-    path = os.environ.get(ENV_VAR)
+    path = env(ENV_VAR, "")
     if not path:
         return {}
     if not Path(path).is_file():

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from qc_assets.missions import validate_mission_name
 from qc_assets.stage_a.discovery import INBOX_FOLDER
+from resources.env import env_number
 
 PARTS = ("labelled", "inbox")
 DEFAULT_SWEEP_BUDGET = 20_000
@@ -35,7 +36,7 @@ MISSION_DIR_KEY = "."  # the mission folder's own entry in its state
 
 def sweep_budget_from_env() -> int:
     """Group folders re-stated per tick beyond the changed folders; QC_SENSOR_SWEEP_GROUPS overrides."""
-    value = int(os.environ.get("QC_SENSOR_SWEEP_GROUPS", DEFAULT_SWEEP_BUDGET))
+    value = env_number("QC_SENSOR_SWEEP_GROUPS", DEFAULT_SWEEP_BUDGET, int)
     if value < 1:
         raise ValueError(f"QC_SENSOR_SWEEP_GROUPS must be >= 1, got {value}")
     return value

@@ -4,7 +4,6 @@ sensor) under the daemon. No sensor of ours decides when to run; the condition o
 missions are due (qc_assets/stage_b/relearn.py) and Dagster requests their runs, tagged `qc/trigger`.
 """
 
-import os
 import warnings
 
 import dagster as dg
@@ -12,6 +11,7 @@ import dagster as dg
 from qc_assets.asset_names import DISTILL_CHATML, FUSED_SFT_CHECKPOINT, QC_VERDICTS, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE
 from qc_assets.stage_b.relearn import TRIGGER_TAG, RelearnSettings, relearn_reason
 from qc_assets.verdicts.assets import mission_drift
+from resources.env import env, env_number
 from resources.storage import StorageResource, storage_from_env
 from resources.store import read_jsonl
 
@@ -53,7 +53,7 @@ class StudentRetrainEnabled(dg.AutomationCondition):
         return "student_retrain_enabled"
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        enabled = os.environ.get("QC_RETRAIN_STUDENT", "0") == "1"
+        enabled = env("QC_RETRAIN_STUDENT", "0") == "1"
         return dg.AutomationResult(context, context.candidate_subset if enabled else context.get_empty_subset())
 
 
@@ -61,7 +61,7 @@ class StudentRetrainEnabled(dg.AutomationCondition):
 RETRAIN_CONDITION = (StudentRetrainEnabled() & dg.AutomationCondition.eager()).with_label(
     "retrain the student after a new kept guidance (QC_RETRAIN_STUDENT=1)")
 # How often the automation sensors evaluate (seconds); the end-to-end test shortens it.
-INTERVAL_S = int(os.environ.get("QC_AUTOMATION_INTERVAL_S", "60"))
+INTERVAL_S = env_number("QC_AUTOMATION_INTERVAL_S", "60", int)
 
 with warnings.catch_warnings():  # use_user_code_server is "beta" in Dagster 1.13; we depend on it knowingly
     warnings.simplefilter("ignore", dg.BetaWarning)

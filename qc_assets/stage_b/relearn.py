@@ -8,11 +8,11 @@ guidance's run never saw; never twice within `cooldown_s`, and never before a fi
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from resources.env import env_number
 from resources.store import append_jsonl, read_jsonl
 
 TRIGGER_TAG = "qc/trigger"  # on every run the relearn automation launches
@@ -29,8 +29,8 @@ class RelearnSettings:
     def from_env(cls) -> RelearnSettings:
         """QC_RELEARN_AFTER (groups) and QC_RELEARN_COOLDOWN_S (seconds): read where the condition is
         evaluated, outside any run, so they cannot be run config."""
-        settings = cls(int(os.environ.get("QC_RELEARN_AFTER", cls.relearn_after)),
-                       float(os.environ.get("QC_RELEARN_COOLDOWN_S", cls.cooldown_s)))
+        settings = cls(env_number("QC_RELEARN_AFTER", cls.relearn_after, int),
+                       env_number("QC_RELEARN_COOLDOWN_S", cls.cooldown_s, float))
         if settings.relearn_after < 1 or settings.cooldown_s < 0:
             raise ValueError(f"QC_RELEARN_AFTER must be >= 1 and QC_RELEARN_COOLDOWN_S >= 0, got {settings}")
         return settings

@@ -2,7 +2,6 @@
 production verdicts or the kept guidance of any mission change (its job: jobs.py)."""
 
 
-import os
 
 import dagster as dg
 import polars as pl
@@ -15,6 +14,7 @@ from qc_assets.plots import png_markdown
 from qc_assets.verdicts.assets import mission_drift
 from qc_assets.verdicts.health import mission_row, plot_weekly, sparkline, student_columns
 from qc_assets.verdicts.table import read_table
+from resources.env import env_number
 from resources.storage import StorageResource
 from resources.store import atomic_write_parquet, read_jsonl
 
@@ -84,6 +84,6 @@ def mission_health(context: dg.AssetExecutionContext, storage: StorageResource) 
 health_automation = dg.AutomationConditionSensorDefinition(
     "mission_health_automation", target=dg.AssetSelection.assets(mission_health),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=int(os.environ.get("QC_AUTOMATION_INTERVAL_S", "30")))
+    minimum_interval_seconds=env_number("QC_AUTOMATION_INTERVAL_S", "30", int))
 
 assets = [mission_health]
