@@ -112,6 +112,17 @@ def test_model_retry_policy_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("QC_MODEL_RETRIES", "-1")
     with pytest.raises(ValueError, match="QC_MODEL_RETRIES=-1"):
         model_retry_policy()
+    monkeypatch.setenv("QC_MODEL_RETRIES", "two")
+    with pytest.raises(ValueError, match="QC_MODEL_RETRIES must be an integer, got 'two'"):
+        model_retry_policy()
+
+
+def test_relearn_settings_name_a_malformed_variable(monkeypatch):
+    from qc_assets.stage_b.relearn import RelearnSettings
+
+    monkeypatch.setenv("QC_RELEARN_COOLDOWN_S", "a day")
+    with pytest.raises(ValueError, match="QC_RELEARN_COOLDOWN_S must be a number, got 'a day'"):
+        RelearnSettings.from_env()
 
 
 def test_every_api_key_reaches_its_resource_as_an_env_var_not_a_value():
