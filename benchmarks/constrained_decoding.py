@@ -77,7 +77,8 @@ def render(result: dict) -> str:
         "",
         f"Model `{result['model']}` (transformers, CPU), {len(SUMMARIES)} Chinese QC prompts, "
         f"max_new_tokens={result['max_new_tokens']}, seed={result['seed']}, parser `{result['parser']}`.",
-        "Constrained = `DecodeParams(constraint=VERDICT_CONSTRAINT)`: the backend forces `通过|不通过` + `\\n理由: ` "
+        "Constrained = `DecodeParams(constraint=VERDICT_CONSTRAINT)`: the backend forces "
+        "`通过|不通过` + `\\n理由: ` "
         "(chosen by model likelihood), a CJK first reason token, and stops at the first newline.",
         "",
         "| temperature | constrained | n | matches VERDICT_REGEX | format-ok rate (parser) | pass share "

@@ -40,7 +40,8 @@ def test_same_seed_same_text_when_sampling(llm):
 
 
 def test_verdict_constraint_yields_valid_verdicts(llm):
-    out = llm.chat(VERDICT_PROMPTS, DecodeParams(temperature=0.8, max_new_tokens=24, n=2, constraint=VERDICT_CONSTRAINT))
+    params = DecodeParams(temperature=0.8, max_new_tokens=24, n=2, constraint=VERDICT_CONSTRAINT)
+    out = llm.chat(VERDICT_PROMPTS, params)
     for row in out:
         for c in row:
             assert c.extra["constrained"] and re.fullmatch(VERDICT_REGEX, c.text), repr(c.text)

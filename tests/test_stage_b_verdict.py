@@ -89,10 +89,11 @@ def test_the_decoding_constraint_states_the_contract_in_every_form():
         text = format_verdict(verdict, "挡风板齐全")
         assert re.fullmatch(VERDICT_REGEX, text)
         assert any(text.startswith(p) for p in VERDICT_CONSTRAINT.prefixes)
+    assert re.fullmatch(VERDICT_CONSTRAINT.line_start, "缺")
+    assert not any(re.fullmatch(VERDICT_CONSTRAINT.line_start, c) for c in "a 1\ufffd")
     for prefix in VERDICT_CONSTRAINT.prefixes:
-        assert re.fullmatch(VERDICT_CONSTRAINT.line_start, "缺")
-        assert not re.fullmatch(VERDICT_CONSTRAINT.line_start, "a")
-        assert parse_verdict(prefix + "缺少挡风板").format_ok and re.fullmatch(VERDICT_REGEX, prefix + "缺少挡风板")
+        text = prefix + "缺少挡风板"
+        assert parse_verdict(text).format_ok and re.fullmatch(VERDICT_REGEX, text)
         assert not re.fullmatch(VERDICT_REGEX, prefix + " 缺少挡风板")  # a blank first character is refused
     for line in (PASS_LINE, FAIL_LINE):
         assert f'"{line}"' in VERDICT_GBNF
