@@ -1,7 +1,7 @@
 """Format-ok rate of two-line verdicts with and without constrained decoding, on the embedded model.
 
 Runs the embedded SmolLM2-135M-Instruct (transformers, CPU) over 24 short Chinese QC prompts, greedy
-and sampled, each with `regex=None` and `regex=VERDICT_REGEX`, parses every answer strictly and
+and sampled, each with `constraint=None` and `constraint=VERDICT_CONSTRAINT`, parses every answer strictly and
 writes the section "## Constrained decoding (format-ok rate)" of docs/benchmarks.md.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.constrained_decoding
@@ -15,7 +15,7 @@ import re
 import time
 from pathlib import Path
 
-from resources.llm.constrained import VERDICT_REGEX
+from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX, parse_verdict
 from resources.llm import DecodeParams
 from resources.llm.transformers_backend import TransformersChatLLM
 from resources.llm.smollm2 import smollm2_gguf_path
@@ -39,23 +39,7 @@ SUMMARIES = [
 ]  # fmt: skip
 
 
-def local_parse_ok(text: str | None) -> bool:
-    """Strict two-line check, used when the Stage-B parser is not importable."""
-    if text is None:
-        return False
-    lines = text.strip().split("\n")
-    return (
-        len(lines) == 2
-        and lines[0].strip() in {"通过", "不通过"}
-        and re.fullmatch(r"理由[:：]\s*\S.*", lines[1].strip()) is not None
-    )
-
-
 def format_checker():
-    try:
-        from qc_assets.stage_b.verdict import parse_verdict
-    except ImportError:
-        return "benchmarks.constrained_decoding.local_parse_ok", local_parse_ok
     return "qc_assets.stage_b.verdict.parse_verdict", lambda text: parse_verdict(text).format_ok
 
 
@@ -66,15 +50,16 @@ def run(seed: int, max_new_tokens: int, threads: int) -> dict:
     conversations = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": s}] for s in SUMMARIES]
     rows = []
     for temperature in (0.0, 0.7):
-        for regex in (None, VERDICT_REGEX):
-            params = DecodeParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, regex=regex)
+        for constraint in (None, VERDICT_CONSTRAINT):
+            params = DecodeParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+                                  constraint=constraint)
             started = time.perf_counter()
             out = [row[0] for row in llm.chat(conversations, params)]
             wall = time.perf_counter() - started
             oks = [is_ok(c.text) for c in out]
             rows.append({
                 "temperature": temperature,
-                "constrained": regex is not None,
+                "constrained": constraint is not None,
                 "n": len(out),
                 "regex_match_rate": sum(re.fullmatch(VERDICT_REGEX, c.text or "") is not None for c in out) / len(out),
                 "format_ok_rate": sum(oks) / len(out),
@@ -92,7 +77,8 @@ def render(result: dict) -> str:
         "",
         f"Model `{result['model']}` (transformers, CPU), {len(SUMMARIES)} Chinese QC prompts, "
         f"max_new_tokens={result['max_new_tokens']}, seed={result['seed']}, parser `{result['parser']}`.",
-        "Constrained = `DecodeParams(regex=VERDICT_REGEX)`: the backend forces `通过|不通过` + `\\n理由: ` "
+        "Constrained = `DecodeParams(constraint=VERDICT_CONSTRAINT)`: the backend forces "
+        "`通过|不通过` + `\\n理由: ` "
         "(chosen by model likelihood), a CJK first reason token, and stops at the first newline.",
         "",
         "| temperature | constrained | n | matches VERDICT_REGEX | format-ok rate (parser) | pass share "

@@ -30,8 +30,8 @@ from benchmarks.constrained_decoding import SUMMARIES
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.stage_b.prompts import build_messages
+from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT
 from resources.llm import DecodeParams
-from resources.llm.constrained import VERDICT_REGEX
 from resources.llm.smollm2 import smollm2_gguf_path
 
 TITLE = "## LLM CPU backends (llama.cpp in-process vs transformers float32)"
@@ -71,7 +71,7 @@ def measure(llm, prompts: list, max_tokens: int) -> dict:
         prefill_s += t1 - t0
         decode_tokens += full[0].completion_tokens - 1
         decode_s += max((t2 - t1) - (t1 - t0), 1e-9)
-    params = DecodeParams(temperature=0.7, max_new_tokens=max_tokens, seed=0, regex=VERDICT_REGEX)
+    params = DecodeParams(temperature=0.7, max_new_tokens=max_tokens, seed=0, constraint=VERDICT_CONSTRAINT)
     t0 = time.perf_counter()
     rows = llm.chat(prompts, params)
     rollout_s = time.perf_counter() - t0

@@ -124,7 +124,7 @@ def _serves(current, images, record):
     from qc_assets.missions import get_mission
     from qc_assets.stage_b.guidance import Guidance
     from qc_assets.stage_b.prompts import build_messages
-    from resources.llm import ChatLLM, DecodeParams
+    from resources.llm import ChatLLM, DecodeParams, OutputConstraint
     from resources.training.student_chat import load_student_chat
     from resources.vlm import VisionDecode, VisionPrompt
     from resources.vlm.transformers_backend import TransformersVLM
@@ -140,7 +140,7 @@ def _serves(current, images, record):
                           DecodeParams(max_new_tokens=5, n=2, temperature=1.0, seed=1))
     assert len(answers) == 2 and all(a.ok and a.completion_tokens > 0 for a in answers)
     with pytest.raises(ValueError, match="constrained decoding"):
-        llm.chat([[{"role": "user", "content": "x"}]], DecodeParams(regex="通过"))
+        llm.chat([[{"role": "user", "content": "x"}]], DecodeParams(constraint=OutputConstraint(regex="通过")))
     with pytest.raises(ValueError, match="no student checkpoint"):
         load_student_chat(str(current.parent / "runs" / "absent"))
 

@@ -8,8 +8,8 @@ import re
 import pytest
 from llm_fixtures import smollm2_gguf  # noqa: F401  (pytest fixture)
 
-from resources.llm import ChatLLM, DecodeParams
-from resources.llm.constrained import VERDICT_REGEX
+from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX
+from resources.llm import ChatLLM, DecodeParams, OutputConstraint
 from resources.llm.llama_cpp_backend import LlamaCppChatLLM
 
 VERDICT_PROMPTS = [
@@ -39,8 +39,9 @@ def test_same_seed_same_text_when_sampling(llm):
     assert llm.chat(conv, params)[0][0].text == llm.chat(conv, params)[0][0].text
 
 
-def test_regex_constraint_yields_valid_verdicts(llm):
-    out = llm.chat(VERDICT_PROMPTS, DecodeParams(temperature=0.8, max_new_tokens=24, n=2, regex=VERDICT_REGEX))
+def test_verdict_constraint_yields_valid_verdicts(llm):
+    params = DecodeParams(temperature=0.8, max_new_tokens=24, n=2, constraint=VERDICT_CONSTRAINT)
+    out = llm.chat(VERDICT_PROMPTS, params)
     for row in out:
         for c in row:
             assert c.extra["constrained"] and re.fullmatch(VERDICT_REGEX, c.text), repr(c.text)
@@ -52,9 +53,19 @@ def test_json_schema_constraint_yields_schema_json(llm):
     assert isinstance(json.loads(row[0].text)["pass"], bool)
 
 
-def test_unknown_regex_and_non_gguf_paths_are_refused(llm, tmp_path):
-    with pytest.raises(ValueError, match="no GBNF grammar"):
-        llm.chat(VERDICT_PROMPTS[:1], DecodeParams(regex="[a-z]+"))
+def test_the_backend_applies_the_grammar_it_is_given(llm):
+    """Nothing about verdicts in the backend: a constraint of another language is followed just the same."""
+    yes_no = OutputConstraint(gbnf='root ::= "yes" | "no"')
+    conversations = [[{"role": "user", "content": q}] for q in ("Is the sky blue?", "Write a poem about the sea.")]
+    out = llm.chat(conversations, DecodeParams(temperature=1.0, max_new_tokens=8, n=2, constraint=yes_no))
+    for row in out:
+        for c in row:
+            assert c.extra["constrained"] and c.text in ("yes", "no"), repr(c.text)
+
+
+def test_a_constraint_without_a_grammar_and_non_gguf_paths_are_refused(llm, tmp_path):
+    with pytest.raises(ValueError, match="through its 'gbnf'"):
+        llm.chat(VERDICT_PROMPTS[:1], DecodeParams(constraint=OutputConstraint(regex="[a-z]+")))
     with pytest.raises(ValueError, match="needs a .gguf file"):
         LlamaCppChatLLM(tmp_path)
 

@@ -10,8 +10,8 @@ import pytest
 from llm_fixtures import OK_TEXT, SERVER_MODEL_ALIAS, THINK_REASONING, THINK_TEXT
 from llm_fixtures import fault_server, llama_server, smollm2_gguf  # noqa: F401  (pytest fixtures)
 
-from resources.llm.constrained import VERDICT_REGEX
-from resources.llm import ChatLLM, DecodeParams
+from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX
+from resources.llm import ChatLLM, DecodeParams, OutputConstraint
 from resources.llm.openai_backend import OpenAIChatLLM
 
 QUESTIONS = [
@@ -97,7 +97,7 @@ def test_aiter_yields_every_index_once(llama_server):
 @pytest.mark.slow
 def test_gbnf_grammar_yields_valid_verdicts(llama_server):
     llm = server_llm(llama_server, structured_output="llama_cpp")
-    params = DecodeParams(temperature=0.8, max_new_tokens=32, seed=5, n=2, regex=VERDICT_REGEX)
+    params = DecodeParams(temperature=0.8, max_new_tokens=32, seed=5, n=2, constraint=VERDICT_CONSTRAINT)
     out = llm.chat(VERDICT_PROMPTS, params)
     for row in out:
         for c in row:
@@ -105,25 +105,39 @@ def test_gbnf_grammar_yields_valid_verdicts(llama_server):
             assert re.fullmatch(VERDICT_REGEX, c.text), repr(c.text)
 
 
+def test_a_constraint_without_the_servers_form_is_refused():
+    with pytest.raises(ValueError, match="through its 'gbnf'"):
+        OpenAIChatLLM("http://127.0.0.1:9/v1", "m", structured_output="llama_cpp").chat(
+            QUESTIONS[:1], DecodeParams(constraint=OutputConstraint(regex="yes|no")))
+    with pytest.raises(ValueError, match="through its 'regex'"):
+        OpenAIChatLLM("http://127.0.0.1:9/v1", "m", structured_output="vllm").chat(
+            QUESTIONS[:1], DecodeParams(constraint=OutputConstraint(gbnf='root ::= "yes" | "no"')))
+
+
 def test_regex_without_structured_output_is_a_config_error():
     llm = OpenAIChatLLM("http://127.0.0.1:9/v1", "m")
     with pytest.raises(ValueError, match="structured_output"):
-        llm.chat(QUESTIONS[:1], DecodeParams(regex=VERDICT_REGEX))
+        llm.chat(QUESTIONS[:1], DecodeParams(constraint=VERDICT_CONSTRAINT))
+
+
+# Not the verdict contract: the backend sends whatever constraint it is given.
+YES_NO = OutputConstraint(regex="yes|no", gbnf='root ::= "yes" | "no"')
 
 
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
-        ("vllm", {"structured_outputs": {"regex": VERDICT_REGEX}}),
-        ("vllm_legacy", {"guided_regex": VERDICT_REGEX}),
-        ("sglang", {"regex": VERDICT_REGEX}),
+        ("vllm", {"structured_outputs": {"regex": YES_NO.regex}}),
+        ("vllm_legacy", {"guided_regex": YES_NO.regex}),
+        ("sglang", {"regex": YES_NO.regex}),
+        ("llama_cpp", {"grammar": YES_NO.gbnf}),
     ],
 )
 def test_structured_output_fields_reach_the_server(fault_server, mode, expected):
     scenario = f"structured-{mode}"
     fault_server.script(scenario, ["ok"])
     llm = OpenAIChatLLM(fault_server.base_url, scenario, structured_output=mode)
-    (row,) = llm.chat(QUESTIONS[:1], DecodeParams(regex=VERDICT_REGEX, seed=4))
+    (row,) = llm.chat(QUESTIONS[:1], DecodeParams(constraint=YES_NO, seed=4))
     assert row[0].ok
     sent = fault_server.payloads[scenario][0]
     assert {k: sent[k] for k in expected} == expected

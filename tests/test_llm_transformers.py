@@ -9,8 +9,8 @@ import pytest
 from transformers import AutoModelForCausalLM
 from llm_fixtures import smollm2_gguf, smollm2_llm  # noqa: F401  (pytest fixtures)
 
-from resources.llm.constrained import VERDICT_REGEX
-from resources.llm import ChatLLM, DecodeParams
+from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX
+from resources.llm import ChatLLM, DecodeParams, OutputConstraint
 from resources.llm.transformers_backend import TransformersChatLLM, model_fingerprint
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def test_greedy_n_repeats_one_decode(smollm2_llm):
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_constrained_output_matches_verdict_regex(smollm2_llm, temperature):
-    params = DecodeParams(temperature=temperature, max_new_tokens=16, seed=3, n=2, regex=VERDICT_REGEX)
+    params = DecodeParams(temperature=temperature, max_new_tokens=16, seed=3, n=2, constraint=VERDICT_CONSTRAINT)
     out = smollm2_llm.chat(VERDICT_PROMPTS, params)
     for row in out:
         for c in row:
@@ -94,9 +94,20 @@ def test_constrained_output_matches_verdict_regex(smollm2_llm, temperature):
             assert 0 < c.completion_tokens <= 16
 
 
-def test_constraint_rejects_unknown_regex(smollm2_llm):
-    with pytest.raises(ValueError, match="VERDICT_REGEX"):
-        smollm2_llm.chat(PROMPTS[:1], DecodeParams(regex=r"\d+"))
+def test_the_backend_applies_the_prefixes_it_is_given(smollm2_llm):
+    """Nothing about verdicts in the backend: any prefixes and first-character rule are followed."""
+    colour = OutputConstraint(prefixes=("Colour: ", "Shade: "), line_start="[A-Z]")
+    out = smollm2_llm.chat(PROMPTS[:2], DecodeParams(temperature=0.8, max_new_tokens=12, seed=2, n=2,
+                                                     constraint=colour))
+    for row in out:
+        for c in row:
+            assert re.fullmatch(r"(Colour|Shade): [A-Z][^\n]*", c.text), repr(c.text)
+            assert c.extra["constrained"] is True
+
+
+def test_a_constraint_without_prefixes_is_refused(smollm2_llm):
+    with pytest.raises(ValueError, match="through its 'prefixes'"):
+        smollm2_llm.chat(PROMPTS[:1], DecodeParams(constraint=OutputConstraint(regex=r"\d+")))
 
 
 def test_hf_model_folder_matches_the_gguf(smollm2_llm, tmp_path_factory):

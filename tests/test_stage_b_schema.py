@@ -11,7 +11,7 @@ from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.stage_b.prompts import build_reflection_messages
 from qc_assets.stage_b.reflection import REFLECTION_JSON_SCHEMA, parse_operations
-from resources.llm import DecodeParams
+from resources.llm import DecodeParams, OutputConstraint
 from resources.llm.openai_backend import OpenAIChatLLM
 from scripted_llm_server import scripted_server  # noqa: F401 (fixture)
 
@@ -19,10 +19,20 @@ SCHEMA_PARAMS = DecodeParams(max_new_tokens=96, json_schema=REFLECTION_JSON_SCHE
 
 
 def test_decode_params_take_one_constraint():
-    with pytest.raises(ValueError, match="at most one of regex and json_schema"):
-        DecodeParams(regex="a|b", json_schema={"type": "object"})
+    with pytest.raises(ValueError, match="at most one of constraint and json_schema"):
+        DecodeParams(constraint=OutputConstraint(regex="a|b"), json_schema={"type": "object"})
     with pytest.raises(ValueError, match="json_schema must be a dict"):
         DecodeParams(json_schema='{"type": "object"}')
+    with pytest.raises(ValueError, match="must be an OutputConstraint"):
+        DecodeParams(constraint="a|b")
+    with pytest.raises(ValueError, match="at least one form"):
+        OutputConstraint()
+    with pytest.raises(ValueError, match="set prefixes too"):
+        OutputConstraint(regex="a", line_start="[a-z]")
+    # An unconstrained decode records what it recorded before OutputConstraint (FastDistill keys on it).
+    assert DecodeParams().as_dict() == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 128, "seed": 0, "n": 1,
+                                        "json_schema": None, "regex": None}
+    assert DecodeParams(constraint=OutputConstraint(regex="a|b")).as_dict()["constraint"]["regex"] == "a|b"
 
 
 @pytest.mark.parametrize("structured_output, expected", [

@@ -1,6 +1,17 @@
+import re
+
 import pytest
 
-from qc_assets.stage_b.verdict import Verdict, format_verdict, parse_verdict
+from qc_assets.stage_b.verdict import (
+    FAIL_LINE,
+    PASS_LINE,
+    VERDICT_CONSTRAINT,
+    VERDICT_GBNF,
+    VERDICT_REGEX,
+    Verdict,
+    format_verdict,
+    parse_verdict,
+)
 
 
 @pytest.mark.parametrize(
@@ -68,3 +79,21 @@ def test_format_verdict_round_trips():
         format_verdict("maybe", "看不清")
     with pytest.raises(ValueError, match="breaks the verdict contract"):
         format_verdict("pass", "line one\nline two")
+
+
+def test_the_decoding_constraint_states_the_contract_in_every_form():
+    """The regex, the forced prefixes and the reason's first-character rule describe the answers the
+    parser accepts, and the GBNF names the same lines: one contract, kept beside the parser."""
+    assert VERDICT_CONSTRAINT.regex == VERDICT_REGEX and VERDICT_CONSTRAINT.gbnf == VERDICT_GBNF
+    for verdict in ("pass", "fail"):
+        text = format_verdict(verdict, "挡风板齐全")
+        assert re.fullmatch(VERDICT_REGEX, text)
+        assert any(text.startswith(p) for p in VERDICT_CONSTRAINT.prefixes)
+    assert re.fullmatch(VERDICT_CONSTRAINT.line_start, "缺")
+    assert not any(re.fullmatch(VERDICT_CONSTRAINT.line_start, c) for c in "a 1\ufffd")
+    for prefix in VERDICT_CONSTRAINT.prefixes:
+        text = prefix + "缺少挡风板"
+        assert parse_verdict(text).format_ok and re.fullmatch(VERDICT_REGEX, text)
+        assert not re.fullmatch(VERDICT_REGEX, prefix + " 缺少挡风板")  # a blank first character is refused
+    for line in (PASS_LINE, FAIL_LINE):
+        assert f'"{line}"' in VERDICT_GBNF

@@ -31,8 +31,9 @@ class DistillConfig:
     max_new_tokens: int = field(default=64, metadata={"help": "teacher completion budget in tokens"})
     seed: int = field(default=0, metadata={"help": "base seed; sample i of every group uses a seed derived from it"})
     constrained: bool = field(
-        default=False, metadata={"help": "decode under the verdict contract (DecodeParams.regex) where the backend can; "
-                                         "with source auto, Stage-B's selections qualify only if decoded so too"})
+        default=False, metadata={"help": "decode under the verdict contract (DecodeParams.constraint) where the "
+                                         "backend can; with source auto, Stage-B's selections qualify only if "
+                                         "decoded so too"})
     guidance: str = field(default="best", metadata={"help": "which Stage-B guidance pointer to distil under"})
     batch_size: int = field(default=8, metadata={"help": "conversations per llm.chat call"})
     short_rationale: bool = field(default=True, metadata={"help": "recipe: enforce max_reason_chars on the 理由 line"})

@@ -18,7 +18,7 @@ from pathlib import Path
 from qc_assets.distill.config import DistillConfig
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.stage_b.prompts import build_messages, prompt_hash
-from resources.llm.constrained import VERDICT_REGEX
+from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX
 from resources.llm import ChatLLM, DecodeParams
 from resources.store import append_jsonl, iter_jsonl
 
@@ -52,7 +52,8 @@ class TeacherRunner:
         self.config = config
         self.log = log
         self.path = Path(out_dir) / ANSWERS_FILE
-        self.regex = VERDICT_REGEX if config.constrained else None
+        self.constraint = VERDICT_CONSTRAINT if config.constrained else None
+        self.regex = VERDICT_REGEX if config.constrained else None  # names the constraint in keys and rows
         self._cache: dict[tuple, dict] = {}
         for row in iter_jsonl(self.path):
             if row.get("error") is None and row.get("raw") is not None and row.get("key"):
@@ -61,12 +62,12 @@ class TeacherRunner:
     def params(self, sample: int) -> DecodeParams:
         c = self.config
         return DecodeParams(temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens,
-                            seed=sample_seed(c.seed, sample), n=1, regex=self.regex)
+                            seed=sample_seed(c.seed, sample), n=1, constraint=self.constraint)
 
     def key(self, record: dict, messages: list[dict], sample: int) -> tuple:
         p = self.params(sample)
         return (self.llm.fingerprint, self.guidance.version, self.guidance.content_hash(), record["record_id"],
-                prompt_hash(messages), sample, p.temperature, p.top_p, p.max_new_tokens, p.seed, p.regex or "")
+                prompt_hash(messages), sample, p.temperature, p.top_p, p.max_new_tokens, p.seed, self.regex or "")
 
     def run(self, records: Sequence[dict]) -> TeacherRun:
         ids = [r["record_id"] for r in records]
@@ -116,7 +117,7 @@ class TeacherRunner:
                 "guidance_hash": self.guidance.content_hash(), "record_id": rec["record_id"],
                 "group_id": rec["group_id"], "label": rec["label"], "sample": sample, "seed": params.seed,
                 "temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens,
-                "regex": params.regex, "teacher": self.llm.fingerprint,
+                "regex": self.regex, "teacher": self.llm.fingerprint,
                 "prompt_hash": prompt_hash(messages[rec["record_id"]]),
                 # A failed request keeps text None even if the backend returned a partial string.
                 "raw": completion.text if ok else None,

@@ -20,8 +20,7 @@ from pathlib import Path
 from qc_assets.stage_b.aggregate import GroupOutcome, outcome_from_votes
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.stage_b.prompts import build_messages
-from qc_assets.stage_b.verdict import parse_verdict
-from resources.llm.constrained import VERDICT_REGEX
+from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX, parse_verdict
 from resources.llm import ChatLLM, DecodeParams
 from resources.store import append_jsonl, iter_jsonl
 
@@ -158,7 +157,7 @@ class RolloutEngine:
 
     def _generate(self, guidance: Guidance, batch: list[dict], entry: PlanEntry, epoch: int, phase: str) -> None:
         params = DecodeParams(temperature=entry.temperature, top_p=entry.top_p, max_new_tokens=self.max_new_tokens,
-                              seed=entry.seed, n=1, regex=self.regex)
+                              seed=entry.seed, n=1, constraint=VERDICT_CONSTRAINT if self.constrained else None)
         conversations = [build_messages(self.mission, guidance, rec) for rec in batch]
         results = self.llm.chat(conversations, params)
         if len(results) != len(batch) or any(len(r) != 1 for r in results):

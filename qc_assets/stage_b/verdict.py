@@ -4,6 +4,14 @@ Line 1 is exactly `通过` or `不通过` (surrounding whitespace allowed); line
 followed by a non-empty reason. Anything else is `format_ok=False, verdict=None`. Lines are compared
 whole, never searched: `通过` is a substring of `不通过`, and the earlier system matched the word
 "assistant" anywhere in the text.
+
+The same contract as a decoding constraint (`VERDICT_CONSTRAINT`), in the form each engine family
+applies: a regex (vLLM / SGLang structured outputs), a GBNF grammar (llama.cpp) or forced prefixes
+plus a first-character rule for the reason (transformers). Constrained decoding emits the canonical
+ASCII colon plus a space; the parser also accepts the full-width `：` in free text. The reason must
+start with a CJK ideograph (U+4E00..U+9FFF): the parser requires a Chinese reason, and a first
+character that is neither blank nor Latin also rules out an empty reason and leaked role words at its
+start. The backends apply the constraint they are given and know nothing of verdicts.
 """
 
 from __future__ import annotations
@@ -11,15 +19,30 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from resources.llm import OutputConstraint
+
 PASS_LINE = "通过"
 FAIL_LINE = "不通过"
 REASON_PREFIXES = ("理由:", "理由：")
+CJK_FIRST, CJK_LAST = "\u4e00", "\u9fff"
+CJK_CLASS = f"[{CJK_FIRST}-{CJK_LAST}]"
 _LINE_TO_VERDICT = {PASS_LINE: "pass", FAIL_LINE: "fail"}
 _VERDICT_TO_LINE = {v: k for k, v in _LINE_TO_VERDICT.items()}
 
 # Chat-template leakage: a reason that names a role or a special token is a broken answer.
 _ROLE_WORDS = re.compile(r"(?i)(?<![a-z])(assistant|user|system)(?![a-z])|<\|im_(start|end)\|>|<\|endoftext\|>")
-_CJK = re.compile(r"[\u4e00-\u9fff]")
+_CJK = re.compile(CJK_CLASS)
+
+# Literal characters rather than \u escapes: every engine's regex/GBNF dialect reads UTF-8 literally.
+VERDICT_REGEX = f"({PASS_LINE}|{FAIL_LINE})\\n理由: {CJK_CLASS}[^\\n]*"
+VERDICT_GBNF = f"""root ::= verdict "\\n理由: " reason
+verdict ::= "{PASS_LINE}" | "{FAIL_LINE}"
+reason ::= {CJK_CLASS} [^\\n]*
+"""
+# The transformers backend forces one of these, then lets the model write the reason up to a newline.
+VERDICT_PREFIXES: tuple[str, ...] = tuple(f"{line}\n理由: " for line in (PASS_LINE, FAIL_LINE))
+VERDICT_CONSTRAINT = OutputConstraint(regex=VERDICT_REGEX, gbnf=VERDICT_GBNF, prefixes=VERDICT_PREFIXES,
+                                      line_start=CJK_CLASS)
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,9 @@ from qc_assets.stage_b.aggregate import majority
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.stage_b.prompts import build_messages
 from qc_assets.stage_b.rollout import PlanEntry, rollout_plan
-from qc_assets.stage_b.verdict import parse_verdict
+from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX, parse_verdict
 from qc_assets.verdicts.config import VerdictConfig
 from resources.llm import ChatLLM, DecodeParams
-from resources.llm.constrained import VERDICT_REGEX
 from resources.store import append_jsonl, iter_jsonl
 
 
@@ -54,7 +53,8 @@ class VerdictJudge:
                  log: Callable[[str], None] = print):
         self.llm, self.mission, self.guidance, self.config, self.log = llm, mission, guidance, config, log
         self.plan = rollout_plan(config.decode_grid, config.samples, config.seed)
-        self.regex = VERDICT_REGEX if config.constrained else None
+        self.constraint = VERDICT_CONSTRAINT if config.constrained else None
+        self.regex = VERDICT_REGEX if config.constrained else None  # names the constraint in keys
         self.path = Path(out_dir) / "samples.jsonl"
         self.counts = JudgeCounts()
         self._cache: dict[str, dict] = {}
@@ -90,7 +90,8 @@ class VerdictJudge:
 
     def _generate(self, batch: list[dict], entry: PlanEntry) -> None:
         params = DecodeParams(temperature=entry.temperature, top_p=entry.top_p,
-                              max_new_tokens=self.config.max_new_tokens, seed=entry.seed, n=1, regex=self.regex)
+                              max_new_tokens=self.config.max_new_tokens, seed=entry.seed, n=1,
+                              constraint=self.constraint)
         results = self.llm.chat([build_messages(self.mission, self.guidance, r) for r in batch], params)
         if len(results) != len(batch) or any(len(r) != 1 for r in results):
             raise ValueError(f"llm.chat returned {[len(r) for r in results]} completions for "

@@ -6,7 +6,7 @@ backends"). Conversations are decoded one after another on one `Llama` context p
 by a lock; `n_threads` threads decode and `n_threads_batch` threads prefill. The conversation up to
 its last message (the system prompt Stage-B and the teacher share across calls) is prefilled once
 and kept in the KV cache; see `_prefill_head`. Constraints map to
-llama.cpp grammars: `params.regex` through its registered GBNF (`gbnf_for_regex`), `params.json_schema`
+llama.cpp grammars: `params.constraint` through its GBNF (`OutputConstraint.gbnf`), `params.json_schema`
 through `LlamaGrammar.from_json_schema`. `n_gpu_layers` offloads layers to a GPU build of llama.cpp.
 """
 
@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resources.llm import Completion, Conversation, DecodeParams
-from resources.llm.constrained import gbnf_for_regex
 from resources.llm.thinking import chat_template_kwargs, split_think_block
 
 _CACHE: dict[tuple, object] = {}
@@ -163,14 +162,14 @@ class LlamaCppChatLLM:
     def _grammar(self, params: DecodeParams):
         from llama_cpp import LlamaGrammar
 
-        if params.regex is not None:
-            return LlamaGrammar.from_string(gbnf_for_regex(params.regex), verbose=False)
+        if params.constraint is not None:
+            return LlamaGrammar.from_string(params.constraint.form("gbnf", "the llama_cpp backend"), verbose=False)
         if params.json_schema is not None:
             return LlamaGrammar.from_json_schema(json.dumps(params.json_schema), verbose=False)
         return None
 
     def chat(self, conversations: Sequence[Conversation], params: DecodeParams) -> list[list[Completion]]:
-        grammar = self._grammar(params)  # a bad regex or schema fails before any decoding
+        grammar = self._grammar(params)  # a constraint without a grammar, or a bad one, fails before decoding
         n_decodes = params.n if params.temperature > 0 else 1
         out = []
         for conversation in conversations:

@@ -21,7 +21,6 @@ import openai
 from openai import AsyncOpenAI
 
 from resources.llm import Completion, Conversation, DecodeParams
-from resources.llm.constrained import gbnf_for_regex
 from resources.llm.thinking import chat_template_kwargs, split_think_block
 from resources.openai_client import check_client_settings
 
@@ -39,9 +38,9 @@ class OpenAIChatLLM:
     """`ChatLLM` over `POST {base_url}/chat/completions`.
 
     `n_mode="fanout"` (default) sends n requests with seeds `seed + i`, because llama.cpp's server
-    ignores `n`; `"native"` sends one request with `n`. `structured_output` names how `params.regex`
-    reaches the engine: vLLM `structured_outputs` ("vllm"), older vLLM `guided_regex`
-    ("vllm_legacy"), SGLang `regex` ("sglang"), or a GBNF `grammar` for llama.cpp ("llama_cpp").
+    ignores `n`; `"native"` sends one request with `n`. `structured_output` names how `params.constraint`
+    reaches the engine: its regex as vLLM `structured_outputs` ("vllm"), older vLLM `guided_regex`
+    ("vllm_legacy") or SGLang `regex` ("sglang"), or its GBNF as `grammar` for llama.cpp ("llama_cpp").
     `params.json_schema` goes out as `response_format`. `thinking` sets `chat_template_kwargs`
     (`enable_thinking`), which vLLM, SGLang and llama-server pass to the chat template.
     """
@@ -155,23 +154,26 @@ class OpenAIChatLLM:
         return self._clients[loop]
 
     def _extra_body(self, params: DecodeParams) -> dict:
-        """Request fields outside the OpenAI schema: the engine's regex constraint and the chat
+        """Request fields outside the OpenAI schema: the engine's output constraint and the chat
         template arguments."""
         body = {"chat_template_kwargs": self.template_kwargs} if self.template_kwargs is not None else {}
-        if params.regex is None:
+        constraint = params.constraint
+        if constraint is None:
             return body
         if self.structured_output == "none":
             raise ValueError(
-                "params.regex is set but structured_output='none'; set structured_output to one of "
-                f"{STRUCTURED_OUTPUTS[1:]} for this server, or clear params.regex"
+                "params.constraint is set but structured_output='none'; set structured_output to one of "
+                f"{STRUCTURED_OUTPUTS[1:]} for this server, or clear params.constraint"
             )
+        backend = f"the openai backend (structured_output={self.structured_output!r})"
+        if self.structured_output == "llama_cpp":
+            return {**body, "grammar": constraint.form("gbnf", backend)}
+        regex = constraint.form("regex", backend)
         if self.structured_output == "vllm":
-            return {**body, "structured_outputs": {"regex": params.regex}}
+            return {**body, "structured_outputs": {"regex": regex}}
         if self.structured_output == "vllm_legacy":
-            return {**body, "guided_regex": params.regex}
-        if self.structured_output == "sglang":
-            return {**body, "regex": params.regex}
-        return {**body, "grammar": gbnf_for_regex(params.regex)}
+            return {**body, "guided_regex": regex}
+        return {**body, "regex": regex}
 
     def _response_format(self, params: DecodeParams) -> dict:
         """`params.json_schema` as the request's `response_format`. llama_cpp.server (0.3.x) takes only

@@ -65,7 +65,7 @@ class LLMResource(dg.ConfigurableResource):
     gpu_memory_utilization: float = Field(default=0.9, description="share of GPU memory vLLM may take, (0, 1]")
     structured_output: str = Field(
         default="none",
-        description="how params.regex reaches an HTTP server: none | vllm | vllm_legacy | sglang | llama_cpp",
+        description="how params.constraint reaches an HTTP server: none | vllm | vllm_legacy | sglang | llama_cpp",
     )
     self_check: bool = Field(
         default=True,
@@ -91,7 +91,7 @@ class LLMResource(dg.ConfigurableResource):
         if self.backend != "openai" and self.structured_output != "none":
             raise ValueError(
                 f"structured_output={self.structured_output!r} only applies to backend='openai'; "
-                f"backend={self.backend!r} constrains params.regex natively"
+                f"backend={self.backend!r} constrains params.constraint natively"
             )
         dtypes = {"llama_cpp": ("float32",), "vllm": ("float32", "bfloat16", "float16", "auto")}.get(
             self.backend, ("float32", "bfloat16", "float16"))

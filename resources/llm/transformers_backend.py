@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from resources.llm.constrained import prefixes_for_regex
 from resources.llm import Completion, Conversation, DecodeParams
 from resources.llm.thinking import chat_template_kwargs, split_think_block
-from resources.llm.transformers_constrained import PrefixChooser, ReasonLineConstraint
+from resources.llm.transformers_constrained import LineConstraint, PrefixChooser
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _CACHE: dict[tuple[str, str | None, str, str], tuple[object, object]] = {}
@@ -116,7 +115,7 @@ class TransformersChatLLM:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_ids[0]
         self._fingerprint = model_fingerprint(model_path, gguf_file, dtype)
-        self._constraint: ReasonLineConstraint | None = None
+        self._line_constraints: dict[str | None, LineConstraint] = {}
 
     @property
     def fingerprint(self) -> str:
@@ -130,11 +129,13 @@ class TransformersChatLLM:
 
     def chat(self, conversations: Sequence[Conversation], params: DecodeParams) -> list[list[Completion]]:
         if params.json_schema is not None:
-            # The prefix constraint here follows the verdict regex only; ignoring a schema would be a
+            # This backend constrains through forced prefixes only; ignoring a schema would be a
             # silent fallback to unconstrained output.
             raise ValueError("params.json_schema is set (e.g. Stage-B reflection_json_schema=True) but the "
                              "transformers backend cannot decode under a JSON schema; use the openai backend "
                              "(llama.cpp server, vLLM, SGLang) or turn the flag off")
+        if params.constraint is not None:
+            params.constraint.form("prefixes", "the transformers backend")  # fails before any decoding
         with _torch_threads(self.num_threads):
             return self._chat(conversations, params)
 
@@ -185,13 +186,12 @@ class TransformersChatLLM:
 
     def _decode_batch(self, prompts: list[list[int]], params: DecodeParams, seed: int) -> list[Completion]:
         started = time.perf_counter()
-        constrained = params.regex is not None
+        constraint = params.constraint
+        constrained = constraint is not None
         prefixes: list[list[int]] = [[] for _ in prompts]
         budget = params.max_new_tokens
         if constrained:
-            allowed = [
-                self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prefixes_for_regex(params.regex)
-            ]
+            allowed = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in constraint.prefixes]
             prefixes = PrefixChooser(self, allowed).choose(prompts, params.temperature, seed)
             # The forced prefix counts against the caller's token budget, as it would on a server.
             budget = max(1, params.max_new_tokens - max(len(x) for x in prefixes))
@@ -199,9 +199,9 @@ class TransformersChatLLM:
         processors = stopping = None
         stop_ids = set(self.eos_ids)
         if constrained:
-            constraint = self._reason_constraint()
-            processors, stopping = constraint.processors(start_len=ids.shape[1])
-            stop_ids |= constraint.newline_ids
+            line = self._line_constraint(constraint.line_start)
+            processors, stopping = line.processors(start_len=ids.shape[1])
+            stop_ids |= line.newline_ids
         torch.manual_seed(seed)
         with torch.inference_mode():
             out = self.model.generate(
@@ -222,8 +222,9 @@ class TransformersChatLLM:
             )
             think_extra: dict = {}
             if constrained:
-                # The newline that ended the reason (possibly fused with punctuation) is not part of it.
-                text = "\n".join(text.split("\n")[:2])
+                # The newline that ended the line (possibly fused with punctuation) is not part of it.
+                prefix_lines = self.tokenizer.decode(prefixes[k], skip_special_tokens=True).count("\n")
+                text = "\n".join(text.split("\n")[: prefix_lines + 1])
             else:
                 text, think_extra = split_think_block(text)
             results.append(
@@ -238,7 +239,7 @@ class TransformersChatLLM:
             )
         return results
 
-    def _reason_constraint(self) -> ReasonLineConstraint:
-        if self._constraint is None:
-            self._constraint = ReasonLineConstraint.for_tokenizer(self.tokenizer)
-        return self._constraint
+    def _line_constraint(self, line_start: str | None) -> LineConstraint:
+        if line_start not in self._line_constraints:
+            self._line_constraints[line_start] = LineConstraint.for_tokenizer(self.tokenizer, line_start)
+        return self._line_constraints[line_start]

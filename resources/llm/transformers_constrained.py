@@ -1,14 +1,15 @@
-"""Verdict-contract constraint for the transformers backend.
+"""An `OutputConstraint` in the transformers backend's form: forced prefixes, then one line.
 
-Two parts: (1) choose one of the allowed prefixes (`通过\\n理由: ` / `不通过\\n理由: `) by the model's
-own likelihood of each, greedily or sampled with the row's seed; (2) generate the reason after the
-chosen prefix with a first token that opens a valid reason (`reason_may_start_with`: a CJK
-ideograph), and stop at the first newline. Scoring whole prefixes avoids token-by-token prefix surgery that would break
-on tokenizers that merge characters differently.
+Two parts: (1) choose one of the constraint's `prefixes` by the model's own likelihood of each,
+greedily or sampled with the row's seed; (2) generate the line after the chosen prefix, its first
+token one whose text starts with a character matching `line_start` (when set), and stop at the first
+newline. Scoring whole prefixes avoids token-by-token prefix surgery that would break on tokenizers
+that merge characters differently.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,7 +17,6 @@ from typing import Protocol
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from resources.llm.constrained import reason_may_start_with
 
 class PaddingScorer(Protocol):
     """What prefix scoring needs of a backend (TransformersChatLLM has both); named here so this module
@@ -83,26 +83,31 @@ class _StopAtNewline(StoppingCriteria):
 
 
 @dataclass(frozen=True)
-class ReasonLineConstraint:
+class LineConstraint:
+    """One line after the prefix: its first token from `allowed_first` (any when None), then up to a
+    token in `newline_ids`."""
+
     newline_ids: frozenset[int]
-    allowed_first: frozenset[int]
+    allowed_first: frozenset[int] | None
 
     @classmethod
-    def for_tokenizer(cls, tokenizer) -> ReasonLineConstraint:
+    def for_tokenizer(cls, tokenizer, line_start: str | None) -> LineConstraint:
         pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
         special = set(tokenizer.all_special_ids)
         newline = {i for i, s in enumerate(pieces) if "\n" in s}
+        if line_start is None:
+            return cls(newline_ids=frozenset(newline), allowed_first=None)
         # Only whole-character tokens qualify: a byte-fallback piece (decoded as U+FFFD) could be the
-        # start of a non-CJK character, and checking that would need a multi-token automaton.
-        allowed = {i for i, s in enumerate(pieces) if i not in special and reason_may_start_with(s)}
+        # start of another character, and checking that would need a multi-token automaton.
+        first = re.compile(line_start)
+        allowed = {i for i, s in enumerate(pieces) if i not in special and s and first.fullmatch(s[0])}
         if not allowed:
-            raise ValueError("the tokenizer has no token that starts with a CJK ideograph; cannot constrain the reason")
+            raise ValueError(f"the tokenizer has no token that starts with a character matching {line_start!r}; "
+                             "cannot constrain the line")
         return cls(newline_ids=frozenset(newline), allowed_first=frozenset(allowed))
 
     def processors(self, start_len: int) -> tuple[LogitsProcessorList, StoppingCriteriaList]:
-        allowed = torch.tensor(sorted(self.allowed_first), dtype=torch.long)
         newline = torch.tensor(sorted(self.newline_ids), dtype=torch.long)
-        return (
-            LogitsProcessorList([_AllowOnlyFirstToken(start_len, allowed)]),
-            StoppingCriteriaList([_StopAtNewline(newline)]),
-        )
+        first = [] if self.allowed_first is None else [
+            _AllowOnlyFirstToken(start_len, torch.tensor(sorted(self.allowed_first), dtype=torch.long))]
+        return LogitsProcessorList(first), StoppingCriteriaList([_StopAtNewline(newline)])

@@ -19,8 +19,8 @@ _INSTALL_HINT = "the vLLM backend needs the optional extra: pip install .[vllm] 
 
 
 def _structured_kwargs(vllm_sampling, params: DecodeParams) -> dict:
-    if params.regex is not None:
-        constraint = {"regex": params.regex}
+    if params.constraint is not None:
+        constraint = {"regex": params.constraint.form("regex", "the vllm backend")}
     elif params.json_schema is not None:
         constraint = {"json": params.json_schema}
     else:

@@ -3,7 +3,7 @@
 It loads the checkpoint through the same loader as the Stage-A backend (`TransformersVLM`: the
 image-only Qwen3-VL processor, left padding, one cached copy per process), so the folder that serves
 Stage-A as `QC_VLM_MODEL=<data>/fused_sft_checkpoint/current` answers verdict prompts too. It satisfies
-`resources.llm.ChatLLM`. Constrained decoding (`DecodeParams.regex`) is not supported and is refused.
+`resources.llm.ChatLLM`. Constrained decoding (`DecodeParams.constraint`) is not supported and is refused.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class StudentChatLLM:
 
         from resources.vlm.transformers_backend import _load
 
-        if params.regex is not None:
-            raise ValueError("the student chat model does not support constrained decoding (DecodeParams.regex); "
+        if params.constraint is not None:
+            raise ValueError("the student chat model does not support constrained decoding (DecodeParams.constraint); "
                              "use structured_output none for verdict_model: student")
         model, processor = _load(self.model_path, self.device, self.dtype)
         tok = processor.tokenizer
