@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml deploy/llama_cpp/build.sh
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-# Servers and browser for the production and UI tests (tests/services.py starts them on 127.0.0.1):
+# Servers and browser for the production and UI tests (tests/support/services.py starts them on 127.0.0.1):
 # Debian's packages, so CI gets the same PostgreSQL, Redis and Chromium as a production host; apt runs
 # only when one is missing. fonts-noto-cjk: without a CJK font the Chinese mission names render as boxes.
 SERVICE_PACKAGES := postgresql redis-server chromium fonts-noto-cjk

@@ -8,9 +8,9 @@
 Servers: `llama-server` (llama.cpp's own server, `--parallel N` slots decoded together, continuous
 batching; the binary from `make llama-server`) or `llama_cpp.server` (llama-cpp-python's server,
 one request at a time), both serving the embedded SmolLM2 GGUF; `engine-double`, the named test
-double of a GPU engine (benchmarks/engine_server_double.py: fixed step time whatever the batch size,
+double of a GPU engine (resources/doubles/engine_server.py: fixed step time whatever the batch size,
 answer lengths set by the prompt's hash; `--parallel` slots, `--step-ms`); or any server at `--server-url`.
-Workloads (benchmarks/teacher_workloads.py): `sql` (short SQL answers of about the same length) or
+Workloads (resources/doubles/teacher_workloads.py): `sql` (short SQL answers of about the same length) or
 `varied` (answers from ~10 tokens to the token limit, as a reasoning teacher's spread).
 Contenders, interleaved for `--rounds` rounds at every `--concurrency` (ceiling, ours, distilabel,
 ...), medians reported:
@@ -31,7 +31,6 @@ import importlib.metadata
 import json
 import os
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,13 +41,14 @@ from pathlib import Path
 import httpx
 
 from benchmarks.report import DOC, write_section
-from benchmarks.teacher_workloads import varied_conversations
+from resources.doubles.teacher_workloads import varied_conversations
 from qc_assets.fastdistill.canonical import with_ids
 from qc_assets.fastdistill.generation import GenerationCache, GenerationConfig, WorkItem, agenerate
 from qc_assets.fastdistill.teacher import decode_profile_for, estimate_prompt_tokens, work_items
 from qc_assets.fastdistill.text2sql_data import synthetic_dataset
 from resources.llm import DecodeParams
 from resources.llm.openai_backend import OpenAIChatLLM
+from resources.doubles.http_server import free_port
 
 MODEL = "smollm2"
 TITLE = "## FastDistill teacher throughput (ours vs distilabel vs a saturating client)"
@@ -78,12 +78,10 @@ def start_server(server: str, threads: int, parallel: int, ctx_per_slot: int,
                  step_ms: float) -> tuple[subprocess.Popen, str]:
     from resources.llm.smollm2 import smollm2_gguf_path
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     gguf = str(smollm2_gguf_path())
     if server == "engine-double":
-        cmd = [sys.executable, "-m", "benchmarks.engine_server_double", "--port", str(port),
+        cmd = [sys.executable, "-m", "resources.doubles.engine_server", "--port", str(port),
                "--slots", str(parallel), "--step-ms", str(step_ms)]
     elif server == "llama-server":
         # llama-server splits -c across its slots: each of the `parallel` slots gets ctx_per_slot.
@@ -191,7 +189,7 @@ def server_sentence(cfg: dict, ver: dict) -> str:
         return f"One OpenAI-compatible server at `{cfg['server_url']}` (model `{MODEL}`)."
     if cfg["server"] == "engine-double":
         return (f"**A test double, not a model:** `ContinuousBatchingEngineDouble` "
-                f"(benchmarks/engine_server_double.py) on 127.0.0.1 stands in for a GPU engine such as vLLM, "
+                f"(resources/doubles/engine_server.py) on 127.0.0.1 stands in for a GPU engine such as vLLM, "
                 "which cannot run on this CPU-only machine. It decodes up to "
                 f"{cfg['parallel']} sequences together at a fixed {cfg['step_ms']:g} ms per step whatever the "
                 "batch size (a GPU's behaviour at small batches), and each prompt's answer length is fixed by "
@@ -211,7 +209,7 @@ def render(report: dict, command: str) -> str:
     cfg, ver, res, wl = report["config"], report["versions"], report["results"], report["workload"]
     workload = ("Text2SQL prompts (short SQL answers of about the same length)" if cfg["workload"] == "sql" else
                 "prompts asking for different amounts of work, from a one-word answer to a long essay "
-                f"(benchmarks/teacher_workloads.py, seed {cfg['seed']})")
+                f"(resources/doubles/teacher_workloads.py, seed {cfg['seed']})")
     if cfg["server"] == "engine-double":
         workload += " (the double sets the answer lengths, not the prompts' asks)"
     lines = [

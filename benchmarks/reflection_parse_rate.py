@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.report import write_section
-from benchmarks.stage_b_learning import MISSION, generate
+from resources.doubles.rule_following_data import MISSION, generate
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.filters import filter_ops
 from qc_assets.stage_b.guidance import Guidance

@@ -8,7 +8,7 @@ the same code the Dagster shard steps call). Two backends:
 
 - the tiny local model (random-weight Qwen3-VL, cpu, one torch thread per worker): on a machine with
   C cores, the speed-up can reach min(shards, C);
-- `ScriptedVLMServerDouble` (benchmarks/vlm_server_double.py), a test double of an OpenAI-compatible
+- `ScriptedVLMServerDouble` (resources/doubles/vlm_server.py), a test double of an OpenAI-compatible
   server with a fixed latency per request and a capacity (requests it works on at once), each shard
   keeping one request in flight: the speed-up follows the shard count up to the double's capacity.
 

@@ -44,7 +44,7 @@ def run(images: Path, out: Path, url: str, in_flight: int) -> tuple[int, float]:
 @contextlib.contextmanager
 def server_process(latency_s: float, capacity: int = 0) -> Iterator[str]:
     """The double in its own process, so its work does not share the client's interpreter."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.vlm_server_double", "--delay-s", str(latency_s),
+    proc = subprocess.Popen([sys.executable, "-m", "resources.doubles.vlm_server", "--delay-s", str(latency_s),
                              "--capacity", str(capacity)], stdout=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()

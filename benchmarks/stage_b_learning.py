@@ -30,6 +30,8 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.report import write_section
+from resources.doubles.llm_servers import ScriptedRuleFollowingServer
+from resources.doubles.rule_following_data import MISSION, generate
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.loop import run_stage_b
@@ -39,59 +41,8 @@ from resources.store import read_jsonl
 
 SECTION = "## Stage-B learning"
 COMMAND = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.stage_b_learning"
-MISSION = "挡风板安装检查"
 
-# Hidden rules: a group fails if any photo shows one of these (the scaffold covers only drawings).
-FAIL_PATTERNS = {
-    "empty_slot": ["第{k}槽位空置，未安装挡风板", "机柜下部有{k}个空槽位没有挡风板"],
-    "loose": ["挡风板松动，边缘有明显缝隙", "一块挡风板向外翘起，未卡紧"],
-    "screws": ["挡风板固定螺丝缺失{k}颗", "挡风板只用一颗螺丝固定，另一侧螺丝缺失"],
-    "drawing": ["照片为设计图纸截图，非现场照片"],
-}
-# Near misses: defect words, negated or resolved; the group still passes.
-NEAR_MISS = ["挡风板无松动，未见缝隙", "未发现螺丝缺失，挡风板固定牢固", "槽位无空置，挡风板齐全",
-             "原空槽位已补装挡风板"]
-FIXED = "问题已整改，挡风板安装到位"
-FILLER = ["机柜正面，BBU安装在第二层，指示灯正常", "机柜侧面，线缆绑扎整齐", "空槽位均已安装挡风板，安装到位",
-          "机柜整体照片，柜门完好", "挡风板齐全，螺丝紧固", "接地排清晰可见，标签完整"]
-
-
-def generate(n_groups: int, noise: float, seed: int) -> tuple[list[dict], dict]:
-    rng = random.Random(seed)
-    records, stats = [], Counter()
-    for g in range(n_groups):
-        n_images = rng.randint(2, 3)
-        texts = rng.sample(FILLER, n_images)
-        fail = rng.random() < 0.5
-        spot = rng.randrange(n_images)
-        if fail:
-            rule = rng.choice(sorted(FAIL_PATTERNS))
-            texts[spot] = rng.choice(FAIL_PATTERNS[rule]).format(k=rng.randint(1, 3))
-            stats[f"rule:{rule}"] += 1
-        elif rng.random() < 0.5:
-            texts[spot] = rng.choice(NEAR_MISS)
-            stats["near_miss"] += 1
-        label = "fail" if fail else "pass"
-        if rng.random() < noise:
-            label = "pass" if fail else "fail"
-            stats["noisy_label"] += 1
-        records.append(_record(f"g{g:03d}", label, texts))
-        if g % 8 == 0 and fail:  # a resubmission: the same group with the defect fixed, passed
-            fixed = [*texts[:spot], FIXED, *texts[spot + 1:]]
-            records.append(_record(f"g{g:03d}", "pass", fixed, suffix="resub"))
-            stats["resubmission"] += 1
-    stats["records"] = len(records)
-    stats["fail_labels"] = sum(r["label"] == "fail" for r in records)
-    return records, dict(stats)
-
-
-def _record(group_id: str, label: str, texts: list[str], suffix: str = "") -> dict:
-    return {"record_id": f"{MISSION}/{label}/{group_id}{suffix}", "group_id": group_id, "mission": MISSION,
-            "label": label, "images": [f"{group_id}/{i}.jpg" for i in range(1, len(texts) + 1)],
-            "per_image": {f"image_{i}": t for i, t in enumerate(texts, start=1)}}
-
-
-SIMULATED_MODEL = "scripted-rule-follower"  # tests/scripted_llm_server.py: a test double, named as such
+SIMULATED_MODEL = "scripted-rule-follower"  # resources/doubles/llm_servers.py: a test double, named as such
 # What the simulated reflector proposes, in this order, two edits per reflection call. The true rules
 # quote keywords precise enough to miss the near misses; the harmful ones fail good groups.
 TRUE_RULES = ["挡风板出现「板松动」或「向外翘起」时判不通过", "挡风板「固定螺丝缺失」或「另一侧螺丝缺失」时判不通过",
@@ -219,8 +170,6 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=30)
     if "b" in setups:
-        from tests.scripted_llm_server import ScriptedRuleFollowingServer
-
         with ScriptedRuleFollowingServer(simulated_replies()) as server:
             rows.append(run_loop("(b) simulated student and reflector",
                                  "simulated (test double): keyword-rule-following student, scripted reflector",

@@ -1,9 +1,14 @@
-"""Shared fixtures: the tiny Qwen3-VL smoke model (built once per session) and sample images."""
+"""Shared fixtures: the tiny Qwen3-VL smoke model (built once per session), sample images, and the
+fixtures of tests/support/ (the embedded LLM, a real llama.cpp server, the scripted LLM doubles, one
+torch thread), registered here so a test module names a fixture without importing it."""
 
 import os
 import shutil
 
 import pytest
+
+from support.fusion import one_torch_thread  # noqa: F401 (fixture)
+from support.llm import fault_server, llama_server, scripted_server, smollm2_gguf, smollm2_llm  # noqa: F401 (fixtures)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -9,7 +9,6 @@ import os
 import dagster as dg
 import polars as pl
 import pytest
-from llm_fixtures import fault_server  # noqa: F401  (pytest fixture)
 
 from qc_assets.distill.assets import DistillAssetConfig, distill_chatml
 from qc_assets.distill.checks import asset_checks

@@ -4,7 +4,6 @@ or a second teacher pass, against `FaultInjectionServer` (a test-only OpenAI-sha
 
 import dagster as dg
 import pytest
-from llm_fixtures import fault_server  # noqa: F401  (pytest fixture)
 from test_distill_asset import MISSION, OUT, checks_of, materialize, write_stage_a, write_stage_b
 
 from qc_assets.distill.assets import DistillAssetConfig, distill_chatml

@@ -5,7 +5,6 @@ the OpenAI-compatible client against the scripted fault server (a failed request
 import hashlib
 
 import pytest
-from llm_fixtures import fault_server, smollm2_gguf, smollm2_llm  # noqa: F401  (pytest fixtures)
 
 from qc_assets.distill.config import DistillConfig
 from qc_assets.distill.pipeline import run_distill

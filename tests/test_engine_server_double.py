@@ -1,6 +1,6 @@
 """The GPU-engine test double behind the teacher benchmark: it must batch, bound and answer as claimed.
 
-`ContinuousBatchingEngineDouble` (benchmarks/engine_server_double.py) stands in for vLLM, which
+`ContinuousBatchingEngineDouble` (resources/doubles/engine_server.py) stands in for vLLM, which
 cannot run here. Its step counts are checked, not wall times: a step is one token for every
 sequence in the batch, so N sequences decoded together take max(length) steps, not sum(length).
 """
@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from openai import OpenAI
 
-from benchmarks.engine_server_double import ContinuousBatchingEngineDouble, answer_length, serve_in_thread
+from resources.doubles.engine_server import ContinuousBatchingEngineDouble, answer_length, serve_in_thread
 
 
 def test_answer_length_is_fixed_by_the_text_and_spreads_over_the_range():

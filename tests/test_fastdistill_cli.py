@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from llm_fixtures import fault_server  # noqa: F401  (pytest fixture)
 
 from qc_assets.cli import fastdistill as fastdistill_cli
 from qc_assets.fastdistill import compare

@@ -6,7 +6,6 @@ come from a real HTTP client pointed at a closed local port.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ from qc_assets.fastdistill.teacher import CACHE_FILE, candidate_rows, decode_pro
 from qc_assets.fastdistill.text2sql_data import synthetic_dataset
 from resources.llm import DecodeParams
 from resources.store import read_jsonl
+from resources.doubles.http_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = DecodeParams(temperature=0.0, max_new_tokens=8, seed=11, n=1)
@@ -134,16 +134,10 @@ def test_kill_mid_generation_then_rerun_loses_nothing(tmp_path, embedded_llm):
     assert all(r["error"] is None for r in rows)
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_failed_requests_are_error_rows_and_retried_up_to_max_attempts(tmp_path):
     from resources.llm.openai_backend import OpenAIChatLLM
 
-    llm = OpenAIChatLLM(f"http://127.0.0.1:{closed_port()}/v1", "nobody", max_retries=0, timeout_s=2)
+    llm = OpenAIChatLLM(f"http://127.0.0.1:{free_port()}/v1", "nobody", max_retries=0, timeout_s=2)
     recs = records(tmp_path, 3)
     config = GenerationConfig(max_in_flight=2, max_attempts=2)
     cache, stats = run_teacher(llm, recs, PARAMS, "sql", tmp_path / "t", config)
@@ -160,7 +154,7 @@ def test_failed_requests_are_error_rows_and_retried_up_to_max_attempts(tmp_path)
 def test_token_budget_and_in_flight_bound(tmp_path):
     from resources.llm.openai_backend import OpenAIChatLLM
 
-    llm = OpenAIChatLLM(f"http://127.0.0.1:{closed_port()}/v1", "nobody", max_retries=0, timeout_s=2)
+    llm = OpenAIChatLLM(f"http://127.0.0.1:{free_port()}/v1", "nobody", max_retries=0, timeout_s=2)
     recs = records(tmp_path, 8)
     items = work_items(recs, "sql")
     per_request = max(i.prompt_tokens_estimate for i in items) + PARAMS.max_new_tokens
@@ -179,10 +173,10 @@ def test_token_budget_and_in_flight_bound(tmp_path):
 def test_cache_refuses_a_different_teacher_and_duplicate_ids(tmp_path):
     from resources.llm.openai_backend import OpenAIChatLLM
 
-    llm = OpenAIChatLLM(f"http://127.0.0.1:{closed_port()}/v1", "a", max_retries=0, timeout_s=2)
+    llm = OpenAIChatLLM(f"http://127.0.0.1:{free_port()}/v1", "a", max_retries=0, timeout_s=2)
     recs = records(tmp_path, 1)
     run_teacher(llm, recs, PARAMS, "sql", tmp_path / "t", GenerationConfig())
-    other = OpenAIChatLLM(f"http://127.0.0.1:{closed_port()}/v1", "b", max_retries=0, timeout_s=2)
+    other = OpenAIChatLLM(f"http://127.0.0.1:{free_port()}/v1", "b", max_retries=0, timeout_s=2)
     with pytest.raises(ValueError, match="use a new run_id"):
         run_teacher(other, recs, PARAMS, "sql", tmp_path / "t", GenerationConfig())
     with pytest.raises(ValueError, match="appears twice"):
@@ -192,7 +186,7 @@ def test_cache_refuses_a_different_teacher_and_duplicate_ids(tmp_path):
 def test_results_are_written_as_they_finish_not_per_batch(tmp_path):
     """One slow request (the fault-injection server hangs on it) must not hold back the rows of the
     fast ones sent in the same chunk: they are cached first, the slow one last."""
-    from llm_fixtures import FaultInjectionServer
+    from resources.doubles.llm_servers import FaultInjectionServer
 
     from qc_assets.fastdistill.generation import WorkItem
     from resources.llm.openai_backend import OpenAIChatLLM
@@ -218,7 +212,7 @@ def test_rows_finishing_together_share_an_fsync(tmp_path, delay_s, max_fsyncs):
     """Group commit: with a delay, 8 answers that arrive together cost one or two fsyncs, not eight;
     with delay 0 no row waits for a timer (rows that finish during a flush join the next one). Either
     way every row is on disk before `on_row` sees it and when `generate` returns."""
-    from llm_fixtures import FaultInjectionServer
+    from resources.doubles.llm_servers import FaultInjectionServer
 
     from qc_assets.fastdistill.generation import WorkItem
     from resources.llm.openai_backend import OpenAIChatLLM

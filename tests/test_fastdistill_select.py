@@ -2,7 +2,6 @@
 SQLite databases (candidate texts written here stand in for teacher outputs)."""
 
 import json
-import socket
 
 import pytest
 
@@ -12,6 +11,7 @@ from qc_assets.fastdistill.scoring import exec_rows, gate_rows, judge_rows, scor
 from qc_assets.fastdistill.select_export import KeepRules, preference_pairs, select_rows, sft_rows
 from qc_assets.fastdistill.text2sql_data import synthetic_dataset
 from resources.llm import DecodeParams
+from resources.doubles.http_server import free_port
 
 
 @pytest.fixture()
@@ -93,9 +93,7 @@ class CountingLLM:
 def test_judge_only_sees_executed_candidates(record, tmp_path):
     from resources.llm.openai_backend import OpenAIChatLLM
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     judge = CountingLLM(OpenAIChatLLM(f"http://127.0.0.1:{port}/v1", "judge", max_retries=0, timeout_s=2))
     rows = exec_rows(gate_rows(candidates(record, [record["gold_sql"], "nonsense", "SELECT x FROM y"]), 2000),
                      1.0, 100)

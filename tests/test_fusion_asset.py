@@ -6,7 +6,7 @@ import json
 
 import dagster as dg
 import pytest
-from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
+from support.fusion import MISSION, distill_rows, stage_a_records
 
 from qc_assets.student.assets import FusedSFTConfig, fused_sft_checkpoint
 from qc_assets.student.checks import asset_checks

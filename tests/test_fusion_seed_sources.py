@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from fusion_fixtures import one_torch_thread  # noqa: F401
 from qc_assets.student.config import SourceConfig, load_fusion_config
 from qc_assets.student.mixing import mix
 from qc_assets.student.sources import load_source

@@ -2,10 +2,12 @@
 mask of TRL's vision-language collator, the freeze policy (vision tower and merger untouched), the
 warmup + cosine schedule, a falling loss, and the merged checkpoint reproducing the adapter."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
+from support.fusion import MISSION, distill_rows, stage_a_records
 from qc_assets.student.sources import stage_a_examples
 from resources.store import read_jsonl
 from resources.training import sft_vl
@@ -83,26 +85,32 @@ def test_sft_trains_only_language_lora_with_warmup_cosine_and_loss_falls(tiny_vl
     assert not any("lora" in n for n, _ in reloaded.named_parameters())
 
 
+def _benchmark(module: str, *args: str) -> dict:
+    """Run `python -m benchmarks.<module>` (tests never import benchmarks) and read the result it prints."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], capture_output=True, text=True,
+                         timeout=600, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout[out.stdout.index("{"):])
+
+
 def test_lora_step_benchmark_runs_at_tiny_size():
-    import argparse
-
-    from benchmarks.lora_step import run, section
-
-    args = argparse.Namespace(size="tiny", device="cpu", dtype="float32", batch_size=1, seq_len=96, image_grid=8,
-                              last_k=1, rank=4, steps=2, warmup=1, seed=0, grad_checkpointing=False)
-    result = run(args)
+    result = _benchmark("lora_step", "--size", "tiny", "--device", "cpu", "--dtype", "float32", "--batch-size", "1",
+                        "--seq-len", "96", "--image-grid", "8", "--last-k", "1", "--rank", "4", "--steps", "2",
+                        "--warmup", "1")
     assert result["steps_per_s"] > 0 and result["lora_modules"] == 7 and result["image_tokens"] == 16
     assert 0 < result["trainable_params"] < result["total_params"]
-    assert section([result], "cmd").startswith("## LoRA SFT step\n")
 
 
 def test_merged_checkpoint_load_benchmark_runs_at_tiny_size(tmp_path):
-    from benchmarks.merged_checkpoint_load import main, section
-
-    result = main(["--size", "tiny", "--device", "cpu", "--new-tokens", "4", "--tmp-dir", str(tmp_path)])
+    result = _benchmark("merged_checkpoint_load", "--size", "tiny", "--device", "cpu", "--new-tokens", "4",
+                        "--tmp-dir", str(tmp_path))
     assert result["lora_modules"] == 7 and result["disk_gib"] > 0
     assert result["merge_save_s"] > 0 and result["load_s"] > 0 and result["first_answer_s"] > 0
-    assert section([result], "cmd").startswith("## Merged checkpoint load\n")
 
 
 def test_bfloat16_student_trains_with_bf16_weights_and_float32_adapters(tiny_vlm_dir, examples, tmp_path):

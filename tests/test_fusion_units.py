@@ -4,7 +4,7 @@ import doctest
 from pathlib import Path
 
 import pytest
-from fusion_fixtures import MISSION, distill_rows, stage_a_records, write_inputs
+from support.fusion import MISSION, distill_rows, stage_a_records, write_inputs
 
 from qc_assets import stats
 from qc_assets.student import evaluate, mixing

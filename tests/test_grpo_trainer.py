@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 import torch
 
-from fusion_fixtures import MISSION, distill_rows, one_torch_thread, stage_a_records  # noqa: F401
+from support.fusion import MISSION, distill_rows, stage_a_records
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.student.grpo_dataset import build_grpo_dataset

@@ -87,3 +87,32 @@ def test_the_backend_rule_catches_a_backend_import(tmp_path):
     (tmp_path / "train.py").write_text("import resources.training.sft_text\n", encoding="utf-8")
     assert [line.split(" imports ")[1] for line in backend_imports(tmp_path)] == [
         "resources.llm.transformers_backend", "resources.training.sft_text"]
+
+
+def imports_of(folder: Path, forbidden: set[str]) -> list[str]:
+    """`file imports module` for each import in `folder` whose top-level package is in `forbidden`."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                     else [])
+            found += [f"{path.relative_to(folder)} imports {n}" for n in names if n.split(".")[0] in forbidden]
+    return found
+
+
+# tests/ puts its own folder on sys.path: `support` and `conftest` are tests' modules too
+TESTS_MODULES = {"tests", "support", "conftest"}
+
+
+def test_tests_and_benchmarks_do_not_import_each_other():
+    """Both import the named test doubles from resources/doubles/; a test runs a benchmark as a process."""
+    assert not imports_of(ROOT / "tests", {"benchmarks"})
+    assert not imports_of(ROOT / "benchmarks", TESTS_MODULES)
+
+
+def test_the_tests_benchmarks_rule_catches_an_import(tmp_path):
+    (tmp_path / "bench.py").write_text("def f():\n    from support.llm import TEST_THREADS\n", encoding="utf-8")
+    (tmp_path / "test_x.py").write_text("import benchmarks.lora_step\n", encoding="utf-8")
+    assert imports_of(tmp_path, TESTS_MODULES) == ["bench.py imports support.llm"]
+    assert imports_of(tmp_path, {"benchmarks"}) == ["test_x.py imports benchmarks.lora_step"]

@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-from llm_fixtures import smollm2_gguf  # noqa: F401  (pytest fixture)
 
 from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX
 from resources.llm import ChatLLM, DecodeParams, OutputConstraint

@@ -7,8 +7,8 @@ import asyncio
 import re
 
 import pytest
-from llm_fixtures import OK_TEXT, SERVER_MODEL_ALIAS, THINK_REASONING, THINK_TEXT
-from llm_fixtures import fault_server, llama_server, smollm2_gguf  # noqa: F401  (pytest fixtures)
+from resources.doubles.llm_servers import OK_TEXT, THINK_REASONING, THINK_TEXT
+from support.llm import SERVER_MODEL_ALIAS
 
 from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX
 from resources.llm import ChatLLM, DecodeParams, OutputConstraint

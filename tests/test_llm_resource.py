@@ -10,8 +10,7 @@ import types
 
 import dagster as dg
 import pytest
-from llm_fixtures import OK_TEXT
-from llm_fixtures import fault_server, smollm2_gguf  # noqa: F401  (pytest fixtures)
+from resources.doubles.llm_servers import OK_TEXT
 
 from resources.llm import DecodeParams
 from resources.llm.openai_backend import OpenAIChatLLM

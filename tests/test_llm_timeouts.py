@@ -5,9 +5,8 @@ when scripted to."""
 from __future__ import annotations
 
 import pytest
-from llm_fixtures import OK_TEXT
-from llm_fixtures import fault_server  # noqa: F401  (pytest fixture)
-from stage_b_data import MISSION, keyword_records
+from resources.doubles.llm_servers import OK_TEXT
+from support.stage_b_data import MISSION, keyword_records
 
 from definitions import llm_from_env
 from qc_assets.stage_b.guidance import Guidance

@@ -7,7 +7,6 @@ import re
 
 import pytest
 from transformers import AutoModelForCausalLM
-from llm_fixtures import smollm2_gguf, smollm2_llm  # noqa: F401  (pytest fixtures)
 
 from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX
 from resources.llm import ChatLLM, DecodeParams, OutputConstraint

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from resources.store import read_jsonl
-from services import PROD_INSTANCE_YAML, ROOT, VENV_BIN, Deployment, production_deployment, run_cli, wait_until
-from stage_a_smoke import smoke_settings_file
+from support.services import PROD_INSTANCE_YAML, ROOT, VENV_BIN, Deployment, production_deployment, run_cli, wait_until
+from support.stage_a_smoke import smoke_settings_file
 
 pytestmark = pytest.mark.slow
 

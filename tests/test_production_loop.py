@@ -27,15 +27,13 @@ import polars as pl
 import pytest
 import yaml
 from PIL import Image
-from scripted_llm_server import MODEL, scripted_server  # noqa: F401 (fixture)
-from services import ROOT, VENV_BIN, run_cli, start, wait_until
-from stage_b_data import CORRECT, GOOD, LOOSE
 
-sys.path.insert(0, str(ROOT))
-from benchmarks.vlm_server_double import ScriptedVLMServerDouble  # noqa: E402
-
-from qc_assets.verdicts.table import read_table  # noqa: E402
-from resources.store import read_jsonl  # noqa: E402
+from qc_assets.verdicts.table import read_table
+from resources.doubles.llm_servers import MODEL
+from resources.doubles.vlm_server import ScriptedVLMServerDouble
+from resources.store import read_jsonl
+from support.services import ROOT, VENV_BIN, run_cli, start, wait_until
+from support.stage_b_data import CORRECT, GOOD, LOOSE
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +83,7 @@ def test_drift_triggers_relearning_and_rejudging_under_the_daemon(scripted_serve
         photos.group("待审核", f"P{g:03d}", [GOOD[g % 3], RUSTY if g % 2 == 0 else GOOD[2]])
     env = {**os.environ, "DAGSTER_HOME": str(home), "QC_DATA_ROOT": str(data), "QC_IMAGES_ROOT": str(images),
            "QC_LLM_BACKEND": "openai", "QC_LLM_BASE_URL": scripted_server.base_url, "QC_LLM_MODEL": MODEL,
-           "QC_LLM_STRUCTURED_OUTPUT": "vllm", "QC_VLM_BACKEND": "openai", "QC_VLM_BASE_URL": vlm.url,
+           "QC_LLM_STRUCTURED_OUTPUT": "vllm", "QC_VLM_BACKEND": "openai", "QC_VLM_BASE_URL": vlm.base_url,
            "QC_VLM_SERVED_MODEL": "vlm-double", "QC_AUTOMATION_INTERVAL_S": "5", "QC_RELEARN_AFTER": "1000",
            "QC_MODEL_RETRIES": "0", "PYTHONPATH": str(ROOT), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     daemon = start("dagster-daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],

@@ -8,8 +8,8 @@ import shutil
 import dagster as dg
 import pytest
 
-from services import production_deployment, wait_until
-from stage_a_smoke import smoke_settings_file
+from support.services import production_deployment, wait_until
+from support.stage_a_smoke import smoke_settings_file
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from qc_assets.stage_b.assets import StageBConfig, stage_b_guidance
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl
-from scripted_llm_server import MODEL, scripted_server  # noqa: F401 (fixture)
-from stage_b_data import keyword_records
+from resources.doubles.llm_servers import MODEL
+from support.stage_b_data import keyword_records
 
 MISSION = "挡风板安装检查"
 CONFIG = StageBConfig(epochs=1, decode_grid=[[0.0, 1.0]], samples=1, constrained=False, rounds_per_epoch=1,

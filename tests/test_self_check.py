@@ -9,7 +9,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from llm_fixtures import smollm2_gguf  # noqa: F401  (pytest fixture)
 
 from resources.llm.resource import LLMResource
 from resources import self_check

@@ -5,7 +5,7 @@ import json
 import shutil
 
 import dagster as dg
-from verdict_fixtures import guidance_versions, store_kept_guidance
+from support.verdicts import guidance_versions, store_kept_guidance
 
 from qc_assets.partitions import mission_partitions
 from qc_assets.sensors import new_images_sensor

@@ -1,4 +1,4 @@
-"""Services a test worker starts die with it, even when the worker is SIGKILLed (tests/reaper.py)."""
+"""Services a test worker starts die with it, even when the worker is SIGKILLed (tests/support/reaper.py)."""
 
 import os
 import signal
@@ -12,7 +12,7 @@ TESTS = Path(__file__).resolve().parent
 WORKER = f"""
 import sys, time
 sys.path.insert(0, {str(TESTS)!r})
-import services
+from support import services
 pg, redis = services.shared_postgres(), services.shared_redis()
 print(pg.proc.popen.pid, redis.proc.popen.pid, flush=True)
 time.sleep(600)

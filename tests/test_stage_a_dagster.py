@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from stage_a_smoke import SMOKE_STAGE_A, smoke_settings_file
+from support.stage_a_smoke import SMOKE_STAGE_A, smoke_settings_file
 
 from qc_assets.partitions import mission_partitions
 from qc_assets.stage_a.assets import stage_a_summaries

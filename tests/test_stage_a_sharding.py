@@ -18,7 +18,7 @@ from resources.store import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSION = get_mission("BBU接地线检查")
-SMOKE = {"max_new_tokens": 8, "max_truncated_share_blocking": 1.0}  # tests/stage_a_smoke.py's cap
+SMOKE = {"max_new_tokens": 8, "max_truncated_share_blocking": 1.0}  # tests/support/stage_a_smoke.py's cap
 
 
 class CountingVLM:

@@ -4,7 +4,7 @@ inside the one asset, on the tiny real model; records byte-identical to a one-sh
 import dagster as dg
 import pytest
 
-from stage_a_smoke import SMOKE_STAGE_A
+from support.stage_a_smoke import SMOKE_STAGE_A
 
 from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
 from qc_assets.partitions import mission_partitions

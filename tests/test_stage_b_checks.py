@@ -10,8 +10,8 @@ from qc_assets.stage_b.split import split_three_way
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl
-from scripted_llm_server import MODEL, scripted_server  # noqa: F401 (fixture)
-from stage_b_data import CORRECT, HARMFUL, USELESS, keyword_records
+from resources.doubles.llm_servers import MODEL
+from support.stage_b_data import CORRECT, HARMFUL, USELESS, keyword_records
 
 MISSION = "挡风板安装检查"  # registered: the asset reads the real mission text, which has no 「」 keyword
 CONFIG = StageBConfig(epochs=3, decode_grid=[[0.0, 1.0]], samples=1, constrained=False, rounds_per_epoch=2,

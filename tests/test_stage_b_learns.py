@@ -11,8 +11,8 @@ from qc_assets.stage_b.guidance import GuidanceStore, load_guidance
 from qc_assets.stage_b.loop import ProviderFailureError, run_stage_b
 from qc_assets.stage_b.reflection import REFLECTION_JSON_SCHEMA
 from resources.store import read_jsonl
-from scripted_llm_server import ScriptedRuleFollowingServer, scripted_server  # noqa: F401 (fixture)
-from stage_b_data import CORRECT, HARMFUL, MISSION, USELESS, keyword_records
+from resources.doubles.llm_servers import ScriptedRuleFollowingServer
+from support.stage_b_data import CORRECT, HARMFUL, MISSION, USELESS, keyword_records
 
 CONFIG = StageBLoopConfig(epochs=3, decode_grid=((0.0, 1.0),), samples=1, constrained=False, rounds_per_epoch=2,
                           max_candidates_per_round=2, bootstrap_samples=200, min_test_groups=8)

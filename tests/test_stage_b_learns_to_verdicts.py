@@ -3,8 +3,7 @@ double): the rule the loop learns and keeps is the rule production verdicts appl
 
 from dataclasses import replace
 
-from scripted_llm_server import scripted_server  # noqa: F401 (fixture)
-from stage_b_data import CORRECT, GOOD, HARMFUL, LOOSE, MISSION, keyword_records
+from support.stage_b_data import CORRECT, GOOD, HARMFUL, LOOSE, MISSION, keyword_records
 from test_stage_b_learns import CONFIG, quiet
 
 from qc_assets.stage_a.records import record_id

@@ -6,8 +6,7 @@ and `ScriptedRuleFollowingServer` (a named test double for a capable LLM)."""
 from dataclasses import replace
 
 import dagster as dg
-from scripted_llm_server import scripted_server  # noqa: F401 (fixture)
-from stage_b_data import CORRECT, GOOD, MISSION, keyword_records
+from support.stage_b_data import CORRECT, GOOD, MISSION, keyword_records
 from test_stage_b_learns import CONFIG, quiet
 
 from qc_assets.stage_b.assets import stage_b_guidance

@@ -5,7 +5,7 @@ llama.cpp server follows it, and the transformers backend refuses it instead of 
 import json
 
 import pytest
-from llm_fixtures import SERVER_MODEL_ALIAS, llama_server, smollm2_gguf, smollm2_llm  # noqa: F401 (fixtures)
+from support.llm import SERVER_MODEL_ALIAS
 
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance
@@ -13,7 +13,6 @@ from qc_assets.stage_b.prompts import build_reflection_messages
 from qc_assets.stage_b.reflection import REFLECTION_JSON_SCHEMA, parse_operations
 from resources.llm import DecodeParams, OutputConstraint
 from resources.llm.openai_backend import OpenAIChatLLM
-from scripted_llm_server import scripted_server  # noqa: F401 (fixture)
 
 SCHEMA_PARAMS = DecodeParams(max_new_tokens=96, json_schema=REFLECTION_JSON_SCHEMA)
 

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from stage_b_data import keyword_records
+from support.stage_b_data import keyword_records
 
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.aggregate import GroupOutcome
@@ -157,7 +157,7 @@ def test_config_validation(kwargs, match):
 
 
 def test_benchmark_generator_is_seeded_and_hides_rules_behind_near_misses():
-    from benchmarks.stage_b_learning import FAIL_PATTERNS, NEAR_MISS, generate
+    from resources.doubles.rule_following_data import FAIL_PATTERNS, NEAR_MISS, generate
 
     records, stats = generate(40, noise=0.0, seed=3)
     assert (records, stats) == generate(40, noise=0.0, seed=3)

@@ -1,6 +1,6 @@
 """The varied-length teacher workload: fixed by its seed, every kind of task present, one system prompt."""
 
-from benchmarks.teacher_workloads import TASKS, VARIED_SYSTEM, varied_conversations
+from resources.doubles.teacher_workloads import TASKS, VARIED_SYSTEM, varied_conversations
 
 
 def test_varied_workload_is_seeded_and_spans_every_task_kind():

@@ -13,8 +13,8 @@ from urllib.parse import quote
 import dagster as dg
 import pytest
 
-from services import ROOT, production_deployment
-from stage_a_smoke import SMOKE_STAGE_A
+from support.services import ROOT, production_deployment
+from support.stage_a_smoke import SMOKE_STAGE_A
 
 pytestmark = pytest.mark.slow
 

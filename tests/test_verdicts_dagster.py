@@ -6,10 +6,9 @@ import shutil
 import dagster as dg
 import polars as pl
 import pytest
-from llm_fixtures import TEST_THREADS
-from stage_a_smoke import SMOKE_STAGE_A
-from verdict_fixtures import (BROKEN, MISSION, PASS, ScriptedVerdictLLM, guidance_versions, inbox_record,
-                              store_kept_guidance)
+from support.llm import TEST_THREADS
+from support.stage_a_smoke import SMOKE_STAGE_A
+from support.verdicts import BROKEN, MISSION, PASS, ScriptedVerdictLLM, guidance_versions, inbox_record, store_kept_guidance
 
 from qc_assets.student.config import SourceConfig
 from qc_assets.student.sources import load_source

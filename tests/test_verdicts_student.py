@@ -8,7 +8,7 @@ promotes a real one): its answers are noise, so the test asserts the path, not t
 
 import dagster as dg
 import pytest
-from verdict_fixtures import MISSION, guidance_versions, store_kept_guidance
+from support.verdicts import MISSION, guidance_versions, store_kept_guidance
 
 from qc_assets.partitions import mission_partitions
 from qc_assets.verdicts.assets import qc_verdicts

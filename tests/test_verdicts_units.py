@@ -8,8 +8,7 @@ from dataclasses import fields
 import pandera.errors
 import polars as pl
 import pytest
-from verdict_fixtures import (BROKEN, FAIL, MISSION, PASS, PROVIDER_DOWN, ScriptedVerdictLLM, guidance_versions,
-                              inbox_record)
+from support.verdicts import BROKEN, FAIL, MISSION, PASS, PROVIDER_DOWN, ScriptedVerdictLLM, guidance_versions, inbox_record
 
 from qc_assets.missions import get_mission
 from qc_assets.stage_a.discovery import INBOX_FOLDER, INBOX_SKIP_REASON, discover

@@ -27,7 +27,6 @@ import asyncio
 import collections
 import contextlib
 import hashlib
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +36,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from resources.doubles.http_server import free_port
 
 
 def answer_length(text: str, min_tokens: int, max_tokens: int) -> int:
@@ -125,9 +126,7 @@ class ContinuousBatchingEngineDouble:
 
 def serve_in_thread(double: ContinuousBatchingEngineDouble) -> tuple[str, uvicorn.Server]:
     """Start the double on a free 127.0.0.1 port in a daemon thread (for tests); returns (base url, server)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(double.app(), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.monotonic() + 30

@@ -14,8 +14,9 @@ The real `resources/llm/openai_backend.py` client talks to it over HTTP, exactly
 Faults for the provider-failure tests: `outage = True` answers every request with HTTP 503;
 `fail_student_requests = n` answers the next n student requests with HTTP 400.
 
-Use it as a context manager, or through the `scripted_server` fixture (import it into a test module:
-`from scripted_llm_server import scripted_server`).
+Use it as a context manager (tests: the `scripted_server` fixture in tests/conftest.py).
+
+`FaultInjectionServer` (below): a TEST DOUBLE of an OpenAI-shaped provider that scripts failures.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from collections import defaultdict, deque
 
-import pytest
+from resources.doubles.http_server import ScriptedHTTPServer
 
 REFLECTION_MARKER = "你负责改进质检审核规则"
 _RULE = re.compile(r"^\d+\. \[([GS]\d+)\] (.*)$", re.M)
@@ -51,7 +52,13 @@ def student_answer(messages: list[dict]) -> str:
     return "通过\n理由: 未见规则所列问题"
 
 
-class ScriptedRuleFollowingServer:
+def chat_completion(text: str, prompt_tokens: int, completion_tokens: int) -> dict:
+    """An OpenAI chat-completion body answering `text`."""
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
+
+
+class ScriptedRuleFollowingServer(ScriptedHTTPServer):
     """Test double: an OpenAI-shaped chat server whose student follows the prompt's keyword rules and
     whose reflector replays `reflector_replies`. Records every payload it receives."""
 
@@ -64,13 +71,7 @@ class ScriptedRuleFollowingServer:
         self.outage = False
         self.fail_student_requests = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        super().__init__()
 
     def script_reflector(self, replies: list[dict | str]) -> None:
         with self._lock:
@@ -102,42 +103,69 @@ class ScriptedRuleFollowingServer:
                 return 400, None
         return 200, student_answer(messages)
 
-    def _handler(self):
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep pytest output clean
-                return
-
-            def do_POST(self) -> None:
-                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, text = outer.answer(payload)
-                if text is None:
-                    body = {"error": {"message": "scripted failure", "code": status}}
-                else:
-                    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                         "finish_reason": "stop"}],
-                            "usage": {"prompt_tokens": len(json.dumps(payload["messages"])) // 4,
-                                      "completion_tokens": len(text)}}
-                data = json.dumps(body, ensure_ascii=False).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
-
-    def __enter__(self) -> ScriptedRuleFollowingServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def respond(self, method, path, body, headers):
+        status, text = self.answer(body)
+        if text is None:
+            return status, {"error": {"message": "scripted failure", "code": status}}
+        return status, chat_completion(text, len(json.dumps(body["messages"])) // 4, len(text))
 
 
-@pytest.fixture
-def scripted_server() -> Iterator[ScriptedRuleFollowingServer]:
-    with ScriptedRuleFollowingServer() as server:
-        yield server
+OK_TEXT = "通过\n理由: 螺丝齐全"
+# What a Qwen3-style reasoning model answers when its template leaves thinking on.
+THINK_REASONING = "先看螺丝，再看线缆。"
+THINK_TEXT = f"<think>\n{THINK_REASONING}\n</think>\n\n{OK_TEXT}"
+
+
+class FaultInjectionServer(ScriptedHTTPServer):
+    """Test double: an OpenAI-shaped server for the provider-failure tests. A request's scenario is its
+    last message's content if a script has that name, else its `model`; the scenario's script (a list
+    of actions) is consumed one action per request, the last action repeating. Actions: "ok",
+    "timeout" (sleep `hang_s` before answering), "429", "500", "400", "malformed", "think" (an answer
+    that opens with a think block)."""
+
+    def __init__(self, hang_s: float = 2.0) -> None:
+        self.hang_s = hang_s
+        self.scripts: dict[str, deque[str]] = {}
+        self.hits: dict[str, int] = defaultdict(int)
+        self.payloads: dict[str, list[dict]] = defaultdict(list)
+        self.auth: dict[str, list[str | None]] = defaultdict(list)
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.peak_in_flight: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def script(self, scenario: str, actions: list[str]) -> None:
+        with self._lock:
+            self.scripts[scenario] = deque(actions)
+
+    def _next_action(self, payload: dict, auth: str | None) -> tuple[str, str]:
+        with self._lock:
+            content = payload["messages"][-1]["content"]
+            # a VLM request's content is a list of parts: it names no scenario, its model does
+            scenario = content if isinstance(content, str) and content in self.scripts else payload["model"]
+            self.hits[scenario] += 1
+            self.payloads[scenario].append(payload)
+            self.auth[scenario].append(auth)
+            self.in_flight[scenario] += 1
+            self.peak_in_flight[scenario] = max(self.peak_in_flight[scenario], self.in_flight[scenario])
+            actions = self.scripts[scenario]
+            return scenario, actions.popleft() if len(actions) > 1 else actions[0]
+
+    def respond(self, method, path, body, headers):
+        scenario, action = self._next_action(body, headers.get("Authorization"))
+        try:
+            if action == "timeout":
+                time.sleep(self.hang_s)
+                action = "ok"
+            return {
+                "ok": (200, chat_completion(OK_TEXT, 7, 5)),
+                "think": (200, chat_completion(THINK_TEXT, 7, 5)),
+                "429": (429, {"error": "rate limited"}),
+                "500": (500, {"error": "internal"}),
+                "400": (400, {"error": "bad request"}),
+                "malformed": (200, '{"choices": [ this is not json'),
+            }[action]
+        finally:
+            # before the answer goes out: a client's next request can only follow it
+            with self._lock:
+                self.in_flight[scenario] -= 1

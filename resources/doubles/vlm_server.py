@@ -19,12 +19,12 @@ import base64
 import contextlib
 import hashlib
 import io
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
+
+from resources.doubles.http_server import ScriptedHTTPServer
 
 
 def answer_for(image_bytes: bytes) -> str:
@@ -33,7 +33,7 @@ def answer_for(image_bytes: bytes) -> str:
     return f"{w}x{h} {hashlib.sha256(image_bytes).hexdigest()[:12]}"
 
 
-class ScriptedVLMServerDouble:
+class ScriptedVLMServerDouble(ScriptedHTTPServer):
     def __init__(self, delay_s: float = 0.0, capacity: int | None = None):
         self.delay_s = delay_s
         # at most `capacity` requests are worked on at once (like a server's batch slots); the rest queue
@@ -45,69 +45,43 @@ class ScriptedVLMServerDouble:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        double = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                user = body["messages"][1]["content"]
-                url = next(p for p in user if p["type"] == "image_url")["image_url"]["url"]
-                data = base64.b64decode(url.split(",", 1)[1])
-                sha = hashlib.sha256(data).hexdigest()
-                with Image.open(io.BytesIO(data)) as img:
-                    size = img.size
-                with double._lock:
-                    double.requests.append({"sha256": sha, "size": size})
-                    double.in_flight += 1
-                    double.max_in_flight = max(double.max_in_flight, double.in_flight)
-                try:
-                    with double._slots if double._slots is not None else contextlib.nullcontext():
-                        time.sleep(double.delay_s + double.slow.get(sha, 0.0))
-                finally:
-                    # before the answer goes out: the client can only send its next request after it,
-                    # so the count never includes a request that the client already sees as finished
-                    with double._lock:
-                        double.in_flight -= 1
-                if sha in double.failing:
-                    self._send(500, {"error": {"message": "scripted failure", "type": "server_error"}})
-                    return
-                self._send(200, {
-                    "id": "double", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant",
-                                                         "content": double.captions.get(sha) or answer_for(data)},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
-                })
-
-            def do_GET(self):
-                if self.path != "/stats":
-                    self._send(404, {"error": {"message": f"no route {self.path}"}})
-                    return
-                with double._lock:  # read and reset, so each benchmark row sees its own peak
-                    stats = {"max_in_flight": double.max_in_flight, "requests": len(double.requests)}
-                    double.max_in_flight = 0
-                self._send(200, stats)
-
-            def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request, client_address):
-                pass  # a client killed mid-request leaves a broken pipe here; that is the test's point
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    def respond(self, method, path, body, headers):
+        if method == "GET":
+            if path != "/stats":
+                return 404, {"error": {"message": f"no route {path}"}}
+            with self._lock:  # read and reset, so each benchmark row sees its own peak
+                stats = {"max_in_flight": self.max_in_flight, "requests": len(self.requests)}
+                self.max_in_flight = 0
+            return 200, stats
+        user = body["messages"][1]["content"]
+        url = next(p for p in user if p["type"] == "image_url")["image_url"]["url"]
+        data = base64.b64decode(url.split(",", 1)[1])
+        sha = hashlib.sha256(data).hexdigest()
+        with Image.open(io.BytesIO(data)) as img:
+            size = img.size
+        with self._lock:
+            self.requests.append({"sha256": sha, "size": size})
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            with self._slots if self._slots is not None else contextlib.nullcontext():
+                time.sleep(self.delay_s + self.slow.get(sha, 0.0))
+        finally:
+            # before the answer goes out: the client can only send its next request after it,
+            # so the count never includes a request that the client already sees as finished
+            with self._lock:
+                self.in_flight -= 1
+        if sha in self.failing:
+            return 500, {"error": {"message": "scripted failure", "type": "server_error"}}
+        return 200, {
+            "id": "double", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                                                 "content": self.captions.get(sha) or answer_for(data)},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+        }
 
     def wait_idle(self, timeout_s: float = 30.0) -> None:
         """Until no request is being held (after a client was killed, its requests still finish here)."""
@@ -119,10 +93,6 @@ class ScriptedVLMServerDouble:
             time.sleep(0.05)
         raise TimeoutError(f"{self.in_flight} requests still held after {timeout_s}s")
 
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 def main() -> None:
     """Serve in this process (benchmarks run it apart from the client, so they do not share a GIL)."""
@@ -131,7 +101,7 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=0, help="requests worked on at once; 0 = unbounded")
     args = parser.parse_args()
     server = ScriptedVLMServerDouble(delay_s=args.delay_s, capacity=args.capacity or None)
-    print(server.url, flush=True)
+    print(server.base_url, flush=True)
     threading.Event().wait()  # until the parent terminates this process
 
 

@@ -8,7 +8,7 @@ returns, and the watcher ends the child's whole process group: `stop_signal` fir
 that forked exits, and it reaches only the direct child, not what the child starts (runuser ->
 postgres, the Dagster daemon -> its code server).
 
-    python tests/reaper.py PGID STOP_SIGNAL GRACE_S     (stdin: the pipe; the parent never writes)
+    python tests/support/reaper.py PGID STOP_SIGNAL GRACE_S     (stdin: the pipe; the parent never writes)
 """
 
 from __future__ import annotations

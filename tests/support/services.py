@@ -5,7 +5,12 @@ Servers come from Debian packages that `make services` installs (postgresql, red
 tests never talk to a stand-in. PostgreSQL and Redis start once per test session (the first test
 that asks) and stop at exit; each test gets its own database. Every wait has a timeout and names
 what it waited for, with the tail of the process's log. Every service runs in its own process group
-watched by `tests/reaper.py`, so it dies with the test worker that started it, even a SIGKILLed one.
+watched by `tests/support/reaper.py`, so it dies with the test worker that started it, even a SIGKILLed one.
+
+Why not pytest-postgresql / pytest-redis: they start their servers through mirakuru, which puts each
+in a new session (`setsid`) and kills leftovers from an `atexit` hook and fixture teardown. A SIGKILLed
+or segfaulted worker runs neither, so its servers outlive it and hold their ports; the reaper (a watcher
+process on a pipe from the worker) is what gives the parent-death cleanup, so the hand version stays.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,19 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reaper import reap_with_parent
+from resources.doubles.http_server import free_port
+from support.reaper import reap_with_parent
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 PROD_INSTANCE_YAML = ROOT / "deploy" / "production" / "dagster.yaml"
 CELERY_YAML = ROOT / "deploy" / "production" / "celery.yaml"
 MISSING = "install it with `make services` (apt-get: postgresql redis-server chromium fonts-noto-cjk)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, procs: tuple[Proc, ...] = ()) -> None:
