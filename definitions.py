@@ -96,15 +96,26 @@ qc_pipeline = dg.define_asset_job(
 # each stage folder's assets, checks (checks.py) and jobs (jobs.py), in pipeline order; qc_assets/verdicts/ is the
 # production path (inbox -> qc_verdicts -> mission_health)
 defs = dg.Definitions(
-    assets=[*stage_a_assets.assets, *stage_b_assets.assets, *distill_assets.assets,
-            *inbox.assets, *verdicts_assets.assets, *health_assets.assets,
-            *student_assets.assets, *fastdistill_assets.assets],
-    asset_checks=[*stage_a_checks.asset_checks, *stage_b_checks.asset_checks, *distill_checks.asset_checks,
-                  *verdicts_checks.asset_checks, *student_checks.asset_checks, *fastdistill_assets.asset_checks],
-    jobs=[qc_pipeline, *stage_a_jobs.jobs, *verdicts_jobs.jobs,
-          *student_jobs.jobs, *fastdistill_assets.jobs],
-    sensors=[*sensors.sensors, run_health.run_health_sensor, health_assets.health_automation,
-             relearn_automation],
+    assets=[
+        *stage_a_assets.assets,
+        *stage_b_assets.assets,
+        *distill_assets.assets,
+        *inbox.assets,
+        *verdicts_assets.assets,
+        *health_assets.assets,
+        *student_assets.assets,
+        *fastdistill_assets.assets,
+    ],
+    asset_checks=[
+        *stage_a_checks.asset_checks,
+        *stage_b_checks.asset_checks,
+        *distill_checks.asset_checks,
+        *verdicts_checks.asset_checks,
+        *student_checks.asset_checks,
+        *fastdistill_assets.asset_checks,
+    ],
+    jobs=[qc_pipeline, *stage_a_jobs.jobs, *verdicts_jobs.jobs, *student_jobs.jobs, *fastdistill_assets.jobs],
+    sensors=[*sensors.sensors, run_health.run_health_sensor, health_assets.health_automation, relearn_automation],
     executor=executor_from_env(),
     resources={
         # what one step hands the next (Stage-A's shard list and shard markers, a few hundred bytes): under the

@@ -15,11 +15,11 @@ import re
 import time
 from pathlib import Path
 
+from benchmarks.report import write_section
 from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX, parse_verdict
 from resources.llm import DecodeParams
-from resources.llm.transformers_backend import TransformersChatLLM
 from resources.llm.smollm2 import smollm2_gguf_path
-from benchmarks.report import write_section
+from resources.llm.transformers_backend import TransformersChatLLM
 
 SECTION = "## Constrained decoding (format-ok rate)"
 COMMAND = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.constrained_decoding"
@@ -51,8 +51,9 @@ def run(seed: int, max_new_tokens: int, threads: int) -> dict:
     rows = []
     for temperature in (0.0, 0.7):
         for constraint in (None, VERDICT_CONSTRAINT):
-            params = DecodeParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
-                                  constraint=constraint)
+            params = DecodeParams(
+                temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, constraint=constraint
+            )
             started = time.perf_counter()
             out = [row[0] for row in llm.chat(conversations, params)]
             wall = time.perf_counter() - started
@@ -68,7 +69,13 @@ def run(seed: int, max_new_tokens: int, threads: int) -> dict:
                 "wall_s": round(wall, 1),
                 "example": out[0].text,
             })  # fmt: skip
-    return {"model": llm.fingerprint, "parser": parser_name, "seed": seed, "max_new_tokens": max_new_tokens, "rows": rows}
+    return {
+        "model": llm.fingerprint,
+        "parser": parser_name,
+        "seed": seed,
+        "max_new_tokens": max_new_tokens,
+        "rows": rows,
+    }
 
 
 def render(result: dict) -> str:

@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.fastdistill_dedup --rows 1000000
 
 Writes the section "## FastDistill dedup / canonicalize (polars vs per-row Python)" of docs/benchmarks.md.
-Both start from the same JSONL file (the raw input as it arrives) and must produce the same kept sample_ids in the same order; the script checks it.
+Both start from the same JSONL file (the raw input as it arrives) and must produce the same kept
+sample_ids in the same order; the script checks it.
 """
 
 from __future__ import annotations
@@ -33,16 +34,24 @@ WORDS = ["price", "population", "城市", "人口", "average", "count", "Lyon", 
 def make_rows(n: int, seed: int, dup_fraction: float) -> list[dict]:
     rng = random.Random(seed)
     unique = max(1, int(n * (1 - dup_fraction)))
-    base = [{"task_id": "text2sql", "db_id": f"db{rng.randrange(50)}",
-             "question": " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + f" #{i}?",
-             "schema": rng.choice(SCHEMAS)} for i in range(unique)]
+    base = [
+        {
+            "task_id": "text2sql",
+            "db_id": f"db{rng.randrange(50)}",
+            "question": " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + f" #{i}?",
+            "schema": rng.choice(SCHEMAS),
+        }
+        for i in range(unique)
+    ]
     return base + [dict(base[rng.randrange(unique)]) for _ in range(n - unique)]
 
 
 def python_loop(path: Path, profile: str) -> list[str]:
     seen: set[str] = set()
     kept = []
-    for line in open(path, encoding="utf-8"):
+    with open(path, encoding="utf-8") as f:
+        lines = list(f)
+    for line in lines:
         sid = with_ids(json.loads(line), profile)["sample_id"]
         if sid not in seen:
             seen.add(sid)
@@ -61,34 +70,38 @@ def polars_path(path: Path, profile: str) -> tuple[list[str], float]:
 
 def render(result: dict, command: str) -> str:
     cpu_share = result["cpu_s"] / result["wall_s"]
-    return "\n".join([
-        TITLE,
-        "",
-        f"{result['rows']:,} generated Text2SQL rows ({result['dup_fraction']:.0%} exact duplicates, English/Chinese "
-        "text, 20 schemas) read from one JSONL",
-        "file; both paths compute `canonical_input` (NFC, strip, sorted compact JSON), `schema_hash`, `sample_id`",
-        "(sha256 of `task_id|schema_hash|canonical_input|decode_profile`) and keep the first row per sample_id. The",
-        f"script checks that both keep the same sample_ids in the same order ({result['kept']:,} kept).",
-        "",
-        "| path | wall s | rows/s |",
-        "|---|---|---|",
-        "| polars (`canonical_dedup_frame`: read_ndjson, vectorised NFC + JSON encode, dedup on the key, sha256 of "
-        f"unique keys only) | {result['polars_s']:.2f} | {result['polars_rows_per_s']:,} |",
-        f"| per-row Python loop (`json.loads` + `with_ids` + set) | {result['python_loop_s']:.2f} | "
-        f"{result['python_rows_per_s']:,} |",
-        "",
-        f"Speed-up {result['speedup']:.2f}x (polars {result['polars_version']}, Python {result['python']}). Of the "
-        f"polars time, `read_ndjson` took {result['polars_read_s']:.2f} s and canonicalize + dedup + hash the rest.",
-        f"Both paths ran back to back in one process, which used {result['cpu_s']:.1f} s of CPU for "
-        f"{result['wall_s']:.1f} s wall ({cpu_share:.0%} of one core,",
-        "including writing the input file) on a 2-core CPU shared with other jobs, so absolute numbers are only",
-        "comparable within one run. Polars has no sha256, so hashing stays a Python loop over the unique keys.",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-    ])
+    return "\n".join(
+        [
+            TITLE,
+            "",
+            f"{result['rows']:,} generated Text2SQL rows ({result['dup_fraction']:.0%} exact duplicates, "
+            "English/Chinese "
+            "text, 20 schemas) read from one JSONL",
+            "file; both paths compute `canonical_input` (NFC, strip, sorted compact JSON), `schema_hash`, `sample_id`",
+            "(sha256 of `task_id|schema_hash|canonical_input|decode_profile`) and keep the first row per sample_id.",
+            f"The script checks that both keep the same sample_ids in the same order ({result['kept']:,} kept).",
+            "",
+            "| path | wall s | rows/s |",
+            "|---|---|---|",
+            "| polars (`canonical_dedup_frame`: read_ndjson, vectorised NFC + JSON encode, dedup on the key, sha256 of "
+            f"unique keys only) | {result['polars_s']:.2f} | {result['polars_rows_per_s']:,} |",
+            f"| per-row Python loop (`json.loads` + `with_ids` + set) | {result['python_loop_s']:.2f} | "
+            f"{result['python_rows_per_s']:,} |",
+            "",
+            f"Speed-up {result['speedup']:.2f}x (polars {result['polars_version']}, Python {result['python']}). Of the "
+            f"polars time, `read_ndjson` took {result['polars_read_s']:.2f} s and canonicalize + dedup + hash "
+            "the rest.",
+            f"Both paths ran back to back in one process, which used {result['cpu_s']:.1f} s of CPU for "
+            f"{result['wall_s']:.1f} s wall ({cpu_share:.0%} of one core,",
+            "including writing the input file) on a 2-core CPU shared with other jobs, so absolute numbers are only",
+            "comparable within one run. Polars has no sha256, so hashing stays a Python loop over the unique keys.",
+            "",
+            "```bash",
+            command,
+            "```",
+            "",
+        ]
+    )
 
 
 def main() -> None:
@@ -113,12 +126,19 @@ def main() -> None:
     if fast != slow:
         raise SystemExit("polars and the Python loop disagree on the kept sample_ids")
     result = {
-        "rows": args.rows, "dup_fraction": args.dup_fraction, "kept": len(fast), "polars_s": round(t1 - t0, 3),
-        "polars_read_s": round(read_s, 3), "python_loop_s": round(t2 - t1, 3),
-        "polars_rows_per_s": round(args.rows / (t1 - t0)), "python_rows_per_s": round(args.rows / (t2 - t1)),
-        "speedup": round((t2 - t1) / (t1 - t0), 2), "polars_version": pl.__version__,
+        "rows": args.rows,
+        "dup_fraction": args.dup_fraction,
+        "kept": len(fast),
+        "polars_s": round(t1 - t0, 3),
+        "polars_read_s": round(read_s, 3),
+        "python_loop_s": round(t2 - t1, 3),
+        "polars_rows_per_s": round(args.rows / (t1 - t0)),
+        "python_rows_per_s": round(args.rows / (t2 - t1)),
+        "speedup": round((t2 - t1) / (t1 - t0), 2),
+        "polars_version": pl.__version__,
         "python": platform.python_version(),
-        "wall_s": round(time.perf_counter() - wall0, 3), "cpu_s": round(sum(os.times()[:2]) - cpu0, 3),
+        "wall_s": round(time.perf_counter() - wall0, 3),
+        "cpu_s": round(sum(os.times()[:2]) - cpu0, 3),
     }
     print(json.dumps(result, indent=2))
     command = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.fastdistill_dedup " + shlex.join(sys.argv[1:])

@@ -16,7 +16,8 @@ from distilabel.steps.tasks import TextGeneration
 
 
 def main() -> None:
-    spec = json.loads(open(sys.argv[1], encoding="utf-8").read())
+    with open(sys.argv[1], encoding="utf-8") as f:
+        spec = json.load(f)
     systems = {conv[0]["content"] for conv in spec["conversations"]}
     if len(systems) != 1:
         raise SystemExit(f"expected one shared system prompt, got {len(systems)}")
@@ -24,9 +25,14 @@ def main() -> None:
     with Pipeline(name="fastdistill-bench", cache_dir=spec["cache_dir"]) as pipeline:
         load = LoadDataFromDicts(data=data, batch_size=len(data))
         generate = TextGeneration(
-            llm=OpenAILLM(model=spec["model"], base_url=spec["url"], api_key="none", timeout=600, max_retries=0,
-                          generation_kwargs={"max_new_tokens": spec["max_new_tokens"],
-                                             "temperature": spec["temperature"]}),
+            llm=OpenAILLM(
+                model=spec["model"],
+                base_url=spec["url"],
+                api_key="none",
+                timeout=600,
+                max_retries=0,
+                generation_kwargs={"max_new_tokens": spec["max_new_tokens"], "temperature": spec["temperature"]},
+            ),
             system_prompt=systems.pop(),
             input_batch_size=spec["batch_size"],
         )

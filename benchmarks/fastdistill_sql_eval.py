@@ -33,30 +33,34 @@ def measure(fn, jobs: list[tuple[str, str]], seconds: float) -> float:
 
 def render(result: dict, seconds: float, command: str) -> str:
     per_call_cost = result["sandbox_persistent_qps"] / result["sandbox_open_per_query_qps"]
-    return "\n".join([
-        "## FastDistill SQL sandbox (queries/s on one core)",
-        "",
-        f"The {result['queries']} gold queries of the synthetic set (single tables and joins), cycled for {seconds:g} s "
-        f"each, one process, SQLite {result['sqlite']}.",
-        "",
-        "| executor | queries/s |",
-        "|---|---|",
-        f"| raw `sqlite3` (persistent read-write connection, no guards) | {result['raw_sqlite3_qps']:,} |",
-        "| sandbox, persistent connection (`SqlEvaluator`: `mode=ro`, `query_only`, authorizer, progress-handler "
-        f"deadline, row cap, length limits) | {result['sandbox_persistent_qps']:,} |",
-        f"| sandbox, open per query (`run_sql`) | {result['sandbox_open_per_query_qps']:,} |",
-        "",
-        f"The sandbox with a persistent connection runs at {result['sandbox_vs_raw']:.2f}x raw sqlite3; opening a "
-        f"connection per query costs",
-        f"{per_call_cost:.0f}x, which is why the exec stage keeps one `SqlEvaluator` per worker. (An earlier version "
-        "resolved the db",
-        "path with `Path.resolve()` on every query and ran at about a third of raw speed.) Shared 2-core CPU.",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-    ])
+    return "\n".join(
+        [
+            "## FastDistill SQL sandbox (queries/s on one core)",
+            "",
+            f"The {result['queries']} gold queries of the synthetic set (single tables and joins), "
+            f"cycled for {seconds:g} s "
+            f"each, one process, SQLite {result['sqlite']}.",
+            "",
+            "| executor | queries/s |",
+            "|---|---|",
+            f"| raw `sqlite3` (persistent read-write connection, no guards) | {result['raw_sqlite3_qps']:,} |",
+            "| sandbox, persistent connection (`SqlEvaluator`: `mode=ro`, `query_only`, authorizer, progress-handler "
+            f"deadline, row cap, length limits) | {result['sandbox_persistent_qps']:,} |",
+            f"| sandbox, open per query (`run_sql`) | {result['sandbox_open_per_query_qps']:,} |",
+            "",
+            f"The sandbox with a persistent connection runs at {result['sandbox_vs_raw']:.2f}x raw sqlite3; opening a "
+            f"connection per query costs",
+            f"{per_call_cost:.0f}x, which is why the exec stage keeps one `SqlEvaluator` per worker. "
+            "(An earlier version "
+            "resolved the db",
+            "path with `Path.resolve()` on every query and ran at about a third of raw speed.) Shared 2-core CPU.",
+            "",
+            "```bash",
+            command,
+            "```",
+            "",
+        ]
+    )
 
 
 def main() -> None:
@@ -88,8 +92,10 @@ def main() -> None:
         per_call_qps = measure(lambda db, sql: run_sql(db, sql, 2.0), jobs, args.seconds)
         evaluator.close()
     result = {
-        "queries": len(jobs), "sqlite": sqlite3.sqlite_version,
-        "raw_sqlite3_qps": round(raw_qps), "sandbox_persistent_qps": round(sandbox_qps),
+        "queries": len(jobs),
+        "sqlite": sqlite3.sqlite_version,
+        "raw_sqlite3_qps": round(raw_qps),
+        "sandbox_persistent_qps": round(sandbox_qps),
         "sandbox_open_per_query_qps": round(per_call_qps),
         "sandbox_vs_raw": round(sandbox_qps / raw_qps, 3),
     }

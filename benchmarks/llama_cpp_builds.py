@@ -41,11 +41,24 @@ print(json.dumps({**measure(llm, prompts, max_tokens), "system_info": library_sy
 
 def native_site(work: Path, version: str) -> Path:
     cache = Path(os.environ.get("LLAMA_CACHE", Path.home() / ".cache" / "qc-llama-cpp"))
-    wheel = subprocess.run(["bash", str(ROOT / "deploy" / "llama_cpp" / "build.sh"), "wheel", version, "native",
-                            str(cache), sys.executable], check=True, capture_output=True, text=True).stdout.strip()
+    wheel = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "deploy" / "llama_cpp" / "build.sh"),
+            "wheel",
+            version,
+            "native",
+            str(cache),
+            sys.executable,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     site = work / "native-site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), wheel],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), wheel], check=True
+    )
     return site
 
 
@@ -58,31 +71,49 @@ def cpu_model() -> str:
 
 def run_child(site: Path | None, args) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site) if site else "", str(ROOT)]))}
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(args.prompts), str(args.threads), str(args.max_tokens)],
-                         cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(args.prompts), str(args.threads), str(args.max_tokens)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def render(rows: dict, args, version: str) -> str:
-    lines = [TITLE, "",
-             f"llama-cpp-python {version} on this machine's CPU ({cpu_model()}, {os.cpu_count()} cores, shared with "
-             f"other work while it ran), SmolLM2-135M Q4_1, {args.prompts} Stage-B verdict prompts, {args.threads} "
-             f"thread(s), answers up to {args.max_tokens} tokens, {args.rounds} interleaved rounds (a fresh process "
-             "per build and round); medians.", "",
-             "| build | compiled CPU features | prefill tok/s | decode tok/s | Stage-B rollouts/min |",
-             "|---|---|---|---|---|"]
+    lines = [
+        TITLE,
+        "",
+        f"llama-cpp-python {version} on this machine's CPU ({cpu_model()}, {os.cpu_count()} cores, shared with "
+        f"other work while it ran), SmolLM2-135M Q4_1, {args.prompts} Stage-B verdict prompts, {args.threads} "
+        f"thread(s), answers up to {args.max_tokens} tokens, {args.rounds} interleaved rounds (a fresh process "
+        "per build and round); medians.",
+        "",
+        "| build | compiled CPU features | prefill tok/s | decode tok/s | Stage-B rollouts/min |",
+        "|---|---|---|---|---|",
+    ]
     for name, runs in rows.items():
         med = {k: statistics.median(r[k] for r in runs) for k in ("prefill_tok_s", "decode_tok_s", "rollouts_per_min")}
         features = " ".join(f for f, on in compiled_features(runs[0]["system_info"]).items() if on)
-        lines.append(f"| {name} | {features} | {med['prefill_tok_s']:.0f} | {med['decode_tok_s']:.1f} | "
-                     f"{med['rollouts_per_min']:.1f} |")
+        lines.append(
+            f"| {name} | {features} | {med['prefill_tok_s']:.0f} | {med['decode_tok_s']:.1f} | "
+            f"{med['rollouts_per_min']:.1f} |"
+        )
         rows[name] = med
     p, n = rows["portable"], rows["native"]
-    lines += ["", f"native / portable: {n['prefill_tok_s'] / p['prefill_tok_s']:.2f}x prefill, "
-                  f"{n['decode_tok_s'] / p['decode_tok_s']:.2f}x decode, "
-                  f"{n['rollouts_per_min'] / p['rollouts_per_min']:.2f}x Stage-B rollouts.", "",
-              "```bash", "HF_HUB_OFFLINE=1 .venv/bin/" + command_line("benchmarks.llama_cpp_builds", args, skip=("doc",)),
-              "```", ""]
+    lines += [
+        "",
+        f"native / portable: {n['prefill_tok_s'] / p['prefill_tok_s']:.2f}x prefill, "
+        f"{n['decode_tok_s'] / p['decode_tok_s']:.2f}x decode, "
+        f"{n['rollouts_per_min'] / p['rollouts_per_min']:.2f}x Stage-B rollouts.",
+        "",
+        "```bash",
+        "HF_HUB_OFFLINE=1 .venv/bin/" + command_line("benchmarks.llama_cpp_builds", args, skip=("doc",)),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 

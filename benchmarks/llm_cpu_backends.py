@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.report import DOC, write_section
 from benchmarks.constrained_decoding import SUMMARIES
+from benchmarks.report import DOC, write_section
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.stage_b.prompts import build_messages
@@ -91,15 +91,18 @@ def threads_sentence(res: list[dict]) -> str:
         return ""
     best = max(by_threads, key=by_threads.get)
     others = ", ".join(f"{t} threads {v:.1f}" for t, v in sorted(by_threads.items()) if t != best)
-    return (f"llama.cpp was fastest with {best} thread{'s' if best != 1 else ''} ({by_threads[best]:.1f} "
-            f"rollouts/min vs {others}) on these shared cores: its worker threads spin-wait for each other, so "
-            "a thread that loses its core stalls the rest (more threads may pay off on idle cores; not measured here).")
+    return (
+        f"llama.cpp was fastest with {best} thread{'s' if best != 1 else ''} ({by_threads[best]:.1f} "
+        f"rollouts/min vs {others}) on these shared cores: its worker threads spin-wait for each other, so "
+        "a thread that loses its core stalls the rest (more threads may pay off on idle cores; not measured here)."
+    )
 
 
 def render(report: dict, command: str) -> str:
     cfg, res = report["config"], report["results"]
     lines = [
-        TITLE, "",
+        TITLE,
+        "",
         f"The embedded SmolLM2-135M GGUF ({report['gguf']}) on this machine's CPU ({os.cpu_count()} cores, shared "
         f"with other work while it ran), {cfg['prompts']} Stage-B verdict prompts (mission {MISSION}, initial "
         f"guidance, about {res[0]['prompt_tokens_mean']:.0f} prompt tokens each), greedy answers up to "
@@ -107,7 +110,8 @@ def render(report: dict, command: str) -> str:
         f"VERDICT_REGEX) for rollouts; transformers batches {cfg['batch_size']} prompts per generate call. "
         f"{cfg['rounds']} interleaved rounds; medians. llama.cpp keeps the conversation's head (the system "
         "prompt, shared by every Stage-B group) in its KV cache, so its prefill figure counts those tokens "
-        "without recomputing them, as Stage-B runs it; transformers recomputes the whole prompt. llama-cpp-python {report['versions']['llama_cpp_python']}, "
+        "without recomputing them, as Stage-B runs it; transformers recomputes the whole prompt. "
+        f"llama-cpp-python {report['versions']['llama_cpp_python']}, "
         f"transformers {report['versions']['transformers']}, torch {report['versions']['torch']}.",
         "",
         "| backend | threads | prefill tok/s | decode tok/s | Stage-B rollouts/min | each round, rollouts/min |",
@@ -115,20 +119,28 @@ def render(report: dict, command: str) -> str:
     ]
     for r in res:
         each = " / ".join(f"{x:.1f}" for x in r["rollouts_per_min_each"])
-        lines.append(f"| {r['backend']} | {r['threads']} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
-                     f"{r['rollouts_per_min']:.1f} | {each} |")
-    best = {b: max((r for r in res if r["backend"] == b), key=lambda r: r["rollouts_per_min"])
-            for b in ("llama_cpp", "transformers")}
+        lines.append(
+            f"| {r['backend']} | {r['threads']} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
+            f"{r['rollouts_per_min']:.1f} | {each} |"
+        )
+    best = {
+        b: max((r for r in res if r["backend"] == b), key=lambda r: r["rollouts_per_min"])
+        for b in ("llama_cpp", "transformers")
+    }
     lc, tf = best["llama_cpp"], best["transformers"]
     lines += [
         "",
         f"Best of each: llama.cpp ({lc['threads']} thread(s)) / transformers ({tf['threads']} thread(s)) = "
         f"{lc['prefill_tok_s'] / tf['prefill_tok_s']:.1f}x prefill, {lc['decode_tok_s'] / tf['decode_tok_s']:.1f}x "
         f"decode, {lc['rollouts_per_min'] / tf['rollouts_per_min']:.1f}x Stage-B rollouts. "
-        + threads_sentence(res) +
-        " The faster backend is the CPU default (`QC_LLM_BACKEND` / `QC_TEACHER_BACKEND` = `llama_cpp`, "
+        + threads_sentence(res)
+        + " The faster backend is the CPU default (`QC_LLM_BACKEND` / `QC_TEACHER_BACKEND` = `llama_cpp`, "
         "`_LLAMA_THREADS` = 1 unless set); transformers stays for real checkpoints and GPUs.",
-        "", "```bash", command, "```", "",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
     ]
     return "\n".join(lines)
 
@@ -146,8 +158,16 @@ def main() -> None:
     if args.from_json:
         report = json.loads(args.from_json.read_text(encoding="utf-8"))
         cfg = report["config"]
-        argv = ["--prompts", str(cfg["prompts"]), "--rounds", str(cfg["rounds"]), "--threads",
-                *map(str, cfg["threads"]), "--max-tokens", str(cfg["max_tokens"])]
+        argv = [
+            "--prompts",
+            str(cfg["prompts"]),
+            "--rounds",
+            str(cfg["rounds"]),
+            "--threads",
+            *map(str, cfg["threads"]),
+            "--max-tokens",
+            str(cfg["max_tokens"]),
+        ]
         command = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.llm_cpu_backends " + shlex.join(argv)
         write_section(args.doc, render(report, command))
         return
@@ -173,9 +193,14 @@ def main() -> None:
         row["rollouts_per_min_each"] = [r["rollouts_per_min"] for r in rs]
         results.append(row)
     report = {
-        "config": {**vars(args), "doc": str(args.doc)}, "gguf": smollm2_gguf_path().name, "results": results,
-        "versions": {"llama_cpp_python": llama_cpp.__version__, "transformers": transformers.__version__,
-                     "torch": torch.__version__},
+        "config": {**vars(args), "doc": str(args.doc)},
+        "gguf": smollm2_gguf_path().name,
+        "results": results,
+        "versions": {
+            "llama_cpp_python": llama_cpp.__version__,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        },
     }
     print(json.dumps(report, indent=2, ensure_ascii=False))
     command = "HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.llm_cpu_backends " + shlex.join(sys.argv[1:])

@@ -84,25 +84,46 @@ def run(args) -> dict:
         ids = torch.randint(16, loaded.config.text_config.vocab_size, (1, 64), device=args.device)
         start = time.perf_counter()
         with torch.inference_mode():
-            loaded.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens,
-                            min_new_tokens=args.new_tokens, do_sample=False)
+            loaded.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                do_sample=False,
+            )
         _sync(args.device)
         answer_s = time.perf_counter() - start
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
-    return {"size": args.size, "device": device_name, "dtype": args.dtype, "lora_modules": len(targets),
-            "merge_save_s": merge_save_s, "disk_gib": disk_gib, "load_s": load_s, "new_tokens": args.new_tokens,
-            "first_answer_s": answer_s}
+    device_name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    return {
+        "size": args.size,
+        "device": device_name,
+        "dtype": args.dtype,
+        "lora_modules": len(targets),
+        "merge_save_s": merge_save_s,
+        "disk_gib": disk_gib,
+        "load_s": load_s,
+        "new_tokens": args.new_tokens,
+        "first_answer_s": answer_s,
+    }
 
 
 def section(results: list[dict], command: str) -> str:
-    lines = [SECTION, "",
-             "peft merge_and_unload + save_pretrained of a LoRA student (last K blocks), then from_pretrained onto "
-             "the device and one greedy answer of N tokens from a 64-token text prompt. Random weights.",
-             "", "| size | device | dtype | LoRA modules | merge+save s | on disk GiB | load s | answer s (N tokens) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        SECTION,
+        "",
+        "peft merge_and_unload + save_pretrained of a LoRA student (last K blocks), then from_pretrained onto "
+        "the device and one greedy answer of N tokens from a 64-token text prompt. Random weights.",
+        "",
+        "| size | device | dtype | LoRA modules | merge+save s | on disk GiB | load s | answer s (N tokens) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['size']} | {r['device']} | {r['dtype']} | {r['lora_modules']} | {r['merge_save_s']:.2f} | "
-                     f"{r['disk_gib']:.3f} | {r['load_s']:.2f} | {r['first_answer_s']:.3f} ({r['new_tokens']}) |")
+        lines.append(
+            f"| {r['size']} | {r['device']} | {r['dtype']} | {r['lora_modules']} | {r['merge_save_s']:.2f} | "
+            f"{r['disk_gib']:.3f} | {r['load_s']:.2f} | {r['first_answer_s']:.3f} ({r['new_tokens']}) |"
+        )
     lines += ["", "Command:", "", "```bash", command, "```", ""]
     return "\n".join(lines)
 

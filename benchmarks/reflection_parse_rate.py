@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 from benchmarks.report import write_section
-from resources.doubles.rule_following_data import MISSION, generate
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.filters import filter_ops
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.stage_b.prompts import build_reflection_messages, ordered_summaries
 from qc_assets.stage_b.reflection import REFLECTION_JSON_SCHEMA, parse_operations
+from resources.doubles.rule_following_data import MISSION, generate
 from resources.llm import DecodeParams
 from resources.llm.openai_backend import OpenAIChatLLM
 
@@ -46,24 +46,46 @@ def prompts(n: int, seed: int) -> list[tuple[list[dict], list[str]]]:
     out = []
     for _ in range(n):
         chosen = [(r, False) for r in rng.sample(fails, 3)] + [(rng.choice(passes), True)]
-        cases = [{"record_id": r["record_id"], "group_id": r["group_id"], "label": r["label"], "predicted": "pass",
-                  "correct": ok, "agreement": 1.0, "summaries": ordered_summaries(r), "reason": "未见问题"}
-                 for r, ok in chosen]
-        out.append((build_reflection_messages(mission, guidance, cases, []),
-                    [t for c in cases for _, t in c["summaries"]]))
+        cases = [
+            {
+                "record_id": r["record_id"],
+                "group_id": r["group_id"],
+                "label": r["label"],
+                "predicted": "pass",
+                "correct": ok,
+                "agreement": 1.0,
+                "summaries": ordered_summaries(r),
+                "reason": "未见问题",
+            }
+            for r, ok in chosen
+        ]
+        out.append(
+            (build_reflection_messages(mission, guidance, cases, []), [t for c in cases for _, t in c["summaries"]])
+        )
     return out
 
 
-def measure(llm: OpenAIChatLLM, convs: list[tuple[list[dict], list[str]]], schema: bool, max_new_tokens: int
-            ) -> dict:
+def measure(llm: OpenAIChatLLM, convs: list[tuple[list[dict], list[str]]], schema: bool, max_new_tokens: int) -> dict:
     guidance = Guidance.initial(get_mission(MISSION))
-    counts = {"answers": 0, "failed_requests": 0, "valid_json": 0, "with_valid_op": 0, "with_unfiltered_op": 0,
-              "hit_token_limit": 0, "completion_tokens": 0}
+    counts = {
+        "answers": 0,
+        "failed_requests": 0,
+        "valid_json": 0,
+        "with_valid_op": 0,
+        "with_unfiltered_op": 0,
+        "hit_token_limit": 0,
+        "completion_tokens": 0,
+    }
     example = None
     started = time.perf_counter()
     for i, (conv, summaries) in enumerate(convs):
-        params = DecodeParams(temperature=0.7, top_p=0.95, max_new_tokens=max_new_tokens, seed=i,
-                              json_schema=REFLECTION_JSON_SCHEMA if schema else None)
+        params = DecodeParams(
+            temperature=0.7,
+            top_p=0.95,
+            max_new_tokens=max_new_tokens,
+            seed=i,
+            json_schema=REFLECTION_JSON_SCHEMA if schema else None,
+        )
         ((c,),) = llm.chat([conv], params)
         counts["answers"] += 1
         if not c.ok:
@@ -84,23 +106,40 @@ def measure(llm: OpenAIChatLLM, convs: list[tuple[list[dict], list[str]]], schem
 
 
 def render(report: dict) -> str:
-    lines = [SECTION, "",
-             f"Model `{report['model']}` ({report['server']}), {report['n']} reflection prompts built from the "
-             f"hidden-rule data (seed {report['seed']}), temperature 0.7, top_p 0.95, {report['max_new_tokens']} new "
-             "tokens, seed i for prompt i; the same prompts and seeds in both rows.", "",
-             "| reflection decoding | valid JSON % | >= 1 valid op % | >= 1 op past the filters % | hit token limit "
-             "| mean completion tokens | wall s |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        SECTION,
+        "",
+        f"Model `{report['model']}` ({report['server']}), {report['n']} reflection prompts built from the "
+        f"hidden-rule data (seed {report['seed']}), temperature 0.7, top_p 0.95, {report['max_new_tokens']} new "
+        "tokens, seed i for prompt i; the same prompts and seeds in both rows.",
+        "",
+        "| reflection decoding | valid JSON % | >= 1 valid op % | >= 1 op past the filters % | hit token limit "
+        "| mean completion tokens | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in (("unconstrained", report["free"]), ("JSON schema (`reflection_json_schema`)", report["schema"])):
         n = r["answers"] or 1
-        lines.append(f"| {name} | {100 * r['valid_json'] / n:.0f} | {100 * r['with_valid_op'] / n:.0f} | "
-                     f"{100 * r['with_unfiltered_op'] / n:.0f} | {r['hit_token_limit']} | "
-                     f"{r['completion_tokens'] / n:.0f} | {r['wall_s']} |")
+        lines.append(
+            f"| {name} | {100 * r['valid_json'] / n:.0f} | {100 * r['with_valid_op'] / n:.0f} | "
+            f"{100 * r['with_unfiltered_op'] / n:.0f} | {r['hit_token_limit']} | "
+            f"{r['completion_tokens'] / n:.0f} | {r['wall_s']} |"
+        )
     for name in ("free", "schema"):
         example = report[name]["example"].replace("\n", " ").replace("`", "'").replace("|", "/")
         lines.append(f"\nFirst answer, {name}: `{example}`")
-    lines += ["", "How to read it: the schema fixes the shape of the answer (the loop then parses it), not its "
-              "content: the filters and the gate still judge the rules. The transformers backend refuses the flag "
-              "(ValueError) rather than ignore it.", "", "Command:", "", "```bash", COMMAND, "```", ""]
+    lines += [
+        "",
+        "How to read it: the schema fixes the shape of the answer (the loop then parses it), not its "
+        "content: the filters and the gate still judge the rules. The transformers backend refuses the flag "
+        "(ValueError) rather than ignore it.",
+        "",
+        "Command:",
+        "",
+        "```bash",
+        COMMAND,
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -121,10 +160,15 @@ def main() -> None:
     try:
         llm = OpenAIChatLLM(url, args.model, structured_output=args.structured_output, timeout_s=300.0)
         convs = prompts(args.n, args.seed)
-        report = {"model": llm.fingerprint, "server": "llama_cpp.server, 127.0.0.1" if proc else url, "n": args.n,
-                  "seed": args.seed, "max_new_tokens": args.max_new_tokens,
-                  "free": measure(llm, convs, False, args.max_new_tokens),
-                  "schema": measure(llm, convs, True, args.max_new_tokens)}
+        report = {
+            "model": llm.fingerprint,
+            "server": "llama_cpp.server, 127.0.0.1" if proc else url,
+            "n": args.n,
+            "seed": args.seed,
+            "max_new_tokens": args.max_new_tokens,
+            "free": measure(llm, convs, False, args.max_new_tokens),
+            "schema": measure(llm, convs, True, args.max_new_tokens),
+        }
     finally:
         if proc is not None:
             proc.terminate()

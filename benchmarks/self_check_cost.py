@@ -42,28 +42,43 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         vlm_dir = build_tiny_qwen3vl(Path(tmp) / "tiny")
         probes = {
-            "LLM: SmolLM2-135M Q4_1 on llama.cpp": ("llama_cpp", self_check.llm_probe(
-                "llama_cpp", str(gguf.parent), gguf.name, "cpu", "float32", 0)),
-            "VLM: tiny Qwen3-VL on transformers (cpu, float32)": ("transformers", self_check.vlm_probe(
-                str(vlm_dir), "cpu", "float32")),
+            "LLM: SmolLM2-135M Q4_1 on llama.cpp": (
+                "llama_cpp",
+                self_check.llm_probe("llama_cpp", str(gguf.parent), gguf.name, "cpu", "float32", 0),
+            ),
+            "VLM: tiny Qwen3-VL on transformers (cpu, float32)": (
+                "transformers",
+                self_check.vlm_probe(str(vlm_dir), "cpu", "float32"),
+            ),
         }
         times = {name: [] for name in probes}
         for _ in range(args.rounds):
             for name, (backend, argv) in probes.items():
                 times[name].append(timed(backend, argv))
                 print(name, f"{times[name][-1]:.2f}s", flush=True)
-    lines = [TITLE, "",
-             f"The self-check a resource runs before its local model first loads in a process "
-             f"(resources/self_check.py): a child process that imports the backend, loads the model, prefills "
-             f"about 200 tokens and decodes 2. On this machine's CPU ({os.cpu_count()} cores, shared with other "
-             f"work while it ran), {args.rounds} rounds each, medians; `make demo` pays each once (the teacher "
-             "shares the LLM's check).", "",
-             "| model | median s | min s | max s |", "|---|---|---|---|"]
+    lines = [
+        TITLE,
+        "",
+        f"The self-check a resource runs before its local model first loads in a process "
+        f"(resources/self_check.py): a child process that imports the backend, loads the model, prefills "
+        f"about 200 tokens and decodes 2. On this machine's CPU ({os.cpu_count()} cores, shared with other "
+        f"work while it ran), {args.rounds} rounds each, medians; `make demo` pays each once (the teacher "
+        "shares the LLM's check).",
+        "",
+        "| model | median s | min s | max s |",
+        "|---|---|---|---|",
+    ]
     for name, ts in times.items():
         lines.append(f"| {name} | {statistics.median(ts):.2f} | {min(ts):.2f} | {max(ts):.2f} |")
-    lines += ["", "Most of the VLM's figure is importing torch and transformers in the child; the model is tiny.",
-              "", "```bash", "HF_HUB_OFFLINE=1 .venv/bin/" + command_line("benchmarks.self_check_cost", args,
-                                                                          skip=("doc",)), "```", ""]
+    lines += [
+        "",
+        "Most of the VLM's figure is importing torch and transformers in the child; the model is tiny.",
+        "",
+        "```bash",
+        "HF_HUB_OFFLINE=1 .venv/bin/" + command_line("benchmarks.self_check_cost", args, skip=("doc",)),
+        "```",
+        "",
+    ]
     write_section(args.doc, "\n".join(lines))
 
 

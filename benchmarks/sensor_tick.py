@@ -56,15 +56,18 @@ def per_file_hash(images_root: Path) -> dict[str, str]:
         for path in sorted(mission_dir.rglob("*")):
             if path.is_file():
                 stat = path.stat()
-                digest.update(f"{path.relative_to(mission_dir).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+                digest.update(
+                    f"{path.relative_to(mission_dir).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode()
+                )
         signatures[mission_dir.name] = digest.hexdigest()[:16]
     return signatures
 
 
 def _tick(instance, storage, cursor):
     started = time.perf_counter()
-    result = new_images_sensor(dg.build_sensor_context(instance=instance, cursor=cursor,
-                                                       resources={"storage": storage}))
+    result = new_images_sensor(
+        dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage})
+    )
     return result, time.perf_counter() - started
 
 
@@ -92,13 +95,22 @@ def measure(photos: int, per_group: int, repeats: int, baseline: bool, workdir: 
             changed, changed_s = _tick(instance, storage, first.cursor)
             requested = sorted((r.partition_key, r.job_name) for r in changed.run_requests)
             assert requested == [(mission, stage_a_job.name)], requested
-        out = {"photos": photos, "groups": groups, "per_group": per_group, "build_s": round(build_s, 1),
-               "first_tick_s": round(first_s, 3), "idle_tick_median_s": round(statistics.median(idle), 3),
-               "idle_tick_max_s": round(max(idle), 3), "new_group_tick_s": round(changed_s, 3),
-               "requested": [list(r) for r in requested], "cursor_bytes": len(first.cursor.encode()),
-               "idle_group_stats": swept_groups, "sweep_budget": sweep_budget_from_env(),
-               "ticks_per_full_sweep": -(-groups // sweep_budget_from_env()),
-               "load_average_1min": round(os.getloadavg()[0], 1)}
+        out = {
+            "photos": photos,
+            "groups": groups,
+            "per_group": per_group,
+            "build_s": round(build_s, 1),
+            "first_tick_s": round(first_s, 3),
+            "idle_tick_median_s": round(statistics.median(idle), 3),
+            "idle_tick_max_s": round(max(idle), 3),
+            "new_group_tick_s": round(changed_s, 3),
+            "requested": [list(r) for r in requested],
+            "cursor_bytes": len(first.cursor.encode()),
+            "idle_group_stats": swept_groups,
+            "sweep_budget": sweep_budget_from_env(),
+            "ticks_per_full_sweep": -(-groups // sweep_budget_from_env()),
+            "load_average_1min": round(os.getloadavg()[0], 1),
+        }
         if baseline:
             started = time.perf_counter()
             per_file_hash(tmp / "images")
@@ -109,27 +121,39 @@ def measure(photos: int, per_group: int, repeats: int, baseline: bool, workdir: 
 
 
 def section(results: list[dict], cmd: str) -> str:
-    lines = ["## Sensor tick", "", f"Command: `{cmd}`", "",
-             "One evaluation of `new_images_sensor` (the real sensor on a `dg.instance_for_test()` instance; "
-             "empty photo files in the production layout over the 7 registered missions, 2 label folders + "
-             "the inbox each; warm directory cache, as for a sensor that ticks every 60 s). Shared 2-core CPU, "
-             "other jobs running: 1-minute load average "
-             f"{', '.join(str(r['load_average_1min']) for r in results)} at the end of each size.", "",
-             "| photos | groups | first tick s | idle tick s (median / max) | group folders stat-ed per idle tick "
-             "| tick after 1 new group s | runs requested | cursor bytes | ticks per full sweep | "
-             "earlier per-file hash s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Sensor tick",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        "One evaluation of `new_images_sensor` (the real sensor on a `dg.instance_for_test()` instance; "
+        "empty photo files in the production layout over the 7 registered missions, 2 label folders + "
+        "the inbox each; warm directory cache, as for a sensor that ticks every 60 s). Shared 2-core CPU, "
+        "other jobs running: 1-minute load average "
+        f"{', '.join(str(r['load_average_1min']) for r in results)} at the end of each size.",
+        "",
+        "| photos | groups | first tick s | idle tick s (median / max) | group folders stat-ed per idle tick "
+        "| tick after 1 new group s | runs requested | cursor bytes | ticks per full sweep | "
+        "earlier per-file hash s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['photos']:,} | {r['groups']:,} | {r['first_tick_s']} | {r['idle_tick_median_s']} / "
-                     f"{r['idle_tick_max_s']} | {r['idle_group_stats']:,} | {r['new_group_tick_s']} | "
-                     f"{', '.join(f'{m}:{j}' for m, j in r['requested'])} | {r['cursor_bytes']} | {r['ticks_per_full_sweep']} | "
-                     f"{r.get('per_file_hash_s', 'not run')} |")
-    lines += ["", "A tick reads no photo. It stats the mission and label folders, rescans the group folders of a "
-              "folder whose mtime moved (a new group: cost proportional to that folder), and re-stats about "
-              "`QC_SENSOR_SWEEP_GROUPS` (default 20,000) further group folders in rotation, which finds a photo "
-              "added inside an existing group within one full sweep. The idle tick therefore stays flat as the "
-              "photo count grows, and the cursor stays the same size. After one new group only that mission's "
-              "Stage-A run is requested. The first tick scans every group folder once.", ""]
+        lines.append(
+            f"| {r['photos']:,} | {r['groups']:,} | {r['first_tick_s']} | {r['idle_tick_median_s']} / "
+            f"{r['idle_tick_max_s']} | {r['idle_group_stats']:,} | {r['new_group_tick_s']} | "
+            f"{', '.join(f'{m}:{j}' for m, j in r['requested'])} | {r['cursor_bytes']} | {r['ticks_per_full_sweep']} | "
+            f"{r.get('per_file_hash_s', 'not run')} |"
+        )
+    lines += [
+        "",
+        "A tick reads no photo. It stats the mission and label folders, rescans the group folders of a "
+        "folder whose mtime moved (a new group: cost proportional to that folder), and re-stats about "
+        "`QC_SENSOR_SWEEP_GROUPS` (default 20,000) further group folders in rotation, which finds a photo "
+        "added inside an existing group within one full sweep. The idle tick therefore stays flat as the "
+        "photo count grows, and the cursor stays the same size. After one new group only that mission's "
+        "Stage-A run is requested. The first tick scans every group folder once.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -148,8 +172,10 @@ def main() -> None:
     if not args.no_doc:
         from benchmarks.report import DOC, write_section
 
-        cmd = (f"python -m benchmarks.sensor_tick --photos {' '.join(map(str, args.photos))} "
-               f"--per-group {args.per_group} --repeats {args.repeats}")
+        cmd = (
+            f"python -m benchmarks.sensor_tick --photos {' '.join(map(str, args.photos))} "
+            f"--per-group {args.per_group} --repeats {args.repeats}"
+        )
         write_section(DOC, section(results, cmd))
 
 

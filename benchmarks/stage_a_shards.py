@@ -27,8 +27,8 @@ from pathlib import Path
 
 from benchmarks.report import DOC, command_line, write_section
 from benchmarks.stage_a_streaming import server_process
-from qc_assets.missions import get_mission
 from qc_assets.cli.sample_data import write_sample_images
+from qc_assets.missions import get_mission
 from qc_assets.stage_a.runner import StageAConfig
 from qc_assets.stage_a.sharding import load_plan, merge_shards, plan_stage_a, run_shard
 from resources.vlm import VisionDecode, VisionPrompt
@@ -55,8 +55,10 @@ def _worker(spec: dict, config: dict, out: str, shard: int, times, barrier) -> N
     # load the weights (or the client) before the clock starts, then start every shard at once: the
     # summarise column is the generation itself, not the workers' staggered imports
     first = plan.groups[0].images[0]
-    vlm.generate([VisionPrompt(str(Path(plan.mission_dir) / first.path), "warm-up", "warm-up", MISSION.max_pixels)],
-                 VisionDecode(max_new_tokens=1))
+    vlm.generate(
+        [VisionPrompt(str(Path(plan.mission_dir) / first.path), "warm-up", "warm-up", MISSION.max_pixels)],
+        VisionDecode(max_new_tokens=1),
+    )
     barrier.wait()
     started = time.time()
     run_shard(plan, shard, MISSION, vlm, StageAConfig(**config), out, log=lambda _: None)
@@ -75,8 +77,9 @@ def run(images: Path, out: Path, spec: dict, config: dict, shards: int) -> tuple
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker, as a step process is
     with ctx.Manager() as manager:
         times, barrier = manager.dict(), ctx.Barrier(shards)
-        procs = [ctx.Process(target=_worker, args=(spec, cfg.to_dict(), str(out), s, times, barrier))
-                 for s in range(shards)]
+        procs = [
+            ctx.Process(target=_worker, args=(spec, cfg.to_dict(), str(out), s, times, barrier)) for s in range(shards)
+        ]
         for p in procs:
             p.start()
         for p in procs:
@@ -108,16 +111,26 @@ def main() -> None:
     images = write_sample_images(args.work / "images", groups_per_label=args.groups_per_label)
     counts = [int(n) for n in args.shards.split(",")]
     # batch 1 and per_image batches: every photo is its own generate call, whichever shard takes it
-    config = {"mode": "per_image", "batch_size": 1, "max_new_tokens": args.max_new_tokens,
-              "max_truncated_share_blocking": 1.0, "sharding_mode": "per_image"}
+    config = {
+        "mode": "per_image",
+        "batch_size": 1,
+        "max_new_tokens": args.max_new_tokens,
+        "max_truncated_share_blocking": 1.0,
+        "sharding_mode": "per_image",
+    }
     rows = []
     tiny = {"kind": "tiny", "model_dir": model_dir}
     for n in counts:
         rows.append(("tiny Qwen3-VL, cpu", n, *run(images, args.work / "out", tiny, config, n)))
     with server_process(args.latency_s, args.capacity) as url:
         for n in counts:
-            rows.append((f"server double, {args.latency_s * 1000:.0f} ms, capacity {args.capacity}", n,
-                         *run(images, args.work / "out", {"kind": "double", "url": url}, config, n)))
+            rows.append(
+                (
+                    f"server double, {args.latency_s * 1000:.0f} ms, capacity {args.capacity}",
+                    n,
+                    *run(images, args.work / "out", {"kind": "double", "url": url}, config, n),
+                )
+            )
     base = {backend: summ for backend, n, _, _, summ, _ in rows if n == counts[0]}
     base_wall = {backend: wall for backend, n, _, _, _, wall in rows if n == counts[0]}
     lines = [
@@ -133,8 +146,11 @@ def main() -> None:
         "",
         "| backend | shards = workers | photos | largest shard | summarise s | speed-up | wall s | wall speed-up |",
         "|---|---|---|---|---|---|---|---|",
-        *[f"| {backend} | {n} | {count} | {largest} | {summ:.1f} | {base[backend] / summ:.2f}x | {wall:.1f} | "
-          f"{base_wall[backend] / wall:.2f}x |" for backend, n, count, largest, summ, wall in rows],
+        *[
+            f"| {backend} | {n} | {count} | {largest} | {summ:.1f} | {base[backend] / summ:.2f}x | {wall:.1f} | "
+            f"{base_wall[backend] / wall:.2f}x |"
+            for backend, n, count, largest, summ, wall in rows
+        ],
         "",
         f"One run each. Machine: {os.cpu_count()} CPUs, load average {load_before:.1f} before the run: the tiny "
         "model's speed-up is bounded by the free cores, the double's by its capacity; both by the largest "

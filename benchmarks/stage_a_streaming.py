@@ -24,8 +24,8 @@ from pathlib import Path
 import openai  # noqa: F401  (imported here, before any timing: the SDK takes seconds to import)
 
 from benchmarks.report import DOC, write_section
-from qc_assets.missions import get_mission
 from qc_assets.cli.sample_data import write_sample_images
+from qc_assets.missions import get_mission
 from qc_assets.stage_a.runner import StageAConfig, run_stage_a
 from resources.vlm.openai_backend import OpenAIVisionModel
 
@@ -36,16 +36,26 @@ def run(images: Path, out: Path, url: str, in_flight: int) -> tuple[int, float]:
     shutil.rmtree(out, ignore_errors=True)
     vlm = OpenAIVisionModel(url, "double", max_in_flight=in_flight)
     started = time.perf_counter()
-    result = run_stage_a(images, MISSION, vlm, StageAConfig(batch_size=8, max_new_tokens=32),
-                         out, log=lambda _: None)
+    result = run_stage_a(images, MISSION, vlm, StageAConfig(batch_size=8, max_new_tokens=32), out, log=lambda _: None)
     return result.summarised_now, time.perf_counter() - started
 
 
 @contextlib.contextmanager
 def server_process(latency_s: float, capacity: int = 0) -> Iterator[str]:
     """The double in its own process, so its work does not share the client's interpreter."""
-    proc = subprocess.Popen([sys.executable, "-m", "resources.doubles.vlm_server", "--delay-s", str(latency_s),
-                             "--capacity", str(capacity)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "resources.doubles.vlm_server",
+            "--delay-s",
+            str(latency_s),
+            "--capacity",
+            str(capacity),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = proc.stdout.readline().strip()
         if not url.startswith("http://"):

@@ -31,13 +31,34 @@ from resources.vlm.transformers_backend import TransformersVLM, _load
 SIZES = [(320, 240), (240, 320), (400, 300), (256, 256)]
 # Qwen3-VL-4B-Instruct's shapes (config.json of the released checkpoint), random weights.
 SHAPE_4B = {
-    "text": {"vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
-             "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 262144,
-             "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
-                                 "mrope_interleaved": True}},
-    "vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16, "patch_size": 16,
-               "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 2560,
-               "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17]},
+    "text": {
+        "vocab_size": 151936,
+        "hidden_size": 2560,
+        "intermediate_size": 9728,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "max_position_embeddings": 262144,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 5000000.0,
+            "mrope_section": [24, 20, 20],
+            "mrope_interleaved": True,
+        },
+    },
+    "vision": {
+        "depth": 24,
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_heads": 16,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "out_hidden_size": 2560,
+        "num_position_embeddings": 2304,
+        "deepstack_visual_indexes": [5, 11, 17],
+    },
 }
 
 
@@ -58,8 +79,10 @@ def build_4b(out_dir: Path, tiny_dir: Path, device: str, dtype: str) -> Path:
     config = Qwen3VLConfig(
         text_config={**SHAPE_4B["text"], "pad_token_id": tiny.text_config.pad_token_id},
         vision_config=SHAPE_4B["vision"],
-        image_token_id=tiny.image_token_id, video_token_id=tiny.video_token_id,
-        vision_start_token_id=tiny.vision_start_token_id, vision_end_token_id=tiny.vision_end_token_id,
+        image_token_id=tiny.image_token_id,
+        video_token_id=tiny.video_token_id,
+        vision_start_token_id=tiny.vision_start_token_id,
+        vision_end_token_id=tiny.vision_end_token_id,
         tie_word_embeddings=True,
     )
     torch.set_default_dtype(getattr(torch, dtype))
@@ -88,8 +111,7 @@ def make_images(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def measure(vlm: TransformersVLM, prompts_: list[VisionPrompt], batch: int, decode: VisionDecode,
-            device: str) -> float:
+def measure(vlm: TransformersVLM, prompts_: list[VisionPrompt], batch: int, decode: VisionDecode, device: str) -> float:
     started = time.perf_counter()
     for i in range(0, len(prompts_), batch):
         vlm.generate(prompts_[i : i + batch], decode)
@@ -125,8 +147,10 @@ def main() -> None:
     # a fixed number of new tokens, so both settings do the same work: EOS is never allowed early
     model.generation_config.min_new_tokens = args.new_tokens
     mission = get_mission("BBU接地线检查")
-    prompt_list = [VisionPrompt(str(p), prompts.system_prompt(), prompts.user_prompt(mission), args.max_pixels)
-                   for p in make_images(args.work / "images", args.images)]
+    prompt_list = [
+        VisionPrompt(str(p), prompts.system_prompt(), prompts.user_prompt(mission), args.max_pixels)
+        for p in make_images(args.work / "images", args.images)
+    ]
     decode = VisionDecode(max_new_tokens=args.new_tokens, repetition_penalty=1.0)
     vlm.generate(prompt_list[:2], decode)  # warm-up
     if args.device.startswith("cuda"):
@@ -139,29 +163,31 @@ def main() -> None:
         memory = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB process peak RSS"
     params = sum(p.numel() for p in model.parameters())
     command = "python -m benchmarks.stage_a_throughput " + " ".join(sys.argv[1:])
-    section = "\n".join([
-        f"## Stage-A throughput ({args.size}, {args.device})",
-        "",
-        f"Model: {args.size} Qwen3-VL ({params / 1e6:.1f}M params, random weights), {args.device}, {args.dtype}; "
-        f"{args.images} images of 4 mixed sizes (up to 400x300) under max_pixels={args.max_pixels}, exactly "
-        f"{args.new_tokens} new tokens each, greedy, left padding, transformers `generate`.",
-        "",
-        "| batch | images/s |",
-        "|---|---|",
-        f"| 1 | {single:.2f} |",
-        f"| {args.batch} | {batched:.2f} |",
-        "",
-        f"Batched / unbatched: **{batched / single:.2f}x** (one run). Memory: {memory}. "
-        f"Model build {build_s:.0f} s, load {load_s:.0f} s. Machine: {os.cpu_count()} CPUs, load average "
-        f"{load_before:.1f} before the run (absolute numbers compare only within one run).",
-        "",
-        "Command:",
-        "",
-        "```bash",
-        f"HF_HUB_OFFLINE=1 .venv/bin/{command.strip()}",
-        "```",
-        "",
-    ])
+    section = "\n".join(
+        [
+            f"## Stage-A throughput ({args.size}, {args.device})",
+            "",
+            f"Model: {args.size} Qwen3-VL ({params / 1e6:.1f}M params, random weights), {args.device}, {args.dtype}; "
+            f"{args.images} images of 4 mixed sizes (up to 400x300) under max_pixels={args.max_pixels}, exactly "
+            f"{args.new_tokens} new tokens each, greedy, left padding, transformers `generate`.",
+            "",
+            "| batch | images/s |",
+            "|---|---|",
+            f"| 1 | {single:.2f} |",
+            f"| {args.batch} | {batched:.2f} |",
+            "",
+            f"Batched / unbatched: **{batched / single:.2f}x** (one run). Memory: {memory}. "
+            f"Model build {build_s:.0f} s, load {load_s:.0f} s. Machine: {os.cpu_count()} CPUs, load average "
+            f"{load_before:.1f} before the run (absolute numbers compare only within one run).",
+            "",
+            "Command:",
+            "",
+            "```bash",
+            f"HF_HUB_OFFLINE=1 .venv/bin/{command.strip()}",
+            "```",
+            "",
+        ]
+    )
     write_section(args.doc, section)
     print(section)
 

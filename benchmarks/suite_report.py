@@ -24,16 +24,22 @@ def machine(device: str) -> str:
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA device")
         props = torch.cuda.get_device_properties(0)
-        return f"{torch.cuda.device_count()} x {props.name} ({props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}"
+        gib = props.total_memory / 2**30
+        return f"{torch.cuda.device_count()} x {props.name} ({gib:.0f} GiB), torch {torch.__version__}"
     return f"CPU only ({platform.processor() or platform.machine()}), torch {torch.__version__}"
 
 
 def section(rows: list[list[str]], device: str, command: str) -> str:
-    lines = [SECTION, "",
-             f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {machine(device)}. "
-             "Each step's numbers are in its own section; a step that failed, was missing or timed out "
-             "left its section as it was.", "",
-             "| step | status | wall s | command |", "|---|---|---|---|"]
+    lines = [
+        SECTION,
+        "",
+        f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {machine(device)}. "
+        "Each step's numbers are in its own section; a step that failed, was missing or timed out "
+        "left its section as it was.",
+        "",
+        "| step | status | wall s | command |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {step} | {status} | {seconds} | `python {args}` |" for step, status, seconds, args in rows]
     lines += ["", "Command (from the repository root):", "", "```bash", command.strip(), "```", ""]
     return "\n".join(lines)

@@ -30,8 +30,7 @@ def model_retry_policy() -> dg.RetryPolicy | None:
         raise ValueError(f"QC_MODEL_RETRIES={retries} and QC_MODEL_RETRY_DELAY_S={delay} must be >= 0")
     if retries == 0:
         return None
-    return dg.RetryPolicy(max_retries=retries, delay=delay, backoff=dg.Backoff.EXPONENTIAL,
-                          jitter=dg.Jitter.PLUS_MINUS)
+    return dg.RetryPolicy(max_retries=retries, delay=delay, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 MODEL_RETRY = model_retry_policy()
@@ -39,10 +38,16 @@ MODEL_RETRY = model_retry_policy()
 
 def _model_step(kwargs: dict, tags_key: str, retry: bool) -> dict:
     if "pool" in kwargs or "retry_policy" in kwargs:
-        raise TypeError("a model step's pool and retry policy come from qc_assets/gpu_steps.py; pass retry=False "
-                        "for a step that must not be retried")
-    return {**kwargs, "pool": GPU_POOL, tags_key: {**GPU_OP_TAGS, **(kwargs.get(tags_key) or {})},
-            "retry_policy": MODEL_RETRY if retry else None}
+        raise TypeError(
+            "a model step's pool and retry policy come from qc_assets/gpu_steps.py; pass retry=False "
+            "for a step that must not be retried"
+        )
+    return {
+        **kwargs,
+        "pool": GPU_POOL,
+        tags_key: {**GPU_OP_TAGS, **(kwargs.get(tags_key) or {})},
+        "retry_policy": MODEL_RETRY if retry else None,
+    }
 
 
 def model_asset(*, retry: bool = True, **kwargs) -> Callable:

@@ -12,8 +12,9 @@ def md_cell(value, width: int | None = None) -> str:
     return text if width is None else text[:width]
 
 
-def md_table(header: Sequence[str], rows: Iterable[Sequence], cell_width: int | None = None,
-             max_chars: int | None = None) -> str:
+def md_table(
+    header: Sequence[str], rows: Iterable[Sequence], cell_width: int | None = None, max_chars: int | None = None
+) -> str:
     """A markdown table. `cell_width` cuts each cell; `max_chars` keeps only the whole rows that fit
     (a preview), and the header alone is cut to it if even that is longer."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -40,8 +40,10 @@ class Mission:
         if self.max_pixels is None:
             object.__setattr__(self, "max_pixels", DEFAULT_MAX_PIXELS[self.domain])  # frozen: set once here
         if not isinstance(self.max_pixels, int) or self.max_pixels < MIN_MAX_PIXELS:
-            raise ValueError(f"mission {self.name!r}: max_pixels must be an integer >= {MIN_MAX_PIXELS} "
-                             f"(one visual token), got {self.max_pixels!r}")
+            raise ValueError(
+                f"mission {self.name!r}: max_pixels must be an integer >= {MIN_MAX_PIXELS} "
+                f"(one visual token), got {self.max_pixels!r}"
+            )
 
 
 def validate_mission_name(name: str) -> str:

@@ -25,14 +25,15 @@ from pydantic import Field, create_model
 def _config_type(tp):
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        return typing.Optional[_config_type(next(a for a in args if a is not type(None)))]
+        return _config_type(next(a for a in args if a is not type(None))) | None
     if origin in (tuple, list):
         if not args:
             raise TypeError(f"{tp} needs an element type to be run config")
         return list[_config_type(args[0])]
     if dataclasses.is_dataclass(tp):
-        raise TypeError(f"dataclass {tp.__name__} nested two levels deep cannot be run config: "
-                        "run config nests one level only")
+        raise TypeError(
+            f"dataclass {tp.__name__} nested two levels deep cannot be run config: run config nests one level only"
+        )
     return tp
 
 
@@ -69,8 +70,10 @@ def _fields(cls: type, defaults) -> dict:
     out = {}
     for f in dataclasses.fields(cls):
         default = getattr(defaults, f.name) if defaults is not None else _default(cls, f)
-        out[f.name] = (_config_type(hints[f.name]),
-                       Field(default=_to_plain(default), description=f.metadata.get("help")))
+        out[f.name] = (
+            _config_type(hints[f.name]),
+            Field(default=_to_plain(default), description=f.metadata.get("help")),
+        )
     return out
 
 
@@ -84,12 +87,18 @@ def dagster_config(cls: type, name: str | None = None) -> type[dg.Config]:
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             default = _default(cls, f)
-            nested = create_model(f"{name}{f.name.title().replace('_', '')}", __base__=dg.Config,
-                                  __doc__=tp.__doc__, **_fields(tp, default))
+            nested = create_model(
+                f"{name}{f.name.title().replace('_', '')}",
+                __base__=dg.Config,
+                __doc__=tp.__doc__,
+                **_fields(tp, default),
+            )
             fields[f.name] = (nested, Field(default_factory=nested, description=f.metadata.get("help", tp.__doc__)))
         else:
-            fields[f.name] = (_config_type(tp), Field(default=_to_plain(_default(cls, f)),
-                                                     description=f.metadata.get("help")))
+            fields[f.name] = (
+                _config_type(tp),
+                Field(default=_to_plain(_default(cls, f)), description=f.metadata.get("help")),
+            )
     return create_model(name, __base__=dg.Config, __doc__=cls.__doc__, **fields)
 
 

@@ -43,8 +43,9 @@ def process_start_time(pid: int) -> float | None:
         return 0.0
     # field 22 (after the parenthesised command name, which may hold spaces): clock ticks since boot
     ticks = int(stat.rsplit(")", 1)[1].split()[19])
-    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                if line.startswith("btime"))
+    boot = next(
+        int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+    )
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -84,11 +85,16 @@ def fail_dead_runs(instance: dg.DagsterInstance, who: str, log: Callable[[str], 
     failed = []
     for run, pid in dead_runs(instance):
         slots = held_slots(instance).get(run.run_id, [])
-        instance.report_run_failed(run, message=f"the process that ran this run (pid {pid}) is gone: it crashed or "
-                                                f"was killed; marked failed by {who}, its pool slots freed")
+        instance.report_run_failed(
+            run,
+            message=f"the process that ran this run (pid {pid}) is gone: it crashed or "
+            f"was killed; marked failed by {who}, its pool slots freed",
+        )
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        log(f"run {run.run_id} ({run.job_name}, {run.tags.get('dagster/partition', 'no partition')}): process "
-            f"{pid} is gone; marked failed, freed {len(slots)} pool slot(s): {', '.join(slots) or 'none'}")
+        log(
+            f"run {run.run_id} ({run.job_name}, {run.tags.get('dagster/partition', 'no partition')}): process "
+            f"{pid} is gone; marked failed, freed {len(slots)} pool slot(s): {', '.join(slots) or 'none'}"
+        )
         failed.append(run.run_id)
     return failed
 
@@ -100,8 +106,11 @@ def free_slots_of_ended_runs(instance: dg.DagsterInstance, log: Callable[[str], 
     if not storage.supports_global_concurrency_limits:
         return 0
     run_ids = storage.get_concurrency_run_ids()
-    ended = instance.get_run_records(dg.RunsFilter(run_ids=list(run_ids), statuses=list(dg.DagsterRunStatus))
-                                     ) if run_ids else []
+    ended = (
+        instance.get_run_records(dg.RunsFilter(run_ids=list(run_ids), statuses=list(dg.DagsterRunStatus)))
+        if run_ids
+        else []
+    )
     freed = 0
     for record in ended:
         if record.dagster_run.is_finished:
@@ -119,8 +128,9 @@ def held_slots(instance: dg.DagsterInstance, pool: str = GPU_POOL_NAME) -> dict[
     return held
 
 
-def pool_waits(instance: dg.DagsterInstance, pool: str = GPU_POOL_NAME, run_ids: set[str] | None = None
-               ) -> list[tuple[str, str]]:
+def pool_waits(
+    instance: dg.DagsterInstance, pool: str = GPU_POOL_NAME, run_ids: set[str] | None = None
+) -> list[tuple[str, str]]:
     """(run id, message) for each step waiting on a slot of `pool`: who holds the slots, for how long."""
     info = instance.event_log_storage.get_concurrency_info(pool)
     holders = ", ".join(f"run {s.run_id} step {s.step_key}" for s in info.claimed_slots) or "nobody (being assigned)"
@@ -129,8 +139,13 @@ def pool_waits(instance: dg.DagsterInstance, pool: str = GPU_POOL_NAME, run_ids:
         if step.assigned_timestamp is not None or (run_ids is not None and step.run_id not in run_ids):
             continue
         waited = time.time() - step.enqueued_timestamp.timestamp()
-        waits.append((step.run_id, f"step {step.step_key} has waited {waited:.0f}s for a `{pool}` pool slot "
-                                   f"({len(info.claimed_slots)}/{info.limit} taken): held by {holders}"))
+        waits.append(
+            (
+                step.run_id,
+                f"step {step.step_key} has waited {waited:.0f}s for a `{pool}` pool slot "
+                f"({len(info.claimed_slots)}/{info.limit} taken): held by {holders}",
+            )
+        )
     return waits
 
 
@@ -139,10 +154,12 @@ def _local_runs() -> bool:
     return env("QC_EXECUTOR", "") != "celery"
 
 
-@dg.sensor(minimum_interval_seconds=30,
-           default_status=dg.DefaultSensorStatus.RUNNING if _local_runs() else dg.DefaultSensorStatus.STOPPED,
-           description="Local instance: fails runs whose process died (freeing their gpu slots) and writes into "
-                       "each waiting run's log which run and step hold the gpu slot it waits for.")
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING if _local_runs() else dg.DefaultSensorStatus.STOPPED,
+    description="Local instance: fails runs whose process died (freeing their gpu slots) and writes into "
+    "each waiting run's log which run and step hold the gpu slot it waits for.",
+)
 def run_health_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     instance = context.instance
     failed = fail_dead_runs(instance, who="run_health_sensor", log=context.log.info)
@@ -151,5 +168,6 @@ def run_health_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         run = instance.get_run_by_id(run_id)
         if run is not None:
             instance.report_engine_event(message, run)
-    return dg.SkipReason(f"{len(failed)} dead run(s) marked failed; {len(waits)} step(s) waiting on the "
-                         f"`{GPU_POOL_NAME}` pool")
+    return dg.SkipReason(
+        f"{len(failed)} dead run(s) marked failed; {len(waits)} step(s) waiting on the `{GPU_POOL_NAME}` pool"
+    )

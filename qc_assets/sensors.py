@@ -2,7 +2,6 @@
 that mission (qc_assets/stage_a/jobs.py); new or moved inbox groups run the inbox summaries and the
 production verdicts for it (qc_assets/verdicts/jobs.py)."""
 
-
 import json
 
 import dagster as dg
@@ -24,8 +23,7 @@ def _run_requests(storage: StorageResource, name: str, parts: list[str], folders
     return requests
 
 
-@dg.sensor(jobs=[stage_a_job, inbox_job], minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(jobs=[stage_a_job, inbox_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def new_images_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     cursor = json.loads(context.cursor) if context.cursor else {}
     # a cursor of the earlier sensor (one hash per mission) has no "missions": everything counts as new

@@ -37,8 +37,9 @@ class PairedBootstrap:
         return float((self.resampled > 0).mean())
 
 
-def paired_group_bootstrap(base: Sequence[float], other: Sequence[float], samples: int, seed: int,
-                           groups: Sequence[Hashable] | None = None) -> PairedBootstrap:
+def paired_group_bootstrap(
+    base: Sequence[float], other: Sequence[float], samples: int, seed: int, groups: Sequence[Hashable] | None = None
+) -> PairedBootstrap:
     """Resample groups with replacement (each item its own group when `groups` is None) and take the
     mean item difference `other - base` of each resample (sum of differences / number of items).
 

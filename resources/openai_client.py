@@ -1,8 +1,14 @@
 """Settings shared by the OpenAI-compatible LLM and VLM clients (resources/llm, resources/vlm)."""
 
 
-def check_client_settings(base_url: str, model: str, max_in_flight: int, timeout_s: float, max_retries: int,
-                          model_hint: str = "the model id the server serves") -> None:
+def check_client_settings(
+    base_url: str,
+    model: str,
+    max_in_flight: int,
+    timeout_s: float,
+    max_retries: int,
+    model_hint: str = "the model id the server serves",
+) -> None:
     """Raise ValueError naming the first setting that cannot work."""
     if not base_url.startswith(("http://", "https://")):
         raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")

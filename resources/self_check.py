@@ -53,23 +53,30 @@ def run_self_check(backend: str, argv: list[str], timeout_s: float = 300.0) -> f
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired as e:
-            raise SelfCheckError(f"{backend} self-check: no answer to a one-token decode within {timeout_s:.0f}s "
-                                 f"in a child process ({' '.join(argv)})") from e
+            raise SelfCheckError(
+                f"{backend} self-check: no answer to a one-token decode within {timeout_s:.0f}s "
+                f"in a child process ({' '.join(argv)})"
+            ) from e
         seconds = time.perf_counter() - started
         tail = (proc.stderr or proc.stdout or "").strip()[-1500:]
         if proc.returncode < 0:
             name = signal.Signals(-proc.returncode).name
-            raise SelfCheckError(f"{backend} backend crashed with {name} in its self-check (a few tokens decoded in "
-                                 f"a child process, before any asset step): {_hint(backend)}\n{tail}")
+            raise SelfCheckError(
+                f"{backend} backend crashed with {name} in its self-check (a few tokens decoded in "
+                f"a child process, before any asset step): {_hint(backend)}\n{tail}"
+            )
         if proc.returncode != 0:
-            raise SelfCheckError(f"{backend} backend failed its self-check (exit {proc.returncode}) in a child "
-                                 f"process: {_hint(backend)}\n{tail}")
+            raise SelfCheckError(
+                f"{backend} backend failed its self-check (exit {proc.returncode}) in a child "
+                f"process: {_hint(backend)}\n{tail}"
+            )
         _PASSED.add(key)
         return seconds
 
 
-def llm_probe(backend: str, folder: str, gguf_file: str | None, device: str, dtype: str, n_gpu_layers: int
-              ) -> list[str]:
+def llm_probe(
+    backend: str, folder: str, gguf_file: str | None, device: str, dtype: str, n_gpu_layers: int
+) -> list[str]:
     me = [sys.executable, "-m", "resources.self_check"]
     if backend == "llama_cpp":
         return [*me, "llama_cpp", f"{folder}/{gguf_file}", str(n_gpu_layers)]
@@ -120,6 +127,9 @@ def _probe_transformers_vlm(folder: str, device: str, dtype: str) -> None:
 
 
 if __name__ == "__main__":
-    probes = {"llama_cpp": _probe_llama_cpp, "transformers_llm": _probe_transformers_llm,
-              "transformers_vlm": _probe_transformers_vlm}
+    probes = {
+        "llama_cpp": _probe_llama_cpp,
+        "transformers_llm": _probe_transformers_llm,
+        "transformers_vlm": _probe_transformers_vlm,
+    }
     probes[sys.argv[1]](*sys.argv[2:])

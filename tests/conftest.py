@@ -6,7 +6,6 @@ import os
 import shutil
 
 import pytest
-
 from support.fusion import one_torch_thread  # noqa: F401 (fixture)
 from support.llm import fault_server, llama_server, scripted_server, smollm2_gguf, smollm2_llm  # noqa: F401 (fixtures)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from qc_assets.run_health import GPU_POOL_NAME, held_slots, process_start_time
 from qc_assets.cli.sample_data import write_sample_images
+from qc_assets.run_health import GPU_POOL_NAME, held_slots, process_start_time
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSION = "BBU接地线检查"
@@ -32,8 +32,14 @@ def demo_env(tmp_path):
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
     write_sample_images(tmp_path / "data" / "images", groups_per_label=4)
-    return {**os.environ, "DAGSTER_HOME": str(home), "QC_DATA_ROOT": str(tmp_path / "data"),
-            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "QC_DATA_ROOT": str(tmp_path / "data"),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 class Demo:
@@ -42,8 +48,22 @@ class Demo:
     def __init__(self, env: dict):
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qc_assets.cli.demo", "--mission", MISSION, "--job", "stage_a_job",
-             "--per-mission-only"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "qc_assets.cli.demo",
+                "--mission",
+                MISSION,
+                "--job",
+                "stage_a_job",
+                "--per-mission-only",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
 
     def output(self) -> str:
@@ -91,10 +111,14 @@ def test_sigterm_ends_a_demo_that_waits_on_a_pool_slot_within_seconds(demo_env):
     storage.initialize_concurrency_limit_to_default(GPU_POOL_NAME)
     storage.claim_concurrency_slot(GPU_POOL_NAME, "holder-run", "stage_b_guidance")  # another, live holder
     demo = Demo({**demo_env, "QC_POOL_WAIT_LOG_S": "1"})
-    demo.wait_for(lambda: "held by run holder-run step stage_b_guidance" in demo.output(), 300,
-                  "the waiting step to say who holds the slot")
-    (waiting_run,) = [s.run_id for s in storage.get_concurrency_info(GPU_POOL_NAME).pending_steps
-                      if s.assigned_timestamp is None]
+    demo.wait_for(
+        lambda: "held by run holder-run step stage_b_guidance" in demo.output(),
+        300,
+        "the waiting step to say who holds the slot",
+    )
+    (waiting_run,) = [
+        s.run_id for s in storage.get_concurrency_info(GPU_POOL_NAME).pending_steps if s.assigned_timestamp is None
+    ]
     logged = [e.message for e in instance.all_logs(waiting_run, of_type=dg.DagsterEventType.ENGINE_EVENT)]
     assert any("held by run holder-run" in m for m in logged), "the wait is in the run's own log too"
 

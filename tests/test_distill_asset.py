@@ -13,8 +13,8 @@ import pytest
 from qc_assets.distill.assets import DistillAssetConfig, distill_chatml
 from qc_assets.distill.checks import asset_checks
 from qc_assets.distill.config import DistillConfig
-from qc_assets.run_config import to_domain
 from qc_assets.missions import get_mission
+from qc_assets.run_config import to_domain
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore
 from qc_assets.stage_b.prompts import build_messages
 from resources.llm.resource import LLMResource
@@ -24,8 +24,12 @@ from resources.store import atomic_write_jsonl, read_jsonl
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MISSION = get_mission("挡风板安装检查")
 OUT = "distill_chatml"
-CHECKS = {"distill_chatml_schema", "distill_chatml_label_agreement", "distill_chatml_label_balance",
-          "distill_chatml_unique_rows"}
+CHECKS = {
+    "distill_chatml_schema",
+    "distill_chatml_label_agreement",
+    "distill_chatml_label_balance",
+    "distill_chatml_unique_rows",
+}
 
 
 def write_stage_a(root, n_groups: int = 2) -> list[dict]:
@@ -33,10 +37,20 @@ def write_stage_a(root, n_groups: int = 2) -> list[dict]:
     rows = []
     for i in range(n_groups):
         label = "fail" if i % 2 else "pass"
-        rows.append({"record_id": f"rid-g{i}", "group_id": f"g{i}", "mission": MISSION.name, "label": label,
-                     "images": [f"g{i}/1.jpg"], "per_image": {"image_1": texts[label]},
-                     "image_sha256": [hashlib.sha256(f"g{i}".encode()).hexdigest()],
-                     "model_fingerprint": "test", "prompt_hash": "test", "decode": {}})
+        rows.append(
+            {
+                "record_id": f"rid-g{i}",
+                "group_id": f"g{i}",
+                "mission": MISSION.name,
+                "label": label,
+                "images": [f"g{i}/1.jpg"],
+                "per_image": {"image_1": texts[label]},
+                "image_sha256": [hashlib.sha256(f"g{i}".encode()).hexdigest()],
+                "model_fingerprint": "test",
+                "prompt_hash": "test",
+                "decode": {},
+            }
+        )
     atomic_write_jsonl(root / "stage_a_summaries" / MISSION.name / "records.jsonl", rows)
     return rows
 
@@ -44,22 +58,29 @@ def write_stage_a(root, n_groups: int = 2) -> list[dict]:
 def write_stage_b(root, stop_reason: str = "converged", test_ids: tuple[str, ...] = ()) -> Guidance:
     """G0 + scaffold rules committed through the Stage-B guidance store, pointed at as best, the run's
     result.json (how it stopped) and its split (`test_ids` held out)."""
-    atomic_write_jsonl(root / "stage_b_guidance" / MISSION.name / "splits.jsonl",
-                       [{"run_id": "run-0001", "seed": 0, "train": [], "selection": [], "test": list(test_ids)}])
+    atomic_write_jsonl(
+        root / "stage_b_guidance" / MISSION.name / "splits.jsonl",
+        [{"run_id": "run-0001", "seed": 0, "train": [], "selection": [], "test": list(test_ids)}],
+    )
     store = GuidanceStore(root / "stage_b_guidance" / MISSION.name / "guidance")
     guidance = store.commit(Guidance.initial(MISSION), parent=None, change=None)
     store.set_pointer("current", guidance.version)
     store.set_pointer("best", guidance.version)
-    (root / "stage_b_guidance" / MISSION.name / "result.json").write_text(json.dumps(
-        {"run_id": "run-0001", "stop_reason": stop_reason, "kept_version": guidance.version}), encoding="utf-8")
+    (root / "stage_b_guidance" / MISSION.name / "result.json").write_text(
+        json.dumps({"run_id": "run-0001", "stop_reason": stop_reason, "kept_version": guidance.version}),
+        encoding="utf-8",
+    )
     return guidance
 
 
 def materialize(root, instance, llm: LLMResource, config: DistillAssetConfig):
     return dg.materialize(
-        [distill_chatml, *asset_checks], partition_key=MISSION.name, instance=instance,
+        [distill_chatml, *asset_checks],
+        partition_key=MISSION.name,
+        instance=instance,
         resources={"storage": StorageResource(data_root=str(root)), "teacher_llm": llm},
-        run_config=dg.RunConfig({OUT: config}), raise_on_error=False,
+        run_config=dg.RunConfig({OUT: config}),
+        raise_on_error=False,
     )
 
 
@@ -81,7 +102,8 @@ def test_an_unfinished_stage_b_run_is_refused(tmp_path):
     write_stage_a(tmp_path)
     write_stage_b(tmp_path)
     (tmp_path / "stage_b_guidance" / MISSION.name / "state.json").write_text(
-        json.dumps({"run_id": "run-0002", "status": "running", "phase": "rollout"}), encoding="utf-8")
+        json.dumps({"run_id": "run-0002", "status": "running", "phase": "rollout"}), encoding="utf-8"
+    )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("missions", [MISSION.name])
         result = materialize(tmp_path, instance, LLMResource(), DistillAssetConfig())
@@ -112,7 +134,8 @@ def test_a_failed_stage_b_run_is_refused(tmp_path):
     write_stage_a(tmp_path)
     write_stage_b(tmp_path)
     (tmp_path / "stage_b_guidance" / MISSION.name / "state.json").write_text(
-        json.dumps({"run_id": "run-0002", "status": "failed", "error": "12 of 12 LLM calls failed"}), encoding="utf-8")
+        json.dumps({"run_id": "run-0002", "status": "failed", "error": "12 of 12 LLM calls failed"}), encoding="utf-8"
+    )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("missions", [MISSION.name])
         result = materialize(tmp_path, instance, LLMResource(), DistillAssetConfig())
@@ -142,8 +165,13 @@ def test_materialize_with_the_embedded_teacher_and_rerun_without_calls(tmp_path)
         assert meta["dagster/row_count"] == meta["distill/rows_pass"] + meta["distill/rows_fail"]
         assert "| reason | answers |" in meta["rejected_by_reason"] and len(meta["preview"]) <= 500
         out = tmp_path / OUT / MISSION.name
-        for name in ("distill_chatml.jsonl", "distill_chatml.parquet", "preference_pairs.jsonl", "rejected.jsonl",
-                     "teacher_answers.jsonl"):
+        for name in (
+            "distill_chatml.jsonl",
+            "distill_chatml.parquet",
+            "preference_pairs.jsonl",
+            "rejected.jsonl",
+            "teacher_answers.jsonl",
+        ):
             assert (out / name).exists(), name
         assert len(read_jsonl(out / "rejected.jsonl")) == rejected
         rows = read_jsonl(out / "distill_chatml.jsonl")
@@ -173,9 +201,18 @@ def test_scripted_server_teacher_exercises_weighting_pairs_and_every_check(fault
     write_stage_a(tmp_path, n_groups=4)
     guidance = write_stage_b(tmp_path, stop_reason="max_epochs")  # distilled anyway: the config allows it
     # Stage-B's rollouts under the kept guidance got group g0 (pass) wrong: a hard case.
-    atomic_write_jsonl(tmp_path / "stage_b_guidance" / MISSION.name / "trajectories.jsonl", [
-        {"guidance_hash": guidance.content_hash(), "record_id": "rid-g0", "label": "pass", "verdict": "fail",
-         "error": None}])
+    atomic_write_jsonl(
+        tmp_path / "stage_b_guidance" / MISSION.name / "trajectories.jsonl",
+        [
+            {
+                "guidance_hash": guidance.content_hash(),
+                "record_id": "rid-g0",
+                "label": "pass",
+                "verdict": "fail",
+                "error": None,
+            }
+        ],
+    )
     llm = LLMResource(backend="openai", base_url=fault_server.base_url, model="distill-asset", max_retries=0)
     config = DistillAssetConfig(n_samples=2, hard_fail_groups=False, allow_unconverged=True)
     with dg.instance_for_test() as instance:

@@ -22,16 +22,34 @@ GUIDANCE = Guidance.initial(MISSION)
 
 
 def record(group: str, label: str, text: str = "空槽位挡风板齐全，安装到位") -> dict:
-    return {"record_id": f"rid-{group}-{label}", "group_id": group, "mission": MISSION.name, "label": label,
-            "images": [f"{group}/1.jpg"], "per_image": {"image_1": text, "image_2": "机柜整体照片"},
-            "image_sha256": [hashlib.sha256(f"{group}{i}".encode()).hexdigest() for i in (1, 2)]}
+    return {
+        "record_id": f"rid-{group}-{label}",
+        "group_id": group,
+        "mission": MISSION.name,
+        "label": label,
+        "images": [f"{group}/1.jpg"],
+        "per_image": {"image_1": text, "image_2": "机柜整体照片"},
+        "image_sha256": [hashlib.sha256(f"{group}{i}".encode()).hexdigest() for i in (1, 2)],
+    }
 
 
-def build(records, raws, config=DistillConfig(), factor: int = 1):
+def build(records, raws, config=None, factor: int = 1):
     """Rows and pairs for `raws[record_id] = [answer texts by sample]`."""
+    config = config or DistillConfig()
     by_id = {r["record_id"]: r for r in records}
-    answers = [{"record_id": rid, "group_id": by_id[rid]["group_id"], "label": by_id[rid]["label"], "sample": s,
-                "seed": s, "raw": raw, "error": None} for rid, texts in raws.items() for s, raw in enumerate(texts)]
+    answers = [
+        {
+            "record_id": rid,
+            "group_id": by_id[rid]["group_id"],
+            "label": by_id[rid]["label"],
+            "sample": s,
+            "seed": s,
+            "raw": raw,
+            "error": None,
+        }
+        for rid, texts in raws.items()
+        for s, raw in enumerate(texts)
+    ]
     judged = judge_answers(answers, config)
     prompts = {rid: build_messages(MISSION, GUIDANCE, rec) for rid, rec in by_id.items()}
     hard = hard_records(records, set(), config)
@@ -46,8 +64,10 @@ def dumps(messages) -> bytes:
 
 def test_prompt_is_the_production_prompt_byte_for_byte_and_holds_no_label(tmp_path):
     recs = [record("g1", "pass"), record("g1", "fail", "两个空槽位缺少挡风板")]  # a resubmitted group
-    rows, pairs, _ = build(recs, {"rid-g1-pass": ["通过\n理由: 挡风板齐全"],
-                                  "rid-g1-fail": ["不通过\n理由: 缺少挡风板", "通过\n理由: 齐全"]})
+    rows, pairs, _ = build(
+        recs,
+        {"rid-g1-pass": ["通过\n理由: 挡风板齐全"], "rid-g1-fail": ["不通过\n理由: 缺少挡风板", "通过\n理由: 齐全"]},
+    )
     write_outputs(tmp_path, rows, pairs, [])
     from_jsonl = read_jsonl(tmp_path / CHATML_JSONL)
     from_parquet = pl.read_parquet(tmp_path / CHATML_PARQUET).to_dicts()
@@ -89,15 +109,20 @@ def test_schema_accepts_an_empty_corpus(tmp_path):
     assert frame.height == 0 and validate_frame(frame).height == 0
 
 
-@pytest.mark.parametrize("breakage, failing_check", [
-    (lambda r: r.update(label="maybe"), "isin"),
-    (lambda r: r["messages"][-1].update(content="通过"), "assistant_obeys_verdict_contract"),
-    (lambda r: r["messages"][-1].update(content="不通过\n理由: 缺少"), "assistant_obeys_verdict_contract"),
-    (lambda r: r.update(messages=[r["messages"][1], r["messages"][0], r["messages"][2]]),
-     "roles_are_system_user_assistant"),
-    (lambda r: r.update(image_sha256=["not-a-hash"]), "non_empty_list_of_sha256"),
-    (lambda r: r.update(copy=1), "copy_below_weight"),
-])
+@pytest.mark.parametrize(
+    "breakage, failing_check",
+    [
+        (lambda r: r.update(label="maybe"), "isin"),
+        (lambda r: r["messages"][-1].update(content="通过"), "assistant_obeys_verdict_contract"),
+        (lambda r: r["messages"][-1].update(content="不通过\n理由: 缺少"), "assistant_obeys_verdict_contract"),
+        (
+            lambda r: r.update(messages=[r["messages"][1], r["messages"][0], r["messages"][2]]),
+            "roles_are_system_user_assistant",
+        ),
+        (lambda r: r.update(image_sha256=["not-a-hash"]), "non_empty_list_of_sha256"),
+        (lambda r: r.update(copy=1), "copy_below_weight"),
+    ],
+)
 def test_schema_rejects_a_bad_row(breakage, failing_check):
     rows, _, _ = build([record("g1", "pass")], {"rid-g1-pass": ["通过\n理由: 齐全"]})
     good = rows_frame(rows)

@@ -18,8 +18,15 @@ FAIL_OK = "不通过\n理由: 缺少挡风板"
 
 
 def answer(record_id: str, label: str, sample: int, raw: str | None, error: str | None = None) -> dict:
-    return {"record_id": record_id, "group_id": record_id.split("/")[-1], "label": label, "sample": sample,
-            "seed": 100 + sample, "raw": raw, "error": error}
+    return {
+        "record_id": record_id,
+        "group_id": record_id.split("/")[-1],
+        "label": label,
+        "sample": sample,
+        "seed": 100 + sample,
+        "raw": raw,
+        "error": error,
+    }
 
 
 def test_every_rejection_reason_and_the_kept_answer():
@@ -34,8 +41,15 @@ def test_every_rejection_reason_and_the_kept_answer():
         {**answer("r/g1", "pass", 6, "通过\n理由: 挡风板"), "finish_reason": "length"},  # cut by the token limit
     ]
     judged = judge_answers(answers, config)
-    assert [j.reason for j in judged] == [None, "teacher_error", "format_bad", "label_mismatch",
-                                          "reason_too_long", "duplicate_answer", "truncated"]
+    assert [j.reason for j in judged] == [
+        None,
+        "teacher_error",
+        "format_bad",
+        "label_mismatch",
+        "reason_too_long",
+        "duplicate_answer",
+        "truncated",
+    ]
     kept = judged[0]
     assert kept.text == PASS_OK and kept.verdict == "pass" and kept.rationale == "挡风板齐全"
     # A failed request is never parsed: no verdict, no text.
@@ -57,8 +71,11 @@ def test_rationale_budget_applies_only_with_the_short_rationale_recipe():
 
 
 def test_multi_sample_off_keeps_the_first_accepted_sample_only():
-    answers = [answer("r/g1", "fail", 1, "不通过\n理由: 缺少螺丝"), answer("r/g1", "fail", 0, FAIL_OK),
-               answer("r/g1", "fail", 2, "不通过\n理由: 设备倾斜")]
+    answers = [
+        answer("r/g1", "fail", 1, "不通过\n理由: 缺少螺丝"),
+        answer("r/g1", "fail", 0, FAIL_OK),
+        answer("r/g1", "fail", 2, "不通过\n理由: 设备倾斜"),
+    ]
     on = judge_answers(answers, DistillConfig())
     off = judge_answers(answers, DistillConfig(multi_sample=False))
     assert [j.kept for j in on] == [True, True, True]
@@ -80,8 +97,11 @@ def test_majority_wrong_uses_only_the_kept_guidance_and_counts_no_valid_verdict_
 
 
 def test_hard_case_weighting_flags():
-    records = [{"record_id": "p1", "label": "pass"}, {"record_id": "p2", "label": "pass"},
-               {"record_id": "f1", "label": "fail"}]
+    records = [
+        {"record_id": "p1", "label": "pass"},
+        {"record_id": "p2", "label": "pass"},
+        {"record_id": "f1", "label": "fail"},
+    ]
     wrong = {"p2"}
     assert hard_records(records, wrong, DistillConfig()) == {"p2", "f1"}  # marked; fusion weighs them
     assert hard_records(records, wrong, DistillConfig(hard_fail_groups=False)) == {"p2"}
@@ -101,16 +121,24 @@ def test_preference_pairs_pair_correct_with_incorrect_answers_of_the_same_group(
     ]
     pairs = preference_pairs(judge_answers(answers, DistillConfig()))
     assert [(p.chosen.answer["sample"], p.rejected.answer["sample"], p.rejected.reason) for p in pairs] == [
-        (0, 1, "label_mismatch"), (0, 2, "format_bad")]
+        (0, 1, "label_mismatch"),
+        (0, 2, "format_bad"),
+    ]
     assert pairs[0].chosen.text == FAIL_OK and pairs[0].rejected_text == PASS_OK
     assert pairs[1].rejected_text == "随便说说"
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n_samples": 0}, "n_samples"), ({"top_p": 0.0}, "top_p"), ({"temperature": -1.0}, "temperature"),
-    ({"guidance": "latest"}, "guidance"), ({"min_label_share": 0.7}, "min_label_share"),
-    ({"temperature": 0.0, "n_samples": 3}, "temperature=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_samples": 0}, "n_samples"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"guidance": "latest"}, "guidance"),
+        ({"min_label_share": 0.7}, "min_label_share"),
+        ({"temperature": 0.0, "n_samples": 3}, "temperature=0"),
+    ],
+)
 def test_config_validation_names_the_bad_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DistillConfig(**kwargs)

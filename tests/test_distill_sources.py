@@ -19,23 +19,48 @@ PASS_TEXT, FAIL_TEXT = "通过\n理由: 挡风板齐全", "不通过\n理由: �
 
 
 def selection(epoch: int, pool: str, gid: str, label: str, version: int, raw: str | None, model: str) -> dict:
-    chosen = None if raw is None else {
-        "raw": raw, "verdict": None, "reason": None, "temperature": 0.7, "top_p": 0.95, "seed": 7, "sample": 1,
-        "max_new_tokens": 64, "regex": None, "model": model, "finish_reason": "stop"}
-    return {"run_id": "run-0001", "epoch": epoch, "pool": pool, "guidance_version": version,
-            "record_id": f"rid-{gid}", "group_id": gid, "label": label, "selected": chosen}
+    chosen = (
+        None
+        if raw is None
+        else {
+            "raw": raw,
+            "verdict": None,
+            "reason": None,
+            "temperature": 0.7,
+            "top_p": 0.95,
+            "seed": 7,
+            "sample": 1,
+            "max_new_tokens": 64,
+            "regex": None,
+            "model": model,
+            "finish_reason": "stop",
+        }
+    )
+    return {
+        "run_id": "run-0001",
+        "epoch": epoch,
+        "pool": pool,
+        "guidance_version": version,
+        "record_id": f"rid-{gid}",
+        "group_id": gid,
+        "label": label,
+        "selected": chosen,
+    }
 
 
 def write_selections(root, version: int, model: str) -> None:
     """Epoch 1 (older) got g2 right; epoch 2, the one that kept the guidance: g0 right, g1 wrong, g2 no
     majority. g3 is on the test side: its test_kept row must never be exported."""
-    atomic_write_jsonl(root / "stage_b_guidance" / MISSION.name / "selections.jsonl", [
-        selection(1, "train", "g2", "pass", version, PASS_TEXT, model),
-        selection(2, "train", "g0", "pass", version, PASS_TEXT, model),
-        selection(2, "selection", "g1", "fail", version, PASS_TEXT, model),
-        selection(2, "train", "g2", "pass", version, None, model),
-        selection(2, "test_kept", "g3", "fail", version, FAIL_TEXT, model),
-    ])
+    atomic_write_jsonl(
+        root / "stage_b_guidance" / MISSION.name / "selections.jsonl",
+        [
+            selection(1, "train", "g2", "pass", version, PASS_TEXT, model),
+            selection(2, "train", "g0", "pass", version, PASS_TEXT, model),
+            selection(2, "selection", "g1", "fail", version, PASS_TEXT, model),
+            selection(2, "train", "g2", "pass", version, None, model),
+            selection(2, "test_kept", "g3", "fail", version, FAIL_TEXT, model),
+        ],
+    )
 
 
 def teacher(server, model: str) -> LLMResource:
@@ -70,8 +95,9 @@ def test_teacher_source_when_stage_b_ran_another_model_never_asks_about_test_gro
     write_selections(tmp_path, guidance.version, "llama_cpp:smollm2:0000")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("missions", [MISSION.name])
-        result = materialize(tmp_path, instance, teacher(fault_server, "distill-teach"),
-                             DistillAssetConfig(n_samples=1))
+        result = materialize(
+            tmp_path, instance, teacher(fault_server, "distill-teach"), DistillAssetConfig(n_samples=1)
+        )
     assert result.success
     meta = {k: v.value for k, v in result.asset_materializations_for_node(OUT)[0].metadata.items()}
     assert meta["distill/source"] == "teacher" and "is not the teacher" in meta["distill/source_reason"]
@@ -90,10 +116,16 @@ def test_selections_requested_from_another_model_fail_clearly(fault_server, tmp_
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("missions", [MISSION.name])
         with pytest.raises(dg.Failure, match="source: selections needs Stage-B to have run with the teacher"):
-            dg.materialize([distill_chatml, *asset_checks], partition_key=MISSION.name, instance=instance,
-                           resources={"storage": StorageResource(data_root=str(tmp_path)),
-                                      "teacher_llm": teacher(fault_server, "distill-x")},
-                           run_config=dg.RunConfig({OUT: DistillAssetConfig(source="selections")}))
+            dg.materialize(
+                [distill_chatml, *asset_checks],
+                partition_key=MISSION.name,
+                instance=instance,
+                resources={
+                    "storage": StorageResource(data_root=str(tmp_path)),
+                    "teacher_llm": teacher(fault_server, "distill-x"),
+                },
+                run_config=dg.RunConfig({OUT: DistillAssetConfig(source="selections")}),
+            )
 
 
 def test_a_stage_b_run_without_its_split_is_refused(fault_server, tmp_path):
@@ -103,15 +135,28 @@ def test_a_stage_b_run_without_its_split_is_refused(fault_server, tmp_path):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("missions", [MISSION.name])
         with pytest.raises(dg.Failure, match="splits.jsonl has no split for Stage-B run 'run-0001'"):
-            dg.materialize([distill_chatml], partition_key=MISSION.name, instance=instance,
-                           resources={"storage": StorageResource(data_root=str(tmp_path)),
-                                      "teacher_llm": teacher(fault_server, "distill-x")},
-                           run_config=dg.RunConfig({OUT: DistillAssetConfig()}))
+            dg.materialize(
+                [distill_chatml],
+                partition_key=MISSION.name,
+                instance=instance,
+                resources={
+                    "storage": StorageResource(data_root=str(tmp_path)),
+                    "teacher_llm": teacher(fault_server, "distill-x"),
+                },
+                run_config=dg.RunConfig({OUT: DistillAssetConfig()}),
+            )
 
 
-@pytest.mark.parametrize("requested, stage_b, expected", [
-    ("auto", "m", "selections"), ("auto", "other", "teacher"), ("auto", None, "teacher"),
-    ("teacher", "m", "teacher"), ("selections", "m", "selections")])
+@pytest.mark.parametrize(
+    "requested, stage_b, expected",
+    [
+        ("auto", "m", "selections"),
+        ("auto", "other", "teacher"),
+        ("auto", None, "teacher"),
+        ("teacher", "m", "teacher"),
+        ("selections", "m", "selections"),
+    ],
+)
 def test_choose_source(requested, stage_b, expected):
     assert choose_source(requested, stage_b, "m").source == expected
 

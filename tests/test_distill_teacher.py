@@ -39,9 +39,17 @@ def records(n: int) -> list[dict]:
     out = []
     for i in range(n):
         label = "fail" if i % 2 else "pass"
-        out.append({"record_id": f"rid{i}", "group_id": f"g{i}", "mission": MISSION.name, "label": label,
-                    "images": [f"g{i}/1.jpg"], "per_image": {"image_1": texts[label]},
-                    "image_sha256": [hashlib.sha256(f"g{i}".encode()).hexdigest()]})
+        out.append(
+            {
+                "record_id": f"rid{i}",
+                "group_id": f"g{i}",
+                "mission": MISSION.name,
+                "label": label,
+                "images": [f"g{i}/1.jpg"],
+                "per_image": {"image_1": texts[label]},
+                "image_sha256": [hashlib.sha256(f"g{i}".encode()).hexdigest()],
+            }
+        )
     return out
 
 
@@ -77,8 +85,13 @@ def test_cache_key_covers_decode_params_and_guidance(tmp_path):
     client = OpenAIChatLLM("http://127.0.0.1:9/v1", "teacher")  # never called: only its fingerprint is read
     rec, msgs = records(1)[0], [{"role": "user", "content": "x"}]
     base = TeacherRunner(client, MISSION, GUIDANCE, DistillConfig(), tmp_path).key(rec, msgs, 0)
-    for config in (DistillConfig(temperature=0.9), DistillConfig(top_p=0.5), DistillConfig(max_new_tokens=9),
-                   DistillConfig(seed=1), DistillConfig(constrained=True)):
+    for config in (
+        DistillConfig(temperature=0.9),
+        DistillConfig(top_p=0.5),
+        DistillConfig(max_new_tokens=9),
+        DistillConfig(seed=1),
+        DistillConfig(constrained=True),
+    ):
         assert TeacherRunner(client, MISSION, GUIDANCE, config, tmp_path).key(rec, msgs, 0) != base
     newer = Guidance.from_dict({**GUIDANCE.to_dict(), "version": 3})
     assert TeacherRunner(client, MISSION, newer, DistillConfig(), tmp_path).key(rec, msgs, 0) != base

@@ -58,8 +58,7 @@ def engine_url():
 def test_speaks_openai_chat_completions_with_honest_usage(engine_url):
     client = OpenAI(base_url=engine_url, api_key="none")
     prompt = "Write a long essay about a cable tray."
-    reply = client.chat.completions.create(model="any", max_tokens=50,
-                                           messages=[{"role": "user", "content": prompt}])
+    reply = client.chat.completions.create(model="any", max_tokens=50, messages=[{"role": "user", "content": prompt}])
     n = answer_length(prompt, 10, 50)
     assert reply.usage.completion_tokens == n
     assert len(reply.choices[0].message.content.split()) == n
@@ -71,10 +70,34 @@ def test_teacher_benchmark_names_the_double_in_its_section(tmp_path):
     import sys
 
     doc = tmp_path / "benchmarks.md"
-    subprocess.run([sys.executable, "-m", "benchmarks.fastdistill_teacher", "--server", "engine-double",
-                    "--parallel", "4", "--step-ms", "1", "--workload", "varied", "--prompts", "12",
-                    "--max-tokens", "30", "--concurrency", "4", "--rounds", "1", "--doc", str(doc)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.fastdistill_teacher",
+            "--server",
+            "engine-double",
+            "--parallel",
+            "4",
+            "--step-ms",
+            "1",
+            "--workload",
+            "varied",
+            "--prompts",
+            "12",
+            "--max-tokens",
+            "30",
+            "--concurrency",
+            "4",
+            "--rounds",
+            "1",
+            "--doc",
+            str(doc),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     section = doc.read_text(encoding="utf-8")
     assert "\n## FastDistill teacher throughput: varied answers on engine-double\n" in section
     assert "**A test double, not a model:** `ContinuousBatchingEngineDouble`" in section

@@ -10,21 +10,30 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from qc_assets.cli.fastdistill import run_fastdistill
 from qc_assets.fastdistill.assets import assets as fd_assets
 from qc_assets.fastdistill.partitions import fastdistill_runs
-from qc_assets.cli.fastdistill import run_fastdistill
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 
-TINY = {"max_train": 4, "max_dev": 2, "max_new_tokens": 24, "chunk_size": 4,
-        "require_gold_match": False, "min_score": 0.0}
+TINY = {
+    "max_train": 4,
+    "max_dev": 2,
+    "max_new_tokens": 24,
+    "chunk_size": 4,
+    "require_gold_match": False,
+    "min_score": 0.0,
+}
 TINY_STUDENT = {"lora": {"max_steps": 2, "batch_size": 2}, "eval_max_new_tokens": 16}
 STAGES_WITH_REPORTS = ("canonical", "dedup", "teacher", "filter", "exec_eval", "score", "select", "export")
 
 
 def checks_of(result):
-    return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
-            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
 
 
 def meta(result, asset):
@@ -37,16 +46,26 @@ def test_fastdistill_group_end_to_end_and_rerun_calls_no_teacher(tmp_path):
     storage = StorageResource(data_root=str(tmp_path / "data"))
     teacher = LLMResource(batch_size=4, cpu_threads=1)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        result = run_fastdistill("r1", TINY, instance=instance, storage=storage, teacher_llm=teacher,
-                                 include_student=False)
+        result = run_fastdistill(
+            "r1", TINY, instance=instance, storage=storage, teacher_llm=teacher, include_student=False
+        )
         assert result.success
         run = tmp_path / "data" / "fastdistill" / "r1"
         for stage in STAGES_WITH_REPORTS:
             manifest = json.loads((run / stage / "manifest.json").read_text())
             assert set(manifest) == {"count", "field_hash", "min_sample_id", "max_sample_id", "columns"}
             quality = json.loads((run / stage / "quality_report.json").read_text())
-            assert {"total", "kept", "rejected", "p_keep", "exec_pass_rate", "gold_match_rate", "judge_score",
-                    "reject_reason_counts", "exec_error_counts"} <= set(quality)
+            assert {
+                "total",
+                "kept",
+                "rejected",
+                "p_keep",
+                "exec_pass_rate",
+                "gold_match_rate",
+                "judge_score",
+                "reject_reason_counts",
+                "exec_error_counts",
+            } <= set(quality)
             timing = json.loads((run / stage / "timing_report.json").read_text())
             assert set(timing["stages"][stage]) == {"count", "p50", "p90", "p95", "wall_s"}
 
@@ -82,9 +101,12 @@ def test_fastdistill_group_end_to_end_and_rerun_calls_no_teacher(tmp_path):
         assert checks["exec_pass_rate"].passed == (q["exec_pass_rate"] >= 0.2)
 
         # same run_id again: every sample comes from the cache, the teacher gets no request
-        again = dg.materialize([a for a in fd_assets if a.key.path[-1] == "fastdistill_teacher"],
-                               partition_key="r1", instance=instance,
-                               resources={"storage": storage, "teacher_llm": teacher})
+        again = dg.materialize(
+            [a for a in fd_assets if a.key.path[-1] == "fastdistill_teacher"],
+            partition_key="r1",
+            instance=instance,
+            resources={"storage": storage, "teacher_llm": teacher},
+        )
         assert again.success
         again_meta = meta(again, "fastdistill_teacher")
         assert again_meta["fastdistill/teacher_calls"] == 0
@@ -96,17 +118,32 @@ def test_fastdistill_group_end_to_end_and_rerun_calls_no_teacher(tmp_path):
 
 def test_definitions_shape_and_config_mismatch_is_refused(tmp_path):
     keys = {a.key.path[-1] for a in fd_assets}
-    assert keys == {"fastdistill_inputs", "fastdistill_teacher", "fastdistill_scored", "fastdistill_dataset",
-                    "fastdistill_student"}
+    assert keys == {
+        "fastdistill_inputs",
+        "fastdistill_teacher",
+        "fastdistill_scored",
+        "fastdistill_dataset",
+        "fastdistill_student",
+    }
     assert all(a.group_names_by_key[a.key] == "fastdistill" for a in fd_assets)
     assert all(a.partitions_def == fastdistill_runs for a in fd_assets)
     storage = StorageResource(data_root=str(tmp_path / "data"))
     inputs = [a for a in fd_assets if a.key.path[-1] == "fastdistill_inputs"]
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         instance.add_dynamic_partitions("fastdistill_runs", ["x"])
-        ok = dg.materialize(inputs, partition_key="x", instance=instance, resources={"storage": storage},
-                            run_config={"ops": {"fastdistill_inputs": {"config": {"max_train": 3, "max_dev": 1}}}})
+        ok = dg.materialize(
+            inputs,
+            partition_key="x",
+            instance=instance,
+            resources={"storage": storage},
+            run_config={"ops": {"fastdistill_inputs": {"config": {"max_train": 3, "max_dev": 1}}}},
+        )
         assert ok.success and meta(ok, "fastdistill_inputs")["dagster/row_count"] == 4
         with pytest.raises(ValueError, match="use a new run_id"):
-            dg.materialize(inputs, partition_key="x", instance=instance, resources={"storage": storage},
-                           run_config={"ops": {"fastdistill_inputs": {"config": {"max_train": 5}}}})
+            dg.materialize(
+                inputs,
+                partition_key="x",
+                instance=instance,
+                resources={"storage": storage},
+                run_config={"ops": {"fastdistill_inputs": {"config": {"max_train": 5}}}},
+            )

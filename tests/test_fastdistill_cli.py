@@ -37,15 +37,18 @@ def test_the_four_seed_recipes_load_and_say_what_the_seed_asks():
         LLMResource(**teacher)  # every block is a valid teacher resource
 
 
-@pytest.mark.parametrize("text, message", [
-    ("run: {recipe: poem}\n", "recipe must be one of"),
-    ("run: {}\nstudents: {}\n", "unknown top-level keys \\['students'\\]"),
-    ("run: {max_tokens: 3}\n", "unknown run config keys \\['max_tokens'\\]"),
-    ("run: {}\nteacher: {api_key: sk-1}\n", "must not be written in a file"),
-    ("run: {}\nstudent: {steps: 3}\n", "student: unknown keys \\['steps'\\]"),
-    ("run: {}\nstudent: {lora: {r: 0}}\n", "lora.r must be an integer >= 1"),
-    ("run: {}\nstudent: {lora: {rank: 4}}\n", "student.lora: unknown keys \\['rank'\\]"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("run: {recipe: poem}\n", "recipe must be one of"),
+        ("run: {}\nstudents: {}\n", "unknown top-level keys \\['students'\\]"),
+        ("run: {max_tokens: 3}\n", "unknown run config keys \\['max_tokens'\\]"),
+        ("run: {}\nteacher: {api_key: sk-1}\n", "must not be written in a file"),
+        ("run: {}\nstudent: {steps: 3}\n", "student: unknown keys \\['steps'\\]"),
+        ("run: {}\nstudent: {lora: {r: 0}}\n", "lora.r must be an integer >= 1"),
+        ("run: {}\nstudent: {lora: {rank: 4}}\n", "student.lora: unknown keys \\['rank'\\]"),
+    ],
+)
 def test_a_bad_run_file_fails_before_anything_runs(tmp_path, text, message):
     (tmp_path / "run.yaml").write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=message):
@@ -62,12 +65,24 @@ def test_born_again_loads_the_student_on_the_teachers_device_and_dtype(tmp_path)
     model_dir = tmp_path / "fastdistill" / "b" / "train" / "model"
     model_dir.mkdir(parents=True)
     (model_dir / "config.json").write_text("{}", encoding="utf-8")
-    teacher = LLMResource(backend="openai", base_url="http://127.0.0.1:1/v1", model="m", structured_output="vllm",
-                          device="cuda:1", dtype="bfloat16", batch_size=16, cpu_threads=2)
+    teacher = LLMResource(
+        backend="openai",
+        base_url="http://127.0.0.1:1/v1",
+        model="m",
+        structured_output="vllm",
+        device="cuda:1",
+        dtype="bfloat16",
+        batch_size=16,
+        cpu_threads=2,
+    )
     born = born_again_teacher(FastDistillSettings(teacher_from_run="b"), storage, teacher)
     assert isinstance(born, LLMResource)  # the teacher resource with a new model path, not a backend built here
-    assert (born.backend, born.model_path, born.device, born.dtype) == ("transformers", str(model_dir), "cuda:1",
-                                                                        "bfloat16")
+    assert (born.backend, born.model_path, born.device, born.dtype) == (
+        "transformers",
+        str(model_dir),
+        "cuda:1",
+        "bfloat16",
+    )
     assert (born.batch_size, born.cpu_threads, born.gguf_file) == (16, 2, None)
     born.validate_config()
     with pytest.raises(ValueError, match="has no trained student"):
@@ -75,8 +90,10 @@ def test_born_again_loads_the_student_on_the_teachers_device_and_dtype(tmp_path)
 
 
 def write_run_file(path: Path, server, **run) -> Path:
-    body = {"run": {"source": "synthetic", "max_train": 2, "max_dev": 1, "max_new_tokens": 17, **run},
-            "teacher": {"backend": "openai", "base_url": server.base_url, "model": "fd-cli", "max_retries": 0}}
+    body = {
+        "run": {"source": "synthetic", "max_train": 2, "max_dev": 1, "max_new_tokens": 17, **run},
+        "teacher": {"backend": "openai", "base_url": server.base_url, "model": "fd-cli", "max_retries": 0},
+    }
     path.write_text(yaml.safe_dump(body), encoding="utf-8")
     return path
 
@@ -86,16 +103,29 @@ def test_a_run_file_runs_without_demo_defaults_and_runs_compare(fault_server, tm
     (tmp_path / "home").mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("QC_DATA_ROOT", str(tmp_path / "data"))
-    assert fastdistill_cli.main(["one", "--config", str(write_run_file(tmp_path / "a.yaml", fault_server)),
-                        "--no-student"]) == 0
+    assert (
+        fastdistill_cli.main(
+            ["one", "--config", str(write_run_file(tmp_path / "a.yaml", fault_server)), "--no-student"]
+        )
+        == 0
+    )
     recorded = json.loads((tmp_path / "data" / "fastdistill" / "one" / "run_config.json").read_text())["config"]
     assert recorded["max_new_tokens"] == 17
     # the demo would have set chunk_size 8 and require_gold_match false
     assert recorded == {**FastDistillSettings().as_dict(), "max_train": 2, "max_dev": 1, "max_new_tokens": 17}
     assert fault_server.hits["fd-cli"] == 2  # the file's teacher answered, not the embedded demo model
 
-    assert fastdistill_cli.main(["two", "--config", str(write_run_file(tmp_path / "b.yaml", fault_server, n=2,
-                                                                temperature=0.7)), "--no-student"]) == 0
+    assert (
+        fastdistill_cli.main(
+            [
+                "two",
+                "--config",
+                str(write_run_file(tmp_path / "b.yaml", fault_server, n=2, temperature=0.7)),
+                "--no-student",
+            ]
+        )
+        == 0
+    )
     paths = compare.main(["one", "two"])
     text = paths["markdown"].read_text(encoding="utf-8")
     assert "| one | sql | 1 | 0.000 |" in text and "| two | sql | 2 | 0.700 |" in text

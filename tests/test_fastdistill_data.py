@@ -56,8 +56,11 @@ def test_wikisql_loader(tmp_path):
     (tmp_path / "dev.tables.jsonl").write_text(
         json.dumps({"id": "1-10015132-11", "header": ["City", "Score"], "types": ["text", "real"], "rows": []}) + "\n"
     )
-    q = {"table_id": "1-10015132-11", "question": "What is the score of O'Hare?",
-         "sql": {"sel": 1, "agg": 0, "conds": [[0, 0, "O'Hare"]]}}
+    q = {
+        "table_id": "1-10015132-11",
+        "question": "What is the score of O'Hare?",
+        "sql": {"sel": 1, "agg": 0, "conds": [[0, 0, "O'Hare"]]},
+    }
     q2 = {"table_id": "1-10015132-11", "question": "最高分是多少？", "sql": {"sel": 1, "agg": 1, "conds": []}}
     (tmp_path / "dev.jsonl").write_text(json.dumps(q) + "\n" + json.dumps(q2, ensure_ascii=False) + "\n")
     recs = load_wikisql(tmp_path / "dev.jsonl", tmp_path / "dev.tables.jsonl", db, "dev")
@@ -74,13 +77,16 @@ def test_spider_loader_and_records_loader(tmp_path):
     conn.execute("CREATE TABLE animal (id INTEGER, name TEXT)")
     conn.commit()
     conn.close()
-    (tmp_path / "dev.json").write_text(json.dumps([{"db_id": "zoo", "question": "How many animals?",
-                                                    "query": "SELECT count(*) FROM animal"}]))
+    (tmp_path / "dev.json").write_text(
+        json.dumps([{"db_id": "zoo", "question": "How many animals?", "query": "SELECT count(*) FROM animal"}])
+    )
     recs = load_spider(tmp_path / "dev.json", tmp_path / "database", "dev")
     assert recs[0]["schema"] == sqlite_schema(db_dir / "zoo.sqlite") and "CREATE TABLE animal" in recs[0]["schema"]
     assert run_sql(recs[0]["db_path"], recs[0]["gold_sql"], 1.0).rows == [(0,)]
-    (tmp_path / "recs.jsonl").write_text(json.dumps({"question": "q", "gold_sql": "SELECT 1",
-                                                     "db_path": "database/zoo/zoo.sqlite", "schema": "s"}) + "\n")
+    (tmp_path / "recs.jsonl").write_text(
+        json.dumps({"question": "q", "gold_sql": "SELECT 1", "db_path": "database/zoo/zoo.sqlite", "schema": "s"})
+        + "\n"
+    )
     assert load_records_jsonl(tmp_path / "recs.jsonl")[0]["db_path"] == str(db_dir / "zoo.sqlite")
     (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
     with pytest.raises(ValueError, match="lacks"):
@@ -106,9 +112,11 @@ def test_canonical_ids_follow_the_contract():
 
 
 def test_polars_canonicalize_matches_python_and_dedups():
-    questions = ["Price of \"X\"?", "Café\u0301", "Cafe\u0301\u0301", "杭州\n人口", " tab\t", "a\\b", "ctl\x01", "x"]
-    rows = [{"task_id": "text2sql", "db_id": f"db{i % 2}", "question": q, "schema": f"S{i % 3}"}
-            for i, q in enumerate(questions)]
+    questions = ['Price of "X"?', "Café\u0301", "Cafe\u0301\u0301", "杭州\n人口", " tab\t", "a\\b", "ctl\x01", "x"]
+    rows = [
+        {"task_id": "text2sql", "db_id": f"db{i % 2}", "question": q, "schema": f"S{i % 3}"}
+        for i, q in enumerate(questions)
+    ]
     rows += [dict(rows[0]), {**rows[1], "question": " " + rows[1]["question"] + " "}]
     profile = decode_profile({"temperature": 0.0, "n": 1})
     frame = canonicalize_frame(pl.DataFrame(rows), profile)

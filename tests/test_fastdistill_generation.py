@@ -18,9 +18,9 @@ from qc_assets.fastdistill.canonical import with_ids
 from qc_assets.fastdistill.generation import GenerationCache, GenerationConfig, generate
 from qc_assets.fastdistill.teacher import CACHE_FILE, candidate_rows, decode_profile_for, run_teacher, work_items
 from qc_assets.fastdistill.text2sql_data import synthetic_dataset
+from resources.doubles.http_server import free_port
 from resources.llm import DecodeParams
 from resources.store import read_jsonl
-from resources.doubles.http_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = DecodeParams(temperature=0.0, max_new_tokens=8, seed=11, n=1)
@@ -46,8 +46,8 @@ class CountingLLM:
 
 @pytest.fixture(scope="module")
 def embedded_llm():
-    from resources.llm.transformers_backend import TransformersChatLLM
     from resources.llm.smollm2 import smollm2_gguf_path
+    from resources.llm.transformers_backend import TransformersChatLLM
 
     gguf = smollm2_gguf_path()
     return TransformersChatLLM(gguf.parent, gguf_file=gguf.name, batch_size=4, num_threads=1)
@@ -108,8 +108,13 @@ def test_kill_mid_generation_then_rerun_loses_nothing(tmp_path, embedded_llm):
     total = 5
     cache_path = tmp_path / "teacher" / CACHE_FILE
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path), str(total)], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path), str(total)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and child.poll() is None:
         if cache_path.exists() and len(read_jsonl(cache_path)) >= 2:
@@ -124,8 +129,9 @@ def test_kill_mid_generation_then_rerun_loses_nothing(tmp_path, embedded_llm):
 
     recs = records(tmp_path, total)
     counting = CountingLLM(embedded_llm)
-    cache, stats = run_teacher(counting, recs, PARAMS, "sql", tmp_path / "teacher",
-                               GenerationConfig(max_in_flight=1, chunk_size=4))
+    cache, stats = run_teacher(
+        counting, recs, PARAMS, "sql", tmp_path / "teacher", GenerationConfig(max_in_flight=1, chunk_size=4)
+    )
     assert counting.conversations == total - len(done_before)
     assert stats.cached == len(done_before)
     rows = read_jsonl(cache_path)
@@ -186,9 +192,8 @@ def test_cache_refuses_a_different_teacher_and_duplicate_ids(tmp_path):
 def test_results_are_written_as_they_finish_not_per_batch(tmp_path):
     """One slow request (the fault-injection server hangs on it) must not hold back the rows of the
     fast ones sent in the same chunk: they are cached first, the slow one last."""
-    from resources.doubles.llm_servers import FaultInjectionServer
-
     from qc_assets.fastdistill.generation import WorkItem
+    from resources.doubles.llm_servers import FaultInjectionServer
     from resources.llm.openai_backend import OpenAIChatLLM
 
     with FaultInjectionServer(hang_s=1.0) as server:
@@ -199,8 +204,14 @@ def test_results_are_written_as_they_finish_not_per_batch(tmp_path):
         items = [WorkItem(f"s{i}", [{"role": "user", "content": t}], 10) for i, t in enumerate(texts)]
         order = []
         cache = GenerationCache(tmp_path / "c.jsonl", llm.fingerprint)
-        stats = generate(llm, items, PARAMS, cache, GenerationConfig(max_in_flight=1, chunk_size=4),
-                         on_row=lambda row: order.append(row["sample_id"]))
+        stats = generate(
+            llm,
+            items,
+            PARAMS,
+            cache,
+            GenerationConfig(max_in_flight=1, chunk_size=4),
+            on_row=lambda row: order.append(row["sample_id"]),
+        )
         assert stats.failed_samples == 0 and stats.teacher_calls == 1
         assert set(order[:3]) == {"s1", "s2", "s3"} and order[3] == "s0"
         assert [r["sample_id"] for r in read_jsonl(tmp_path / "c.jsonl")] == order
@@ -212,9 +223,8 @@ def test_rows_finishing_together_share_an_fsync(tmp_path, delay_s, max_fsyncs):
     """Group commit: with a delay, 8 answers that arrive together cost one or two fsyncs, not eight;
     with delay 0 no row waits for a timer (rows that finish during a flush join the next one). Either
     way every row is on disk before `on_row` sees it and when `generate` returns."""
-    from resources.doubles.llm_servers import FaultInjectionServer
-
     from qc_assets.fastdistill.generation import WorkItem
+    from resources.doubles.llm_servers import FaultInjectionServer
     from resources.llm.openai_backend import OpenAIChatLLM
 
     with FaultInjectionServer() as server:
@@ -223,8 +233,14 @@ def test_rows_finishing_together_share_an_fsync(tmp_path, delay_s, max_fsyncs):
         items = [WorkItem(f"g{i}", [{"role": "user", "content": f"q{i}"}], 10) for i in range(8)]
         cache = GenerationCache(tmp_path / "c.jsonl", llm.fingerprint)
         durable = []
-        stats = generate(llm, items, PARAMS, cache, GenerationConfig(max_in_flight=8, fsync_delay_s=delay_s),
-                         on_row=lambda row: durable.append(row["sample_id"]))
+        stats = generate(
+            llm,
+            items,
+            PARAMS,
+            cache,
+            GenerationConfig(max_in_flight=8, fsync_delay_s=delay_s),
+            on_row=lambda row: durable.append(row["sample_id"]),
+        )
     on_disk = [r["sample_id"] for r in read_jsonl(tmp_path / "c.jsonl")]
     assert sorted(on_disk) == [f"g{i}" for i in range(8)] and durable == on_disk
     assert 1 <= stats.cache_fsyncs <= max_fsyncs

@@ -10,8 +10,8 @@ from qc_assets.fastdistill.reports import manifest, percentile, quality_report, 
 from qc_assets.fastdistill.scoring import exec_rows, gate_rows, judge_rows, score_rows
 from qc_assets.fastdistill.select_export import KeepRules, preference_pairs, select_rows, sft_rows
 from qc_assets.fastdistill.text2sql_data import synthetic_dataset
-from resources.llm import DecodeParams
 from resources.doubles.http_server import free_port
+from resources.llm import DecodeParams
 
 
 @pytest.fixture()
@@ -22,9 +22,18 @@ def record(tmp_path):
 
 
 def candidates(record, texts, recipe="sql"):
-    return [{**record, "candidate_id": f"s1:{k}", "candidate_index": k, "recipe": recipe, "teacher_fingerprint": "t",
-             "teacher_text": text, "teacher_error": None if text is not None else "HTTP 500"}
-            for k, text in enumerate(texts)]
+    return [
+        {
+            **record,
+            "candidate_id": f"s1:{k}",
+            "candidate_index": k,
+            "recipe": recipe,
+            "teacher_fingerprint": "t",
+            "teacher_text": text,
+            "teacher_error": None if text is not None else "HTTP 500",
+        }
+        for k, text in enumerate(texts)
+    ]
 
 
 def pipeline_rows(record, texts, recipe="sql"):
@@ -32,8 +41,14 @@ def pipeline_rows(record, texts, recipe="sql"):
 
 
 def test_gates_in_cost_order_and_scores(record):
-    texts = [f"```sql\n{record['gold_sql']};\n```", "SELECT COUNT(*) FROM cities", "I think 3.", None,
-             "SELECT nope FROM cities", "DELETE FROM cities"]
+    texts = [
+        f"```sql\n{record['gold_sql']};\n```",
+        "SELECT COUNT(*) FROM cities",
+        "I think 3.",
+        None,
+        "SELECT nope FROM cities",
+        "DELETE FROM cities",
+    ]
     rows = pipeline_rows(record, texts)
     assert [r["reject_reason"] for r in rows] == [None, None, "not_select", "generation_error", None, "not_select"]
     assert [r["exec_pass"] for r in rows] == [True, True, False, False, False, False]
@@ -44,8 +59,9 @@ def test_gates_in_cost_order_and_scores(record):
 
 
 def test_select_export_and_pairs(record):
-    rows = select_rows(pipeline_rows(record, ["SELECT COUNT(*) FROM cities", record["gold_sql"], "no idea"]),
-                       KeepRules())
+    rows = select_rows(
+        pipeline_rows(record, ["SELECT COUNT(*) FROM cities", record["gold_sql"], "no idea"]), KeepRules()
+    )
     assert [r["kept"] for r in rows] == [False, True, False]
     assert [r["keep_reject_reason"] for r in rows] == ["gold_mismatch", None, "not_select"]
     sft = sft_rows(rows)
@@ -59,8 +75,10 @@ def test_select_export_and_pairs(record):
     assert pairs[0]["chosen_score"] > pairs[0]["rejected_score"]
     dev_rows = [{**r, "split": "dev"} for r in rows]  # held-out inputs are never exported
     assert sft_rows(dev_rows) == [] and preference_pairs(dev_rows) == []
-    loose = select_rows(pipeline_rows(record, ["SELECT COUNT(*) FROM cities", "SELECT COUNT(*) FROM cities"]),
-                        KeepRules(require_gold_match=False, max_per_input=1))
+    loose = select_rows(
+        pipeline_rows(record, ["SELECT COUNT(*) FROM cities", "SELECT COUNT(*) FROM cities"]),
+        KeepRules(require_gold_match=False, max_per_input=1),
+    )
     assert [r["kept"] for r in loose] == [True, False]
     assert loose[1]["keep_reject_reason"] == "not_best_of_input"
     with pytest.raises(ValueError, match="max_per_input"):
@@ -95,10 +113,10 @@ def test_judge_only_sees_executed_candidates(record, tmp_path):
 
     port = free_port()  # nothing listens there
     judge = CountingLLM(OpenAIChatLLM(f"http://127.0.0.1:{port}/v1", "judge", max_retries=0, timeout_s=2))
-    rows = exec_rows(gate_rows(candidates(record, [record["gold_sql"], "nonsense", "SELECT x FROM y"]), 2000),
-                     1.0, 100)
-    judged, info = judge_rows(judge, rows, DecodeParams(max_new_tokens=4), tmp_path / "j.jsonl",
-                              GenerationConfig(max_in_flight=1))
+    rows = exec_rows(gate_rows(candidates(record, [record["gold_sql"], "nonsense", "SELECT x FROM y"]), 2000), 1.0, 100)
+    judged, info = judge_rows(
+        judge, rows, DecodeParams(max_new_tokens=4), tmp_path / "j.jsonl", GenerationConfig(max_in_flight=1)
+    )
     assert judge.conversations == 1 and info["judged"] == 1
     assert [r["judge_score"] for r in judged] == [None, None, None]  # the judge request failed: no score
     assert score_rows(judged)[0]["score"] == 1.0

@@ -30,17 +30,27 @@ def test_student_asset_trains_evaluates_and_chains(tmp_path):
     run = tmp_path / "data" / "fastdistill" / "r0"
     stage_inputs(run, "r0", FastDistillSettings(max_train=3, max_dev=2))
     train = [r for r in read_rows(run / "dedup" / "records.parquet") if r["split"] == "train"]
-    sft = [{"sample_id": r["sample_id"],
-            "messages": build_messages(r) + [{"role": "assistant", "content": r["gold_sql"]}]} for r in train]
+    sft = [
+        {"sample_id": r["sample_id"], "messages": build_messages(r) + [{"role": "assistant", "content": r["gold_sql"]}]}
+        for r in train
+    ]
     atomic_write_jsonl(run / "export" / "sft_chatml.jsonl", sft)
 
     model, tokenizer = load_model(gguf.parent, gguf.name, "cpu", "float32")
     probe_before = next(model.parameters()).detach().clone()
     # TRL's prompt-completion rows: loss only on the reply (the gold SQL), none on the prompt
-    spec = LoraTrainingSpec(last_k=0, projections=ATTENTION_PROJECTIONS, max_steps=1, batch_size=1,
-                            learning_rate=1e-3, r=4, alpha=8, max_length=512, seed=0)
-    trainer, _ = build_trainer(gguf.parent, gguf.name, [sft[0]["messages"]], spec, tmp_path / "probe", "cpu",
-                               "float32")
+    spec = LoraTrainingSpec(
+        last_k=0,
+        projections=ATTENTION_PROJECTIONS,
+        max_steps=1,
+        batch_size=1,
+        learning_rate=1e-3,
+        r=4,
+        alpha=8,
+        max_length=512,
+        seed=0,
+    )
+    trainer, _ = build_trainer(gguf.parent, gguf.name, [sft[0]["messages"]], spec, tmp_path / "probe", "cpu", "float32")
     row = trainer.train_dataset[0]
     reply = [t for t in row["labels"] if t != -100]  # TRL folds the completion mask into the labels
     assert row["labels"][0] == -100 and train[0]["gold_sql"] in tokenizer.decode(reply)
@@ -50,11 +60,17 @@ def test_student_asset_trains_evaluates_and_chains(tmp_path):
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         instance.add_dynamic_partitions("fastdistill_runs", ["r0"])
         # no warmup: with 2 steps the first would run at lr 0, and LoRA A only moves once B is non-zero
-        config = {"lora": {"max_steps": 2, "batch_size": 1, "max_length": 256, "warmup_ratio": 0.0},
-                  "eval_max_new_tokens": 16}
-        result = dg.materialize([fastdistill_student], partition_key="r0", instance=instance,
-                                resources={"storage": storage, "text_student": text_student},
-                                run_config={"ops": {"fastdistill_student": {"config": config}}})
+        config = {
+            "lora": {"max_steps": 2, "batch_size": 1, "max_length": 256, "warmup_ratio": 0.0},
+            "eval_max_new_tokens": 16,
+        }
+        result = dg.materialize(
+            [fastdistill_student],
+            partition_key="r0",
+            instance=instance,
+            resources={"storage": storage, "text_student": text_student},
+            run_config={"ops": {"fastdistill_student": {"config": config}}},
+        )
     assert result.success
     meta = {k: v.value for k, v in result.asset_materializations_for_node("fastdistill_student")[-1].metadata.items()}
     assert meta["dagster/row_count"] == 3
@@ -92,10 +108,16 @@ def test_student_asset_trains_evaluates_and_chains(tmp_path):
     trained_at = (run / "train" / "train_report.json").stat().st_mtime_ns
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         instance.add_dynamic_partitions("fastdistill_runs", ["r0"])
-        again = dg.materialize([fastdistill_student], partition_key="r0", instance=instance,
-                               resources={"storage": storage, "text_student": text_student},
-                               run_config={"ops": {"fastdistill_student": {"config": config}}})
-    again_meta = {k: v.value for k, v in again.asset_materializations_for_node("fastdistill_student")[-1].metadata.items()}
+        again = dg.materialize(
+            [fastdistill_student],
+            partition_key="r0",
+            instance=instance,
+            resources={"storage": storage, "text_student": text_student},
+            run_config={"ops": {"fastdistill_student": {"config": config}}},
+        )
+    again_meta = {
+        k: v.value for k, v in again.asset_materializations_for_node("fastdistill_student")[-1].metadata.items()
+    }
     assert again_meta["fastdistill/student_reused"] is True
     assert again_meta["fastdistill/eval_after_gold_match_rate"] == meta["fastdistill/eval_after_gold_match_rate"]
     assert (run / "train" / "train_report.json").stat().st_mtime_ns == trained_at
@@ -104,8 +126,9 @@ def test_student_asset_trains_evaluates_and_chains(tmp_path):
     cfg = TextStudentConfig(lora=LoraTrainingSpec(**config["lora"]))
     identity = text_student.identity()
     key = inputs_key(cfg, identity, sft, [])
-    assert key != inputs_key(TextStudentConfig(lora=LoraTrainingSpec(**{**config["lora"], "max_steps": 3})), identity,
-                             sft, [])
+    assert key != inputs_key(
+        TextStudentConfig(lora=LoraTrainingSpec(**{**config["lora"], "max_steps": 3})), identity, sft, []
+    )
     assert key != inputs_key(cfg, identity, sft[:1], [])
     assert key != inputs_key(cfg, TextStudentResource(dtype="bfloat16").identity(), sft, [])
 

@@ -48,10 +48,14 @@ def small_config(tmp_path, min_improvement=0.0, **overrides) -> FusedSFTConfig:
 def materialize(root, images, model_dir, config: FusedSFTConfig):
     with dg.instance_for_test() as instance:
         return dg.materialize(
-            [fused_sft_checkpoint, *asset_checks], instance=instance,
-            resources={"storage": StorageResource(data_root=str(root), images_root=str(images)),
-                       "student": StudentTrainingResource(model_path=str(model_dir))},
-            run_config=dg.RunConfig({OUT: config}), raise_on_error=False,
+            [fused_sft_checkpoint, *asset_checks],
+            instance=instance,
+            resources={
+                "storage": StorageResource(data_root=str(root), images_root=str(images)),
+                "student": StudentTrainingResource(model_path=str(model_dir)),
+            },
+            run_config=dg.RunConfig({OUT: config}),
+            raise_on_error=False,
         )
 
 
@@ -67,9 +71,19 @@ def test_one_student_promoted_on_pass_refused_on_fail_and_served(tmp_path, sampl
     meta = {k: v.value for k, v in mat.metadata.items()}
     first = meta["run_id"]
     run_dir = tmp_path / OUT / "runs" / first
-    for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "config.json",
-                 "model.safetensors", "tokenizer.json", "processor_config.json", "chat_template.jinja",
-                 "fusion_report.json", "train_log.jsonl", "eval.json", "loss.png"):
+    for name in (
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "processor_config.json",
+        "chat_template.jinja",
+        "fusion_report.json",
+        "train_log.jsonl",
+        "eval.json",
+        "loss.png",
+    ):
         assert (run_dir / name).is_file(), name
     assert meta["promoted"] is True and (tmp_path / OUT / "current").resolve() == run_dir.resolve()
     assert meta["guidance"] == {m: "initial (config guidance: initial)" for m in (MISSION, OTHER)}
@@ -82,9 +96,12 @@ def test_one_student_promoted_on_pass_refused_on_fail_and_served(tmp_path, sampl
     pools = {s["name"]: s for s in report["sources"]}
     # mission weight 2 vs 1 inside each source
     assert pools[f"stageb_teacher/{MISSION}"]["target_ratio"] == pytest.approx(
-        2 * pools[f"stageb_teacher/{OTHER}"]["target_ratio"])
+        2 * pools[f"stageb_teacher/{OTHER}"]["target_ratio"]
+    )
     ev = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
-    assert ev["missions"][MISSION]["held_out_records"] == held and "run r1" in ev["missions"][MISSION]["held_out_source"]
+    assert (
+        ev["missions"][MISSION]["held_out_records"] == held and "run r1" in ev["missions"][MISSION]["held_out_source"]
+    )
     assert ev["missions"][MISSION]["fused"]["stage_b/n_groups"] == 2 and set(ev["missions"]) == {MISSION, OTHER}
     assert meta["dagster/row_count"] == report["rows"] > 0 and meta["seed"] == 0
     assert meta["model_fingerprint"].startswith(tiny_vlm_dir.name) and len(meta["preview"]) <= 500
@@ -130,14 +147,17 @@ def _serves(current, images, record):
     from resources.vlm.transformers_backend import TransformersVLM
 
     photo = images / MISSION / record["images"][0]
-    (out,) = TransformersVLM(str(current)).generate([VisionPrompt(str(photo), "系统", "描述图片")],
-                                                   VisionDecode(max_new_tokens=4))
+    (out,) = TransformersVLM(str(current)).generate(
+        [VisionPrompt(str(photo), "系统", "描述图片")], VisionDecode(max_new_tokens=4)
+    )
     assert out.text and out.completion_tokens > 0
     llm = load_student_chat(str(current))
     assert isinstance(llm, ChatLLM) and llm.fingerprint.startswith("student:")
     mission = get_mission(MISSION)
-    (answers,) = llm.chat([build_messages(mission, Guidance.initial(mission), record)],
-                          DecodeParams(max_new_tokens=5, n=2, temperature=1.0, seed=1))
+    (answers,) = llm.chat(
+        [build_messages(mission, Guidance.initial(mission), record)],
+        DecodeParams(max_new_tokens=5, n=2, temperature=1.0, seed=1),
+    )
     assert len(answers) == 2 and all(a.ok and a.completion_tokens > 0 for a in answers)
     with pytest.raises(ValueError, match="constrained decoding"):
         llm.chat([[{"role": "user", "content": "x"}]], DecodeParams(constraint=OutputConstraint(regex="通过")))
@@ -180,9 +200,12 @@ def test_all_sources_empty_and_smoke_model_are_clear_failures(tmp_path, sample_i
     result = materialize(tmp_path, sample_images, tiny_vlm_dir, small_config(tmp_path, max_steps=1))
     assert "no mission has Stage-A records or distill rows" in _failure_text(result)
     with dg.instance_for_test() as instance:
-        result = dg.materialize([fused_sft_checkpoint], instance=instance, raise_on_error=False,
-                                resources={"storage": StorageResource(data_root=str(tmp_path)),
-                                           "student": StudentTrainingResource()})
+        result = dg.materialize(
+            [fused_sft_checkpoint],
+            instance=instance,
+            raise_on_error=False,
+            resources={"storage": StorageResource(data_root=str(tmp_path)), "student": StudentTrainingResource()},
+        )
     assert "QC_STUDENT_SMOKE_MODEL=1" in _failure_text(result)
 
 
@@ -201,7 +224,13 @@ def test_a_crashed_run_leaves_no_staging_and_keeps_current(tmp_path, sample_imag
     (out / "runs" / "good").mkdir(parents=True)
     promote(out, "good")
     with pytest.raises(OSError):
-        run_fusion(FusionConfig(guidance="initial"), VLStudent(str(broken)), data_root=tmp_path,
-                   images_root=sample_images, out_root=out, log=lambda m: None)
+        run_fusion(
+            FusionConfig(guidance="initial"),
+            VLStudent(str(broken)),
+            data_root=tmp_path,
+            images_root=sample_images,
+            out_root=out,
+            log=lambda m: None,
+        )
     assert [p.name for p in (out / "runs").iterdir()] == ["good"]
     assert (out / "current").resolve() == (out / "runs" / "good").resolve()

@@ -3,6 +3,7 @@ never upsamples a `sample_without_replacement` source, and trains image-bearing 
 vision tower frozen."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,16 +30,26 @@ sources:
 
 
 def chat_row(reply: str, **extra) -> dict:
-    return {"messages": [{"role": "system", "content": "质检"}, {"role": "user", "content": "摘要"},
-                         {"role": "assistant", "content": reply}], **extra}
+    return {
+        "messages": [
+            {"role": "system", "content": "质检"},
+            {"role": "user", "content": "摘要"},
+            {"role": "assistant", "content": reply},
+        ],
+        **extra,
+    }
 
 
 def test_the_seed_source_block_loads_verbatim(tmp_path):
     atomic_write_jsonl(tmp_path / "data/stage_b/distill_chatml.train.jsonl", [chat_row("通过\n理由: 齐全")])
     (tmp_path / "fusion.yaml").write_text(SEED_BLOCK, encoding="utf-8")
     (src,) = load_fusion_config(tmp_path / "fusion.yaml").sources
-    assert (src.name, src.type, src.ratio, src.sample_without_replacement) == ("stageb_teacher", "chatml_file", 0.05,
-                                                                              True)
+    assert (src.name, src.type, src.ratio, src.sample_without_replacement) == (
+        "stageb_teacher",
+        "chatml_file",
+        0.05,
+        True,
+    )
     assert src.path == str(tmp_path / "data/stage_b/distill_chatml.train.jsonl")
 
 
@@ -50,11 +61,14 @@ def test_an_unimplemented_seed_flag_set_to_true_fails_naming_it(tmp_path, key):
         load_fusion_config(tmp_path / "fusion.yaml")
 
 
-@pytest.mark.parametrize("change, message", [
-    (("template: chatml", "template: qwen"), "template 'qwen' is not supported"),
-    (("mode: dense", "mode: summary"), "mode 'summary' is not supported"),
-    (("dataset: chat", "dataset: lvis"), "dataset 'lvis' is not supported"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("template: chatml", "template: qwen"), "template 'qwen' is not supported"),
+        (("mode: dense", "mode: summary"), "mode 'summary' is not supported"),
+        (("dataset: chat", "dataset: lvis"), "dataset 'lvis' is not supported"),
+    ],
+)
 def test_seed_values_we_do_not_have_fail_clearly(tmp_path, change, message):
     atomic_write_jsonl(tmp_path / "data/stage_b/distill_chatml.train.jsonl", [chat_row("通过\n理由: 齐全")])
     (tmp_path / "fusion.yaml").write_text(SEED_BLOCK.replace(*change), encoding="utf-8")
@@ -76,8 +90,13 @@ def test_sample_without_replacement_never_upsamples_and_says_so():
 def test_a_weight_of_3_triples_a_rows_share(tmp_path):
     path = tmp_path / "weighted.jsonl"
     atomic_write_jsonl(path, [chat_row("heavy", weight=3), chat_row("plain"), chat_row("plain copy", copy=1)])
-    loaded = load_source(SourceConfig(name="w", type="chatml_file", path=str(path)), mission="",
-                         data_root=tmp_path, images_root=tmp_path, exclude_groups=set())
+    loaded = load_source(
+        SourceConfig(name="w", type="chatml_file", path=str(path)),
+        mission="",
+        data_root=tmp_path,
+        images_root=tmp_path,
+        exclude_groups=set(),
+    )
     assert loaded.dropped == {"weighted_copy": 1}  # an old export's copy row: its weight is on copy 0
     rows, _ = mix({"w": loaded.examples}, {"w": 1.0}, 400, seed=5)
     replies = [r["messages"][-1]["content"] for r in rows]
@@ -86,8 +105,10 @@ def test_a_weight_of_3_triples_a_rows_share(tmp_path):
 
 def test_hard_cases_weigh_the_sources_hard_case_factor(tmp_path):
     mission = "挡风板安装检查"
-    rows = [chat_row("不通过\n理由: 缺", group_id="g1", mission=mission, hard_case=True, weight=1, copy=0),
-            chat_row("通过\n理由: 齐", group_id="g2", mission=mission, hard_case=False, weight=1, copy=0)]
+    rows = [
+        chat_row("不通过\n理由: 缺", group_id="g1", mission=mission, hard_case=True, weight=1, copy=0),
+        chat_row("通过\n理由: 齐", group_id="g2", mission=mission, hard_case=False, weight=1, copy=0),
+    ]
     atomic_write_jsonl(tmp_path / "distill_chatml" / mission / "distill_chatml.jsonl", rows)
     for factor, expected in ((1, 2), (4, 5)):
         src = SourceConfig(name="t", type="distill_chatml", hard_case_factor=factor)
@@ -103,9 +124,15 @@ def image_chatml(tmp_path, n_rows: int = 2):
     rows = []
     for i in range(n_rows):
         Image.new("RGB", (64, 64), (40 * i, 90, 160)).save(tmp_path / "img" / f"{i}.jpg")
-        rows.append({"images": [f"img/{i}.jpg"], "messages": [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "描述这张图片。"}]},
-            {"role": "assistant", "content": f"机柜正面，挡风板齐全，第{i}层"}]})
+        rows.append(
+            {
+                "images": [f"img/{i}.jpg"],
+                "messages": [
+                    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "描述这张图片。"}]},
+                    {"role": "assistant", "content": f"机柜正面，挡风板齐全，第{i}层"},
+                ],
+            }
+        )
     path = tmp_path / "dense.jsonl"
     atomic_write_jsonl(path, rows)
     return SourceConfig(name="dense", type="chatml_file", path=str(path))
@@ -119,24 +146,36 @@ def test_an_image_bearing_chatml_source_resolves_its_photos(tmp_path):
     loaded = load_source(src, mission="", data_root=tmp_path, images_root=tmp_path, exclude_groups=set())
     assert len(loaded.examples) == 1 and loaded.dropped == {"missing_image": 1}
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({**json.loads(open(src.path, encoding="utf-8").readline()), "images": []},
-                              ensure_ascii=False) + "\n", encoding="utf-8")
+    bad.write_text(
+        json.dumps(
+            {**json.loads(Path(src.path).read_text(encoding="utf-8").splitlines()[0]), "images": []}, ensure_ascii=False
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ValueError, match="0 images for 1 image parts"):
-        load_source(SourceConfig(name="b", type="chatml_file", path=str(bad)), mission="", data_root=tmp_path,
-                    images_root=tmp_path, exclude_groups=set())
+        load_source(
+            SourceConfig(name="b", type="chatml_file", path=str(bad)),
+            mission="",
+            data_root=tmp_path,
+            images_root=tmp_path,
+            exclude_groups=set(),
+        )
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_image_chatml_rows_train_the_language_lora_only(tiny_vlm_dir, tmp_path):
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
     from resources.training import sft_vl
     from resources.training.lora_policy import is_vision_param
     from resources.training.spec import LoraTrainingSpec
     from resources.training.student import VLStudent
-    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-    loaded = load_source(image_chatml(tmp_path), mission="", data_root=tmp_path, images_root=tmp_path,
-                         exclude_groups=set())
+    loaded = load_source(
+        image_chatml(tmp_path), mission="", data_root=tmp_path, images_root=tmp_path, exclude_groups=set()
+    )
     model, processor = sft_vl.load_student(str(tiny_vlm_dir))
     collator = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
     batch = collator([dict(sft_vl.trl_row(loaded.examples[0]))])
@@ -147,7 +186,10 @@ def test_image_chatml_rows_train_the_language_lora_only(tiny_vlm_dir, tmp_path):
     before = {n: p.detach().clone() for n, p in model.named_parameters() if is_vision_param(n)}
     spec = LoraTrainingSpec(last_k=1, max_steps=2, batch_size=2, learning_rate=3e-2, warmup_ratio=0.0, seed=1)
     session = VLStudent(str(tiny_vlm_dir)).sft(loaded.examples, spec, tmp_path / "run", log=lambda m: None)
-    after = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
-             for n, p in session.model.named_parameters() if "lora_" not in n}
+    after = {
+        n.replace("base_model.model.", "").replace(".base_layer", ""): p
+        for n, p in session.model.named_parameters()
+        if "lora_" not in n
+    }
     assert before and all(torch.equal(before[n], after[n]) for n in before), "the vision tower moved"
     assert any(p.abs().sum() > 0 for n, p in session.model.named_parameters() if "lora_B" in n)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from support.fusion import MISSION, distill_rows, stage_a_records
+
 from qc_assets.student.sources import stage_a_examples
 from resources.store import read_jsonl
 from resources.training import sft_vl
@@ -59,8 +59,9 @@ def test_sft_trains_only_language_lora_with_warmup_cosine_and_loss_falls(tiny_vl
     assert all(r["grad_norm"] > 0 for r in log)
 
     after = dict(session.model.named_parameters())
-    base_after = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
-                  for n, p in after.items() if "lora_" not in n}
+    base_after = {
+        n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in after.items() if "lora_" not in n
+    }
     assert set(base_after) == set(before)
     vision = [n for n in before if is_vision_param(n)]
     assert any("merger" in n for n in vision) and any("blocks" in n for n in vision)
@@ -81,7 +82,9 @@ def test_sft_trains_only_language_lora_with_warmup_cosine_and_loss_falls(tiny_vl
     model, processor = sft_vl.load_student(str(merged_dir))
     assert sft_vl.StudentGenerator(model, processor, adapter=True).generate(convs, imgs, max_new_tokens=6) == fused
     reloaded = sft_vl.load_adapter(str(tiny_vlm_dir), tmp_path / "adapter", merge=True)
-    assert any("lora" in n for n in dict(sft_vl.load_adapter(str(tiny_vlm_dir), tmp_path / "adapter").named_parameters()))
+    assert any(
+        "lora" in n for n in dict(sft_vl.load_adapter(str(tiny_vlm_dir), tmp_path / "adapter").named_parameters())
+    )
     assert not any("lora" in n for n, _ in reloaded.named_parameters())
 
 
@@ -92,23 +95,50 @@ def _benchmark(module: str, *args: str) -> dict:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], capture_output=True, text=True,
-                         timeout=600, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout[out.stdout.index("{"):])
+    return json.loads(out.stdout[out.stdout.index("{") :])
 
 
 def test_lora_step_benchmark_runs_at_tiny_size():
-    result = _benchmark("lora_step", "--size", "tiny", "--device", "cpu", "--dtype", "float32", "--batch-size", "1",
-                        "--seq-len", "96", "--image-grid", "8", "--last-k", "1", "--rank", "4", "--steps", "2",
-                        "--warmup", "1")
+    result = _benchmark(
+        "lora_step",
+        "--size",
+        "tiny",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--batch-size",
+        "1",
+        "--seq-len",
+        "96",
+        "--image-grid",
+        "8",
+        "--last-k",
+        "1",
+        "--rank",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+    )
     assert result["steps_per_s"] > 0 and result["lora_modules"] == 7 and result["image_tokens"] == 16
     assert 0 < result["trainable_params"] < result["total_params"]
 
 
 def test_merged_checkpoint_load_benchmark_runs_at_tiny_size(tmp_path):
-    result = _benchmark("merged_checkpoint_load", "--size", "tiny", "--device", "cpu", "--new-tokens", "4",
-                        "--tmp-dir", str(tmp_path))
+    result = _benchmark(
+        "merged_checkpoint_load", "--size", "tiny", "--device", "cpu", "--new-tokens", "4", "--tmp-dir", str(tmp_path)
+    )
     assert result["lora_modules"] == 7 and result["disk_gib"] > 0
     assert result["merge_save_s"] > 0 and result["load_s"] > 0 and result["first_answer_s"] > 0
 
@@ -119,8 +149,9 @@ def test_bfloat16_student_trains_with_bf16_weights_and_float32_adapters(tiny_vlm
     import math
 
     spec = LoraTrainingSpec(last_k=1, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0)
-    session = VLStudent(str(tiny_vlm_dir), dtype="bfloat16").sft([examples[0][0], examples[1][0]], spec, tmp_path,
-                                                               log=lambda m: None)
+    session = VLStudent(str(tiny_vlm_dir), dtype="bfloat16").sft(
+        [examples[0][0], examples[1][0]], spec, tmp_path, log=lambda m: None
+    )
     params = dict(session.model.named_parameters())
     assert {p.dtype for n, p in params.items() if "lora_" not in n} == {torch.bfloat16}
     assert {p.dtype for n, p in params.items() if "lora_" in n} == {torch.float32}

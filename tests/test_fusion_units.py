@@ -24,22 +24,25 @@ def test_example_config_loads_and_roundtrips():
     assert FusionConfig(**{**cfg.__dict__}).to_dict() == cfg.to_dict()
 
 
-@pytest.mark.parametrize("yaml_text, message", [
-    ("sources:\n  - {name: a, type: distill_chatml, ratio: 0}\n", "ratio must be a number > 0"),
-    ("sources:\n  - {name: a, type: distill_chatml, ratio: -1}\n", "ratio must be a number > 0"),
-    ("sources:\n  - {name: a, type: parquet_dump, ratio: 1}\n", "unknown type 'parquet_dump'"),
-    ("sources:\n  - {name: a, type: chatml_file, path: nope.jsonl}\n", "does not exist"),
-    ("sources:\n  - {name: a, type: distill_chatml}\n  - {name: a, type: stage_a_summaries}\n", "unique"),
-    ("sources:\n  - {name: a, type: distill_chatml, weight: 2}\n", "unknown keys ['weight']"),
-    ("lora: {last_k: -1}\n", "lora.last_k must be an integer >= 0"),
-    ("eval: {confidence: 1.5}\n", "eval.confidence must be in"),
-    ("eval: {tolerance: 0.05}\n", "unknown keys ['tolerance']"),
-    ("guidance: latest\n", "guidance must be one of"),
-    ("missions: {BBU接地线检查: 0}\n", "mission weights must be numbers > 0"),
-    ("sources:\n  - {name: a, type: mission_corpus}\n", "unknown type 'mission_corpus'"),
-    ("lora: {warmup_ratio: 1.0}\n", "lora.warmup_ratio"),
-    ("sources: []\n", "at least one source"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("sources:\n  - {name: a, type: distill_chatml, ratio: 0}\n", "ratio must be a number > 0"),
+        ("sources:\n  - {name: a, type: distill_chatml, ratio: -1}\n", "ratio must be a number > 0"),
+        ("sources:\n  - {name: a, type: parquet_dump, ratio: 1}\n", "unknown type 'parquet_dump'"),
+        ("sources:\n  - {name: a, type: chatml_file, path: nope.jsonl}\n", "does not exist"),
+        ("sources:\n  - {name: a, type: distill_chatml}\n  - {name: a, type: stage_a_summaries}\n", "unique"),
+        ("sources:\n  - {name: a, type: distill_chatml, weight: 2}\n", "unknown keys ['weight']"),
+        ("lora: {last_k: -1}\n", "lora.last_k must be an integer >= 0"),
+        ("eval: {confidence: 1.5}\n", "eval.confidence must be in"),
+        ("eval: {tolerance: 0.05}\n", "unknown keys ['tolerance']"),
+        ("guidance: latest\n", "guidance must be one of"),
+        ("missions: {BBU接地线检查: 0}\n", "mission weights must be numbers > 0"),
+        ("sources:\n  - {name: a, type: mission_corpus}\n", "unknown type 'mission_corpus'"),
+        ("lora: {warmup_ratio: 1.0}\n", "lora.warmup_ratio"),
+        ("sources: []\n", "at least one source"),
+    ],
+)
 def test_bad_yaml_is_refused_with_a_clear_message(tmp_path, yaml_text, message):
     path = tmp_path / "fusion.yaml"
     path.write_text(yaml_text, encoding="utf-8")
@@ -52,8 +55,7 @@ def test_missing_config_file_and_relative_chatml_path(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_fusion_config(tmp_path / "absent.yaml")
     (tmp_path / "chat.jsonl").write_text('{"messages": []}\n', encoding="utf-8")
-    (tmp_path / "f.yaml").write_text("sources:\n  - {name: c, type: chatml_file, path: chat.jsonl}\n",
-                                     encoding="utf-8")
+    (tmp_path / "f.yaml").write_text("sources:\n  - {name: c, type: chatml_file, path: chat.jsonl}\n", encoding="utf-8")
     assert load_fusion_config(tmp_path / "f.yaml").sources[0].path == str(tmp_path / "chat.jsonl")
 
 
@@ -97,8 +99,7 @@ def test_sources_drop_held_out_groups_and_missing_photos(tmp_path, sample_images
     assert Path(ex["images"][0]).is_file() and ex["messages"][1]["content"][0] == {"type": "image"}
     assert ex["messages"][2]["content"] in ("机柜空槽位挡风板齐全，安装到位", "机柜有两个空槽位缺少挡风板")
     assert discover_missions(tmp_path) == [MISSION]
-    missing = load_source(SourceConfig(name="d", type="distill_chatml"),
-                          **{**kwargs, "mission": "BBU接地线检查"})
+    missing = load_source(SourceConfig(name="d", type="distill_chatml"), **{**kwargs, "mission": "BBU接地线检查"})
     assert missing.examples == [] and "materialize distill_chatml" in missing.note
 
 
@@ -112,12 +113,18 @@ def test_chatml_rows_are_validated(sample_images):
 
 
 def test_lora_targets_are_the_last_k_blocks_only():
-    names = ([f"model.language_model.layers.{i}.{blk}.{p}" for i in range(4)
-              for blk, p in (("self_attn", "q_proj"), ("self_attn", "v_proj"), ("mlp", "down_proj"))]
-             + ["model.visual.blocks.3.attn.qkv", "model.visual.merger.linear_fc1", "lm_head"])
+    names = [
+        f"model.language_model.layers.{i}.{blk}.{p}"
+        for i in range(4)
+        for blk, p in (("self_attn", "q_proj"), ("self_attn", "v_proj"), ("mlp", "down_proj"))
+    ] + ["model.visual.blocks.3.attn.qkv", "model.visual.merger.linear_fc1", "lm_head"]
     targets = policy.lora_target_modules(names, 2, ["q_proj", "down_proj"])
-    assert targets == ["model.language_model.layers.2.mlp.down_proj", "model.language_model.layers.2.self_attn.q_proj",
-                       "model.language_model.layers.3.mlp.down_proj", "model.language_model.layers.3.self_attn.q_proj"]
+    assert targets == [
+        "model.language_model.layers.2.mlp.down_proj",
+        "model.language_model.layers.2.self_attn.q_proj",
+        "model.language_model.layers.3.mlp.down_proj",
+        "model.language_model.layers.3.self_attn.q_proj",
+    ]
     with pytest.raises(ValueError, match="last_k=5 but the language model has 4"):
         policy.lora_target_modules(names, 5, ["q_proj"])
     with pytest.raises(ValueError, match="no language-model projections"):
@@ -162,9 +169,10 @@ def test_held_out_records_prefer_stage_b_split(tmp_path, sample_images):
         evaluate.held_out_records(records, tmp_path / "stage_b", seed=0)
     held, note = evaluate.held_out_records(records, tmp_path / "stage_b", seed=0, seeded_fallback=True)
     assert held and "seeded split" in note and "guidance: initial" in note
-    atomic_write_jsonl(tmp_path / "stage_b" / "splits.jsonl",
-                       [{"run_id": "r1", "eval": [records[0]["record_id"]]},
-                        {"run_id": "r2", "eval": [records[-1]["record_id"]]}])
+    atomic_write_jsonl(
+        tmp_path / "stage_b" / "splits.jsonl",
+        [{"run_id": "r1", "eval": [records[0]["record_id"]]}, {"run_id": "r2", "eval": [records[-1]["record_id"]]}],
+    )
     held, note = evaluate.held_out_records(records, tmp_path / "stage_b", seed=0)
     assert held == [records[-1]] and "run r2" in note
 
@@ -180,8 +188,10 @@ def test_run_config_is_derived_and_overrides_the_yaml():
 
     fields = FusedSFTConfig.model_fields
     assert set(fields) == {"config_file", "max_steps", "seed", "guidance"}
-    cfg = to_domain(FusedSFTConfig(config_file=str(REPO / "configs" / "fusion.example.yaml"), max_steps=3,
-                                   guidance="initial"), FusionRunConfig).fusion_config()
+    cfg = to_domain(
+        FusedSFTConfig(config_file=str(REPO / "configs" / "fusion.example.yaml"), max_steps=3, guidance="initial"),
+        FusionRunConfig,
+    ).fusion_config()
     assert cfg.lora.max_steps == 3 and cfg.guidance == "initial" and cfg.sources[0].name == "stageb_teacher"
     with pytest.raises(ValueError, match="guidance must be one of"):
         FusionRunConfig(guidance="latest")
@@ -203,13 +213,20 @@ def test_definitions_with_the_fusion_asset_load():
     from resources.storage import StorageResource
     from resources.training.resource import StudentTrainingResource
 
-    defs = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=jobs,
-                          resources={"storage": StorageResource(), "student": StudentTrainingResource()})
+    defs = dg.Definitions(
+        assets=assets,
+        asset_checks=asset_checks,
+        jobs=jobs,
+        resources={"storage": StorageResource(), "student": StudentTrainingResource()},
+    )
     dg.Definitions.validate_loadable(defs)
     spec = defs.resolve_assets_def("fused_sft_checkpoint")
     key = dg.AssetKey("fused_sft_checkpoint")
-    assert set(spec.asset_deps[key]) == {dg.AssetKey("distill_chatml"), dg.AssetKey("stage_a_summaries"),
-                                         dg.AssetKey("stage_b_guidance")}
+    assert set(spec.asset_deps[key]) == {
+        dg.AssetKey("distill_chatml"),
+        dg.AssetKey("stage_a_summaries"),
+        dg.AssetKey("stage_b_guidance"),
+    }
     assert spec.partitions_def is None and spec.op.pool == "gpu"
     blocking = {c.name: c.blocking for a in asset_checks for c in a.check_specs}
     assert blocking == {"fused_sft_eval_gate": True, "fused_sft_checkpoint_loads": True}
@@ -248,8 +265,13 @@ def test_inputs_key_changes_with_any_input_and_a_changed_photo(tmp_path):
     photo = tmp_path / "a.jpg"
     photo.write_bytes(b"one")
     mission = get_mission("挡风板安装检查")
-    plan = {mission.name: {"held": [{"record_id": "r1"}], "guidance": Guidance.initial(mission),
-                           "guidance_source": "initial"}}
+    plan = {
+        mission.name: {
+            "held": [{"record_id": "r1"}],
+            "guidance": Guidance.initial(mission),
+            "guidance_source": "initial",
+        }
+    }
     rows = [{"messages": [{"role": "user", "content": "x"}], "images": [str(photo)]}]
     key = inputs_key(FusionConfig(guidance="initial"), "m1", plan, rows)
     assert key == inputs_key(FusionConfig(guidance="initial"), "m1", plan, rows)

@@ -11,14 +11,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "benchmarks" / "gpu_suite.sh"
-TINY = ["--device", "cpu", "--size", "tiny", "--dtype", "float32", "--images", "4", "--new-tokens", "4",
-        "--batch", "2"]
+TINY = ["--device", "cpu", "--size", "tiny", "--dtype", "float32", "--images", "4", "--new-tokens", "4", "--batch", "2"]
 
 
 def _suite(tmp_path, *args):
-    out = subprocess.run(["bash", str(SUITE), *args, "--work", str(tmp_path / "work")], cwd=tmp_path,
-                         env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)},
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        ["bash", str(SUITE), *args, "--work", str(tmp_path / "work")],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     doc = tmp_path / "docs" / "benchmarks.md"
     return out, doc.read_text(encoding="utf-8") if doc.exists() else ""
 
@@ -50,8 +54,10 @@ def test_unknown_options_and_steps_are_refused(tmp_path):
     assert out.returncode == 2 and "unknown step 'warp_drive'" in out.stderr
 
 
-@pytest.mark.skipif(not (ROOT / "benchmarks" / "merged_checkpoint_load.py").exists(),
-                    reason="benchmarks/merged_checkpoint_load.py comes from branch student; runs once merged")
+@pytest.mark.skipif(
+    not (ROOT / "benchmarks" / "merged_checkpoint_load.py").exists(),
+    reason="benchmarks/merged_checkpoint_load.py comes from branch student; runs once merged",
+)
 def test_every_step_runs_on_cpu_with_tiny_sizes(tmp_path):
     out, doc = _suite(tmp_path, *TINY)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -45,8 +45,14 @@ def test_substring_trap_and_format_gating():
     assert rewards.label_reward(["不通过\n理由: 缺少挡风板"], label=["pass"]) == [0.0]
     # the right verdict in a malformed answer earns nothing
     assert rewards.label_reward(["不通过"], label=["fail"]) == [0.0]
-    total = [a + b for a, b in zip(rewards.label_reward(["不通过\n理由: 缺少挡风板", "不通过"], label=["fail"] * 2),
-                                   rewards.format_reward(["不通过\n理由: 缺少挡风板", "不通过"]))]
+    total = [
+        a + b
+        for a, b in zip(
+            rewards.label_reward(["不通过\n理由: 缺少挡风板", "不通过"], label=["fail"] * 2),
+            rewards.format_reward(["不通过\n理由: 缺少挡风板", "不通过"]),
+            strict=True,
+        )
+    ]
     assert total == [1.2, 0.0]
 
 
@@ -74,9 +80,17 @@ def test_reward_callables_have_stable_names_and_pickle():
 def test_dataset_has_one_row_per_record_with_the_production_prompt():
     mission = get_mission(MISSION)
     guidance = Guidance.initial(mission)
-    recs = [{"record_id": f"r{i}", "group_id": "G900" if i < 2 else f"G{i}", "mission": MISSION,
-             "label": "fail" if i == 0 else "pass", "images": ["a.jpg"], "per_image": {"image_1": f"摘要{i}"}}
-            for i in range(3)]
+    recs = [
+        {
+            "record_id": f"r{i}",
+            "group_id": "G900" if i < 2 else f"G{i}",
+            "mission": MISSION,
+            "label": "fail" if i == 0 else "pass",
+            "images": ["a.jpg"],
+            "per_image": {"image_1": f"摘要{i}"},
+        }
+        for i in range(3)
+    ]
     rows = build_grpo_dataset(list(reversed(recs)), mission, guidance)
     assert [r["record_id"] for r in rows] == ["r0", "r1", "r2"]
     assert [r["label"] for r in rows] == ["fail", "pass", "pass"] and {r["mission"] for r in rows} == {MISSION}

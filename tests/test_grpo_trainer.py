@@ -8,8 +8,8 @@ import re
 import dagster as dg
 import pytest
 import torch
-
 from support.fusion import MISSION, distill_rows, stage_a_records
+
 from qc_assets.missions import get_mission
 from qc_assets.stage_b.guidance import Guidance
 from qc_assets.student.grpo_dataset import build_grpo_dataset
@@ -19,8 +19,8 @@ from qc_assets.student.rewards import default_reward_funcs
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl, read_jsonl
 from resources.training.lora_policy import is_vision_param
-from resources.training.spec import LoraTrainingSpec
 from resources.training.resource import StudentTrainingResource
+from resources.training.spec import LoraTrainingSpec
 from resources.training.student import VLStudent
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -38,14 +38,27 @@ def test_grpo_two_steps_moves_only_lora(tiny_vlm_dir, tmp_path):
     from resources.training.sft_vl import load_student
 
     mission = get_mission(MISSION)
-    recs = [{"record_id": f"r{i}", "group_id": f"g{i}", "mission": MISSION, "label": "pass" if i % 2 else "fail",
-             "images": ["a.jpg"], "per_image": {"image_1": "挡风板齐全" if i % 2 else "缺少挡风板"}} for i in range(4)]
+    recs = [
+        {
+            "record_id": f"r{i}",
+            "group_id": f"g{i}",
+            "mission": MISSION,
+            "label": "pass" if i % 2 else "fail",
+            "images": ["a.jpg"],
+            "per_image": {"image_1": "挡风板齐全" if i % 2 else "缺少挡风板"},
+        }
+        for i in range(4)
+    ]
     rows = build_grpo_dataset(recs, mission, Guidance.initial(mission))
     before = {n: p.detach().clone() for n, p in load_student(str(tiny_vlm_dir))[0].named_parameters()}
-    cfg = GRPORunConfig(lora=LoraTrainingSpec(last_k=1, max_steps=2, batch_size=4, learning_rate=5e-3,
-                                              warmup_ratio=0.0), num_generations=4, max_completion_length=6)
-    session = VLStudent(str(tiny_vlm_dir)).grpo(rows, cfg.lora, cfg.rollout(), default_reward_funcs() + [cjk_share],
-                                                tmp_path, log=lambda m: None)
+    cfg = GRPORunConfig(
+        lora=LoraTrainingSpec(last_k=1, max_steps=2, batch_size=4, learning_rate=5e-3, warmup_ratio=0.0),
+        num_generations=4,
+        max_completion_length=6,
+    )
+    session = VLStudent(str(tiny_vlm_dir)).grpo(
+        rows, cfg.lora, cfg.rollout(), default_reward_funcs() + [cjk_share], tmp_path, log=lambda m: None
+    )
     steps = [h for h in session.extra["log_history"] if "loss" in h]
     assert len(steps) == 2
     for key in ("rewards/label_reward/mean", "rewards/format_reward/mean", "rewards/cjk_share/mean", "reward"):
@@ -54,8 +67,9 @@ def test_grpo_two_steps_moves_only_lora(tiny_vlm_dir, tmp_path):
     after = dict(session.model.named_parameters())
     lora_b = [p for n, p in after.items() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b), "GRPO must update the LoRA matrices"
-    base_after = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
-                  for n, p in after.items() if "lora_" not in n}
+    base_after = {
+        n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in after.items() if "lora_" not in n
+    }
     vision = [n for n in before if is_vision_param(n)]
     assert vision and all(torch.equal(before[n], base_after[n]) for n in before)
 
@@ -81,10 +95,20 @@ def _inputs(root, images) -> list[dict]:
     rows = distill_rows(records)
     atomic_write_jsonl(root / "distill_chatml" / MISSION / "distill_chatml.jsonl", rows)
     wrong = {"pass": "不通过\n理由: 缺少挡风板", "fail": "通过\n理由: 挡风板齐全"}
-    atomic_write_jsonl(root / "distill_chatml" / MISSION / "preference_pairs.jsonl", [
-        {"group_id": r["group_id"], "mission": MISSION, "label": r["label"], "prompt": r["messages"][:-1],
-         "chosen": [r["messages"][-1]], "rejected": [{"role": "assistant", "content": wrong[r["label"]]}]}
-        for r in rows])
+    atomic_write_jsonl(
+        root / "distill_chatml" / MISSION / "preference_pairs.jsonl",
+        [
+            {
+                "group_id": r["group_id"],
+                "mission": MISSION,
+                "label": r["label"],
+                "prompt": r["messages"][:-1],
+                "chosen": [r["messages"][-1]],
+                "rejected": [{"role": "assistant", "content": wrong[r["label"]]}],
+            }
+            for r in rows
+        ],
+    )
     held = [records[0]["record_id"], records[-1]["record_id"]]
     atomic_write_jsonl(root / "stage_b_guidance" / MISSION / "splits.jsonl", [{"run_id": "r1", "eval": held}])
     return records
@@ -92,10 +116,16 @@ def _inputs(root, images) -> list[dict]:
 
 def _materialize(asset, root, images, model_dir, config: dict):
     with dg.instance_for_test() as instance:
-        return dg.materialize([asset], instance=instance, raise_on_error=False, run_config={"ops": {
-            asset.key.path[-1]: {"config": config}}}, resources={
-            "storage": StorageResource(data_root=str(root), images_root=str(images)),
-            "student": StudentTrainingResource(model_path=str(model_dir))})
+        return dg.materialize(
+            [asset],
+            instance=instance,
+            raise_on_error=False,
+            run_config={"ops": {asset.key.path[-1]: {"config": config}}},
+            resources={
+                "storage": StorageResource(data_root=str(root), images_root=str(images)),
+                "student": StudentTrainingResource(model_path=str(model_dir)),
+            },
+        )
 
 
 LORA = {"last_k": 1, "max_steps": 2, "learning_rate": 5e-3, "batch_size": 2}
@@ -104,8 +134,13 @@ SMALL = {"guidance": "initial", "lora": LORA, "eval_max_groups": 2, "eval_stage_
 
 def test_grpo_asset_trains_on_the_train_split_and_evaluates_on_held_out(tmp_path, sample_images, tiny_vlm_dir):
     records = _inputs(tmp_path, sample_images)
-    result = _materialize(grpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir,
-                          {**SMALL, "num_generations": 2, "max_completion_length": 4})
+    result = _materialize(
+        grpo_checkpoint,
+        tmp_path,
+        sample_images,
+        tiny_vlm_dir,
+        {**SMALL, "num_generations": 2, "max_completion_length": 4},
+    )
     assert result.success
     (mat,) = result.asset_materializations_for_node("grpo_checkpoint")
     meta = {k: v.value for k, v in mat.metadata.items()}
@@ -123,13 +158,23 @@ def test_grpo_asset_trains_on_the_train_split_and_evaluates_on_held_out(tmp_path
     assert meta["grpo/reused"] is False
 
     # the same request again returns the same run; a changed config trains a new one
-    again = _materialize(grpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir,
-                         {**SMALL, "num_generations": 2, "max_completion_length": 4})
+    again = _materialize(
+        grpo_checkpoint,
+        tmp_path,
+        sample_images,
+        tiny_vlm_dir,
+        {**SMALL, "num_generations": 2, "max_completion_length": 4},
+    )
     (mat,) = again.asset_materializations_for_node("grpo_checkpoint")
     assert mat.metadata["run_id"].value == meta["run_id"] and mat.metadata["grpo/reused"].value is True
     assert len(list((tmp_path / "grpo_checkpoint" / "runs").iterdir())) == 1
-    changed = _materialize(grpo_checkpoint, tmp_path, sample_images, tiny_vlm_dir,
-                           {**SMALL, "num_generations": 2, "max_completion_length": 5})
+    changed = _materialize(
+        grpo_checkpoint,
+        tmp_path,
+        sample_images,
+        tiny_vlm_dir,
+        {**SMALL, "num_generations": 2, "max_completion_length": 5},
+    )
     (mat,) = changed.asset_materializations_for_node("grpo_checkpoint")
     assert mat.metadata["run_id"].value != meta["run_id"] and mat.metadata["grpo/reused"].value is False
 

@@ -64,15 +64,21 @@ def test_the_cycle_finder_reports_a_cycle():
 # A backend is a concrete model class (a chat backend, a trainer, the VL student): stage code gets them from
 # a resource (LLMResource, TextStudentResource). The interfaces (`resources.llm`: ChatLLM, DecodeParams,
 # Completion), the resources and the LoRA spec are fine.
-BACKEND_MODULES = re.compile(r"^resources\.(llm\.(\w+_backend|transformers_constrained|smollm2)|vlm\.\w+_backend"
-                             r"|training\.(sft_\w+|student|student_chat|preference|session|trl_common))$")
+BACKEND_MODULES = re.compile(
+    r"^resources\.(llm\.(\w+_backend|transformers_constrained|smollm2)|vlm\.\w+_backend"
+    r"|training\.(sft_\w+|student|student_chat|preference|session|trl_common))$"
+)
 
 
 def backend_imports(folder: Path) -> list[str]:
     files = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
     known = {module_name(p) for p in files}
-    return sorted(f"{path.relative_to(folder)} imports {m}" for path in Path(folder).rglob("*.py")
-                  for m in imported_modules(path, known) if BACKEND_MODULES.match(m))
+    return sorted(
+        f"{path.relative_to(folder)} imports {m}"
+        for path in Path(folder).rglob("*.py")
+        for m in imported_modules(path, known)
+        if BACKEND_MODULES.match(m)
+    )
 
 
 def test_fastdistill_imports_no_backend_class():
@@ -83,10 +89,14 @@ def test_fastdistill_imports_no_backend_class():
 def test_the_backend_rule_catches_a_backend_import(tmp_path):
     (tmp_path / "student_run.py").write_text(
         "from resources.llm import ChatLLM\nfrom resources.training.text_student import TextStudentResource\n"
-        "def f():\n    from resources.llm.transformers_backend import TransformersChatLLM\n", encoding="utf-8")
+        "def f():\n    from resources.llm.transformers_backend import TransformersChatLLM\n",
+        encoding="utf-8",
+    )
     (tmp_path / "train.py").write_text("import resources.training.sft_text\n", encoding="utf-8")
     assert [line.split(" imports ")[1] for line in backend_imports(tmp_path)] == [
-        "resources.llm.transformers_backend", "resources.training.sft_text"]
+        "resources.llm.transformers_backend",
+        "resources.training.sft_text",
+    ]
 
 
 def imports_of(folder: Path, forbidden: set[str]) -> list[str]:
@@ -94,9 +104,13 @@ def imports_of(folder: Path, forbidden: set[str]) -> list[str]:
     found = []
     for path in sorted(folder.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
-                     else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                else []
+            )
             found += [f"{path.relative_to(folder)} imports {n}" for n in names if n.split(".")[0] in forbidden]
     return found
 

@@ -4,14 +4,15 @@ fails on a native build made on an AMX machine wherever the test then runs."""
 
 import pytest
 
-from resources.llm.llama_cpp_build import (amx_features, check_no_amx, compiled_features, library_system_info,
-                                           main)
+from resources.llm.llama_cpp_build import amx_features, check_no_amx, compiled_features, library_system_info, main
 
 # llama_print_system_info() of llama-cpp-python 0.3.36 built with the AMX kernels compiled in
 # (GGML_NATIVE=OFF plus GGML_AVX512*/GGML_AMX_*=ON: what GGML_NATIVE=ON gives on a Sapphire Rapids Xeon),
 # copied from that build's output.
-AMX_BUILD = ("CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | AVX512 = 1 | "
-             "AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | ")
+AMX_BUILD = (
+    "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | AVX512 = 1 | "
+    "AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | "
+)
 
 
 def test_the_installed_llama_cpp_has_no_amx_kernels():

@@ -7,10 +7,10 @@ import asyncio
 import re
 
 import pytest
-from resources.doubles.llm_servers import OK_TEXT, THINK_REASONING, THINK_TEXT
 from support.llm import SERVER_MODEL_ALIAS
 
 from qc_assets.stage_b.verdict import VERDICT_CONSTRAINT, VERDICT_REGEX
+from resources.doubles.llm_servers import OK_TEXT, THINK_REASONING, THINK_TEXT
 from resources.llm import ChatLLM, DecodeParams, OutputConstraint
 from resources.llm.openai_backend import OpenAIChatLLM
 
@@ -108,10 +108,12 @@ def test_gbnf_grammar_yields_valid_verdicts(llama_server):
 def test_a_constraint_without_the_servers_form_is_refused():
     with pytest.raises(ValueError, match="through its 'gbnf'"):
         OpenAIChatLLM("http://127.0.0.1:9/v1", "m", structured_output="llama_cpp").chat(
-            QUESTIONS[:1], DecodeParams(constraint=OutputConstraint(regex="yes|no")))
+            QUESTIONS[:1], DecodeParams(constraint=OutputConstraint(regex="yes|no"))
+        )
     with pytest.raises(ValueError, match="through its 'regex'"):
         OpenAIChatLLM("http://127.0.0.1:9/v1", "m", structured_output="vllm").chat(
-            QUESTIONS[:1], DecodeParams(constraint=OutputConstraint(gbnf='root ::= "yes" | "no"')))
+            QUESTIONS[:1], DecodeParams(constraint=OutputConstraint(gbnf='root ::= "yes" | "no"'))
+        )
 
 
 def test_regex_without_structured_output_is_a_config_error():
@@ -281,5 +283,6 @@ def test_json_schema_goes_out_as_response_format(fault_server):
         scenario = f"schema-{mode}"
         fault_server.script(scenario, ["ok"])
         OpenAIChatLLM(fault_server.base_url, scenario, structured_output=mode).chat(
-            QUESTIONS[:1], DecodeParams(json_schema=schema))
+            QUESTIONS[:1], DecodeParams(json_schema=schema)
+        )
         assert fault_server.payloads[scenario][0]["response_format"] == expected

@@ -10,8 +10,8 @@ import types
 
 import dagster as dg
 import pytest
-from resources.doubles.llm_servers import OK_TEXT
 
+from resources.doubles.llm_servers import OK_TEXT
 from resources.llm import DecodeParams
 from resources.llm.openai_backend import OpenAIChatLLM
 from resources.llm.resource import LLMResource
@@ -119,8 +119,12 @@ def test_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("QC_LLM_BACKEND", "transformers")
     teacher, llm = llm_from_env("QC_TEACHER"), llm_from_env("QC_LLM")
     assert (teacher.backend, teacher.dtype, teacher.device) == ("vllm", "bfloat16", "cuda")
-    assert teacher.vllm_settings() == {"dtype": "bfloat16", "tensor_parallel_size": 4,
-                                       "gpu_memory_utilization": 0.85, "thinking": "on"}
+    assert teacher.vllm_settings() == {
+        "dtype": "bfloat16",
+        "tensor_parallel_size": 4,
+        "gpu_memory_utilization": 0.85,
+        "thinking": "on",
+    }
     assert (llm.backend, llm.dtype, llm.device) == ("transformers", "float16", "cpu")
     monkeypatch.delenv("QC_LLM_BACKEND")
     monkeypatch.delenv("QC_LLM_DTYPE")
@@ -143,8 +147,10 @@ def vllm_engine_double(monkeypatch):
 
         def chat(self, conversations, sampling, use_tqdm, **kwargs):
             calls["chat"] = kwargs
-            return [types.SimpleNamespace(prompt_token_ids=[1], outputs=[Output(f"<think>想</think>{OK_TEXT}")])
-                    for _ in conversations]
+            return [
+                types.SimpleNamespace(prompt_token_ids=[1], outputs=[Output(f"<think>想</think>{OK_TEXT}")])
+                for _ in conversations
+            ]
 
     sampling = types.ModuleType("vllm.sampling_params")
     sampling.StructuredOutputsParams = lambda **kw: ("structured", kw)
@@ -156,8 +162,13 @@ def vllm_engine_double(monkeypatch):
 
 
 def test_vllm_settings_reach_the_engine(vllm_engine_double):
-    resource = LLMResource(backend="vllm", model_path="/models/Qwen3-32B", dtype="bfloat16",
-                           tensor_parallel_size=4, gpu_memory_utilization=0.8)
+    resource = LLMResource(
+        backend="vllm",
+        model_path="/models/Qwen3-32B",
+        dtype="bfloat16",
+        tensor_parallel_size=4,
+        gpu_memory_utilization=0.8,
+    )
     (row,) = resource.get_llm().chat([[{"role": "user", "content": "x"}]], DecodeParams())
     engine = vllm_engine_double["engine"]
     assert (engine["dtype"], engine["tensor_parallel_size"], engine["gpu_memory_utilization"]) == ("bfloat16", 4, 0.8)
@@ -166,15 +177,28 @@ def test_vllm_settings_reach_the_engine(vllm_engine_double):
 
 
 @pytest.mark.parametrize("kind", ["llm", "vlm"])
-@pytest.mark.parametrize("bad, match", [({"base_url": "127.0.0.1:8000/v1"}, "base_url must start"),
-                                        ({"model": ""}, "model must be"), ({"max_in_flight": 0}, "max_in_flight"),
-                                        ({"timeout_s": 0}, "timeout_s"), ({"max_retries": -1}, "max_retries")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"base_url": "127.0.0.1:8000/v1"}, "base_url must start"),
+        ({"model": ""}, "model must be"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"max_retries": -1}, "max_retries"),
+    ],
+)
 def test_both_openai_clients_refuse_settings_that_cannot_work(kind, bad, match):
     from resources.llm.openai_backend import OpenAIChatLLM
     from resources.vlm.openai_backend import OpenAIVisionModel
 
-    settings = {"base_url": "http://127.0.0.1:8000/v1", "model": "m", "max_in_flight": 4, "timeout_s": 5.0,
-                "max_retries": 0, **bad}
+    settings = {
+        "base_url": "http://127.0.0.1:8000/v1",
+        "model": "m",
+        "max_in_flight": 4,
+        "timeout_s": 5.0,
+        "max_retries": 0,
+        **bad,
+    }
     client = OpenAIChatLLM if kind == "llm" else OpenAIVisionModel
     with pytest.raises(ValueError, match=match):
         client(**settings)

@@ -96,8 +96,9 @@ def test_constrained_output_matches_verdict_regex(smollm2_llm, temperature):
 def test_the_backend_applies_the_prefixes_it_is_given(smollm2_llm):
     """Nothing about verdicts in the backend: any prefixes and first-character rule are followed."""
     colour = OutputConstraint(prefixes=("Colour: ", "Shade: "), line_start="[A-Z]")
-    out = smollm2_llm.chat(PROMPTS[:2], DecodeParams(temperature=0.8, max_new_tokens=12, seed=2, n=2,
-                                                     constraint=colour))
+    out = smollm2_llm.chat(
+        PROMPTS[:2], DecodeParams(temperature=0.8, max_new_tokens=12, seed=2, n=2, constraint=colour)
+    )
     for row in out:
         for c in row:
             assert re.fullmatch(r"(Colour|Shade): [A-Z][^\n]*", c.text), repr(c.text)

@@ -2,8 +2,15 @@ import pytest
 
 from qc_assets.missions import MISSIONS, get_mission, load_missions_file, validate_mission_name
 
-PRODUCTION = ["BBU安装方式检查（正装）", "BBU接地线检查", "BBU线缆布放要求", "挡风板安装检查",
-              "RRU安装检查", "RRU位置检查", "RRU线缆"]
+PRODUCTION = [
+    "BBU安装方式检查（正装）",
+    "BBU接地线检查",
+    "BBU线缆布放要求",
+    "挡风板安装检查",
+    "RRU安装检查",
+    "RRU位置检查",
+    "RRU线缆",
+]
 
 
 def test_registry_has_the_seven_production_missions_with_domains():

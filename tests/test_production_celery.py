@@ -16,10 +16,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-
-from resources.store import read_jsonl
 from support.services import PROD_INSTANCE_YAML, ROOT, VENV_BIN, Deployment, production_deployment, run_cli, wait_until
 from support.stage_a_smoke import smoke_settings_file
+
+from resources.store import read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def shard_step(shard: int) -> str:
 def overlapping(intervals: list[tuple[float, float, str]]) -> list[tuple[str, str]]:
     """Pairs of (start, end, name) intervals that overlap in time."""
     ordered = sorted(intervals)
-    return [(a[2], b[2]) for a, b in zip(ordered, ordered[1:]) if b[0] < a[1]]
+    return [(a[2], b[2]) for a, b in zip(ordered, ordered[1:], strict=False) if b[0] < a[1]]
 
 
 def test_overlap_detector_finds_overlaps():
@@ -52,10 +52,18 @@ def deployment(tmp_path_factory, tiny_vlm_dir):
 
     tmp = tmp_path_factory.mktemp("prod-celery")
     images = write_sample_images(tmp / "images", groups_per_label=1)
-    dep = production_deployment(tmp, {
-        "QC_DATA_ROOT": str(tmp / "data"), "QC_IMAGES_ROOT": str(images), "QC_VLM_MODEL": str(tiny_vlm_dir),
-        "QC_TEACHER_API_KEY": TEACHER_KEY, "QC_MODEL_RETRIES": "1", "QC_MODEL_RETRY_DELAY_S": "1",
-        "QC_STAGE_A_CONFIG": smoke_settings_file(tmp)})  # backfills carry no run config
+    dep = production_deployment(
+        tmp,
+        {
+            "QC_DATA_ROOT": str(tmp / "data"),
+            "QC_IMAGES_ROOT": str(images),
+            "QC_VLM_MODEL": str(tiny_vlm_dir),
+            "QC_TEACHER_API_KEY": TEACHER_KEY,
+            "QC_MODEL_RETRIES": "1",
+            "QC_MODEL_RETRY_DELAY_S": "1",
+            "QC_STAGE_A_CONFIG": smoke_settings_file(tmp),
+        },
+    )  # backfills carry no run config
     try:
         # this module drives runs itself; the sensor is tested with its own deployment
         _cli(dep, "sensor", "stop", "new_images_sensor")
@@ -86,17 +94,23 @@ def _all_finished(instance, runs_filter: dg.RunsFilter, n: int) -> bool:
 
 def _step_intervals(instance, run_id: str, step: str) -> list[tuple[float, float, str]]:
     starts, ends = {}, {}
-    for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
-                                                    dg.DagsterEventType.STEP_FAILURE}):
+    for entry in instance.all_logs(
+        run_id,
+        of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE},
+    ):
         if entry.step_key != step:
             continue
-        (starts if entry.dagster_event_type == dg.DagsterEventType.STEP_START else ends)[entry.step_key] = entry.timestamp
+        (starts if entry.dagster_event_type == dg.DagsterEventType.STEP_START else ends)[entry.step_key] = (
+            entry.timestamp
+        )
     return [(starts[step], ends[step], run_id)] if step in starts and step in ends else []
 
 
 def _engine_messages(instance, run_id: str) -> list[str]:
-    return [e.dagster_event.message or e.user_message
-            for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)]
+    return [
+        e.dagster_event.message or e.user_message
+        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+    ]
 
 
 def test_backfill_runs_on_celery_workers_and_gpu_steps_never_overlap(deployment):
@@ -104,8 +118,12 @@ def test_backfill_runs_on_celery_workers_and_gpu_steps_never_overlap(deployment)
     with deployment.instance() as instance:
         backfill_id = instance.get_backfills()[0].backfill_id
         runs_filter = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
-        wait_until(lambda: _all_finished(instance, runs_filter, len(MISSIONS)), 300,
-                   f"backfill {backfill_id} of {MISSIONS}", tuple(deployment.procs))
+        wait_until(
+            lambda: _all_finished(instance, runs_filter, len(MISSIONS)),
+            300,
+            f"backfill {backfill_id} of {MISSIONS}",
+            tuple(deployment.procs),
+        )
         runs = list(instance.get_runs(filters=runs_filter))
         assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(MISSIONS)
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [(r.run_id, r.status) for r in runs]
@@ -163,10 +181,29 @@ def test_worker_killed_mid_stage_a_is_retried_and_no_photo_is_summarised_twice(d
         dst = images / KILL_MISSION / "审核通过" / f"K{n // 4}" / f"{n % 4}.jpg"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source[n % len(source)], dst)
-    config = {"ops": {ASSET: {"config": {"batch_size": 1, "mode": "per_image", "max_new_tokens": 32,
-                                        "max_truncated_share_blocking": 1.0}}}}  # the smoke VLM never stops
-    _cli(deployment, "job", "launch", "-j", "stage_a_job", "--config-json", json.dumps(config),
-         "--tags", json.dumps({"dagster/partition": KILL_MISSION}))
+    config = {
+        "ops": {
+            ASSET: {
+                "config": {
+                    "batch_size": 1,
+                    "mode": "per_image",
+                    "max_new_tokens": 32,
+                    "max_truncated_share_blocking": 1.0,
+                }
+            }
+        }
+    }  # the smoke VLM never stops
+    _cli(
+        deployment,
+        "job",
+        "launch",
+        "-j",
+        "stage_a_job",
+        "--config-json",
+        json.dumps(config),
+        "--tags",
+        json.dumps({"dagster/partition": KILL_MISSION}),
+    )
     log = Path(deployment.env["QC_DATA_ROOT"]) / ASSET / KILL_MISSION / "summaries.jsonl"
 
     def logged() -> int:
@@ -174,22 +211,35 @@ def test_worker_killed_mid_stage_a_is_retried_and_no_photo_is_summarised_twice(d
 
     with deployment.instance() as instance:
         runs_filter = dg.RunsFilter(tags={"dagster/partition": KILL_MISSION})
-        wait_until(lambda: bool(_runs(instance, tags={"dagster/partition": KILL_MISSION})), 120,
-                   f"the {KILL_MISSION} run", tuple(deployment.procs))
+        wait_until(
+            lambda: bool(_runs(instance, tags={"dagster/partition": KILL_MISSION})),
+            120,
+            f"the {KILL_MISSION} run",
+            tuple(deployment.procs),
+        )
         first = _runs(instance, tags={"dagster/partition": KILL_MISSION})[0]
-        wait_until(lambda: _executing_host(instance, first.run_id) is not None, 300,
-                   f"a Celery worker to take {STEP} of run {first.run_id}", tuple(deployment.procs))
+        wait_until(
+            lambda: _executing_host(instance, first.run_id) is not None,
+            300,
+            f"a Celery worker to take {STEP} of run {first.run_id}",
+            tuple(deployment.procs),
+        )
         host = _executing_host(instance, first.run_id)
         worker = next(p for p in deployment.procs if p.name == f"celery-{host.split('@')[0]}")
         pool_process = _pool_process(worker)  # found before the photos start, so the kill comes right after one
-        wait_until(lambda: logged() >= 1, 300, f"the first Stage-A photo of {KILL_MISSION} in {log}",
-                   tuple(deployment.procs))
+        wait_until(
+            lambda: logged() >= 1, 300, f"the first Stage-A photo of {KILL_MISSION} in {log}", tuple(deployment.procs)
+        )
         os.kill(pool_process, signal.SIGKILL)
         killed_at = logged()
         assert killed_at < total, "Stage-A finished before the kill: give it more photos"
 
-        wait_until(lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs(filters=runs_filter)),
-                   300, f"a successful retry of the killed {KILL_MISSION} run", tuple(deployment.procs))
+        wait_until(
+            lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs(filters=runs_filter)),
+            300,
+            f"a successful retry of the killed {KILL_MISSION} run",
+            tuple(deployment.procs),
+        )
         runs = _runs(instance, tags={"dagster/partition": KILL_MISSION})
         assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE
         retry = next(r for r in runs if r.status == dg.DagsterRunStatus.SUCCESS)
@@ -209,9 +259,11 @@ def test_worker_killed_mid_stage_a_is_retried_and_no_photo_is_summarised_twice(d
 
 
 def test_secrets_never_reach_run_config_or_the_instance(deployment):
-    secrets = {"Postgres password": deployment.env["DAGSTER_PG_PASSWORD"],
-               "Redis password": deployment.env["QC_CELERY_BROKER"].split(":")[2].split("@")[0],
-               "teacher API key": TEACHER_KEY}
+    secrets = {
+        "Postgres password": deployment.env["DAGSTER_PG_PASSWORD"],
+        "Redis password": deployment.env["QC_CELERY_BROKER"].split(":")[2].split("@")[0],
+        "teacher API key": TEACHER_KEY,
+    }
     with deployment.instance() as instance:
         runs = _runs(instance)
         assert runs, "run the backfill test first: there is no run to inspect"
@@ -224,9 +276,19 @@ def test_secrets_never_reach_run_config_or_the_instance(deployment):
                 assert value not in events, f"{what} found in the event log of {run.run_id}"
     # the run worker did resolve them: runs reached Postgres and Redis, and the resource got its key
     env_check = subprocess.run(
-        [str(VENV_BIN / "python"), "-c", "import definitions; r = definitions.defs.resources['teacher_llm'];"
-         "print(type(r.api_key).__name__, r.api_key.get_value() == __import__('os').environ['QC_TEACHER_API_KEY'])"],
-        cwd=ROOT, env=deployment.env, capture_output=True, text=True, timeout=120, check=True)
+        [
+            str(VENV_BIN / "python"),
+            "-c",
+            "import definitions; r = definitions.defs.resources['teacher_llm'];"
+            "print(type(r.api_key).__name__, r.api_key.get_value() == __import__('os').environ['QC_TEACHER_API_KEY'])",
+        ],
+        cwd=ROOT,
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert env_check.stdout.split() == ["EnvVar", "True"]
 
 
@@ -257,8 +319,14 @@ def test_two_shards_on_two_workers_survive_a_killed_worker_with_nothing_redone(d
         dst = images / SHARD_MISSION / "审核通过" / f"S{n // 4}" / f"{n % 4}.jpg"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source[n % len(source)], dst)
-    settings = {"shards": 2, "sharding_mode": "per_image", "mode": "per_image", "batch_size": 1,
-                "max_new_tokens": 24, "max_truncated_share_blocking": 1.0}  # the smoke VLM never stops
+    settings = {
+        "shards": 2,
+        "sharding_mode": "per_image",
+        "mode": "per_image",
+        "batch_size": 1,
+        "max_new_tokens": 24,
+        "max_truncated_share_blocking": 1.0,
+    }  # the smoke VLM never stops
     data = Path(deployment.env["QC_DATA_ROOT"]) / ASSET / SHARD_MISSION
     victim_log = data / "summaries.shard-1-of-2.jsonl"
 
@@ -267,29 +335,54 @@ def test_two_shards_on_two_workers_survive_a_killed_worker_with_nothing_redone(d
 
     with deployment.instance() as instance:
         assert instance.event_log_storage.get_concurrency_info("gpu").limit >= 2, "run the pool-limit test first"
-        _cli(deployment, "job", "launch", "-j", "stage_a_job", "--config-json",
-             json.dumps({"ops": {ASSET: {"config": settings}}}), "--tags", json.dumps({"dagster/partition": SHARD_MISSION}))
-        wait_until(lambda: bool(_runs(instance, tags={"dagster/partition": SHARD_MISSION})), 120,
-                   f"the {SHARD_MISSION} run", tuple(deployment.procs))
+        _cli(
+            deployment,
+            "job",
+            "launch",
+            "-j",
+            "stage_a_job",
+            "--config-json",
+            json.dumps({"ops": {ASSET: {"config": settings}}}),
+            "--tags",
+            json.dumps({"dagster/partition": SHARD_MISSION}),
+        )
+        wait_until(
+            lambda: bool(_runs(instance, tags={"dagster/partition": SHARD_MISSION})),
+            120,
+            f"the {SHARD_MISSION} run",
+            tuple(deployment.procs),
+        )
         first = _runs(instance, tags={"dagster/partition": SHARD_MISSION})[0]
         hosts = {}
         for shard in (0, 1):
-            wait_until(lambda: _executing_host(instance, first.run_id, shard_step(shard)) is not None, 300,
-                       f"a Celery worker to take {shard_step(shard)}", tuple(deployment.procs))
+            wait_until(
+                lambda shard=shard: _executing_host(instance, first.run_id, shard_step(shard)) is not None,
+                300,
+                f"a Celery worker to take {shard_step(shard)}",
+                tuple(deployment.procs),
+            )
             hosts[shard] = _executing_host(instance, first.run_id, shard_step(shard))
         assert hosts[0] != hosts[1], f"both shards went to {hosts[0]}: the pool limit did not let them run at once"
         worker = next(p for p in deployment.procs if p.name == f"celery-{hosts[1].split('@')[0]}")
         pool_process = _pool_process(worker)
-        wait_until(lambda: logged(victim_log) >= 1, 300, f"shard 1's first photo in {victim_log}",
-                   tuple(deployment.procs))
+        wait_until(
+            lambda: logged(victim_log) >= 1, 300, f"shard 1's first photo in {victim_log}", tuple(deployment.procs)
+        )
         os.kill(pool_process, signal.SIGKILL)
         killed_at = logged(victim_log)
 
         runs_filter = dg.RunsFilter(tags={"dagster/partition": SHARD_MISSION})
-        wait_until(lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs(filters=runs_filter)),
-                   420, f"a successful retry of the killed {SHARD_MISSION} run", tuple(deployment.procs))
-        retry = next(r for r in _runs(instance, tags={"dagster/partition": SHARD_MISSION})
-                     if r.status == dg.DagsterRunStatus.SUCCESS)
+        wait_until(
+            lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs(filters=runs_filter)),
+            420,
+            f"a successful retry of the killed {SHARD_MISSION} run",
+            tuple(deployment.procs),
+        )
+        retry = next(
+            r
+            for r in _runs(instance, tags={"dagster/partition": SHARD_MISSION})
+            if r.status == dg.DagsterRunStatus.SUCCESS
+        )
         assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE
         assert retry.tags.get("dagster/parent_run_id") == first.run_id
         # the retry re-ran the killed shard and the merge; the plan and the other shard were kept
@@ -311,6 +404,12 @@ def test_two_shards_on_two_workers_survive_a_killed_worker_with_nothing_redone(d
     assert Counter(r["shard"] for r in rows) == {0: total - assigned, 1: assigned}
     # the merged records equal those of a clean one-shard run of the same photos
     clean = Path(deployment.env["QC_DATA_ROOT"]) / "clean"
-    run_stage_a(images, get_mission(SHARD_MISSION), tiny_vlm,
-                StageAConfig(**{**settings, "shards": 1}), clean, log=lambda _: None)
+    run_stage_a(
+        images,
+        get_mission(SHARD_MISSION),
+        tiny_vlm,
+        StageAConfig(**{**settings, "shards": 1}),
+        clean,
+        log=lambda _: None,
+    )
     assert (data / "records.jsonl").read_bytes() == (clean / "records.jsonl").read_bytes()

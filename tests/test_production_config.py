@@ -26,8 +26,11 @@ def env_vars_read(path: Path) -> set[str]:
 
 def missing_env(compose: dict, needed: set[str]) -> dict[str, set[str]]:
     services = compose["services"]
-    return {name: needed - set(services[name].get("environment", {})) for name in DAGSTER_SERVICES
-            if needed - set(services[name].get("environment", {}))}
+    return {
+        name: needed - set(services[name].get("environment", {}))
+        for name in DAGSTER_SERVICES
+        if needed - set(services[name].get("environment", {}))
+    }
 
 
 def _compose() -> dict:
@@ -69,7 +72,8 @@ def test_each_gpu_worker_sees_only_its_own_gpu():
     assert all("," not in v for v in visible) and len(set(visible)) == len(visible), visible
     for name, s in workers.items():
         assert s["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == [
-            s["environment"]["CUDA_VISIBLE_DEVICES"]], name
+            s["environment"]["CUDA_VISIBLE_DEVICES"]
+        ], name
         assert s["environment"]["QC_DEVICE"] == "cuda" and "QC_VLM_DEVICE" not in s["environment"], name
         assert s["command"][s["command"].index("--concurrency") + 1] == "1", name
 
@@ -79,24 +83,39 @@ def test_compose_routes_gpu_steps_to_gpu_workers_and_holds_no_literal_secret():
     gpu_worker = compose["services"]["worker-gpu-0"]
     assert gpu_worker["command"][gpu_worker["command"].index("-q") + 1] == "gpu"
     assert "devices" in str(gpu_worker["deploy"])
-    secret_lines = [line for line in (PROD / "docker-compose.yaml").read_text(encoding="utf-8").splitlines()
-                    if re.search(r"PASSWORD:|API_KEY:|requirepass|redis://", line) and not line.lstrip().startswith("#")]
+    secret_lines = [
+        line
+        for line in (PROD / "docker-compose.yaml").read_text(encoding="utf-8").splitlines()
+        if re.search(r"PASSWORD:|API_KEY:|requirepass|redis://", line) and not line.lstrip().startswith("#")
+    ]
     assert len(secret_lines) >= 6
     assert [line for line in secret_lines if "${" not in line] == [], "a literal secret in the compose file"
 
 
 def test_production_definitions_use_the_celery_executor_with_the_gpu_queue():
-    code = ("import definitions, json; d = definitions.defs; "
-            "g = d.resolve_assets_def('stage_a_summaries').node_def; "
-            "s = next(n.definition for n in g.nodes if n.name == 'stage_a_shard'); "
-            "print(json.dumps([d.resolve_job_def('stage_a_job').executor_def.name, s.tags.get('dagster-celery/queue'),"
-            " s.pool, s.retry_policy.max_retries]))")
-    env = {"QC_EXECUTOR": "celery", "QC_CELERY_BROKER": "redis://127.0.0.1:1/0", "QC_CELERY_BACKEND": "redis://127.0.0.1:1/0",
-           "QC_MODEL_RETRIES": "3", "PATH": "/usr/bin:/bin"}
+    code = (
+        "import definitions, json; d = definitions.defs; "
+        "g = d.resolve_assets_def('stage_a_summaries').node_def; "
+        "s = next(n.definition for n in g.nodes if n.name == 'stage_a_shard'); "
+        "print(json.dumps([d.resolve_job_def('stage_a_job').executor_def.name, s.tags.get('dagster-celery/queue'),"
+        " s.pool, s.retry_policy.max_retries]))"
+    )
+    env = {
+        "QC_EXECUTOR": "celery",
+        "QC_CELERY_BROKER": "redis://127.0.0.1:1/0",
+        "QC_CELERY_BACKEND": "redis://127.0.0.1:1/0",
+        "QC_MODEL_RETRIES": "3",
+        "PATH": "/usr/bin:/bin",
+    }
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '["celery_executor", "gpu", "gpu", 3]'
-    bad = subprocess.run([sys.executable, "-c", "import definitions"], cwd=ROOT, env={**env, "QC_EXECUTOR": "k8s"},
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-c", "import definitions"],
+        cwd=ROOT,
+        env={**env, "QC_EXECUTOR": "k8s"},
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "QC_EXECUTOR must be empty or 'celery'" in bad.stderr
 
 
@@ -126,8 +145,11 @@ def test_relearn_settings_name_a_malformed_variable(monkeypatch):
 
 
 def test_every_api_key_reaches_its_resource_as_an_env_var_not_a_value():
-    code = ("import definitions; r = definitions.defs.resources; "
-            "print(*[type(r[k].api_key).__name__ + ':' + str(r[k].api_key.env_var_name) for k in ('vlm', 'llm', 'teacher_llm')])")
+    code = (
+        "import definitions; r = definitions.defs.resources; "
+        "print(*[type(r[k].api_key).__name__ + ':' + str(r[k].api_key.env_var_name) "
+        "for k in ('vlm', 'llm', 'teacher_llm')])"
+    )
     env = {"QC_VLM_API_KEY": "sk-v", "QC_LLM_API_KEY": "sk-l", "QC_TEACHER_API_KEY": "sk-t", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["EnvVar:QC_VLM_API_KEY", "EnvVar:QC_LLM_API_KEY", "EnvVar:QC_TEACHER_API_KEY"]

@@ -20,20 +20,19 @@ import hashlib
 import io
 import os
 import shutil
-import sys
 
 import dagster as dg
 import polars as pl
 import pytest
 import yaml
 from PIL import Image
+from support.services import ROOT, VENV_BIN, run_cli, start, wait_until
+from support.stage_b_data import CORRECT, GOOD, LOOSE
 
 from qc_assets.verdicts.table import read_table
 from resources.doubles.llm_servers import MODEL
 from resources.doubles.vlm_server import ScriptedVLMServerDouble
 from resources.store import read_jsonl
-from support.services import ROOT, VENV_BIN, run_cli, start, wait_until
-from support.stage_b_data import CORRECT, GOOD, LOOSE
 
 pytestmark = pytest.mark.slow
 
@@ -81,26 +80,73 @@ def test_drift_triggers_relearning_and_rejudging_under_the_daemon(scripted_serve
         photos.group("待审核", f"I{g:03d}", [GOOD[g % 3], RUSTY if g % 2 == 0 else GOOD[1]])
     for g in range(6):  # still waiting when the guidance changes
         photos.group("待审核", f"P{g:03d}", [GOOD[g % 3], RUSTY if g % 2 == 0 else GOOD[2]])
-    env = {**os.environ, "DAGSTER_HOME": str(home), "QC_DATA_ROOT": str(data), "QC_IMAGES_ROOT": str(images),
-           "QC_LLM_BACKEND": "openai", "QC_LLM_BASE_URL": scripted_server.base_url, "QC_LLM_MODEL": MODEL,
-           "QC_LLM_STRUCTURED_OUTPUT": "vllm", "QC_VLM_BACKEND": "openai", "QC_VLM_BASE_URL": vlm.base_url,
-           "QC_VLM_SERVED_MODEL": "vlm-double", "QC_AUTOMATION_INTERVAL_S": "5", "QC_RELEARN_AFTER": "1000",
-           "QC_MODEL_RETRIES": "0", "PYTHONPATH": str(ROOT), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    daemon = start("dagster-daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-                   tmp_path / "logs", env)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "QC_DATA_ROOT": str(data),
+        "QC_IMAGES_ROOT": str(images),
+        "QC_LLM_BACKEND": "openai",
+        "QC_LLM_BASE_URL": scripted_server.base_url,
+        "QC_LLM_MODEL": MODEL,
+        "QC_LLM_STRUCTURED_OUTPUT": "vllm",
+        "QC_VLM_BACKEND": "openai",
+        "QC_VLM_BASE_URL": vlm.base_url,
+        "QC_VLM_SERVED_MODEL": "vlm-double",
+        "QC_AUTOMATION_INTERVAL_S": "5",
+        "QC_RELEARN_AFTER": "1000",
+        "QC_MODEL_RETRIES": "0",
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+    }
+    daemon = start(
+        "dagster-daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], tmp_path / "logs", env
+    )
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             # the sensor finds the mission: Stage-A for the history, the inbox summarised (no guidance yet)
-            wait_until(lambda: _succeeded(instance, "stage_a_job") and _succeeded(instance, "inbox_verdicts_job"),
-                       300, "the sensor's first Stage-A and inbox runs", (daemon,))
+            wait_until(
+                lambda: _succeeded(instance, "stage_a_job") and _succeeded(instance, "inbox_verdicts_job"),
+                300,
+                "the sensor's first Stage-A and inbox runs",
+                (daemon,),
+            )
 
             # 1. the first learning, asked for by a person
             scripted_server.script_reflector([{"operations": [CORRECT]}])
             config = tmp_path / "run.yaml"
-            config.write_text(yaml.safe_dump({"ops": {"stage_b_guidance": {"config": {
-                "epochs": 2, "rounds_per_epoch": 1, "min_test_groups": 8, "bootstrap_samples": 200}}}}))
-            done = run_cli([str(VENV_BIN / "dagster"), "asset", "materialize", "-m", "definitions", "--select",
-                            "stage_b_guidance,qc_verdicts", "--partition", MISSION, "-c", str(config)], env, 600)
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "ops": {
+                            "stage_b_guidance": {
+                                "config": {
+                                    "epochs": 2,
+                                    "rounds_per_epoch": 1,
+                                    "min_test_groups": 8,
+                                    "bootstrap_samples": 200,
+                                }
+                            }
+                        }
+                    }
+                )
+            )
+            done = run_cli(
+                [
+                    str(VENV_BIN / "dagster"),
+                    "asset",
+                    "materialize",
+                    "-m",
+                    "definitions",
+                    "--select",
+                    "stage_b_guidance,qc_verdicts",
+                    "--partition",
+                    MISSION,
+                    "-c",
+                    str(config),
+                ],
+                env,
+                600,
+            )
             assert done.returncode == 0, done.stderr[-3000:]
             first = {r["group_id"]: r["verdict"] for r in read_table(data / "qc_verdicts" / MISSION)}
             assert first["I000"] == "pass" and first["P000"] == "pass", "R1 says nothing about rust"
@@ -119,18 +165,28 @@ def test_drift_triggers_relearning_and_rejudging_under_the_daemon(scripted_serve
                 from resources.storage import StorageResource
 
                 runs = [(r.job_name, r.status.value, r.tags.get("qc/trigger")) for r in instance.get_runs()]
-                reason = due_reason(StorageResource(data_root=str(data), images_root=str(images)), MISSION,
-                                    RelearnSettings(1000, 86400))
+                reason = due_reason(
+                    StorageResource(data_root=str(data), images_root=str(images)), MISSION, RelearnSettings(1000, 86400)
+                )
                 return f"runs {runs}; due: {reason}"
 
             try:
-                wait_until(lambda: len(read_jsonl(data / "qc_verdicts" / MISSION / "reviews.jsonl")) == 40, 300,
-                           "the sensor to log the 40 reviews", (daemon,))
+                wait_until(
+                    lambda: len(read_jsonl(data / "qc_verdicts" / MISSION / "reviews.jsonl")) == 40,
+                    300,
+                    "the sensor to log the 40 reviews",
+                    (daemon,),
+                )
             except TimeoutError as e:
                 raise AssertionError(state()) from e
-            wait_until(lambda: any(r.status == dg.DagsterRunStatus.SUCCESS
-                                   for r in _runs(instance, **{"qc/relearn_reason": "drift"})),
-                       600, "an automatic re-learning fired by drift", (daemon,))
+            wait_until(
+                lambda: any(
+                    r.status == dg.DagsterRunStatus.SUCCESS for r in _runs(instance, **{"qc/relearn_reason": "drift"})
+                ),
+                600,
+                "an automatic re-learning fired by drift",
+                (daemon,),
+            )
             reviews = read_jsonl(data / "qc_verdicts" / MISSION / "reviews.jsonl")
             assert len(reviews) == 40 and sum(r["agrees"] for r in reviews) == 20
             (relearn,) = _runs(instance, **{"qc/relearn_reason": "drift"})
@@ -140,24 +196,36 @@ def test_drift_triggers_relearning_and_rejudging_under_the_daemon(scripted_serve
             assert RUST["text"] in [it["text"] for it in result["kept_guidance"]["items"]]
 
             def rejudged() -> bool:
-                rows = {r["group_id"]: r for r in read_table(data / "qc_verdicts" / MISSION) if r["status"] == "pending"}
+                rows = {
+                    r["group_id"]: r for r in read_table(data / "qc_verdicts" / MISSION) if r["status"] == "pending"
+                }
                 return rows and rows["P000"]["guidance_version"] == result["kept_version"]
 
             wait_until(rejudged, 300, "qc_verdicts to re-judge the waiting groups under the new guidance", (daemon,))
-            pending = {r["group_id"]: r["verdict"] for r in read_table(data / "qc_verdicts" / MISSION)
-                       if r["status"] == "pending"}
+            pending = {
+                r["group_id"]: r["verdict"]
+                for r in read_table(data / "qc_verdicts" / MISSION)
+                if r["status"] == "pending"
+            }
             assert pending == {f"P{g:03d}": "fail" if g % 2 == 0 else "pass" for g in range(6)}
             # 4. the reviewer files the rest (once the re-judging run, checks included, has finished):
             # under the new guidance the machine agrees with every one
             wait_until(lambda: all(r.is_finished for r in instance.get_runs()), 300, "the runs to finish", (daemon,))
-            failed = [(r.job_name, sorted(k.to_user_string() for k in r.asset_selection or []))
-                      for r in instance.get_runs() if r.status != dg.DagsterRunStatus.SUCCESS]
+            failed = [
+                (r.job_name, sorted(k.to_user_string() for k in r.asset_selection or []))
+                for r in instance.get_runs()
+                if r.status != dg.DagsterRunStatus.SUCCESS
+            ]
             assert not failed, f"every run the daemon launched succeeds, got failures: {failed}"
             for g in range(6):
                 label = "审核不通过" if g % 2 == 0 else "审核通过"
                 shutil.move(images / MISSION / "待审核" / f"P{g:03d}", images / MISSION / label / f"P{g:03d}")
-            wait_until(lambda: len(read_jsonl(data / "qc_verdicts" / MISSION / "reviews.jsonl")) == 46, 300,
-                       "the sensor to log the 6 new reviews", (daemon,))
+            wait_until(
+                lambda: len(read_jsonl(data / "qc_verdicts" / MISSION / "reviews.jsonl")) == 46,
+                300,
+                "the sensor to log the 6 new reviews",
+                (daemon,),
+            )
             latest = read_jsonl(data / "qc_verdicts" / MISSION / "reviews.jsonl")[40:]
             assert all(r["agrees"] and r["guidance_version"] == result["kept_version"] for r in latest)
 

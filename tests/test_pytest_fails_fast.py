@@ -29,9 +29,28 @@ def test_a_crashed_worker_fails_the_run_fast_and_names_its_test_file(tmp_path):
     (tmp_path / "test_kills_its_worker.py").write_text(KILLS_ITS_WORKER)
     (tmp_path / "test_slow_neighbour.py").write_text(SLOW_NEIGHBOUR)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir",
-                           str(tmp_path), "-p", "no:cacheprovider", "-n", "2", "--dist", "loadfile", str(tmp_path)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            "--rootdir",
+            str(tmp_path),
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "2",
+            "--dist",
+            "loadfile",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = done.stdout + done.stderr
     assert done.returncode != 0, out
     assert time.monotonic() - started < 120, out
@@ -49,8 +68,25 @@ def test_waits_on_a_dead_peer():
 
 def test_a_hung_test_fails_with_a_timeout_instead_of_stalling_the_run(tmp_path):
     (tmp_path / "test_hangs.py").write_text(HANGS)
-    done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir",
-                           str(tmp_path), "-p", "no:cacheprovider", "-o", "timeout=3", str(tmp_path)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            "--rootdir",
+            str(tmp_path),
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "timeout=3",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 1 and "Timeout (>3.0s) from pytest-timeout" in out, out

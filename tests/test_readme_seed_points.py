@@ -35,8 +35,8 @@ def test_the_distill_sources_are_documented():
 def test_the_fastdistill_recipes_section_runs_every_shipped_recipe():
     from pathlib import Path
 
-    section = README[README.index("## FastDistill recipes"):]
-    section = section[:section.index("\n## ")]
+    section = README[README.index("## FastDistill recipes") :]
+    section = section[: section.index("\n## ")]
     recipes = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs" / "fastdistill").glob("*.yaml"))
     assert len(recipes) == 4
     for name in recipes:

@@ -7,22 +7,24 @@ import threading
 import time
 
 import dagster as dg
+from support.stage_b_data import keyword_records
 
 from qc_assets.gpu_steps import model_retry_policy
 from qc_assets.stage_b.assets import StageBConfig, stage_b_guidance
+from resources.doubles.llm_servers import MODEL
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl
-from resources.doubles.llm_servers import MODEL
-from support.stage_b_data import keyword_records
 
 MISSION = "挡风板安装检查"
-CONFIG = StageBConfig(epochs=1, decode_grid=[[0.0, 1.0]], samples=1, constrained=False, rounds_per_epoch=1,
-                      bootstrap_samples=100)
+CONFIG = StageBConfig(
+    epochs=1, decode_grid=[[0.0, 1.0]], samples=1, constrained=False, rounds_per_epoch=1, bootstrap_samples=100
+)
 
 
 def end_outage_after_first_failure(server, state_file, timeout_s: float = 60.0) -> threading.Thread:
     """The outage lasts until Stage-B has recorded its first attempt as failed, then the server recovers."""
+
     def watch() -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -30,6 +32,7 @@ def end_outage_after_first_failure(server, state_file, timeout_s: float = 60.0) 
                 server.outage = False
                 return
             time.sleep(0.05)
+
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
@@ -39,13 +42,19 @@ def run(tmp_path, server, retry_policy):
     atomic_write_jsonl(tmp_path / "stage_a_summaries" / MISSION / "records.jsonl", keyword_records(n_groups=24))
     job = dg.define_asset_job("stage_b_with_retries", selection=[stage_b_guidance], op_retry_policy=retry_policy)
     llm = LLMResource(backend="openai", base_url=server.base_url, model=MODEL, max_retries=0, timeout_s=10.0)
-    defs = dg.Definitions(assets=[stage_b_guidance], jobs=[job],
-                          resources={"storage": StorageResource(data_root=str(tmp_path)), "llm": llm})
+    defs = dg.Definitions(
+        assets=[stage_b_guidance],
+        jobs=[job],
+        resources={"storage": StorageResource(data_root=str(tmp_path)), "llm": llm},
+    )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("missions", [MISSION])
         return defs.resolve_job_def("stage_b_with_retries").execute_in_process(
-            partition_key=MISSION, instance=instance, raise_on_error=False,
-            run_config=dg.RunConfig({"stage_b_guidance": CONFIG}))
+            partition_key=MISSION,
+            instance=instance,
+            raise_on_error=False,
+            run_config=dg.RunConfig({"stage_b_guidance": CONFIG}),
+        )
 
 
 def test_an_outage_is_retried_with_backoff_and_the_retry_finishes(scripted_server, tmp_path, monkeypatch):

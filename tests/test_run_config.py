@@ -23,8 +23,9 @@ def test_run_config_round_trips_through_a_real_run():
     def probe(config: StageBRunConfig) -> None:
         seen["config"] = to_domain(config, StageBLoopConfig)
 
-    result = dg.materialize([probe], run_config={"ops": {"probe": {"config": {
-        "epochs": 4, "decode_grid": [[0.0, 1.0], [0.7, 0.9]]}}}})
+    result = dg.materialize(
+        [probe], run_config={"ops": {"probe": {"config": {"epochs": 4, "decode_grid": [[0.0, 1.0], [0.7, 0.9]]}}}}
+    )
     assert result.success
     assert seen["config"].epochs == 4
     assert seen["config"].decode_grid == ((0.0, 1.0), (0.7, 0.9))
@@ -49,18 +50,26 @@ def test_stage_a_has_one_config_class_and_the_inbox_refuses_caps(tiny_vlm_dir, s
     assert InboxSummariesConfig.model_fields.keys() == StageASummariesConfig.model_fields.keys()
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
         to_domain(StageASummariesConfig(max_new_tokens=0), StageAConfig)
-    resources = {"storage": StorageResource(data_root=str(tmp_path), images_root=str(sample_images)),
-                 "vlm": VLMResource(model_path=str(tiny_vlm_dir))}
+    resources = {
+        "storage": StorageResource(data_root=str(tmp_path), images_root=str(sample_images)),
+        "vlm": VLMResource(model_path=str(tiny_vlm_dir)),
+    }
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(mission_partitions.name, ["BBU接地线检查"])
-        result = dg.materialize([inbox_summaries], partition_key="BBU接地线检查", instance=instance,
-                                resources=resources, raise_on_error=False,
-                                run_config={"ops": {"inbox_summaries": {"config": {"pass_cap": 1}}}})
+        result = dg.materialize(
+            [inbox_summaries],
+            partition_key="BBU接地线检查",
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            run_config={"ops": {"inbox_summaries": {"config": {"pass_cap": 1}}}},
+        )
     assert not result.success
     assert "never capped" in result.get_step_failure_events()[0].event_specific_data.error.to_string()
 
 
 # One level of nesting: a dataclass-typed field (here the shared LoRA spec) becomes a nested dg.Config.
+
 
 def test_a_nested_dataclass_becomes_a_nested_config_with_the_outer_defaults():
     from qc_assets.student.preference_config import GRPORunConfig
@@ -86,8 +95,9 @@ def test_a_nested_run_config_round_trips_through_a_real_run():
     def probe(config: DPOConfig) -> None:
         seen["config"] = to_domain(config, DPORunConfig)
 
-    result = dg.materialize([probe], run_config={"ops": {"probe": {"config": {
-        "beta": 0.2, "lora": {"r": 4, "projections": ["q_proj"]}}}}})
+    result = dg.materialize(
+        [probe], run_config={"ops": {"probe": {"config": {"beta": 0.2, "lora": {"r": 4, "projections": ["q_proj"]}}}}}
+    )
     assert result.success
     cfg = seen["config"]
     assert (cfg.beta, cfg.lora.r, cfg.lora.projections, cfg.lora.max_steps) == (0.2, 4, ("q_proj",), 2)
@@ -114,8 +124,9 @@ def test_a_bad_nested_value_is_refused_naming_the_field():
 
     with pytest.raises(dg.DagsterInvalidConfigError, match="lora"):
         dg.materialize([probe], run_config={"ops": {"probe": {"config": {"lora": {"r": "eight"}}}}})
-    bad = dg.materialize([probe], raise_on_error=False,
-                         run_config={"ops": {"probe": {"config": {"lora": {"max_steps": 0}}}}})
+    bad = dg.materialize(
+        [probe], raise_on_error=False, run_config={"ops": {"probe": {"config": {"lora": {"max_steps": 0}}}}}
+    )
     assert not bad.success
     error = bad.get_step_failure_events()[0].event_specific_data.error.to_string()
     assert "lora.max_steps must be an integer >= 1" in error

@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from resources.llm.resource import LLMResource
 from resources import self_check
+from resources.llm.resource import LLMResource
 from resources.self_check import SelfCheckError, run_self_check
 from resources.vlm.resource import VLMResource
 
@@ -60,10 +60,16 @@ def test_make_demo_stops_before_any_run_when_a_model_fails_its_self_check(tmp_pa
     write_sample_images(tmp_path / "data" / "images", groups_per_label=1)
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "QC_DATA_ROOT": str(tmp_path / "data"),
-           "QC_LLM_MODEL_PATH": str(broken), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "qc_assets.cli.demo"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "QC_DATA_ROOT": str(tmp_path / "data"),
+        "QC_LLM_MODEL_PATH": str(broken),
+        "HF_HUB_OFFLINE": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "qc_assets.cli.demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 3, done.stdout + done.stderr
     assert "self-check FAILED, nothing was run: llama_cpp backend failed its self-check" in done.stderr
     assert not dg.DagsterInstance.from_config(str(home)).get_run_records(), "no run started"

@@ -39,11 +39,13 @@ def test_sensor_adds_partitions_and_requests_the_right_job_per_change(sample_ima
         first = _tick(instance, storage)
         added = first.dynamic_partitions_requests[0].partition_keys
         assert sorted(added) == sorted([*MISSIONS, "RRU位置检查"])
-        assert _requests(first) == sorted([(m, stage_a_job.name) for m in [*MISSIONS, "RRU位置检查"]]
-                                          + [(m, inbox_job.name) for m in MISSIONS])
+        assert _requests(first) == sorted(
+            [(m, stage_a_job.name) for m in [*MISSIONS, "RRU位置检查"]] + [(m, inbox_job.name) for m in MISSIONS]
+        )
         # no kept guidance yet: the inbox is summarised now and judged once Stage-B has run
         assert {tuple(r.asset_selection) for r in first.run_requests if r.job_name == inbox_job.name} == {
-            (dg.AssetKey("inbox_summaries"),)}
+            (dg.AssetKey("inbox_summaries"),)
+        }
         assert "未登记任务" not in json.loads(first.cursor)["missions"]
         instance.add_dynamic_partitions(mission_partitions.name, added)
 
@@ -93,7 +95,7 @@ def test_an_edit_inside_an_old_group_is_found_by_the_budgeted_sweep(sample_image
     state, swept, stats = scan(sample_images, state, swept, sweep_budget=1)
     assert stats <= 4  # one folder swept (a folder holds a few groups), nothing else
     _copy_photo(sample_images, "RRU安装检查", sample_images / "RRU安装检查" / "审核不通过" / "G150" / "7.jpg")
-    for tick in range(1, folders + 1):
+    for _ in range(folders):
         new_state, swept, _ = scan(sample_images, state, swept, sweep_budget=1)
         changed = {m: changed_parts(state[m], new_state[m]) for m in new_state}
         if any(changed.values()):

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-
 from support.stage_a_smoke import SMOKE_STAGE_A, smoke_settings_file
 
 from qc_assets.partitions import mission_partitions
@@ -23,23 +22,36 @@ MISSIONS = ["BBU接地线检查", "RRU安装检查"]
 
 
 def _resources(tmp_path, images, model_dir):
-    return {"storage": StorageResource(data_root=str(tmp_path / "data"), images_root=str(images)),
-            "vlm": VLMResource(model_path=str(model_dir))}
+    return {
+        "storage": StorageResource(data_root=str(tmp_path / "data"), images_root=str(images)),
+        "vlm": VLMResource(model_path=str(model_dir)),
+    }
 
 
 def test_definitions_load_without_model_libraries():
-    out = subprocess.run([sys.executable, "-c", "import sys, definitions; "
-                          "print(definitions.defs.resolve_job_def('qc_pipeline').name, 'torch' in sys.modules)"],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, definitions; "
+            "print(definitions.defs.resolve_job_def('qc_pipeline').name, 'torch' in sys.modules)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.split()[-2:] == ["qc_pipeline", "False"]
 
 
 def _run_stage_a_job(instance, resources, mission, config=None, raise_on_error=True):
-    defs = dg.Definitions(assets=[stage_a_summaries], asset_checks=asset_checks, jobs=[stage_a_job],
-                          resources=resources)
+    defs = dg.Definitions(
+        assets=[stage_a_summaries], asset_checks=asset_checks, jobs=[stage_a_job], resources=resources
+    )
     run_config = {"ops": {"stage_a_summaries": {"config": config or SMOKE_STAGE_A}}}
-    return defs.resolve_job_def("stage_a_job").execute_in_process(partition_key=mission, instance=instance,
-                                                                 run_config=run_config, raise_on_error=raise_on_error)
+    return defs.resolve_job_def("stage_a_job").execute_in_process(
+        partition_key=mission, instance=instance, run_config=run_config, raise_on_error=raise_on_error
+    )
 
 
 def test_materialize_partition_runs_checks_and_reports_metadata(tiny_vlm_dir, sample_images, tmp_path):
@@ -49,17 +61,22 @@ def test_materialize_partition_runs_checks_and_reports_metadata(tiny_vlm_dir, sa
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         # the smoke model runs every answer to the cap: the truncation check warns (SMOKE_STAGE_A lifts the block)
-        assert checks == {"stage_a_schema": True, "stage_a_images_accounted": True,
-                          "stage_a_degenerate_share": checks["stage_a_degenerate_share"],
-                          "stage_a_truncation_share": False}
+        assert checks == {
+            "stage_a_schema": True,
+            "stage_a_images_accounted": True,
+            "stage_a_degenerate_share": checks["stage_a_degenerate_share"],
+            "stage_a_truncation_share": False,
+        }
         meta = result.asset_materializations_for_node("stage_a_summaries")[0].metadata
         assert meta["dagster/row_count"].value == 6  # 2 groups per label + G900 under both labels
         assert meta["stage_a/images_skipped"].value >= 4
         assert meta["model_fingerprint"].value.startswith("tiny-qwen3vl")
         assert len(meta["preview"].value) <= 500
         assert meta["stage_a/truncated_images"].value == meta["stage_a/images_summarised"].value > 0
-        assert meta["stage_a/max_new_tokens"].value == 8 and "below the production default 1024" in meta[
-            "max_new_tokens_note"].value
+        assert (
+            meta["stage_a/max_new_tokens"].value == 8
+            and "below the production default 1024" in meta["max_new_tokens_note"].value
+        )
         assert meta["answer_length_histogram"].value.startswith("![answer lengths](data:image/png;base64,")
 
 
@@ -83,17 +100,42 @@ def test_backfill_of_two_missions_from_the_cli_on_a_real_instance(tiny_vlm_dir, 
     home = tmp_path / "dagster_home"
     home.mkdir()
     # launch runs immediately (no daemon in a test); otherwise the instance is the one `make demo` uses
-    (home / "dagster.yaml").write_text("run_coordinator:\n  module: dagster.core.run_coordinator\n"
-                                       "  class: DefaultRunCoordinator\ntelemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "QC_DATA_ROOT": str(tmp_path / "data"),
-           "QC_IMAGES_ROOT": str(sample_images), "QC_VLM_MODEL": str(tiny_vlm_dir),
-           # a backfill takes no run config: the job's default comes from QC_STAGE_A_CONFIG
-           "QC_STAGE_A_CONFIG": smoke_settings_file(tmp_path)}
+    (home / "dagster.yaml").write_text(
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n"
+        "  class: DefaultRunCoordinator\ntelemetry:\n  enabled: false\n"
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "QC_DATA_ROOT": str(tmp_path / "data"),
+        "QC_IMAGES_ROOT": str(sample_images),
+        "QC_VLM_MODEL": str(tiny_vlm_dir),
+        # a backfill takes no run config: the job's default comes from QC_STAGE_A_CONFIG
+        "QC_STAGE_A_CONFIG": smoke_settings_file(tmp_path),
+    }
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions(mission_partitions.name, MISSIONS)
-    subprocess.run([sys.executable, "-m", "dagster", "job", "backfill", "-f", "definitions.py", "-j", "stage_a_job",
-                    "--partitions", ",".join(MISSIONS), "--noprompt"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "job",
+            "backfill",
+            "-f",
+            "definitions.py",
+            "-j",
+            "stage_a_job",
+            "--partitions",
+            ",".join(MISSIONS),
+            "--noprompt",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     with dg.DagsterInstance.from_config(str(home)) as instance:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -112,8 +154,13 @@ def test_truncation_check_blocks_stage_b_when_too_many_summaries_are_cut(tiny_vl
     """Production thresholds (warn 1%, block 10%) on the smoke model, whose every answer hits the cap."""
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(mission_partitions.name, MISSIONS)
-        result = _run_stage_a_job(instance, _resources(tmp_path, sample_images, tiny_vlm_dir), MISSIONS[0],
-                                  config={"max_new_tokens": 8}, raise_on_error=False)
+        result = _run_stage_a_job(
+            instance,
+            _resources(tmp_path, sample_images, tiny_vlm_dir),
+            MISSIONS[0],
+            config={"max_new_tokens": 8},
+            raise_on_error=False,
+        )
         check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "stage_a_truncation_share")
         assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
         assert check.metadata["actual_share"].value == 1.0 and check.metadata["blocking_above_share"].value == 0.1
@@ -124,9 +171,13 @@ def test_truncation_share_warns_between_the_thresholds_and_passes_below(tiny_vlm
     resources = _resources(tmp_path, sample_images, tiny_vlm_dir)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(mission_partitions.name, MISSIONS)
-        _run_stage_a_job(instance, resources, MISSIONS[0],
-                         config={"max_new_tokens": 8, "max_truncated_share": 0.01, "max_truncated_share_blocking": 0.5},
-                         raise_on_error=False)  # every answer is cut: the run's own check blocks
+        _run_stage_a_job(
+            instance,
+            resources,
+            MISSIONS[0],
+            config={"max_new_tokens": 8, "max_truncated_share": 0.01, "max_truncated_share_blocking": 0.5},
+            raise_on_error=False,
+        )  # every answer is cut: the run's own check blocks
     out = tmp_path / "data" / "stage_a_summaries" / MISSIONS[0]
     records = read_jsonl(out / "records.jsonl")
     total = sum(len(r["per_image"]) for r in records)

@@ -60,22 +60,24 @@ def test_rerun_reuses_everything_and_new_group_only_summarises_new_images(tiny_v
 def test_changed_decode_params_resummarise(tiny_vlm, sample_images, tmp_path):
     run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig(batch_size=4, max_new_tokens=8), tmp_path)
     counting = CountingVLM(tiny_vlm)
-    result = run_stage_a(sample_images, MISSION, counting,
-                         StageAConfig(batch_size=4, max_new_tokens=9), tmp_path)
+    result = run_stage_a(sample_images, MISSION, counting, StageAConfig(batch_size=4, max_new_tokens=9), tmp_path)
     assert counting.images == sum(len(r["images"]) for r in result.records)
 
 
 def test_per_image_mode_gives_the_same_records_under_greedy_decoding(tiny_vlm, sample_images, tmp_path):
-    by_group = run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig("per_group", 3, max_new_tokens=8),
-                           tmp_path / "g")
-    by_image = run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig("per_image", 3, max_new_tokens=8),
-                           tmp_path / "i")
+    by_group = run_stage_a(
+        sample_images, MISSION, tiny_vlm, StageAConfig("per_group", 3, max_new_tokens=8), tmp_path / "g"
+    )
+    by_image = run_stage_a(
+        sample_images, MISSION, tiny_vlm, StageAConfig("per_image", 3, max_new_tokens=8), tmp_path / "i"
+    )
     assert [r["per_image"] for r in by_image.records] == [r["per_image"] for r in by_group.records]
 
 
 def test_caps_list_left_out_images_as_not_sampled(tiny_vlm, sample_images, tmp_path):
-    result = run_stage_a(sample_images, MISSION, tiny_vlm,
-                         StageAConfig(pass_cap=1, fail_cap=1, max_new_tokens=8), tmp_path)
+    result = run_stage_a(
+        sample_images, MISSION, tiny_vlm, StageAConfig(pass_cap=1, fail_cap=1, max_new_tokens=8), tmp_path
+    )
     assert len(result.records) == 2
     assert any(s.reason.startswith("not sampled") for s in result.skipped)
 
@@ -93,8 +95,12 @@ run_stage_a(sys.argv[2], get_mission("BBU接地线检查"), vlm,
 
 def test_kill_9_mid_run_loses_nothing_and_rerun_does_only_the_rest(tiny_vlm, tiny_vlm_dir, sample_images, tmp_path):
     out = tmp_path / "out"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tiny_vlm_dir), str(sample_images), str(out)],
-                             cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tiny_vlm_dir), str(sample_images), str(out)],
+        cwd=os.getcwd(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = out / "summaries.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not log.exists() or len(read_jsonl(log)) < 3):
@@ -107,8 +113,7 @@ def test_kill_9_mid_run_loses_nothing_and_rerun_does_only_the_rest(tiny_vlm, tin
     assert not (out / "records.jsonl").exists()  # the kill came before the final atomic write
 
     counting = CountingVLM(tiny_vlm)
-    result = run_stage_a(sample_images, MISSION, counting,
-                         StageAConfig(batch_size=1, max_new_tokens=8), out)
+    result = run_stage_a(sample_images, MISSION, counting, StageAConfig(batch_size=1, max_new_tokens=8), out)
     total = sum(len(r["images"]) for r in result.records)
     assert counting.images == total - len(survived)
     finished = {(row["image"], row["summary"]) for row in survived}

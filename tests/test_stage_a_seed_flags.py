@@ -60,6 +60,7 @@ def _copy_group(images: Path, src: str, dst: str) -> None:
 
 # --- 1. truncation --------------------------------------------------------------------------------------
 
+
 def test_resume_log_keeps_finish_reason_and_records_count_truncated_photos(tiny_vlm, sample_images, tmp_path):
     result = run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig(**FAST), tmp_path)
     log = read_jsonl(tmp_path / "summaries.jsonl")
@@ -85,6 +86,7 @@ def test_threshold_config_is_validated():
 
 
 # --- 2. group ids and nested folders --------------------------------------------------------------------
+
 
 def test_group_id_is_the_ticket_or_the_whole_folder_name():
     assert group_id_of(f"{TICKET}_补拍") == TICKET
@@ -117,13 +119,18 @@ def test_suffixed_folders_of_one_ticket_are_one_group_per_label_folder(sample_im
 
 def test_the_stage_b_split_keeps_every_record_of_one_ticket_together(sample_images):
     _suffixed_tree(sample_images)
-    records = [{"record_id": g.key, "group_id": g.group_id, "label": g.label} for g in
-               discover(sample_images, MISSION.name).groups]
+    records = [
+        {"record_id": g.key, "group_id": g.group_id, "label": g.label}
+        for g in discover(sample_images, MISSION.name).groups
+    ]
     assert sum(r["group_id"] == TICKET for r in records) == 2  # pass and fail: the suffixes merged
     for seed in range(20):
         split = split_three_way(records, 0.3, 0.3, seed)
-        sides = {side for side in ("train", "selection", "test")
-                 if any(r["group_id"] == TICKET for r in getattr(split, side))}
+        sides = {
+            side
+            for side in ("train", "selection", "test")
+            if any(r["group_id"] == TICKET for r in getattr(split, side))
+        }
         assert len(sides) == 1, (seed, sides)
 
 
@@ -164,6 +171,7 @@ def test_records_list_every_photo_of_merged_and_nested_folders(tiny_vlm, sample_
 
 # --- 3. sample_seed -------------------------------------------------------------------------------------
 
+
 def test_a_new_sample_seed_summarises_only_photos_never_summarised(tiny_vlm, sample_images, tmp_path):
     first_cfg = StageAConfig(pass_cap=1, fail_cap=1, sample_seed=1, **FAST)
     first = run_stage_a(sample_images, MISSION, tiny_vlm, first_cfg, tmp_path)
@@ -173,8 +181,9 @@ def test_a_new_sample_seed_summarises_only_photos_never_summarised(tiny_vlm, sam
     other = next(s for s in range(2, 50) if {g.key for g in sample_groups(groups, 1, 1, s)[0]} != drawn)
 
     counting = CountingVLM(tiny_vlm)
-    second = run_stage_a(sample_images, MISSION, counting,
-                         StageAConfig(pass_cap=1, fail_cap=1, sample_seed=other, **FAST), tmp_path)
+    second = run_stage_a(
+        sample_images, MISSION, counting, StageAConfig(pass_cap=1, fail_cap=1, sample_seed=other, **FAST), tmp_path
+    )
     wanted = [p for r in second.records for p in r["images"]]
     assert set(wanted) != done
     assert len(counting.paths) == len([p for p in wanted if p not in done]) > 0
@@ -183,6 +192,7 @@ def test_a_new_sample_seed_summarises_only_photos_never_summarised(tiny_vlm, sam
 
 
 # --- 4. dataset packs, prompt profiles, postprocess, ground-truth fail reasons ---------------------------
+
 
 def test_dataset_picks_the_pack_and_an_edited_pack_resummarises(tiny_vlm, sample_images, tmp_path, monkeypatch):
     bbu, rru = prompts.build_prompt(MISSION), prompts.build_prompt(MISSION, dataset="rru")
@@ -227,14 +237,17 @@ def test_postprocess_cleans_records_keeps_the_raw_text_and_counts_rules(sample_i
     assert result.postprocess_rules == {"junk_prefix": n, "repeated_phrase": n, "one_line": n}
 
 
-@pytest.mark.parametrize("text, cleaned, fired", [
-    ("CoreApplication.run()机柜内BBU安装正常", "机柜内BBU安装正常", ["junk_prefix"]),
-    ("BBU主机正装，接地线完好", "BBU主机正装，接地线完好", []),  # a short Latin domain word is no junk
-    ("螺丝齐全螺丝齐全", "螺丝齐全", ["repeated_phrase"]),
-    ("接地线(黄绿色)完好;无松动", "接地线（黄绿色）完好；无松动", ["punctuation"]),
-    ("编号ＡＢ１２", "编号AB12", ["punctuation"]),
-    ("第一行摘要\n第二行闲聊", "第一行摘要", ["one_line"]),
-])
+@pytest.mark.parametrize(
+    "text, cleaned, fired",
+    [
+        ("CoreApplication.run()机柜内BBU安装正常", "机柜内BBU安装正常", ["junk_prefix"]),
+        ("BBU主机正装，接地线完好", "BBU主机正装，接地线完好", []),  # a short Latin domain word is no junk
+        ("螺丝齐全螺丝齐全", "螺丝齐全", ["repeated_phrase"]),
+        ("接地线(黄绿色)完好;无松动", "接地线（黄绿色）完好；无松动", ["punctuation"]),
+        ("编号ＡＢ１２", "编号AB12", ["punctuation"]),
+        ("第一行摘要\n第二行闲聊", "第一行摘要", ["one_line"]),
+    ],
+)
 def test_each_postprocess_rule(text, cleaned, fired):
     from qc_assets.stage_a.postprocess import clean
 
@@ -254,9 +267,16 @@ def _reviewers_sheet(path: Path, rows: list[tuple], header=("group_id", "fail_re
 
 
 def test_ground_truth_fail_reasons_come_from_a_real_xlsx(sample_images, tmp_path):
-    sheet = _reviewers_sheet(tmp_path / "reviews.xlsx", [
-        ("G150", "接地线未连接接地排"), ("G900", "接地线缺失"), ("G900", "接地线缺失"), ("G151", None),
-        ("G999", "不在本任务")])
+    sheet = _reviewers_sheet(
+        tmp_path / "reviews.xlsx",
+        [
+            ("G150", "接地线未连接接地排"),
+            ("G900", "接地线缺失"),
+            ("G900", "接地线缺失"),
+            ("G151", None),
+            ("G999", "不在本任务"),
+        ],
+    )
     cfg = StageAConfig(add_gt_fail_reason=True, excel_path=str(sheet))
     result = run_stage_a(sample_images, MISSION, ScriptedVLM("机柜内接地线"), cfg, tmp_path / "out")
     by_key = {(r["label"], r["group_id"]): r for r in result.records}
@@ -272,25 +292,35 @@ def test_ground_truth_fail_reasons_come_from_a_real_xlsx(sample_images, tmp_path
 def test_a_missing_sheet_or_column_fails_before_any_photo_is_summarised(sample_images, tmp_path):
     vlm = CountingVLM(ScriptedVLM("x"))
     with pytest.raises(ValueError, match="does not exist"):
-        run_stage_a(sample_images, MISSION, vlm,
-                    StageAConfig(add_gt_fail_reason=True, excel_path=str(tmp_path / "none.xlsx")), tmp_path)
+        run_stage_a(
+            sample_images,
+            MISSION,
+            vlm,
+            StageAConfig(add_gt_fail_reason=True, excel_path=str(tmp_path / "none.xlsx")),
+            tmp_path,
+        )
     sheet = _reviewers_sheet(tmp_path / "r.xlsx", [("G150", "x")], header=("工单号", "原因"))
     with pytest.raises(ValueError, match=r"lacks \['group_id', 'fail_reason'\]"):
-        run_stage_a(sample_images, MISSION, vlm, StageAConfig(add_gt_fail_reason=True, excel_path=str(sheet)),
-                    tmp_path)
+        run_stage_a(sample_images, MISSION, vlm, StageAConfig(add_gt_fail_reason=True, excel_path=str(sheet)), tmp_path)
     assert vlm.paths == []
     with pytest.raises(ValueError, match="needs excel_path"):
         StageAConfig(add_gt_fail_reason=True)
     with pytest.raises(ValueError, match="inbox summaries take no ground-truth"):
-        run_stage_a(sample_images, MISSION, vlm, StageAConfig(add_gt_fail_reason=True, excel_path=str(sheet)),
-                    tmp_path, inbox=True)
+        run_stage_a(
+            sample_images,
+            MISSION,
+            vlm,
+            StageAConfig(add_gt_fail_reason=True, excel_path=str(sheet)),
+            tmp_path,
+            inbox=True,
+        )
 
 
 # --- what reads the records ------------------------------------------------------------------------------
 
+
 def test_student_targets_use_the_prompt_that_produced_the_summary(sample_images, tmp_path):
-    result = run_stage_a(sample_images, MISSION, ScriptedVLM("机柜内接地线完好"), StageAConfig(dataset="rru"),
-                         tmp_path)
+    result = run_stage_a(sample_images, MISSION, ScriptedVLM("机柜内接地线完好"), StageAConfig(dataset="rru"), tmp_path)
     rows, _ = stage_a_examples(result.records, MISSION.name, sample_images)
     user = rows[0]["messages"][1]["content"]
     text = user if isinstance(user, str) else " ".join(part.get("text", "") for part in user)
@@ -310,7 +340,9 @@ def test_settings_file_is_validated(tmp_path):
 def test_asset_metadata_counts_postprocess_rules_and_ground_truth_reasons(sample_images, tmp_path):
     from qc_assets.stage_a.assets import settings_metadata
 
-    sheet = _reviewers_sheet(tmp_path / "r.xlsx", [("G150", "接地线未连接"), ("G151", "接地线未连接"), ("G900", "缺失")])
+    sheet = _reviewers_sheet(
+        tmp_path / "r.xlsx", [("G150", "接地线未连接"), ("G151", "接地线未连接"), ("G900", "缺失")]
+    )
     cfg = StageAConfig(postprocess=True, add_gt_fail_reason=True, excel_path=str(sheet), sample_seed=7)
     result = run_stage_a(sample_images, MISSION, ScriptedVLM("CoreApplication接地线完好"), cfg, tmp_path / "out")
     meta = settings_metadata(result, cfg, "stage_a")

@@ -12,8 +12,16 @@ import pytest
 
 from qc_assets.missions import get_mission
 from qc_assets.stage_a.runner import StageAConfig, run_stage_a
-from qc_assets.stage_a.sharding import (ShardNotFinished, load_plan, marker_path, merge_shards, plan_stage_a,
-                                        run_shard, shard_of, vision_grid)
+from qc_assets.stage_a.sharding import (
+    ShardNotFinished,
+    load_plan,
+    marker_path,
+    merge_shards,
+    plan_stage_a,
+    run_shard,
+    shard_of,
+    vision_grid,
+)
 from resources.store import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,9 +55,18 @@ def test_shard_of_is_a_fixed_function_of_the_key():
 
 def test_shard_of_does_not_depend_on_the_process():
     # another interpreter with another hash seed (another worker, another host) assigns the same shards
-    out = subprocess.run([sys.executable, "-c", "from qc_assets.stage_a.sharding import shard_of;"
-                          "print(shard_of('G100', 8), shard_of('RRU-7', 8))"], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONHASHSEED": "123"}, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from qc_assets.stage_a.sharding import shard_of;print(shard_of('G100', 8), shard_of('RRU-7', 8))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+        cwd=ROOT,
+    )
     assert out.stdout.split() == ["4", "0"]
 
 
@@ -71,14 +88,25 @@ def test_per_group_shards_keep_every_occurrence_of_a_group_together(tiny_vlm, sa
     assert sorted(img.path for s in range(3) for _, img in plan.items(s)) == planned
 
 
-@pytest.mark.parametrize("shards,sharding_mode,batch", [(2, "per_group", {"mode": "per_group", "batch_size": 8}),
-                                                        (3, "per_image", {"mode": "per_image", "batch_size": 1})])
-def test_sharded_records_are_byte_identical_to_one_shard(tiny_vlm, sample_images, tmp_path, shards, sharding_mode,
-                                                          batch):
+@pytest.mark.parametrize(
+    "shards,sharding_mode,batch",
+    [
+        (2, "per_group", {"mode": "per_group", "batch_size": 8}),
+        (3, "per_image", {"mode": "per_image", "batch_size": 1}),
+    ],
+)
+def test_sharded_records_are_byte_identical_to_one_shard(
+    tiny_vlm, sample_images, tmp_path, shards, sharding_mode, batch
+):
     # greedy decoding; the same batches per photo (whole groups, or one photo per batch) as one shard
     one = run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig(**SMOKE, **batch), tmp_path / "one")
-    many = run_stage_a(sample_images, MISSION, tiny_vlm,
-                       StageAConfig(**SMOKE, **batch, shards=shards, sharding_mode=sharding_mode), tmp_path / "many")
+    many = run_stage_a(
+        sample_images,
+        MISSION,
+        tiny_vlm,
+        StageAConfig(**SMOKE, **batch, shards=shards, sharding_mode=sharding_mode),
+        tmp_path / "many",
+    )
     assert (tmp_path / "many" / "records.jsonl").read_bytes() == (tmp_path / "one" / "records.jsonl").read_bytes()
     assert (tmp_path / "many" / "skipped.jsonl").read_bytes() == (tmp_path / "one" / "skipped.jsonl").read_bytes()
     assert many.summarised_now == one.summarised_now > 0
@@ -105,8 +133,9 @@ def test_resume_is_per_photo_whatever_the_shard_count(tiny_vlm, sample_images, t
     again = CountingVLM(tiny_vlm)
     assert run_stage_a(sample_images, MISSION, again, StageAConfig(shards=3, **SMOKE), tmp_path).summarised_now == 0
     assert again.paths == []
-    logged = Counter((r["run_key"], r["image"], r["sha256"])
-                     for path in tmp_path.glob("summaries*.jsonl") for r in read_jsonl(path))
+    logged = Counter(
+        (r["run_key"], r["image"], r["sha256"]) for path in tmp_path.glob("summaries*.jsonl") for r in read_jsonl(path)
+    )
     assert len(logged) == total and max(logged.values()) == 1
 
 
@@ -142,11 +171,18 @@ def test_a_shard_with_another_model_than_the_plan_is_refused(tiny_vlm, sample_im
 
 def test_verify_inputs_logs_the_first_batch_on_shard_0_only(tiny_vlm, sample_images, tmp_path):
     logged = []
-    run_stage_a(sample_images, MISSION, tiny_vlm, StageAConfig(shards=2, verify_inputs=True, batch_size=2, **SMOKE),
-                tmp_path, log=logged.append)
+    run_stage_a(
+        sample_images,
+        MISSION,
+        tiny_vlm,
+        StageAConfig(shards=2, verify_inputs=True, batch_size=2, **SMOKE),
+        tmp_path,
+        log=logged.append,
+    )
     lines = [m for m in logged if m.startswith("verify_inputs:")]
     assert 1 <= len(lines) <= 2, lines  # one batch of at most 2 photos, on shard 0 only
-    assert all(" sha256 " in m and " grid 1x" in m and "prompt_tokens " in m and "completion_tokens 8" in m
-               for m in lines)
+    assert all(
+        " sha256 " in m and " grid 1x" in m and "prompt_tokens " in m and "completion_tokens 8" in m for m in lines
+    )
     assert vision_grid(640, 480, 1024 * 1024) == (30, 40)
     assert vision_grid(4000, 3000, 640 * 640)[0] * vision_grid(4000, 3000, 640 * 640)[1] * 256 <= 640 * 640

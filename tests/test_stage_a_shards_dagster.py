@@ -3,7 +3,6 @@ inside the one asset, on the tiny real model; records byte-identical to a one-sh
 
 import dagster as dg
 import pytest
-
 from support.stage_a_smoke import SMOKE_STAGE_A
 
 from qc_assets.gpu_steps import GPU_OP_TAGS, GPU_POOL, MODEL_RETRY
@@ -23,17 +22,27 @@ MISSION = "BBU接地线检查"
 INBOX_ONLY = dg.define_asset_job("inbox_only", selection=dg.AssetSelection.assets(inbox_summaries))
 
 
-def _run(tmp_path, images, model_dir, config, device="cpu", job=stage_a_job, asset="stage_a_summaries",
-         raise_on_error=True):
-    resources = {"storage": StorageResource(data_root=str(tmp_path / "data"), images_root=str(images)),
-                 "vlm": VLMResource(model_path=str(model_dir), device=device)}
-    defs = dg.Definitions(assets=[stage_a_summaries, inbox_summaries], asset_checks=[*asset_checks, *inbox_checks],
-                          jobs=[stage_a_job, INBOX_ONLY], resources=resources)
+def _run(
+    tmp_path, images, model_dir, config, device="cpu", job=stage_a_job, asset="stage_a_summaries", raise_on_error=True
+):
+    resources = {
+        "storage": StorageResource(data_root=str(tmp_path / "data"), images_root=str(images)),
+        "vlm": VLMResource(model_path=str(model_dir), device=device),
+    }
+    defs = dg.Definitions(
+        assets=[stage_a_summaries, inbox_summaries],
+        asset_checks=[*asset_checks, *inbox_checks],
+        jobs=[stage_a_job, INBOX_ONLY],
+        resources=resources,
+    )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(mission_partitions.name, [MISSION])
-        return defs.resolve_job_def(job.name).execute_in_process(partition_key=MISSION, instance=instance,
-                                                                 run_config={"ops": {asset: {"config": config}}},
-                                                                 raise_on_error=raise_on_error)
+        return defs.resolve_job_def(job.name).execute_in_process(
+            partition_key=MISSION,
+            instance=instance,
+            run_config={"ops": {asset: {"config": config}}},
+            raise_on_error=raise_on_error,
+        )
 
 
 def test_every_shard_step_is_a_gpu_step_and_nothing_else_is():
@@ -42,7 +51,10 @@ def test_every_shard_step_is_a_gpu_step_and_nothing_else_is():
         assert set(ops) == {f"{prefix}_plan", f"{prefix}_shard", f"{prefix}_merge"}
         shard = ops[f"{prefix}_shard"]
         assert (shard.pool, shard.tags["dagster-celery/queue"], shard.retry_policy) == (
-            GPU_POOL, GPU_OP_TAGS["dagster-celery/queue"], MODEL_RETRY)
+            GPU_POOL,
+            GPU_OP_TAGS["dagster-celery/queue"],
+            MODEL_RETRY,
+        )
         # the plan and the merge load no model: they take no gpu slot and run on the default queue
         assert ops[f"{prefix}_plan"].pool is None and ops[f"{prefix}_merge"].pool is None
         assert "dagster-celery/queue" not in ops[f"{prefix}_plan"].tags
@@ -53,18 +65,30 @@ def test_two_shard_steps_give_the_records_of_one(tiny_vlm_dir, sample_images, tm
     two = _run(tmp_path / "two", sample_images, tiny_vlm_dir, {**SMOKE_STAGE_A, "shards": 2}, device="cpu,cpu")
     assert one.success and two.success
     steps = {e.step_key for e in two.all_events if e.event_type == dg.DagsterEventType.STEP_SUCCESS}
-    assert {"stage_a_summaries.stage_a_shard[shard_0]", "stage_a_summaries.stage_a_shard[shard_1]",
-            "stage_a_summaries.stage_a_plan", "stage_a_summaries.stage_a_merge"} <= steps
+    assert {
+        "stage_a_summaries.stage_a_shard[shard_0]",
+        "stage_a_summaries.stage_a_shard[shard_1]",
+        "stage_a_summaries.stage_a_plan",
+        "stage_a_summaries.stage_a_merge",
+    } <= steps
     out = "data/stage_a_summaries/" + MISSION
-    assert (tmp_path / "two" / out / "records.jsonl").read_bytes() == (tmp_path / "one" / out / "records.jsonl"
-                                                                       ).read_bytes()
+    assert (tmp_path / "two" / out / "records.jsonl").read_bytes() == (
+        tmp_path / "one" / out / "records.jsonl"
+    ).read_bytes()
     # the checks read the same files and say the same
-    assert ({e.check_name: e.passed for e in two.get_asset_check_evaluations()}
-            == {e.check_name: e.passed for e in one.get_asset_check_evaluations()})
+    assert {e.check_name: e.passed for e in two.get_asset_check_evaluations()} == {
+        e.check_name: e.passed for e in one.get_asset_check_evaluations()
+    }
     meta = {k: v.value for k, v in two.asset_materializations_for_node("stage_a_summaries")[0].metadata.items()}
     first = {k: v.value for k, v in one.asset_materializations_for_node("stage_a_summaries")[0].metadata.items()}
-    for key in ("dagster/row_count", "stage_a/images_summarised", "stage_a/images_generated_this_run",
-                "stage_a/images_skipped", "stage_a/degenerate_summaries", "stage_a/truncated_images"):
+    for key in (
+        "dagster/row_count",
+        "stage_a/images_summarised",
+        "stage_a/images_generated_this_run",
+        "stage_a/images_skipped",
+        "stage_a/degenerate_summaries",
+        "stage_a/truncated_images",
+    ):
         assert meta[key] == first[key], key
     assert meta["stage_a/shards"] == 2 and first["stage_a/shards"] == 1
     assert meta["stage_a/shard_0_photos"] + meta["stage_a/shard_1_photos"] == meta["stage_a/images_summarised"]
@@ -74,8 +98,14 @@ def test_two_shard_steps_give_the_records_of_one(tiny_vlm_dir, sample_images, tm
 
 
 def test_the_inbox_is_sharded_the_same_way(tiny_vlm_dir, sample_images, tmp_path):
-    result = _run(tmp_path, sample_images, tiny_vlm_dir, {**SMOKE_STAGE_A, "shards": 2, "sharding_mode": "per_image"},
-                  job=INBOX_ONLY, asset="inbox_summaries")
+    result = _run(
+        tmp_path,
+        sample_images,
+        tiny_vlm_dir,
+        {**SMOKE_STAGE_A, "shards": 2, "sharding_mode": "per_image"},
+        job=INBOX_ONLY,
+        asset="inbox_summaries",
+    )
     assert result.success
     meta = {k: v.value for k, v in result.asset_materializations_for_node("inbox_summaries")[0].metadata.items()}
     assert meta["inbox/shards"] == 2 and meta["sharding_mode"] == "per_image"
@@ -97,11 +127,15 @@ def test_a_shard_takes_its_device_from_the_resource_list():
 def test_each_shard_step_loads_the_model_on_its_own_device(tiny_vlm_dir, sample_images, tmp_path):
     """The local pinning choice: shard i takes the (i mod n)-th device of the VLM resource's list. Here
     shard 1's device does not exist on this machine: shard 1 fails, shard 0 (cpu) finishes, no merge."""
-    result = _run(tmp_path, sample_images, tiny_vlm_dir, {**SMOKE_STAGE_A, "shards": 2}, device="cpu,cuda:9",
-                  raise_on_error=False)
+    result = _run(
+        tmp_path, sample_images, tiny_vlm_dir, {**SMOKE_STAGE_A, "shards": 2}, device="cpu,cuda:9", raise_on_error=False
+    )
     assert not result.success
-    by_step = {e.step_key: e for e in result.all_events if e.event_type in (
-        dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)}
+    by_step = {
+        e.step_key: e
+        for e in result.all_events
+        if e.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
+    }
     assert by_step["stage_a_summaries.stage_a_shard[shard_0]"].event_type == dg.DagsterEventType.STEP_SUCCESS
     failed = by_step["stage_a_summaries.stage_a_shard[shard_1]"]
     assert failed.event_type == dg.DagsterEventType.STEP_FAILURE

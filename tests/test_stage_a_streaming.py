@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from resources.doubles.vlm_server import ScriptedVLMServerDouble, answer_for
 from qc_assets.missions import get_mission
 from qc_assets.stage_a.discovery import discover
 from qc_assets.stage_a.records import validate_records
 from qc_assets.stage_a.runner import StageAConfig, run_stage_a
+from resources.doubles.vlm_server import ScriptedVLMServerDouble, answer_for
 from resources.store import read_jsonl
 from resources.vlm import VisionDecode, VLMRequestError
 from resources.vlm.resource import VLMResource
@@ -109,8 +109,12 @@ run_stage_a(sys.argv[2], get_mission("BBU接地线检查"), vlm,
 def test_kill_9_mid_stream_then_rerun_redoes_nothing(server, sample_images, tmp_path):
     server.delay_s = 0.5  # 12 images, 2 in flight: about 3 s, so the kill lands mid-run
     out = tmp_path / "out"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, server.base_url, str(sample_images), str(out)],
-                             cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, server.base_url, str(sample_images), str(out)],
+        cwd=os.getcwd(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = out / "summaries.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not log.exists() or len(read_jsonl(log)) < 3):
@@ -144,20 +148,26 @@ def test_asset_fails_with_the_failed_images_then_a_rerun_finishes_them(server, s
 
     broken = discover(sample_images, MISSION.name).groups[-1].images[0]
     server.failing.add(broken.sha256)
-    resources = {"storage": StorageResource(data_root=str(tmp_path / "data"), images_root=str(sample_images)),
-                 "vlm": VLMResource(backend="openai", base_url=server.base_url, model="double", max_retries=0)}
+    resources = {
+        "storage": StorageResource(data_root=str(tmp_path / "data"), images_root=str(sample_images)),
+        "vlm": VLMResource(backend="openai", base_url=server.base_url, model="double", max_retries=0),
+    }
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(mission_partitions.name, [MISSION.name])
-        failed = dg.materialize([stage_a_summaries], partition_key=MISSION.name, instance=instance,
-                                resources=resources, raise_on_error=False)
+        failed = dg.materialize(
+            [stage_a_summaries],
+            partition_key=MISSION.name,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
         assert not failed.success
         failure = failed.failure_data_for_node("stage_a_summaries").user_failure_data
         assert failure.metadata["stage_a/failed_requests"].value == 1
         assert broken.path in failure.metadata["failed_images"].value
 
         server.failing.clear()
-        done = dg.materialize([stage_a_summaries], partition_key=MISSION.name, instance=instance,
-                              resources=resources)
+        done = dg.materialize([stage_a_summaries], partition_key=MISSION.name, instance=instance, resources=resources)
         meta = done.asset_materializations_for_node("stage_a_summaries")[0].metadata
         assert meta["stage_a/images_generated_this_run"].value == 1
         assert meta["model_fingerprint"].value.startswith("openai:double@127.0.0.1")
@@ -170,8 +180,9 @@ def test_closing_the_stream_early_cancels_the_pool_and_its_thread(server, sample
 
     server.delay_s = 0.3
     images = sorted((sample_images / MISSION.name).rglob("*.jpg"))[:10]
-    stream = _remote(server.base_url, max_in_flight=2).stream([VisionPrompt(str(p), "s", "u") for p in images],
-                                                        VisionDecode(max_new_tokens=4))
+    stream = _remote(server.base_url, max_in_flight=2).stream(
+        [VisionPrompt(str(p), "s", "u") for p in images], VisionDecode(max_new_tokens=4)
+    )
     first = next(stream)
     stream.close()
     assert 1 <= len(first) <= 2 and first[0].output is not None

@@ -7,10 +7,10 @@ import dagster as dg
 import pytest
 
 from qc_assets.run_config import to_domain
-from qc_assets.stage_b.config import StageBLoopConfig
-from qc_assets.stage_b.guidance import load_guidance
 from qc_assets.stage_b.assets import StageBConfig, stage_b_guidance
 from qc_assets.stage_b.checks import asset_checks
+from qc_assets.stage_b.config import StageBLoopConfig
+from qc_assets.stage_b.guidance import load_guidance
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl
@@ -18,9 +18,17 @@ from resources.store import atomic_write_jsonl
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MISSION = "挡风板安装检查"
 
-TINY = StageBConfig(epochs=1, decode_grid=[[0.0, 1.0]], samples=1, max_new_tokens=8, constrained=False,
-                    reflection_max_new_tokens=16, reflection_batch_size=2, rounds_per_epoch=1,
-                    bootstrap_samples=100)
+TINY = StageBConfig(
+    epochs=1,
+    decode_grid=[[0.0, 1.0]],
+    samples=1,
+    max_new_tokens=8,
+    constrained=False,
+    reflection_max_new_tokens=16,
+    reflection_batch_size=2,
+    rounds_per_epoch=1,
+    bootstrap_samples=100,
+)
 
 
 def write_records(root, n_groups: int = 4) -> None:
@@ -28,17 +36,30 @@ def write_records(root, n_groups: int = 4) -> None:
     rows = []
     for i in range(n_groups):
         label = "fail" if i % 2 else "pass"
-        rows.append({"record_id": f"{MISSION}/{label}/g{i}", "group_id": f"g{i}", "mission": MISSION,
-                     "label": label, "images": [f"g{i}/1.jpg"], "per_image": {"image_1": texts[label]},
-                     "model_fingerprint": "test", "prompt_hash": "test", "decode": {}})
+        rows.append(
+            {
+                "record_id": f"{MISSION}/{label}/g{i}",
+                "group_id": f"g{i}",
+                "mission": MISSION,
+                "label": label,
+                "images": [f"g{i}/1.jpg"],
+                "per_image": {"image_1": texts[label]},
+                "model_fingerprint": "test",
+                "prompt_hash": "test",
+                "decode": {},
+            }
+        )
     atomic_write_jsonl(root / "stage_a_summaries" / MISSION / "records.jsonl", rows)
 
 
 def materialize(root, instance, config: StageBConfig):
     return dg.materialize(
-        [stage_b_guidance, *asset_checks], partition_key=MISSION, instance=instance,
+        [stage_b_guidance, *asset_checks],
+        partition_key=MISSION,
+        instance=instance,
         resources={"storage": StorageResource(data_root=str(root)), "llm": LLMResource(batch_size=4, cpu_threads=1)},
-        run_config=dg.RunConfig({"stage_b_guidance": config}), raise_on_error=False,
+        run_config=dg.RunConfig({"stage_b_guidance": config}),
+        raise_on_error=False,
     )
 
 

@@ -3,19 +3,20 @@ talking to `ScriptedRuleFollowingServer` (a named test double for a capable LLM)
 both passing and failing."""
 
 import dagster as dg
+from support.stage_b_data import CORRECT, HARMFUL, USELESS, keyword_records
 
 from qc_assets.stage_b.assets import StageBConfig, stage_b_guidance
 from qc_assets.stage_b.checks import asset_checks
 from qc_assets.stage_b.split import split_three_way
+from resources.doubles.llm_servers import MODEL
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.store import atomic_write_jsonl
-from resources.doubles.llm_servers import MODEL
-from support.stage_b_data import CORRECT, HARMFUL, USELESS, keyword_records
 
 MISSION = "挡风板安装检查"  # registered: the asset reads the real mission text, which has no 「」 keyword
-CONFIG = StageBConfig(epochs=3, decode_grid=[[0.0, 1.0]], samples=1, constrained=False, rounds_per_epoch=2,
-                      bootstrap_samples=300)
+CONFIG = StageBConfig(
+    epochs=3, decode_grid=[[0.0, 1.0]], samples=1, constrained=False, rounds_per_epoch=2, bootstrap_samples=300
+)
 
 
 def materialize(root, server, records, config: StageBConfig = CONFIG):
@@ -24,9 +25,13 @@ def materialize(root, server, records, config: StageBConfig = CONFIG):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("missions", [MISSION])
         result = dg.materialize(
-            [stage_b_guidance, *asset_checks], partition_key=MISSION, instance=instance,
+            [stage_b_guidance, *asset_checks],
+            partition_key=MISSION,
+            instance=instance,
             resources={"storage": StorageResource(data_root=str(root)), "llm": llm},
-            run_config=dg.RunConfig({"stage_b_guidance": config}), raise_on_error=False)
+            run_config=dg.RunConfig({"stage_b_guidance": config}),
+            raise_on_error=False,
+        )
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
         mats = result.asset_materializations_for_node("stage_b_guidance")
         failure = next((e for e in result.all_events if e.is_step_failure), None)
@@ -76,8 +81,9 @@ def test_converged_check_warns_with_its_cause_when_no_candidate_was_usable(scrip
 
 def test_converged_check_warns_when_stopped_at_max_epochs(scripted_server, tmp_path):
     scripted_server.script_reflector([{"operations": [CORRECT]}])
-    config = StageBConfig(epochs=1, decode_grid=[[0.0, 1.0]], samples=1, constrained=False, rounds_per_epoch=1,
-                          bootstrap_samples=300)
+    config = StageBConfig(
+        epochs=1, decode_grid=[[0.0, 1.0]], samples=1, constrained=False, rounds_per_epoch=1, bootstrap_samples=300
+    )
     _, checks, _, _ = materialize(tmp_path, scripted_server, keyword_records(n_groups=40), config)
     check = checks["stage_b_converged"]
     assert not check.passed and check.metadata["actual"].value == "max_epochs"

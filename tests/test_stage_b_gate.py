@@ -19,7 +19,8 @@ def test_majority_fail_wins_ties_and_invalid_votes_do_not_count():
 def outcomes(labels: str, preds: str) -> list[GroupOutcome]:
     """labels/preds as strings of p/f (pred may be '-' for no valid verdict)."""
     m = {"p": "pass", "f": "fail", "-": None}
-    return [GroupOutcome(f"r{i:02d}", f"g{i:02d}", m[l], m[p], 1.0) for i, (l, p) in enumerate(zip(labels, preds))]
+    pairs = enumerate(zip(labels, preds, strict=True))
+    return [GroupOutcome(f"r{i:02d}", f"g{i:02d}", m[label], m[pred], 1.0) for i, (label, pred) in pairs]
 
 
 def test_no_prediction_is_an_error_not_a_release():
@@ -122,7 +123,10 @@ def test_choose_edit_enforces_the_veto_and_accepts_at_most_one():
     chosen, decisions = choose_edit(["a", "b", "c"], veto_of)
     assert chosen == "b"
     assert [(name, decision) for name, decision, _ in decisions] == [
-        ("a", "vetoed"), ("b", "accepted"), ("c", "not_chosen")]
+        ("a", "vetoed"),
+        ("b", "accepted"),
+        ("c", "not_chosen"),
+    ]
     assert asked == ["a", "b"]  # no eval rollouts are spent after an edit was accepted
     assert choose_edit(["a"], veto_of)[0] is None
 
@@ -131,19 +135,24 @@ def test_test_comparison_resamples_groups_and_says_when_it_cannot_conclude():
     from qc_assets.stage_b.testeval import compare_on_test
 
     def outs(correct_flags, prefix="t"):
-        return [GroupOutcome(f"{prefix}{i}", f"g{i // 2}", "fail", "fail" if ok else "pass", 1.0)
-                for i, ok in enumerate(correct_flags)]
+        return [
+            GroupOutcome(f"{prefix}{i}", f"g{i // 2}", "fail", "fail" if ok else "pass", 1.0)
+            for i, ok in enumerate(correct_flags)
+        ]
 
     base = outs([True] * 40)
     worse = outs([i % 4 != 0 for i in range(40)])  # a quarter of the records broken
-    report = compare_on_test(base, worse, baseline_version=0, kept_version=2, min_groups=20, samples=500, seed=1,
-                             level=0.95)
+    report = compare_on_test(
+        base, worse, baseline_version=0, kept_version=2, min_groups=20, samples=500, seed=1, level=0.95
+    )
     assert report["n_groups"] == 20 and report["conclusive"] and report["verdict"] == "worse"
     assert report["difference"] == -0.25 and report["ci_high"] < 0 < 0.5 + report["ci_low"]
-    same = compare_on_test(base, base, baseline_version=0, kept_version=0, min_groups=20, samples=500, seed=1,
-                           level=0.95)
+    same = compare_on_test(
+        base, base, baseline_version=0, kept_version=0, min_groups=20, samples=500, seed=1, level=0.95
+    )
     assert same["verdict"] == "no_difference" and same["ci_low"] == same["ci_high"] == 0
-    small = compare_on_test(base[:10], worse[:10], baseline_version=0, kept_version=2, min_groups=20, samples=500,
-                            seed=1, level=0.95)
+    small = compare_on_test(
+        base[:10], worse[:10], baseline_version=0, kept_version=2, min_groups=20, samples=500, seed=1, level=0.95
+    )
     assert small["verdict"] == "inconclusive" and "too small" in small["note"]
     assert not {"baseline_accuracy", "kept_accuracy", "difference"} & set(small)

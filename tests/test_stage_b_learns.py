@@ -5,17 +5,24 @@ import json
 from dataclasses import replace
 
 import pytest
+from support.stage_b_data import CORRECT, HARMFUL, MISSION, USELESS, keyword_records
 
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import GuidanceStore, load_guidance
 from qc_assets.stage_b.loop import ProviderFailureError, run_stage_b
 from qc_assets.stage_b.reflection import REFLECTION_JSON_SCHEMA
 from resources.store import read_jsonl
-from resources.doubles.llm_servers import ScriptedRuleFollowingServer
-from support.stage_b_data import CORRECT, HARMFUL, MISSION, USELESS, keyword_records
 
-CONFIG = StageBLoopConfig(epochs=3, decode_grid=((0.0, 1.0),), samples=1, constrained=False, rounds_per_epoch=2,
-                          max_candidates_per_round=2, bootstrap_samples=200, min_test_groups=8)
+CONFIG = StageBLoopConfig(
+    epochs=3,
+    decode_grid=((0.0, 1.0),),
+    samples=1,
+    constrained=False,
+    rounds_per_epoch=2,
+    max_candidates_per_round=2,
+    bootstrap_samples=200,
+    min_test_groups=8,
+)
 
 
 def quiet(_msg: str) -> None:
@@ -29,8 +36,14 @@ def decisions(out) -> list[tuple[str, str | None]]:
 def test_correct_rule_is_proposed_gated_committed_and_kept(scripted_server, tmp_path):
     scripted_server.script_reflector([{"operations": [CORRECT]}, {"operations": [USELESS]}, {"operations": [HARMFUL]}])
     out = tmp_path / "stage_b"
-    result = run_stage_b(keyword_records(n_groups=80), MISSION, scripted_server.client(),
-                         replace(CONFIG, min_test_groups=20), out, log=quiet)
+    result = run_stage_b(
+        keyword_records(n_groups=80),
+        MISSION,
+        scripted_server.client(),
+        replace(CONFIG, min_test_groups=20),
+        out,
+        log=quiet,
+    )
 
     assert ("accepted", CORRECT["text"]) in decisions(out)
     kept = load_guidance(out, "best")
@@ -47,8 +60,12 @@ def test_correct_rule_is_proposed_gated_committed_and_kept(scripted_server, tmp_
     test_ids = set(read_jsonl(out / "splits.jsonl")[-1]["test"])
     phases = {r["phase"] for r in read_jsonl(out / "trajectories.jsonl") if r["record_id"] in test_ids}
     assert phases == {"test"}, "a test record reached the model outside the final test read"
-    reflected = {c for p in scripted_server.reflection_payloads for c in test_ids if c.split("/")[-1] in
-                 p["messages"][1]["content"]}
+    reflected = {
+        c
+        for p in scripted_server.reflection_payloads
+        for c in test_ids
+        if c.split("/")[-1] in p["messages"][1]["content"]
+    }
     assert not reflected, "the reflector saw test groups"
     assert result.counts["failed_calls"] == 0
 
@@ -78,8 +95,9 @@ def test_edited_mission_text_on_the_same_data_root_does_not_crash(scripted_serve
     """Regression: the result read version_stats[0], but edited focus text starts at a later version."""
     out = tmp_path / "stage_b"
     records = keyword_records(n_groups=12)
-    config = StageBLoopConfig(epochs=1, decode_grid=((0.0, 1.0),), samples=1, constrained=False,
-                              rounds_per_epoch=1, bootstrap_samples=100)
+    config = StageBLoopConfig(
+        epochs=1, decode_grid=((0.0, 1.0),), samples=1, constrained=False, rounds_per_epoch=1, bootstrap_samples=100
+    )
     first = run_stage_b(records, MISSION, scripted_server.client(), config, out, log=quiet)
     assert first.baseline_version == 0
     edited = type(MISSION)(MISSION.name, MISSION.domain, "空槽位必须安装挡风板。", MISSION.scaffold_rules)
@@ -89,22 +107,27 @@ def test_edited_mission_text_on_the_same_data_root_does_not_crash(scripted_serve
     assert json.loads((out / "result.json").read_text(encoding="utf-8"))["baseline_version"] == second.baseline_version
 
 
-@pytest.mark.parametrize("replies, cause", [
-    (["这不是 JSON"], "invalid JSON"),
-    ([{"operations": [{"op": "add", "text": "<新规则>"}]}], "every candidate filtered"),
-])
+@pytest.mark.parametrize(
+    "replies, cause",
+    [
+        (["这不是 JSON"], "invalid JSON"),
+        ([{"operations": [{"op": "add", "text": "<新规则>"}]}], "every candidate filtered"),
+    ],
+)
 def test_no_usable_candidate_is_not_convergence(scripted_server, tmp_path, replies, cause):
     scripted_server.script_reflector(replies)
-    result = run_stage_b(keyword_records(n_groups=16), MISSION, scripted_server.client(), CONFIG,
-                         tmp_path / "stage_b", log=quiet)
+    result = run_stage_b(
+        keyword_records(n_groups=16), MISSION, scripted_server.client(), CONFIG, tmp_path / "stage_b", log=quiet
+    )
     assert result.stop_reason == "no_usable_candidate" and not result.converged, cause
     assert result.gated_candidates == 0 and result.kept_version == result.baseline_version
 
 
 def test_stopping_at_max_epochs_while_accepting_is_not_convergence(scripted_server, tmp_path):
     scripted_server.script_reflector([{"operations": [CORRECT]}])
-    config = StageBLoopConfig(epochs=1, decode_grid=((0.0, 1.0),), samples=1, constrained=False,
-                              rounds_per_epoch=1, bootstrap_samples=200)
+    config = StageBLoopConfig(
+        epochs=1, decode_grid=((0.0, 1.0),), samples=1, constrained=False, rounds_per_epoch=1, bootstrap_samples=200
+    )
     result = run_stage_b(keyword_records(), MISSION, scripted_server.client(), config, tmp_path / "b", log=quiet)
     assert result.accepted_edits == 1 and result.stop_reason == "max_epochs" and not result.converged
 
@@ -122,8 +145,15 @@ def test_an_outage_fails_the_run_instead_of_reading_as_converged(scripted_server
 
 def test_failures_under_the_threshold_are_counted_and_the_run_goes_on(scripted_server, tmp_path):
     scripted_server.fail_student_requests = 1
-    config = StageBLoopConfig(epochs=1, decode_grid=((0.0, 1.0),), samples=1, constrained=False,
-                              rounds_per_epoch=1, bootstrap_samples=100, max_provider_failure_rate=0.1)
+    config = StageBLoopConfig(
+        epochs=1,
+        decode_grid=((0.0, 1.0),),
+        samples=1,
+        constrained=False,
+        rounds_per_epoch=1,
+        bootstrap_samples=100,
+        max_provider_failure_rate=0.1,
+    )
     result = run_stage_b(keyword_records(), MISSION, scripted_server.client(), config, tmp_path / "b", log=quiet)
     assert result.counts["failed_calls"] == result.counts["failed_rollout_calls"] == 1
     errors = [r for r in read_jsonl(tmp_path / "b" / "trajectories.jsonl") if r["error"] is not None]
@@ -132,10 +162,19 @@ def test_failures_under_the_threshold_are_counted_and_the_run_goes_on(scripted_s
 
 def test_reflection_json_schema_reaches_the_server_as_response_format(scripted_server, tmp_path):
     scripted_server.script_reflector([{"operations": [CORRECT]}])
-    config = StageBLoopConfig(epochs=1, decode_grid=((0.0, 1.0),), samples=1, constrained=False,
-                              rounds_per_epoch=1, bootstrap_samples=100, reflection_json_schema=True)
+    config = StageBLoopConfig(
+        epochs=1,
+        decode_grid=((0.0, 1.0),),
+        samples=1,
+        constrained=False,
+        rounds_per_epoch=1,
+        bootstrap_samples=100,
+        reflection_json_schema=True,
+    )
     run_stage_b(keyword_records(n_groups=12), MISSION, scripted_server.client(), config, tmp_path / "b", log=quiet)
     (payload,) = scripted_server.reflection_payloads
-    assert payload["response_format"] == {"type": "json_schema", "json_schema": {
-        "name": "response", "schema": REFLECTION_JSON_SCHEMA, "strict": True}}
+    assert payload["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": REFLECTION_JSON_SCHEMA, "strict": True},
+    }
     assert all("response_format" not in p for p in scripted_server.student_payloads)

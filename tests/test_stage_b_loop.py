@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from resources.llm.transformers_backend import TransformersChatLLM
     from resources.llm.smollm2 import smollm2_gguf_path
+    from resources.llm.transformers_backend import TransformersChatLLM
 
     gguf = smollm2_gguf_path()
     # One torch thread: on a shared 2-core box two threads per process oversubscribe the CPU.
@@ -29,16 +29,40 @@ def smollm2():
 
 
 def tiny_records() -> list[dict]:
-    rows = [("g01", "fail", "空槽位未装挡风板"), ("g02", "pass", "挡风板齐全"), ("g03", "pass", "挡风板齐全到位"),
-            ("g04", "fail", "挡风板松动"), ("g05", "fail", "缺两块挡风板"), ("g05", "pass", "已补装挡风板")]
-    return [{"record_id": f"r{i}", "group_id": gid, "mission": MISSION.name, "label": label,
-             "images": ["a.jpg"], "per_image": {"image_1": text}} for i, (gid, label, text) in enumerate(rows)]
+    rows = [
+        ("g01", "fail", "空槽位未装挡风板"),
+        ("g02", "pass", "挡风板齐全"),
+        ("g03", "pass", "挡风板齐全到位"),
+        ("g04", "fail", "挡风板松动"),
+        ("g05", "fail", "缺两块挡风板"),
+        ("g05", "pass", "已补装挡风板"),
+    ]
+    return [
+        {
+            "record_id": f"r{i}",
+            "group_id": gid,
+            "mission": MISSION.name,
+            "label": label,
+            "images": ["a.jpg"],
+            "per_image": {"image_1": text},
+        }
+        for i, (gid, label, text) in enumerate(rows)
+    ]
 
 
-CONFIG = StageBLoopConfig(epochs=1, decode_grid=((0.0, 1.0),), samples=1, max_new_tokens=8, constrained=False,
-                          rollout_batch_size=2, reflection_max_new_tokens=24, reflection_temperature=0.0,
-                          reflection_batch_size=2,
-                          rounds_per_epoch=1, bootstrap_samples=200)
+CONFIG = StageBLoopConfig(
+    epochs=1,
+    decode_grid=((0.0, 1.0),),
+    samples=1,
+    max_new_tokens=8,
+    constrained=False,
+    rollout_batch_size=2,
+    reflection_max_new_tokens=24,
+    reflection_temperature=0.0,
+    reflection_batch_size=2,
+    rounds_per_epoch=1,
+    bootstrap_samples=200,
+)
 
 
 class CrashAfter:
@@ -85,12 +109,14 @@ def test_loop_artifacts_crash_resume_and_rerun(smollm2, tmp_path):
     # Artifacts.
     traj = read_jsonl(out / "trajectories.jsonl")
     assert {r["record_id"] for r in traj} == {r["record_id"] for r in records}
-    assert all({"epoch", "raw", "verdict", "reason", "format_ok", "correct", "seed", "temperature"} <= set(r)
-               for r in traj)
+    assert all(
+        {"epoch", "raw", "verdict", "reason", "format_ok", "correct", "seed", "temperature"} <= set(r) for r in traj
+    )
     selections = read_jsonl(out / "selections.jsonl")
     split = result.split_sizes
-    assert Counter(s["pool"] for s in selections) == Counter({"train": split["train_records"],
-                                                              "selection": split["selection_records"]})
+    assert Counter(s["pool"] for s in selections) == Counter(
+        {"train": split["train_records"], "selection": split["selection_records"]}
+    )
     assert split["test_records"] == 0 and result.test["verdict"] == "inconclusive"  # too few groups
     # what distill_chatml's `source: selections` needs to check the selected answer against the teacher
     for s in selections:
@@ -119,8 +145,10 @@ def test_loop_artifacts_crash_resume_and_rerun(smollm2, tmp_path):
     assert set(after) <= set(keys(out / "trajectories.jsonl"))
 
     # A finished run re-run on the same out_dir asks the model nothing and deletes nothing.
-    rows_before = {name: len(read_jsonl(out / name)) for name in ("trajectories.jsonl", "selections.jsonl",
-                                                                  "rule_candidates.jsonl", "metrics.jsonl")}
+    rows_before = {
+        name: len(read_jsonl(out / name))
+        for name in ("trajectories.jsonl", "selections.jsonl", "rule_candidates.jsonl", "metrics.jsonl")
+    }
     third = run_stage_b(records, MISSION, smollm2, CONFIG, out, log=lambda _: None)
     assert third.counts["llm_calls"] == 0 and third.run_id == "run-0003"
     assert third.kept_version == again.kept_version
@@ -128,4 +156,6 @@ def test_loop_artifacts_crash_resume_and_rerun(smollm2, tmp_path):
     for name in ("selections.jsonl", "metrics.jsonl"):
         assert len(read_jsonl(out / name)) > rows_before[name]  # appended under the new run id
     assert [h["run_id"] for h in json.loads((out / "state.json").read_text(encoding="utf-8"))["history"]] == [
-        "run-0001", "run-0002"]
+        "run-0001",
+        "run-0002",
+    ]

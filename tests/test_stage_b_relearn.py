@@ -9,13 +9,13 @@ import dagster as dg
 from support.stage_b_data import CORRECT, GOOD, MISSION, keyword_records
 from test_stage_b_learns import CONFIG, quiet
 
+from qc_assets.partitions import mission_partitions
 from qc_assets.stage_b.assets import stage_b_guidance
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import GuidanceStore
 from qc_assets.stage_b.loop import live_after_test, run_stage_b
 from qc_assets.stage_b.relearn import RelearnSettings, record_relearn, relearn_reason
 from qc_assets.stage_b.split import previous_sides, split_three_way, sticky_three_way
-from qc_assets.partitions import mission_partitions
 from qc_assets.verdicts.config import VerdictConfig
 from resources.store import atomic_write_json, atomic_write_jsonl, read_jsonl
 
@@ -30,10 +30,19 @@ def rusty_records(first: int, n: int, mission: str = MISSION.name) -> list[dict]
         gid, rusty = f"g{g:03d}", g % 2 == 0
         label = "fail" if rusty else "pass"
         texts = [GOOD[g % 3], "接地螺栓锈蚀，表面发红" if rusty else GOOD[(g + 1) % 3]]
-        rows.append({"record_id": f"{mission}/{label}/{gid}", "group_id": gid, "mission": mission, "label": label,
-                     "images": [f"{gid}/1.jpg", f"{gid}/2.jpg"],
-                     "per_image": {f"image_{i}": t for i, t in enumerate(texts, start=1)},
-                     "model_fingerprint": "test", "prompt_hash": "test", "decode": {}})
+        rows.append(
+            {
+                "record_id": f"{mission}/{label}/{gid}",
+                "group_id": gid,
+                "mission": mission,
+                "label": label,
+                "images": [f"{gid}/1.jpg", f"{gid}/2.jpg"],
+                "per_image": {f"image_{i}": t for i, t in enumerate(texts, start=1)},
+                "model_fingerprint": "test",
+                "prompt_hash": "test",
+                "decode": {},
+            }
+        )
     return rows
 
 
@@ -57,8 +66,7 @@ def test_relearning_starts_from_the_kept_guidance_and_learns_the_new_defect(scri
 
     scripted_server.script_reflector([{"operations": [RUST]}])
     records = keyword_records(60) + rusty_records(100, 40)
-    second = run_stage_b(records, MISSION, scripted_server.client(), replace(config, start_from="kept"), out,
-                         log=quiet)
+    second = run_stage_b(records, MISSION, scripted_server.client(), replace(config, start_from="kept"), out, log=quiet)
     assert second.baseline_version == 1, "re-learning starts from the kept v1, not from v0"
     kept = GuidanceStore(out / "guidance").load(GuidanceStore(out / "guidance").pointer("best"))
     texts = [item.text for item in kept.items]
@@ -85,16 +93,35 @@ def _mission_files(root, mission: str, agree: int, disagree: int, new_groups: in
     split = split_three_way(records, 0.25, 0.25, seed=0)
     stage_b = root / "stage_b_guidance" / mission
     atomic_write_jsonl(stage_b / "splits.jsonl", [{"run_id": "run-0001", **split.to_dict()}])
-    atomic_write_json(stage_b / "result.json", {"run_id": "run-0001", "kept_version": 1, "test": {
-        "conclusive": True, "n_groups": 40, "kept_accuracy": 0.9, "baseline_accuracy": 0.7}})
-    atomic_write_jsonl(root / "stage_a_summaries" / mission / "records.jsonl",
-                       records + rusty_records(100, new_groups, mission=mission))
+    atomic_write_json(
+        stage_b / "result.json",
+        {
+            "run_id": "run-0001",
+            "kept_version": 1,
+            "test": {"conclusive": True, "n_groups": 40, "kept_accuracy": 0.9, "baseline_accuracy": 0.7},
+        },
+    )
+    atomic_write_jsonl(
+        root / "stage_a_summaries" / mission / "records.jsonl",
+        records + rusty_records(100, new_groups, mission=mission),
+    )
     verdicts = root / "qc_verdicts" / mission
     atomic_write_json(verdicts / "summary.json", {"config": VerdictConfig(window_reviews=50, min_reviews=20).to_dict()})
-    atomic_write_jsonl(verdicts / "reviews.jsonl", [
-        {"group_id": f"n{i}", "verdict": "pass", "reviewer_label": "pass" if i < agree else "fail",
-         "agrees": i < agree, "needs_review": False, "guidance_version": 1, "first_seen_at": 1_000_000.0 + i}
-        for i in range(agree + disagree)])
+    atomic_write_jsonl(
+        verdicts / "reviews.jsonl",
+        [
+            {
+                "group_id": f"n{i}",
+                "verdict": "pass",
+                "reviewer_label": "pass" if i < agree else "fail",
+                "agrees": i < agree,
+                "needs_review": False,
+                "guidance_version": 1,
+                "first_seen_at": 1_000_000.0 + i,
+            }
+            for i in range(agree + disagree)
+        ],
+    )
 
 
 def test_relearn_reason_says_why_and_respects_the_cooldown(tmp_path):
@@ -110,8 +137,9 @@ def test_relearn_reason_says_why_and_respects_the_cooldown(tmp_path):
     assert due_reason(storage, STEADY, replace(settings, relearn_after=6)).startswith("new_groups: 6 labelled")
     record_relearn(tmp_path / "stage_b_guidance" / DRIFTED, "run-x", "drift")
     assert due_reason(storage, DRIFTED, settings) is None, "inside the cooldown"
-    assert relearn_reason(tmp_path / "nowhere", [], {"drifted": True, "status": "x"}, settings) is None, \
+    assert relearn_reason(tmp_path / "nowhere", [], {"drifted": True, "status": "x"}, settings) is None, (
         "never before a first learning"
+    )
 
 
 def test_dagster_requests_relearning_for_the_drifted_mission_only(tmp_path, monkeypatch):
@@ -128,8 +156,9 @@ def test_dagster_requests_relearning_for_the_drifted_mission_only(tmp_path, monk
         assert result.get_requested_partitions(stage_b_guidance.key) == {DRIFTED}
 
         record_relearn(tmp_path / "stage_b_guidance" / DRIFTED, "run-x", "drift")
-        again = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=only,
-                                                  cursor=result.cursor)
+        again = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=only, cursor=result.cursor
+        )
         assert again.total_requested == 0, "the cooldown holds a second drift back; no reviews, no request"
 
 
@@ -143,8 +172,7 @@ def test_the_student_follows_a_new_guidance_only_when_config_says_so(tmp_path, m
         instance.report_runless_asset_event(dg.AssetMaterialization("distill_chatml", partition=DRIFTED))
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=only)
         instance.report_runless_asset_event(dg.AssetMaterialization("stage_b_guidance", partition=DRIFTED))
-        off = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=only,
-                                                cursor=first.cursor)
+        off = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=only, cursor=first.cursor)
         assert off.total_requested == 0, "QC_RETRAIN_STUDENT unset: a new guidance retrains nothing"
         monkeypatch.setenv("QC_RETRAIN_STUDENT", "1")
         instance.report_runless_asset_event(dg.AssetMaterialization("stage_b_guidance", partition=DRIFTED))

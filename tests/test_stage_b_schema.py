@@ -29,18 +29,38 @@ def test_decode_params_take_one_constraint():
     with pytest.raises(ValueError, match="set prefixes too"):
         OutputConstraint(regex="a", line_start="[a-z]")
     # An unconstrained decode records what it recorded before OutputConstraint (FastDistill keys on it).
-    assert DecodeParams().as_dict() == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 128, "seed": 0, "n": 1,
-                                        "json_schema": None, "regex": None}
+    assert DecodeParams().as_dict() == {
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "max_new_tokens": 128,
+        "seed": 0,
+        "n": 1,
+        "json_schema": None,
+        "regex": None,
+    }
     assert DecodeParams(constraint=OutputConstraint(regex="a|b")).as_dict()["constraint"]["regex"] == "a|b"
 
 
-@pytest.mark.parametrize("structured_output, expected", [
-    ("none", {"type": "json_schema", "json_schema": {"name": "response", "schema": REFLECTION_JSON_SCHEMA,
-                                                     "strict": True}}),
-    ("vllm", {"type": "json_schema", "json_schema": {"name": "response", "schema": REFLECTION_JSON_SCHEMA,
-                                                     "strict": True}}),
-    ("llama_cpp", {"type": "json_object", "schema": REFLECTION_JSON_SCHEMA}),
-])
+@pytest.mark.parametrize(
+    "structured_output, expected",
+    [
+        (
+            "none",
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": REFLECTION_JSON_SCHEMA, "strict": True},
+            },
+        ),
+        (
+            "vllm",
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": REFLECTION_JSON_SCHEMA, "strict": True},
+            },
+        ),
+        ("llama_cpp", {"type": "json_object", "schema": REFLECTION_JSON_SCHEMA}),
+    ],
+)
 def test_json_schema_is_sent_as_response_format(scripted_server, structured_output, expected):
     llm = scripted_server.client(structured_output=structured_output)
     llm.chat([[{"role": "user", "content": "图片1: 机柜正面"}]], SCHEMA_PARAMS)
@@ -57,8 +77,16 @@ def test_transformers_backend_refuses_a_json_schema(smollm2_llm):
 @pytest.mark.slow
 def test_llama_cpp_server_follows_the_rule_operation_schema(llama_server):
     mission = get_mission("挡风板安装检查")
-    case = {"record_id": "r1", "group_id": "g1", "label": "fail", "predicted": "pass", "correct": False,
-            "agreement": 1.0, "summaries": [(1, "挡风板松动，边缘有缝隙")], "reason": "未见问题"}
+    case = {
+        "record_id": "r1",
+        "group_id": "g1",
+        "label": "fail",
+        "predicted": "pass",
+        "correct": False,
+        "agreement": 1.0,
+        "summaries": [(1, "挡风板松动，边缘有缝隙")],
+        "reason": "未见问题",
+    }
     messages = build_reflection_messages(mission, Guidance.initial(mission), [case], [])
     llm = OpenAIChatLLM(llama_server, SERVER_MODEL_ALIAS, structured_output="llama_cpp", timeout_s=120.0)
     ((completion,),) = llm.chat([messages], DecodeParams(max_new_tokens=160, json_schema=REFLECTION_JSON_SCHEMA))

@@ -19,8 +19,13 @@ MISSION = get_mission("挡风板安装检查")
 
 
 def record(i: int, label: str, group: str | None = None, **per_image) -> dict:
-    return {"record_id": f"r{i:02d}", "group_id": group or f"g{i:02d}", "mission": MISSION.name, "label": label,
-            "per_image": per_image or {"image_1": "机柜正面，挡风板齐全", "image_2": "机柜侧面"}}
+    return {
+        "record_id": f"r{i:02d}",
+        "group_id": group or f"g{i:02d}",
+        "mission": MISSION.name,
+        "label": label,
+        "per_image": per_image or {"image_1": "机柜正面，挡风板齐全", "image_2": "机柜侧面"},
+    }
 
 
 def test_split_keeps_resubmissions_together_and_is_seeded():
@@ -72,8 +77,10 @@ def test_production_prompt_never_contains_the_label_and_orders_images_numericall
 
 
 def test_parse_operations():
-    ok = parse_operations('好的：\n```json\n{"operations": [{"op": "add", "text": "螺丝缺失判不通过"},'
-                          ' {"op": "merge", "ids": ["G1", "g2"], "text": "合并"}, {"op": "remove", "id": "G0"}]}\n```')
+    ok = parse_operations(
+        '好的：\n```json\n{"operations": [{"op": "add", "text": "螺丝缺失判不通过"},'
+        ' {"op": "merge", "ids": ["G1", "g2"], "text": "合并"}, {"op": "remove", "id": "G0"}]}\n```'
+    )
     assert ok.error is None
     assert [(o.op, o.ids) for o in ok.ops] == [("add", ()), ("merge", ("G1", "G2"))]
     assert len(ok.op_errors) == 1 and "G0" in ok.op_errors[0]
@@ -88,9 +95,13 @@ def outcome(i, label, predicted, n_pass, n_fail):
 
 
 def test_select_cases_puts_mixed_errors_first_and_adds_contrast():
-    outs = [outcome(0, "fail", "pass", 2, 0), outcome(1, "fail", "pass", 2, 1), outcome(2, "pass", "pass", 2, 0),
-            outcome(3, "pass", "pass", 3, 1),
-            outcome(4, "fail", "fail", 2, 0)]
+    outs = [
+        outcome(0, "fail", "pass", 2, 0),
+        outcome(1, "fail", "pass", 2, 1),
+        outcome(2, "pass", "pass", 2, 0),
+        outcome(3, "pass", "pass", 3, 1),
+        outcome(4, "fail", "fail", 2, 0),
+    ]
     records = {f"r{i:02d}": record(i, o.label) for i, o in enumerate(outs)}
     cases = select_cases(outs, records, {"r01": "摘要未见问题"}, batch_size=3, train_ids=set(records))
     assert [c["record_id"] for c in cases[:3]] == ["r01", "r00", "r03"]
@@ -119,8 +130,18 @@ def test_filters_and_rejected_memory():
         RuleOp("update", text="改写后的规则", ids=("G1",)),
     ]
     reasons = [why for _, why in filter_ops(ops, g, summaries, rejected)]
-    assert reasons == ["copies_summary", "hedge", "duplicate", "previously_rejected", "invalid_target",
-                       "copies_summary", None, "duplicate", "placeholder", "placeholder"]
+    assert reasons == [
+        "copies_summary",
+        "hedge",
+        "duplicate",
+        "previously_rejected",
+        "invalid_target",
+        "copies_summary",
+        None,
+        "duplicate",
+        "placeholder",
+        "placeholder",
+    ]
 
 
 def test_rejected_memory_catches_rewordings_and_other_op_kinds():
@@ -144,11 +165,17 @@ def test_rollout_plan_pairs_seeds_and_collapses_greedy():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"epochs": 0}, "epochs"), ({"decode_grid": ()}, "decode_grid"), ({"decode_grid": ((0.5, 1.5),)}, "top_p"),
-     ({"min_bootstrap_prob": 1.5}, "min_bootstrap_prob"), ({"test_fraction": 1.0}, "test_fraction"),
-     ({"selection_fraction": 0.5, "test_fraction": 0.5}, "leave train groups"), ({"decode_grid": ((0.0,),)}, "decode_grid"),
-     ({"max_provider_failure_rate": 1.5}, "max_provider_failure_rate"),
-     ({"samples": 0}, "samples")],
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"decode_grid": ()}, "decode_grid"),
+        ({"decode_grid": ((0.5, 1.5),)}, "top_p"),
+        ({"min_bootstrap_prob": 1.5}, "min_bootstrap_prob"),
+        ({"test_fraction": 1.0}, "test_fraction"),
+        ({"selection_fraction": 0.5, "test_fraction": 0.5}, "leave train groups"),
+        ({"decode_grid": ((0.0,),)}, "decode_grid"),
+        ({"max_provider_failure_rate": 1.5}, "max_provider_failure_rate"),
+        ({"samples": 0}, "samples"),
+    ],
 )
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -179,8 +206,10 @@ def test_reflection_shows_ground_truth_fail_reasons_for_train_groups_only():
     split = split_three_way(records, 0.3, 0.3, seed=0)
     by_id = {r["record_id"]: r for r in records}
     # the model got every fail group wrong, on every side: each would be a reflection case if it could be
-    outs = {side: [GroupOutcome(r["record_id"], r["group_id"], r["label"], "pass",
-                                1.0, 2, 0) for r in getattr(split, side)] for side in ("train", "selection", "test")}
+    outs = {
+        side: [GroupOutcome(r["record_id"], r["group_id"], r["label"], "pass", 1.0, 2, 0) for r in getattr(split, side)]
+        for side in ("train", "selection", "test")
+    }
     train_ids = {r["record_id"] for r in split.train}
     cases = select_cases(outs["train"], by_id, {}, batch_size=50, train_ids=train_ids)
     text = build_reflection_messages(MISSION, Guidance.initial(MISSION), cases, [])[1]["content"]

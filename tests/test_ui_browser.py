@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 import dagster as dg
 import pytest
-
 from support.services import ROOT, production_deployment
 from support.stage_a_smoke import SMOKE_STAGE_A
 
@@ -21,8 +20,15 @@ pytestmark = pytest.mark.slow
 SHOTS = ROOT / "docs" / "ui"
 MISSIONS = ["BBU接地线检查", "挡风板安装检查"]
 TEACHER_KEY = "sk-qc-ui-secret-51c2e8"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,23 +49,47 @@ def ui(tmp_path_factory, tiny_vlm_dir):
     # the daemon's sensor watches an empty folder: it ticks (the sensor page shows it) but starts no run
     watched = tmp / "watched"
     watched.mkdir()
-    dep = production_deployment(tmp, {"QC_DATA_ROOT": str(data), "QC_IMAGES_ROOT": str(watched),
-                                      "QC_VLM_MODEL": str(tiny_vlm_dir), "QC_TEACHER_API_KEY": TEACHER_KEY},
-                                executor="")
+    dep = production_deployment(
+        tmp,
+        {
+            "QC_DATA_ROOT": str(data),
+            "QC_IMAGES_ROOT": str(watched),
+            "QC_VLM_MODEL": str(tiny_vlm_dir),
+            "QC_TEACHER_API_KEY": TEACHER_KEY,
+        },
+        executor="",
+    )
     storage = StorageResource(data_root=str(data), images_root=str(images))
-    tiny_b = StageBConfig(epochs=1, decode_grid=[[0.0, 1.0]], samples=1, max_new_tokens=8, constrained=False,
-                          reflection_max_new_tokens=16, reflection_batch_size=2, rounds_per_epoch=1,
-                          bootstrap_samples=100)
+    tiny_b = StageBConfig(
+        epochs=1,
+        decode_grid=[[0.0, 1.0]],
+        samples=1,
+        max_new_tokens=8,
+        constrained=False,
+        reflection_max_new_tokens=16,
+        reflection_batch_size=2,
+        rounds_per_epoch=1,
+        bootstrap_samples=100,
+    )
     try:
         with dep.instance() as instance:
             instance.add_dynamic_partitions("missions", MISSIONS)
             for mission in MISSIONS:
-                assert dg.materialize([stage_a_summaries, *stage_a_checks], partition_key=mission, instance=instance,
-                                      resources={"storage": storage, "vlm": VLMResource(model_path=str(tiny_vlm_dir))},
-                                      run_config=dg.RunConfig({"stage_a_summaries": {"config": SMOKE_STAGE_A}})).success
-            dg.materialize([stage_b_guidance, *stage_b_checks], partition_key=MISSIONS[1], instance=instance,
-                           resources={"storage": storage, "llm": LLMResource(batch_size=4, cpu_threads=1)},
-                           run_config=dg.RunConfig({"stage_b_guidance": tiny_b}), raise_on_error=False)
+                assert dg.materialize(
+                    [stage_a_summaries, *stage_a_checks],
+                    partition_key=mission,
+                    instance=instance,
+                    resources={"storage": storage, "vlm": VLMResource(model_path=str(tiny_vlm_dir))},
+                    run_config=dg.RunConfig({"stage_a_summaries": {"config": SMOKE_STAGE_A}}),
+                ).success
+            dg.materialize(
+                [stage_b_guidance, *stage_b_checks],
+                partition_key=MISSIONS[1],
+                instance=instance,
+                resources={"storage": storage, "llm": LLMResource(batch_size=4, cpu_threads=1)},
+                run_config=dg.RunConfig({"stage_b_guidance": tiny_b}),
+                raise_on_error=False,
+            )
         dep.daemon()
         _, url = dep.webserver()
         yield url
@@ -102,8 +132,9 @@ def test_asset_graph_shows_the_qc_assets_and_no_onboarding_dialog(ui, page):
 
 
 def test_stage_a_partition_shows_its_metadata(ui, page):
-    text = _open(page, f"{ui}/assets/stage_a_summaries?view=partitions&partition={quote(MISSIONS[0])}",
-                 "stage_a/groups")
+    text = _open(
+        page, f"{ui}/assets/stage_a_summaries?view=partitions&partition={quote(MISSIONS[0])}", "stage_a/groups"
+    )
     assert MISSIONS[0] in text
     for key in ("dagster/row_count", "stage_a/images_summarised", "model_fingerprint", "model_note", "seed"):
         assert key in text, f"metadata key {key} not on the partition page"

@@ -19,9 +19,18 @@ def reviews(agree: int, disagree: int, start: float = 1_000_000.0, version: int 
     out = []
     for i in range(agree + disagree):
         ok = i < agree
-        out.append({"group_id": f"g{i:03d}", "verdict": "pass", "reviewer_label": "pass" if ok else "fail",
-                    "agrees": ok, "needs_review": i % 5 == 0, "guidance_version": version, "reason": "螺丝齐全",
-                    "first_seen_at": start + i})
+        out.append(
+            {
+                "group_id": f"g{i:03d}",
+                "verdict": "pass",
+                "reviewer_label": "pass" if ok else "fail",
+                "agrees": ok,
+                "needs_review": i % 5 == 0,
+                "guidance_version": version,
+                "reason": "螺丝齐全",
+                "first_seen_at": start + i,
+            }
+        )
     return out
 
 

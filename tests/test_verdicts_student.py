@@ -18,19 +18,29 @@ from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
 from resources.vlm.resource import VLMResource
 
-STUDENT_RUN_CONFIG = {"ops": {"qc_verdicts": {"config": {"verdict_model": "student", "constrained": False,
-                                                         "max_new_tokens": 8}}}}
+STUDENT_RUN_CONFIG = {
+    "ops": {"qc_verdicts": {"config": {"verdict_model": "student", "constrained": False, "max_new_tokens": 8}}}
+}
 
 
 def _run(instance, resources, assets, run_config=None):
-    return dg.materialize(assets, partition_key=MISSION, instance=instance, resources=resources,
-                          run_config=run_config, raise_on_error=False)
+    return dg.materialize(
+        assets,
+        partition_key=MISSION,
+        instance=instance,
+        resources=resources,
+        run_config=run_config,
+        raise_on_error=False,
+    )
 
 
 def test_student_judges_the_inbox_once_promoted_and_fails_clearly_before(tiny_vlm_dir, sample_images, tmp_path):
     data = tmp_path / "data"
-    resources = {"storage": StorageResource(data_root=str(data), images_root=str(sample_images)),
-                 "vlm": VLMResource(model_path=str(tiny_vlm_dir)), "llm": LLMResource()}
+    resources = {
+        "storage": StorageResource(data_root=str(data), images_root=str(sample_images)),
+        "vlm": VLMResource(model_path=str(tiny_vlm_dir)),
+        "llm": LLMResource(),
+    }
     store_kept_guidance(data, guidance_versions()[0])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(mission_partitions.name, [MISSION])

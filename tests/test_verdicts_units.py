@@ -8,7 +8,16 @@ from dataclasses import fields
 import pandera.errors
 import polars as pl
 import pytest
-from support.verdicts import BROKEN, FAIL, MISSION, PASS, PROVIDER_DOWN, ScriptedVerdictLLM, guidance_versions, inbox_record
+from support.verdicts import (
+    BROKEN,
+    FAIL,
+    MISSION,
+    PASS,
+    PROVIDER_DOWN,
+    ScriptedVerdictLLM,
+    guidance_versions,
+    inbox_record,
+)
 
 from qc_assets.missions import get_mission
 from qc_assets.stage_a.discovery import INBOX_FOLDER, INBOX_SKIP_REASON, discover
@@ -25,8 +34,17 @@ SAMPLED = VerdictConfig(decode_grid=((0.7, 0.9),), samples=4, min_agreement=0.75
 def _run(records, llm, tmp_path, guidance=None, config=SAMPLED, inbox_ids=None):
     guidance = guidance or guidance_versions()[0]
     ids = dict.fromkeys(inbox_ids if inbox_ids is not None else [r["group_id"] for r in records], 0)
-    return run_verdicts(records, ids, get_mission(MISSION), guidance, llm, config, tmp_path / "out",
-                        tmp_path / "images" / MISSION, log=lambda _: None)
+    return run_verdicts(
+        records,
+        ids,
+        get_mission(MISSION),
+        guidance,
+        llm,
+        config,
+        tmp_path / "out",
+        tmp_path / "images" / MISSION,
+        log=lambda _: None,
+    )
 
 
 def _by_group(result):
@@ -35,8 +53,9 @@ def _by_group(result):
 
 def test_every_inbox_group_gets_exactly_one_row_including_unsummarised_ones(tmp_path):
     llm = ScriptedVerdictLLM({"alpha": [PASS], "bravo": [FAIL]})
-    result = _run([inbox_record("alpha"), inbox_record("bravo")], llm, tmp_path,
-                  inbox_ids=["alpha", "bravo", "charlie"])
+    result = _run(
+        [inbox_record("alpha"), inbox_record("bravo")], llm, tmp_path, inbox_ids=["alpha", "bravo", "charlie"]
+    )
     rows = _by_group(result)
     assert sorted(rows) == ["alpha", "bravo", "charlie"] and len(result.pending) == 3
     assert rows["alpha"]["verdict"] == "pass" and not rows["alpha"]["needs_review"]
@@ -47,13 +66,15 @@ def test_every_inbox_group_gets_exactly_one_row_including_unsummarised_ones(tmp_
 
 
 def test_broken_answers_low_agreement_and_provider_failure_each_need_review(tmp_path):
-    llm = ScriptedVerdictLLM({
-        "alpha": [PASS] * 4,
-        "bravo": [PASS, PASS, FAIL, FAIL],  # a tie: fail wins, agreement 0.5
-        "charlie": [PASS, PASS, PASS, BROKEN],
-        "delta": [PASS, PASS, PASS, PROVIDER_DOWN],
-        "echo": [BROKEN] * 4,
-    })
+    llm = ScriptedVerdictLLM(
+        {
+            "alpha": [PASS] * 4,
+            "bravo": [PASS, PASS, FAIL, FAIL],  # a tie: fail wins, agreement 0.5
+            "charlie": [PASS, PASS, PASS, BROKEN],
+            "delta": [PASS, PASS, PASS, PROVIDER_DOWN],
+            "echo": [BROKEN] * 4,
+        }
+    )
     result = _run([inbox_record(g) for g in ("alpha", "bravo", "charlie", "delta", "echo")], llm, tmp_path)
     rows = _by_group(result)
     assert not rows["alpha"]["needs_review"] and rows["alpha"]["agreement"] == 1.0
@@ -149,7 +170,10 @@ def test_moving_a_judged_group_to_a_label_folder_records_agreement_once(tmp_path
     again = _run([], llm, tmp_path)
     assert again.new_reviews == 0 and len(read_jsonl(tmp_path / "out" / "reviews.jsonl")) == 2
     assert {r["group_id"]: r["status"] for r in read_table(tmp_path / "out")} == {
-        "alpha": "reviewed", "bravo": "reviewed", "charlie": "withdrawn"}
+        "alpha": "reviewed",
+        "bravo": "reviewed",
+        "charlie": "withdrawn",
+    }
     validate_verdicts(verdict_frame(again.rows))
 
 
@@ -165,14 +189,17 @@ def test_a_ticket_in_suffixed_inbox_folders_is_one_group_and_its_review_is_found
     # the reviewer files both folders, suffixes and all, under 审核通过
     for name in (f"{ticket}_补拍", f"{ticket} (2)"):
         (tmp_path / "images" / MISSION / "审核通过").mkdir(exist_ok=True)
-        shutil.move(tmp_path / "images" / MISSION / INBOX_FOLDER / name, tmp_path / "images" / MISSION / "审核通过" / name)
+        shutil.move(
+            tmp_path / "images" / MISSION / INBOX_FOLDER / name, tmp_path / "images" / MISSION / "审核通过" / name
+        )
     rows = {r["group_id"]: r for r in _run([], ScriptedVerdictLLM({}), tmp_path, inbox_ids=[]).rows}
     assert rows[ticket]["status"] == "reviewed" and rows[ticket]["reviewer_label"] == "pass"
 
 
 def test_schema_fails_on_a_silent_pass_a_null_verdict_and_a_duplicate(tmp_path):
-    result = _run([inbox_record("alpha"), inbox_record("bravo")],
-                  ScriptedVerdictLLM({"alpha": [PASS], "bravo": [FAIL]}), tmp_path)
+    result = _run(
+        [inbox_record("alpha"), inbox_record("bravo")], ScriptedVerdictLLM({"alpha": [PASS], "bravo": [FAIL]}), tmp_path
+    )
     frame = verdict_frame(result.rows)
     validate_verdicts(frame)
     bad = [
@@ -189,9 +216,11 @@ def test_schema_fails_on_a_silent_pass_a_null_verdict_and_a_duplicate(tmp_path):
 
 def test_inbox_groups_from_summaries_include_fully_skipped_groups():
     records = [inbox_record("alpha")]
-    skipped = [{"path": f"{INBOX_FOLDER}/bravo", "reason": "group has no usable images"},
-               {"path": f"{INBOX_FOLDER}/bravo/1.jpg", "reason": "zero-byte file"},
-               {"path": f"{INBOX_FOLDER}/note.txt", "reason": "file outside a group folder"}]
+    skipped = [
+        {"path": f"{INBOX_FOLDER}/bravo", "reason": "group has no usable images"},
+        {"path": f"{INBOX_FOLDER}/bravo/1.jpg", "reason": "zero-byte file"},
+        {"path": f"{INBOX_FOLDER}/note.txt", "reason": "file outside a group folder"},
+    ]
     assert inbox_groups(records, skipped) == {"alpha": 0, "bravo": 1}
 
 
@@ -201,8 +230,17 @@ def test_a_group_with_an_unusable_photo_goes_to_review_even_with_a_clean_verdict
     records = [inbox_record("alpha"), inbox_record("bravo")]
     skipped = [{"path": f"{INBOX_FOLDER}/alpha/2.jpg", "reason": "zero-byte file"}]
     llm = ScriptedVerdictLLM({"alpha": [PASS], "bravo": [PASS]})
-    result = run_verdicts(records, inbox_groups(records, skipped), get_mission(MISSION), guidance_versions()[0],
-                          llm, SAMPLED, tmp_path / "out", tmp_path / "images" / MISSION, log=lambda _: None)
+    result = run_verdicts(
+        records,
+        inbox_groups(records, skipped),
+        get_mission(MISSION),
+        guidance_versions()[0],
+        llm,
+        SAMPLED,
+        tmp_path / "out",
+        tmp_path / "images" / MISSION,
+        log=lambda _: None,
+    )
     rows = _by_group(result)
     assert rows["alpha"]["verdict"] == "pass" and rows["alpha"]["agreement"] == 1.0
     assert rows["alpha"]["needs_review"] and "1 of 2 photos unusable" in rows["alpha"]["review_reason"]

@@ -31,11 +31,20 @@ class TinyVLMServer:
                     f.write(base64.b64decode(image.split(",", 1)[1]))
                     f.flush()
                     with lock:
-                        out = vlm_ref.generate([VisionPrompt(f.name, system["content"], text)],
-                                               VisionDecode(max_new_tokens=body["max_tokens"]))[0]
-                reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": out.text},
-                                      "finish_reason": out.finish_reason}],
-                         "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens}}
+                        out = vlm_ref.generate(
+                            [VisionPrompt(f.name, system["content"], text)],
+                            VisionDecode(max_new_tokens=body["max_tokens"]),
+                        )[0]
+                reply = {
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": out.text},
+                            "finish_reason": out.finish_reason,
+                        }
+                    ],
+                    "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens},
+                }
                 data = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -72,8 +81,9 @@ def test_openai_backend_returns_what_the_served_model_generates(server, tiny_vlm
 
 
 def test_failed_requests_raise_instead_of_becoming_empty_summaries(sample_images):
-    remote = VLMResource(backend="openai", base_url="http://127.0.0.1:9/v1", model="x", max_retries=0,
-                         timeout_s=2.0).get_vlm()
+    remote = VLMResource(
+        backend="openai", base_url="http://127.0.0.1:9/v1", model="x", max_retries=0, timeout_s=2.0
+    ).get_vlm()
     image = next((sample_images / "RRU安装检查").rglob("*.jpg"))
     with pytest.raises(VLMRequestError, match="1 of 1 VLM requests failed.*APIConnectionError"):
         remote.generate([VisionPrompt(str(image), "s", "u")], VisionDecode(max_new_tokens=4))

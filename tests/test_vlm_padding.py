@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 from transformers import Qwen3VLForConditionalGeneration
 
-from resources.vlm.qwen3vl_processor import ImageOnlyQwen3VLProcessor
 from resources.vlm import VisionDecode, VisionPrompt
+from resources.vlm.qwen3vl_processor import ImageOnlyQwen3VLProcessor
 
 SIZES = [(320, 240), (96, 300), (64, 64), (400, 128)]
 
@@ -33,20 +33,28 @@ def test_right_padding_changes_batched_output(tiny_vlm_dir, tmp_path):
     processor = ImageOnlyQwen3VLProcessor.from_pretrained(tiny_vlm_dir)
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_vlm_dir).eval()
     prompts = _prompts(tmp_path)
-    texts = [processor.apply_chat_template(
-        [{"role": "system", "content": p.system},
-         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p.user}]}],
-        add_generation_prompt=True, tokenize=False) for p in prompts]
+    texts = [
+        processor.apply_chat_template(
+            [
+                {"role": "system", "content": p.system},
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p.user}]},
+            ],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for p in prompts
+    ]
     images = [Image.open(p.image_path).convert("RGB") for p in prompts]
 
     def run(side, idx):
         processor.tokenizer.padding_side = side
-        inputs = processor(text=[texts[i] for i in idx], images=[images[i] for i in idx], padding=True,
-                           return_tensors="pt")
+        inputs = processor(
+            text=[texts[i] for i in idx], images=[images[i] for i in idx], padding=True, return_tensors="pt"
+        )
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
         pad = processor.tokenizer.pad_token_id
-        rows = [row[inputs["input_ids"].shape[1]:].tolist() for row in out]
+        rows = [row[inputs["input_ids"].shape[1] :].tolist() for row in out]
         return [[t for t in row if t != pad] for row in rows]  # finished rows are padded after EOS
 
     single = [run("left", [i])[0] for i in range(len(prompts))]

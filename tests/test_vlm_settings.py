@@ -28,15 +28,30 @@ class RecordingVLLMEngineDouble:
 
     def generate(self, requests, params):
         self.requests, self.params = requests, params
-        return [SimpleNamespace(prompt_token_ids=[1] * 7, outputs=[SimpleNamespace(
-            text=f"answer {i}\n", token_ids=[1, 2], finish_reason="stop")]) for i, _ in enumerate(requests)]
+        return [
+            SimpleNamespace(
+                prompt_token_ids=[1] * 7,
+                outputs=[SimpleNamespace(text=f"answer {i}\n", token_ids=[1, 2], finish_reason="stop")],
+            )
+            for i, _ in enumerate(requests)
+        ]
 
 
 def test_every_vlm_setting_comes_from_the_environment(monkeypatch):
-    env = {"QC_VLM_BACKEND": "vllm", "QC_VLM_MODEL": "/models/qwen3vl", "QC_DEVICE": "cuda",
-           "QC_DTYPE": "float16", "QC_VLM_DTYPE": "bfloat16", "QC_VLM_MAX_IN_FLIGHT": "64",
-           "QC_VLM_TIMEOUT_S": "30", "QC_VLM_MAX_RETRIES": "5", "QC_VLM_TENSOR_PARALLEL_SIZE": "2",
-           "QC_VLM_GPU_MEMORY_UTILIZATION": "0.6", "QC_VLM_MAX_MODEL_LEN": "16384", "QC_VLM_API_KEY": "secret"}
+    env = {
+        "QC_VLM_BACKEND": "vllm",
+        "QC_VLM_MODEL": "/models/qwen3vl",
+        "QC_DEVICE": "cuda",
+        "QC_DTYPE": "float16",
+        "QC_VLM_DTYPE": "bfloat16",
+        "QC_VLM_MAX_IN_FLIGHT": "64",
+        "QC_VLM_TIMEOUT_S": "30",
+        "QC_VLM_MAX_RETRIES": "5",
+        "QC_VLM_TENSOR_PARALLEL_SIZE": "2",
+        "QC_VLM_GPU_MEMORY_UTILIZATION": "0.6",
+        "QC_VLM_MAX_MODEL_LEN": "16384",
+        "QC_VLM_API_KEY": "secret",
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     vlm = vlm_from_env()
@@ -44,8 +59,13 @@ def test_every_vlm_setting_comes_from_the_environment(monkeypatch):
     assert (vlm.max_in_flight, vlm.timeout_s, vlm.max_retries) == (64, 30.0, 5)
     assert isinstance(vlm.api_key, dg.EnvVar) and vlm.api_key.get_value() == "secret"  # a secret stays an EnvVar
     assert vlm.vllm_settings().engine_kwargs() == {
-        "model": "/models/qwen3vl", "dtype": "bfloat16", "tensor_parallel_size": 2, "gpu_memory_utilization": 0.6,
-        "max_model_len": 16384, "limit_mm_per_prompt": {"image": 1}}
+        "model": "/models/qwen3vl",
+        "dtype": "bfloat16",
+        "tensor_parallel_size": 2,
+        "gpu_memory_utilization": 0.6,
+        "max_model_len": 16384,
+        "limit_mm_per_prompt": {"image": 1},
+    }
     monkeypatch.delenv("QC_VLM_DTYPE")
     assert vlm_from_env().dtype == "float16"  # falls back to the shared QC_DTYPE
 
@@ -56,29 +76,34 @@ def test_a_malformed_number_names_its_variable(monkeypatch):
         vlm_from_env()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"tensor_parallel_size": 0}, "tensor_parallel_size must be >= 1"),
-    ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization must be in"),
-    ({"dtype": "bf16"}, "dtype must be one of"),
-    ({"device": "cpu"}, "set device 'cuda'"),
-    ({"model_path": ""}, "needs model_path"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"tensor_parallel_size": 0}, "tensor_parallel_size must be >= 1"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization must be in"),
+        ({"dtype": "bf16"}, "dtype must be one of"),
+        ({"device": "cpu"}, "set device 'cuda'"),
+        ({"model_path": ""}, "needs model_path"),
+    ],
+)
 def test_bad_vllm_settings_are_refused_before_any_engine_starts(change, message):
     settings = {"backend": "vllm", "model_path": "/models/x", "device": "cuda", "dtype": "bfloat16", **change}
     with pytest.raises(ValueError, match=message):
         VLMResource(**settings).get_vlm()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None,
-                    reason="vLLM is installed here, so its absence cannot be shown")
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here, so its absence cannot be shown"
+)
 def test_without_vllm_the_backend_says_how_to_install_it(tiny_vlm_dir):
     with pytest.raises(ImportError, match=r"pip install '\.\[vllm\]'"):
         VLMResource(backend="vllm", model_path=str(tiny_vlm_dir), device="cuda", dtype="bfloat16").get_vlm()
 
 
 def test_vllm_engine_gets_the_settings_and_each_request_its_image_budget(tiny_vlm_dir, sample_images):
-    settings = VLLMEngineSettings(str(tiny_vlm_dir), "bfloat16", tensor_parallel_size=4,
-                                  gpu_memory_utilization=0.5, max_model_len=4096)
+    settings = VLLMEngineSettings(
+        str(tiny_vlm_dir), "bfloat16", tensor_parallel_size=4, gpu_memory_utilization=0.5, max_model_len=4096
+    )
     vlm = VLLMVisionModel(settings, engine_factory=RecordingVLLMEngineDouble, sampling_params=dict)
     engine = vlm._llm
     assert engine.kwargs["tensor_parallel_size"] == 4 and engine.kwargs["gpu_memory_utilization"] == 0.5

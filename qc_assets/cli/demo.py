@@ -29,15 +29,21 @@ import dagster as dg
 os.environ.setdefault("QC_STUDENT_SMOKE_MODEL", "1")
 
 from definitions import defs
-from qc_assets.asset_names import (DISTILL_CHATML, FUSED_SFT_CHECKPOINT, INBOX_SUMMARIES, MISSION_HEALTH,
-                                   QC_VERDICTS, STAGE_A_SUMMARIES, STAGE_B_GUIDANCE)
-from qc_assets.fastdistill import assets as fastdistill_assets
+from qc_assets.asset_names import (
+    DISTILL_CHATML,
+    FUSED_SFT_CHECKPOINT,
+    INBOX_SUMMARIES,
+    MISSION_HEALTH,
+    QC_VERDICTS,
+    STAGE_A_SUMMARIES,
+    STAGE_B_GUIDANCE,
+)
 from qc_assets.cli.fastdistill import run_fastdistill
+from qc_assets.cli.sample_data import review_sample_inbox
+from qc_assets.fastdistill import assets as fastdistill_assets
 from qc_assets.missions import all_missions
 from qc_assets.partitions import mission_partitions
-from qc_assets.cli.sample_data import review_sample_inbox
-from qc_assets.run_health import (ACTIVE_STATUSES, fail_dead_runs, free_slots_of_ended_runs, pool_waits,
-                                  run_process_pid)
+from qc_assets.run_health import ACTIVE_STATUSES, fail_dead_runs, free_slots_of_ended_runs, pool_waits, run_process_pid
 from qc_assets.stage_a.watch import mission_folders
 from resources.env import env_number
 from resources.self_check import SelfCheckError
@@ -64,7 +70,7 @@ DEMO_RUN_CONFIG = {
         DISTILL_CHATML: {"config": {"constrained": True, "n_samples": 2, "allow_unconverged": True}},
         # the sample set has four reviewed groups per mission (R6xx): a drift window of four shows a number
         QC_VERDICTS: {"config": {"window_reviews": 4, "min_reviews": 4}},
-    }
+    },
 }
 
 
@@ -102,31 +108,51 @@ def main(argv: list[str] | None = None) -> int:
     for n, mission in enumerate(missions, start=1):
         print(f"\n[{n}/{len(missions)}] {mission}: {', '.join(sorted(expected))}", flush=True)
         started = time.perf_counter()
-        result = _guarded(instance, lambda: job.execute_in_process(
-            run_config=run_config, partition_key=mission,
-            instance=instance, raise_on_error=False, run_id=str(uuid.uuid4())))
+        result = _guarded(
+            instance,
+            lambda mission=mission: job.execute_in_process(
+                run_config=run_config,
+                partition_key=mission,
+                instance=instance,
+                raise_on_error=False,
+                run_id=str(uuid.uuid4()),
+            ),
+        )
         _print_stage_times(result, expected)
-        problems += _report(f"{mission} (run {result.run_id}, {time.perf_counter() - started:.0f}s)",
-                            result, expected)
+        problems += _report(f"{mission} (run {result.run_id}, {time.perf_counter() - started:.0f}s)", result, expected)
     if args.per_mission_only:
         return _finish(problems, storage, instance)
     problems += _review_and_rejudge(instance, missions, storage)
 
     print("\n[student] one student for every mission: fused_sft_checkpoint", flush=True)
     started = time.perf_counter()
-    result = _guarded(instance, lambda: defs.resolve_job_def("student_job").execute_in_process(
-        instance=instance, raise_on_error=False))
-    problems += _report(f"student (run {result.run_id}, {time.perf_counter() - started:.0f}s)", result,
-                        {FUSED_SFT_CHECKPOINT})
+    result = _guarded(
+        instance,
+        lambda: defs.resolve_job_def("student_job").execute_in_process(instance=instance, raise_on_error=False),
+    )
+    problems += _report(
+        f"student (run {result.run_id}, {time.perf_counter() - started:.0f}s)", result, {FUSED_SFT_CHECKPOINT}
+    )
     problems += _student_verdict(result)
 
     print("\n[fastdistill] run 'demo'", flush=True)
     started = time.perf_counter()
-    result = _guarded(instance, lambda: run_fastdistill(
-        "demo", instance=instance, storage=storage, teacher_llm=defs.resources["teacher_llm"],
-        text_student=defs.resources["text_student"], raise_on_error=False))
-    problems += _report(f"FastDistill run 'demo' ({time.perf_counter() - started:.0f}s)", result,
-                        {a.key.to_user_string() for a in fastdistill_assets.assets})
+    result = _guarded(
+        instance,
+        lambda: run_fastdistill(
+            "demo",
+            instance=instance,
+            storage=storage,
+            teacher_llm=defs.resources["teacher_llm"],
+            text_student=defs.resources["text_student"],
+            raise_on_error=False,
+        ),
+    )
+    problems += _report(
+        f"FastDistill run 'demo' ({time.perf_counter() - started:.0f}s)",
+        result,
+        {a.key.to_user_string() for a in fastdistill_assets.assets},
+    )
     return _finish(problems, storage, instance)
 
 
@@ -140,23 +166,33 @@ def _review_and_rejudge(instance: dg.DagsterInstance, missions: list[str], stora
     reviewed = review_sample_inbox(storage.images())
     if not reviewed:
         return []
-    print(f"\n[review] a reviewer filed {len(reviewed)} judged inbox groups; inbox_verdicts_job logs the reviews",
-          flush=True)
+    print(
+        f"\n[review] a reviewer filed {len(reviewed)} judged inbox groups; inbox_verdicts_job logs the reviews",
+        flush=True,
+    )
     job = defs.resolve_job_def("inbox_verdicts_job")
     expected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
     run_config = _run_config_for(expected)
     problems = []
     for mission in sorted({r.split("/")[0] for r in reviewed} & set(missions)):
-        result = _guarded(instance, lambda m=mission: job.execute_in_process(
-            run_config=run_config, partition_key=m, instance=instance, raise_on_error=False))
+        result = _guarded(
+            instance,
+            lambda m=mission: job.execute_in_process(
+                run_config=run_config, partition_key=m, instance=instance, raise_on_error=False
+            ),
+        )
         problems += _report(f"{mission} reviews (run {result.run_id})", result, expected)
     return problems
 
 
 def _finish(problems: list[str], storage, instance) -> int:
     print("\n[health] mission_health: every mission at a glance", flush=True)
-    result = _guarded(instance, lambda: defs.resolve_job_def("mission_health_job").execute_in_process(
-        run_config=_run_config_for(set()), instance=instance, raise_on_error=False))
+    result = _guarded(
+        instance,
+        lambda: defs.resolve_job_def("mission_health_job").execute_in_process(
+            run_config=_run_config_for(set()), instance=instance, raise_on_error=False
+        ),
+    )
     problems += _report(f"mission_health (run {result.run_id})", result, {MISSION_HEALTH})
     for mat in result.get_asset_materialization_events():
         print(mat.step_materialization_data.materialization.metadata["health"].value)
@@ -196,14 +232,18 @@ def _stop_on_signals(instance: dg.DagsterInstance) -> None:
     The runs execute on a worker thread (`_guarded`), so Dagster's in-process executor, which defers
     SIGINT in the main thread and never looks while it waits on a pool slot, does not swallow it.
     """
+
     def stop(signum, _frame):
         name = signal.Signals(signum).name
         runs = _runs_of_this_process(instance)
         for run in runs:
             instance.report_run_canceled(run, message=f"make demo stopped by {name}")
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        print(f"\nstopped by {name}: {len(runs)} run(s) canceled "
-              f"({', '.join(r.run_id for r in runs) or 'none in flight'}), their pool slots freed", flush=True)
+        print(
+            f"\nstopped by {name}: {len(runs)} run(s) canceled "
+            f"({', '.join(r.run_id for r in runs) or 'none in flight'}), their pool slots freed",
+            flush=True,
+        )
         os._exit(128 + signum)
 
     signal.signal(signal.SIGINT, stop)
@@ -273,11 +313,14 @@ def _report(title: str, result, expected: set[str]) -> list[str]:
     """
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     missing = sorted(expected - materialized)
-    failed_checks = [f"{e.asset_key.to_user_string()}:{e.check_name}"
-                     for e in result.get_asset_check_evaluations() if not e.passed]
+    failed_checks = [
+        f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
+    ]
     status = "ok" if not missing else "FAILED"
-    print(f"[{status}] {title}: {len(materialized)} assets materialized"
-          + (f", failed checks: {', '.join(failed_checks)}" if failed_checks else ""))
+    print(
+        f"[{status}] {title}: {len(materialized)} assets materialized"
+        + (f", failed checks: {', '.join(failed_checks)}" if failed_checks else "")
+    )
     out = [f"FAILED {title}: not materialized: {', '.join(missing)}"] if missing else []
     out += [f"check did not pass in {title}: {check}" for check in failed_checks]
     return out

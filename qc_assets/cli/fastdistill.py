@@ -32,8 +32,17 @@ from resources.training.text_student import TextStudentResource, text_student_fr
 # (require_gold_match=False) to have something to train on; the reports show the gold-match rate as
 # it is. A real run with a capable teacher keeps the default require_gold_match=True.
 DEMO_RUN_CONFIG = {
-    "source": "synthetic", "seed": 0, "per_template": 1, "max_train": 12, "max_dev": 4,
-    "recipe": "sql", "temperature": 0.0, "n": 1, "max_new_tokens": 40, "max_in_flight": 1, "chunk_size": 8,
+    "source": "synthetic",
+    "seed": 0,
+    "per_template": 1,
+    "max_train": 12,
+    "max_dev": 4,
+    "recipe": "sql",
+    "temperature": 0.0,
+    "n": 1,
+    "max_new_tokens": 40,
+    "max_in_flight": 1,
+    "chunk_size": 8,
     "require_gold_match": False,
 }
 DEMO_STUDENT_CONFIG = {"lora": {"max_steps": 6, "batch_size": 2}, "eval_max_new_tokens": 48}
@@ -128,8 +137,9 @@ def _teacher(settings: dict) -> LLMResource:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qc_assets.cli.fastdistill",
-                                description="Materialize the FastDistill group for one run id.")
+    p = argparse.ArgumentParser(
+        prog="python -m qc_assets.cli.fastdistill", description="Materialize the FastDistill group for one run id."
+    )
     p.add_argument("run_id")
     p.add_argument("--config", help="run file: run / student / teacher blocks (configs/fastdistill/*.yaml)")
     p.add_argument("--demo", action="store_true", help="start from the small embedded-SmolLM2 demo settings")
@@ -143,8 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("give --config run.yaml (see configs/fastdistill/), or --demo for the demo settings")
     blocks = load_run_file(args.config) if args.config else {"run": {}, "student": {}, "teacher": {}}
     teacher = _teacher(blocks["teacher"]) if (blocks["teacher"] or not args.demo) else None
-    result = run_fastdistill(args.run_id, blocks["run"], blocks["student"], teacher_llm=teacher,
-                             include_student=not args.no_student, raise_on_error=False, demo=args.demo)
+    result = run_fastdistill(
+        args.run_id,
+        blocks["run"],
+        blocks["student"],
+        teacher_llm=teacher,
+        include_student=not args.no_student,
+        raise_on_error=False,
+        demo=args.demo,
+    )
     print(f"fastdistill run {args.run_id} {'succeeded' if result.success else 'FAILED'}")
     return 0 if result.success else 1
 

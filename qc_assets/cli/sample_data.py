@@ -1,7 +1,8 @@
 """Write a small synthetic image set in the production layout (`python -m qc_assets.cli.sample_data DIR`).
 
 Three missions, pass and fail groups, one resubmission (the same group id under both labels), a few
-unlabelled groups waiting in each mission's inbox folder (`待审核`), images of different sizes, and a few bad files that Stage-A must list rather than choke on. The pass/fail
+unlabelled groups waiting in each mission's inbox folder (`待审核`), images of different sizes, and a
+few bad files that Stage-A must list rather than choke on. The pass/fail
 difference is drawn visibly (a yellow-green ground wire present or missing, blanking plates present
 or missing, RRU bolts present or missing), so a real VLM could tell them apart.
 """
@@ -84,8 +85,9 @@ def _jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def write_sample_images(root: str | Path, seed: int = 7, groups_per_label: int = 3, inbox_groups: int = 2,
-                        reviewed_groups: int = 0) -> Path:
+def write_sample_images(
+    root: str | Path, seed: int = 7, groups_per_label: int = 3, inbox_groups: int = 2, reviewed_groups: int = 0
+) -> Path:
     """Write the set under `root`; files that already exist are left as they are (a re-run is a no-op).
 
     `inbox_groups` unlabelled groups per mission go under `<mission>/待审核/` (alternately drawn as a

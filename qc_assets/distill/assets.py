@@ -6,7 +6,6 @@ import json
 import dagster as dg
 
 from qc_assets.asset_names import DISTILL_CHATML, STAGE_B_GUIDANCE
-from qc_assets.stage_b.automation import RETRAIN_CONDITION
 from qc_assets.distill.config import DistillConfig
 from qc_assets.distill.pipeline import DistillResult, run_distill
 from qc_assets.distill.sources import (
@@ -24,6 +23,7 @@ from qc_assets.metadata import parquet_column_schema
 from qc_assets.missions import get_mission
 from qc_assets.run_config import dagster_config, to_domain
 from qc_assets.stage_a.assets import load_stage_a_records
+from qc_assets.stage_b.automation import RETRAIN_CONDITION
 from qc_assets.stage_b.guidance import load_guidance
 from resources.llm.resource import LLMResource
 from resources.storage import StorageResource
@@ -37,17 +37,25 @@ def stage_b_convergence(stage_b_dir, allow_unconverged: bool) -> tuple[dict, str
     """(what the metadata records about the Stage-B run, why distillation must refuse it or None)."""
     path = stage_b_dir / "result.json"
     if not path.exists():
-        return {}, (f"no Stage-B result under {stage_b_dir}: {STAGE_B_GUIDANCE} must be materialized first "
-                    "(distillation runs on converged guidance)")
+        return {}, (
+            f"no Stage-B result under {stage_b_dir}: {STAGE_B_GUIDANCE} must be materialized first "
+            "(distillation runs on converged guidance)"
+        )
     result = json.loads(path.read_text(encoding="utf-8"))
     reason = result.get("stop_reason", "unknown (result.json predates stop_reason: re-materialize Stage-B)")
-    info = {"stage_b_run_id": result.get("run_id"), "stage_b_stop_reason": reason,
-            "stage_b_converged": reason == "converged", "allow_unconverged": allow_unconverged}
+    info = {
+        "stage_b_run_id": result.get("run_id"),
+        "stage_b_stop_reason": reason,
+        "stage_b_converged": reason == "converged",
+        "allow_unconverged": allow_unconverged,
+    }
     if reason == "converged" or allow_unconverged:
         return info, None
-    return info, (f"Stage-B run {result.get('run_id')!r} did not converge (stop_reason={reason}); distillation "
-                  "runs on converged guidance only. Re-run Stage-B until stage_b_converged passes, or set "
-                  "allow_unconverged: true in distill_chatml's run config (the metadata will record it)")
+    return info, (
+        f"Stage-B run {result.get('run_id')!r} did not converge (stop_reason={reason}); distillation "
+        "runs on converged guidance only. Re-run Stage-B until stage_b_converged passes, or set "
+        "allow_unconverged: true in distill_chatml's run config (the metadata will record it)"
+    )
 
 
 def _load_inputs(storage: StorageResource, mission: str, which: str, allow_unconverged: bool):
@@ -60,12 +68,14 @@ def _load_inputs(storage: StorageResource, mission: str, which: str, allow_uncon
         raise dg.Failure(
             f"Stage-B run {state.get('run_id')!r} for mission {mission!r} has not finished: distillation runs only "
             f"after {STAGE_B_GUIDANCE} has converged; wait for (or resume) that materialization",
-            metadata={"state": dg.MetadataValue.path(str(state_path)), "phase": str(state.get("phase"))})
+            metadata={"state": dg.MetadataValue.path(str(state_path)), "phase": str(state.get("phase"))},
+        )
     if state.get("status") == "failed":
         raise dg.Failure(
             f"Stage-B run {state.get('run_id')!r} for mission {mission!r} failed ({state.get('error')}); "
             f"re-materialize {STAGE_B_GUIDANCE} before distilling",
-            metadata={"state": dg.MetadataValue.path(str(state_path))})
+            metadata={"state": dg.MetadataValue.path(str(state_path))},
+        )
     convergence, refusal = stage_b_convergence(stage_b_dir, allow_unconverged)
     if refusal is not None:
         raise dg.Failure(refusal, metadata={k: v for k, v in convergence.items() if v is not None})
@@ -75,12 +85,14 @@ def _load_inputs(storage: StorageResource, mission: str, which: str, allow_uncon
         raise dg.Failure(
             f"no {which!r} Stage-B guidance for mission {mission!r} under {stage_b_dir}: "
             f"{STAGE_B_GUIDANCE} must be materialized first ({e})",
-            metadata={"expected_dir": dg.MetadataValue.path(str(stage_b_dir / "guidance"))}) from e
+            metadata={"expected_dir": dg.MetadataValue.path(str(stage_b_dir / "guidance"))},
+        ) from e
     return records, guidance, stage_b_dir, convergence
 
 
-def _source(stage_b_dir, run_id: str, guidance, records: list[dict], config: DistillConfig, teacher_fingerprint: str
-            ) -> tuple[SourceChoice, list[dict], set[str]]:
+def _source(
+    stage_b_dir, run_id: str, guidance, records: list[dict], config: DistillConfig, teacher_fingerprint: str
+) -> tuple[SourceChoice, list[dict], set[str]]:
     """(the source used, the selected answers when it is `selections`, the held-out test record ids)."""
     held_out = test_record_ids(iter_jsonl(stage_b_dir / "splits.jsonl"), run_id)
     requested = config.source
@@ -91,10 +103,16 @@ def _source(stage_b_dir, run_id: str, guidance, records: list[dict], config: Dis
     except ValueError:
         if requested == "selections":
             raise
-        return SourceChoice("teacher", f"auto: no selections of guidance v{guidance.version} in Stage-B run "
-                                       f"{run_id!r}", None), [], held_out
-    choice = choose_source(requested, stage_b_model(rows), teacher_fingerprint, config.constrained,
-                           stage_b_constrained(rows))
+        return (
+            SourceChoice(
+                "teacher", f"auto: no selections of guidance v{guidance.version} in Stage-B run {run_id!r}", None
+            ),
+            [],
+            held_out,
+        )
+    choice = choose_source(
+        requested, stage_b_model(rows), teacher_fingerprint, config.constrained, stage_b_constrained(rows)
+    )
     if choice.source == "teacher":
         return choice, [], held_out
     return choice, selected_answers(rows, {r["record_id"]: r for r in records}), held_out
@@ -107,39 +125,64 @@ def _source(stage_b_dir, run_id: str, guidance, records: list[dict], config: Dis
     group_name="qc",
     kinds={"python"},
     description="Teacher answers under the converged guidance, kept only where they agree with the label, "
-                "as chatml SFT rows (+ DPO pairs).",
+    "as chatml SFT rows (+ DPO pairs).",
 )
-def distill_chatml(context: dg.AssetExecutionContext, config: DistillAssetConfig, storage: StorageResource,
-                   teacher_llm: LLMResource) -> dg.MaterializeResult:
+def distill_chatml(
+    context: dg.AssetExecutionContext, config: DistillAssetConfig, storage: StorageResource, teacher_llm: LLMResource
+) -> dg.MaterializeResult:
     mission = get_mission(context.partition_key)
     distill_config = to_domain(config, DistillConfig)
-    records, guidance, stage_b_dir, convergence = _load_inputs(storage, mission.name, distill_config.guidance,
-                                                              distill_config.allow_unconverged)
+    records, guidance, stage_b_dir, convergence = _load_inputs(
+        storage, mission.name, distill_config.guidance, distill_config.allow_unconverged
+    )
     out_dir = storage.asset_dir(DISTILL_CHATML, mission.name)
     try:
         llm = teacher_llm.get_llm()
     except (OSError, ValueError) as e:
         raise dg.Failure(f"could not load the teacher LLM: {e}", metadata={"backend": teacher_llm.backend}) from e
     try:
-        source, selected, held_out = _source(stage_b_dir, convergence["stage_b_run_id"], guidance, records,
-                                             distill_config, llm.fingerprint)
+        source, selected, held_out = _source(
+            stage_b_dir, convergence["stage_b_run_id"], guidance, records, distill_config, llm.fingerprint
+        )
     except ValueError as e:
-        raise dg.Failure(f"distill_chatml cannot take its answers from Stage-B run "
-                         f"{convergence['stage_b_run_id']!r}: {e}", metadata={
-                             "source": distill_config.source, "stage_b_dir": dg.MetadataValue.path(str(stage_b_dir)),
-                             "teacher_fingerprint": llm.fingerprint}) from e
+        raise dg.Failure(
+            f"distill_chatml cannot take its answers from Stage-B run {convergence['stage_b_run_id']!r}: {e}",
+            metadata={
+                "source": distill_config.source,
+                "stage_b_dir": dg.MetadataValue.path(str(stage_b_dir)),
+                "teacher_fingerprint": llm.fingerprint,
+            },
+        ) from e
     try:
-        result = run_distill(records, mission, guidance, llm, distill_config, out_dir,
-                             trajectory_rows=iter_jsonl(stage_b_dir / "trajectories.jsonl"), log=context.log.info,
-                             source=source, selected=selected, held_out=held_out)
+        result = run_distill(
+            records,
+            mission,
+            guidance,
+            llm,
+            distill_config,
+            out_dir,
+            trajectory_rows=iter_jsonl(stage_b_dir / "trajectories.jsonl"),
+            log=context.log.info,
+            source=source,
+            selected=selected,
+            held_out=held_out,
+        )
     except OSError as e:
-        raise dg.Failure(f"distillation I/O failed for {mission.name}: {e}",
-                         metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
+        raise dg.Failure(
+            f"distillation I/O failed for {mission.name}: {e}",
+            metadata={"out_dir": dg.MetadataValue.path(str(out_dir))},
+        ) from e
     if not convergence["stage_b_converged"]:
-        context.log.warning(f"distilling under a Stage-B run that did not converge "
-                            f"({convergence['stage_b_stop_reason']}), as allow_unconverged asks")
-    return dg.MaterializeResult(metadata={**_metadata(result, distill_config, teacher_llm.backend),
-                                          **{f"distill/{k}": v for k, v in convergence.items() if v is not None}})
+        context.log.warning(
+            f"distilling under a Stage-B run that did not converge "
+            f"({convergence['stage_b_stop_reason']}), as allow_unconverged asks"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            **_metadata(result, distill_config, teacher_llm.backend),
+            **{f"distill/{k}": v for k, v in convergence.items() if v is not None},
+        }
+    )
 
 
 def _reasons_table(result: DistillResult) -> str:
@@ -148,10 +191,14 @@ def _reasons_table(result: DistillResult) -> str:
 
 def _preview(result: DistillResult) -> str:
     if not result.rows:
-        return ("**empty corpus**: no teacher answer was well formed and agreed with its label "
-                f"({result.n_answers} answers, see rejected.jsonl)")
-    lines = [f"- `{r['group_id']}` ({r['label']}) → {r['messages'][-1]['content'].replace(chr(10), ' / ')}"
-             for r in result.rows[:5]]
+        return (
+            "**empty corpus**: no teacher answer was well formed and agreed with its label "
+            f"({result.n_answers} answers, see rejected.jsonl)"
+        )
+    lines = [
+        f"- `{r['group_id']}` ({r['label']}) → {r['messages'][-1]['content'].replace(chr(10), ' / ')}"
+        for r in result.rows[:5]
+    ]
     return "\n".join(lines)[:480]
 
 

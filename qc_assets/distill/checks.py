@@ -25,8 +25,9 @@ def _missing(path_hint: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=False, metadata={"expected": path_hint, "actual": "missing"})
 
 
-@dg.asset_check(asset=distill_chatml, blocking=True,
-                description="Every row satisfies the distill_chatml contract (pandera schema).")
+@dg.asset_check(
+    asset=distill_chatml, blocking=True, description="Every row satisfies the distill_chatml contract (pandera schema)."
+)
 def distill_chatml_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     frame = _read_corpus(storage, context.partition_key)
     if frame is None:
@@ -34,30 +35,47 @@ def distill_chatml_schema(context: dg.AssetCheckExecutionContext, storage: Stora
     try:
         validate_frame(frame)
     except (SchemaErrors, SchemaError) as e:
-        return dg.AssetCheckResult(passed=False, metadata={
-            "expected": "rows satisfy the distill_chatml/v1 schema", "rows": frame.height, "errors": str(e)[:2000]})
-    return dg.AssetCheckResult(passed=True, metadata={
-        "expected": "rows satisfy the distill_chatml/v1 schema", "actual": "ok", "rows": frame.height})
+        return dg.AssetCheckResult(
+            passed=False,
+            metadata={
+                "expected": "rows satisfy the distill_chatml/v1 schema",
+                "rows": frame.height,
+                "errors": str(e)[:2000],
+            },
+        )
+    return dg.AssetCheckResult(
+        passed=True,
+        metadata={"expected": "rows satisfy the distill_chatml/v1 schema", "actual": "ok", "rows": frame.height},
+    )
 
 
 @dg.asset_check(asset=distill_chatml, description="Every assistant verdict equals the group's label (100%).")
-def distill_chatml_label_agreement(context: dg.AssetCheckExecutionContext, storage: StorageResource
-                                   ) -> dg.AssetCheckResult:
+def distill_chatml_label_agreement(
+    context: dg.AssetCheckExecutionContext, storage: StorageResource
+) -> dg.AssetCheckResult:
     frame = _read_corpus(storage, context.partition_key)
     if frame is None:
         return _missing(CHATML_PARQUET)
-    agree = sum(parse_verdict(m[-1]["content"]).verdict == label
-                for m, label in frame.select("messages", "label").iter_rows())
+    agree = sum(
+        parse_verdict(m[-1]["content"]).verdict == label for m, label in frame.select("messages", "label").iter_rows()
+    )
     rate = agree / frame.height if frame.height else None
-    return dg.AssetCheckResult(passed=agree == frame.height, metadata={
-        "expected_agreement": 1.0, "actual_agreement": rate, "rows": frame.height,
-        "disagreeing_rows": frame.height - agree,
-        "note": "empty corpus: nothing to disagree" if frame.height == 0 else ""})
+    return dg.AssetCheckResult(
+        passed=agree == frame.height,
+        metadata={
+            "expected_agreement": 1.0,
+            "actual_agreement": rate,
+            "rows": frame.height,
+            "disagreeing_rows": frame.height - agree,
+            "note": "empty corpus: nothing to disagree" if frame.height == 0 else "",
+        },
+    )
 
 
 @dg.asset_check(asset=distill_chatml, description="Each label's share of rows is within the configured band.")
-def distill_chatml_label_balance(context: dg.AssetCheckExecutionContext, storage: StorageResource
-                                 ) -> dg.AssetCheckResult:
+def distill_chatml_label_balance(
+    context: dg.AssetCheckExecutionContext, storage: StorageResource
+) -> dg.AssetCheckResult:
     frame = _read_corpus(storage, context.partition_key)
     if frame is None:
         return _missing(CHATML_PARQUET)
@@ -66,26 +84,46 @@ def distill_chatml_label_balance(context: dg.AssetCheckExecutionContext, storage
     band = float(summary.get("config", {}).get("min_label_share", DistillConfig().min_label_share))
     counts = {label: frame.filter(pl.col("label") == label).height for label in ("pass", "fail")}
     if frame.height == 0:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={
-            "expected_min_share": band, "actual": "empty corpus: no row kept, balance undefined",
-            "rows_pass": 0, "rows_fail": 0})
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "expected_min_share": band,
+                "actual": "empty corpus: no row kept, balance undefined",
+                "rows_pass": 0,
+                "rows_fail": 0,
+            },
+        )
     shares = {label: n / frame.height for label, n in counts.items()}
-    return dg.AssetCheckResult(passed=min(shares.values()) >= band, severity=dg.AssetCheckSeverity.WARN, metadata={
-        "expected_min_share": band, "actual_pass_share": shares["pass"], "actual_fail_share": shares["fail"],
-        "rows_pass": counts["pass"], "rows_fail": counts["fail"]})
+    return dg.AssetCheckResult(
+        passed=min(shares.values()) >= band,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "expected_min_share": band,
+            "actual_pass_share": shares["pass"],
+            "actual_fail_share": shares["fail"],
+            "rows_pass": counts["pass"],
+            "rows_fail": counts["fail"],
+        },
+    )
 
 
 @dg.asset_check(asset=distill_chatml, description="No duplicate (group_id, record_id, sample, copy) rows.")
-def distill_chatml_unique_rows(context: dg.AssetCheckExecutionContext, storage: StorageResource
-                               ) -> dg.AssetCheckResult:
+def distill_chatml_unique_rows(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     frame = _read_corpus(storage, context.partition_key)
     if frame is None:
         return _missing(CHATML_PARQUET)
     key = ["group_id", "record_id", "sample", "copy"]
     dupes = frame.height - frame.select(key).unique().height
-    return dg.AssetCheckResult(passed=dupes == 0, metadata={
-        "key": ", ".join(key), "expected_duplicates": 0, "actual_duplicates": dupes, "rows": frame.height})
+    return dg.AssetCheckResult(
+        passed=dupes == 0,
+        metadata={"key": ", ".join(key), "expected_duplicates": 0, "actual_duplicates": dupes, "rows": frame.height},
+    )
 
 
-asset_checks = [distill_chatml_schema, distill_chatml_label_agreement, distill_chatml_label_balance,
-                distill_chatml_unique_rows]
+asset_checks = [
+    distill_chatml_schema,
+    distill_chatml_label_agreement,
+    distill_chatml_label_balance,
+    distill_chatml_unique_rows,
+]

@@ -20,20 +20,30 @@ SOURCES = ("auto", "selections", "teacher")
 
 @dataclass(frozen=True)
 class DistillConfig:
-    source: str = field(default="auto", metadata={"help": (
-        "selections: export Stage-B's selected candidate of each train and selection group from the epoch that "
-        "evaluated the kept guidance (no teacher call; Stage-B must have run with the teacher model); teacher: "
-        "ask the teacher again, n_samples per group; auto: selections when Stage-B's model fingerprint equals "
-        "the teacher's, else teacher")})
+    source: str = field(
+        default="auto",
+        metadata={
+            "help": (
+                "selections: export Stage-B's selected candidate of each train and selection group from the epoch that "
+                "evaluated the kept guidance (no teacher call; Stage-B must have run with the teacher model); teacher: "
+                "ask the teacher again, n_samples per group; auto: selections when Stage-B's model fingerprint equals "
+                "the teacher's, else teacher"
+            )
+        },
+    )
     n_samples: int = field(default=4, metadata={"help": "teacher samples per group (source: teacher)"})
     temperature: float = field(default=0.7, metadata={"help": "teacher sampling temperature (0 = greedy)"})
     top_p: float = field(default=0.95, metadata={"help": "teacher nucleus sampling mass"})
     max_new_tokens: int = field(default=64, metadata={"help": "teacher completion budget in tokens"})
     seed: int = field(default=0, metadata={"help": "base seed; sample i of every group uses a seed derived from it"})
     constrained: bool = field(
-        default=False, metadata={"help": "decode under the verdict contract (DecodeParams.constraint) where the "
-                                         "backend can; with source auto, Stage-B's selections qualify only if "
-                                         "decoded so too"})
+        default=False,
+        metadata={
+            "help": "decode under the verdict contract (DecodeParams.constraint) where the "
+            "backend can; with source auto, Stage-B's selections qualify only if "
+            "decoded so too"
+        },
+    )
     guidance: str = field(default="best", metadata={"help": "which Stage-B guidance pointer to distil under"})
     batch_size: int = field(default=8, metadata={"help": "conversations per llm.chat call"})
     short_rationale: bool = field(default=True, metadata={"help": "recipe: enforce max_reason_chars on the 理由 line"})
@@ -42,15 +52,23 @@ class DistillConfig:
     preference_pairs: bool = field(default=True, metadata={"help": "recipe: export DPO pairs"})
     # How much a hard row weighs is the fusion config's business (sources[].hard_case_factor, seed 000);
     # distillation only marks the rows (`hard_case`).
-    hard_fail_groups: bool = field(default=True, metadata={
-        "help": "fail-labelled groups (label = fail and verdict = fail once kept) count as hard"})
+    hard_fail_groups: bool = field(
+        default=True,
+        metadata={"help": "fail-labelled groups (label = fail and verdict = fail once kept) count as hard"},
+    )
     hard_majority_wrong: bool = field(
-        default=True, metadata={"help": "groups the Stage-B majority got wrong under the kept guidance count as hard"})
+        default=True, metadata={"help": "groups the Stage-B majority got wrong under the kept guidance count as hard"}
+    )
     min_label_share: float = field(
-        default=0.2, metadata={"help": "balance check: each label's share of exported rows must be >= this"})
+        default=0.2, metadata={"help": "balance check: each label's share of exported rows must be >= this"}
+    )
     allow_unconverged: bool = field(
-        default=False, metadata={"help": "distil under the guidance of a Stage-B run that did not converge "
-                                         "(recorded in the metadata); by default such a run is refused"})
+        default=False,
+        metadata={
+            "help": "distil under the guidance of a Stage-B run that did not converge "
+            "(recorded in the metadata); by default such a run is refused"
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "max_new_tokens", "batch_size", "max_reason_chars"):
@@ -68,8 +86,9 @@ class DistillConfig:
             raise ValueError(f"min_label_share must be in [0, 0.5] (two labels), got {self.min_label_share}")
         if self.temperature == 0 and self.n_samples > 1 and self.multi_sample:
             # Greedy samples are identical; n > 1 would only produce duplicate_answer rejections.
-            raise ValueError(f"temperature=0 with n_samples={self.n_samples} repeats one answer; "
-                             "use temperature > 0 or n_samples=1")
+            raise ValueError(
+                f"temperature=0 with n_samples={self.n_samples} repeats one answer; use temperature > 0 or n_samples=1"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,12 +24,23 @@ def _lineage(record: dict, guidance, teacher: str) -> dict:
     hashes = record.get("image_sha256")
     if not isinstance(hashes, list) or not hashes:
         raise ValueError(f"record {record['record_id']!r} has no image_sha256 list; lineage needs the image hashes")
-    return {"record_id": record["record_id"], "image_sha256": list(hashes), "guidance_hash": guidance.content_hash(),
-            "teacher": teacher}
+    return {
+        "record_id": record["record_id"],
+        "image_sha256": list(hashes),
+        "guidance_hash": guidance.content_hash(),
+        "teacher": teacher,
+    }
 
 
-def chatml_rows(judged: Sequence[Judged], records: dict[str, dict], prompts: dict[str, list[dict]], guidance,
-                teacher: str, hard: set[str], hard_case_factor: int) -> list[dict]:
+def chatml_rows(
+    judged: Sequence[Judged],
+    records: dict[str, dict],
+    prompts: dict[str, list[dict]],
+    guidance,
+    teacher: str,
+    hard: set[str],
+    hard_case_factor: int,
+) -> list[dict]:
     """One row per kept answer, repeated `hard_case_factor` times (copy 0..f-1) for hard groups."""
     rows = []
     for j in judged:
@@ -39,41 +50,67 @@ def chatml_rows(judged: Sequence[Judged], records: dict[str, dict], prompts: dic
         weight = hard_case_factor if j.record_id in hard else 1
         messages = [*prompts[j.record_id], {"role": "assistant", "content": j.text}]
         for copy in range(weight):
-            rows.append({
-                "group_id": rec["group_id"], "mission": rec["mission"], "label": rec["label"],
-                "guidance_version": guidance.version, "messages": messages,
-                **_lineage(rec, guidance, teacher),
-                "sample": j.answer["sample"], "copy": copy, "weight": weight, "hard_case": j.record_id in hard,
-                "answer": j.verdict, "rationale": j.rationale,
-            })
+            rows.append(
+                {
+                    "group_id": rec["group_id"],
+                    "mission": rec["mission"],
+                    "label": rec["label"],
+                    "guidance_version": guidance.version,
+                    "messages": messages,
+                    **_lineage(rec, guidance, teacher),
+                    "sample": j.answer["sample"],
+                    "copy": copy,
+                    "weight": weight,
+                    "hard_case": j.record_id in hard,
+                    "answer": j.verdict,
+                    "rationale": j.rationale,
+                }
+            )
     return rows
 
 
-def pair_rows(pairs: Sequence[PreferencePair], records: dict[str, dict], prompts: dict[str, list[dict]], guidance,
-              teacher: str) -> list[dict]:
+def pair_rows(
+    pairs: Sequence[PreferencePair], records: dict[str, dict], prompts: dict[str, list[dict]], guidance, teacher: str
+) -> list[dict]:
     """TRL's conversational preference format: prompt / chosen / rejected message lists."""
     rows = []
     for p in pairs:
         rec = records[p.chosen.record_id]
-        rows.append({
-            "group_id": rec["group_id"], "mission": rec["mission"], "label": rec["label"],
-            "guidance_version": guidance.version, **_lineage(rec, guidance, teacher),
-            "prompt": prompts[p.chosen.record_id],
-            "chosen": [{"role": "assistant", "content": p.chosen.text}],
-            "rejected": [{"role": "assistant", "content": p.rejected_text}],
-            "chosen_sample": p.chosen.answer["sample"], "rejected_sample": p.rejected.answer["sample"],
-            "rejected_reason": p.rejected.reason,
-        })
+        rows.append(
+            {
+                "group_id": rec["group_id"],
+                "mission": rec["mission"],
+                "label": rec["label"],
+                "guidance_version": guidance.version,
+                **_lineage(rec, guidance, teacher),
+                "prompt": prompts[p.chosen.record_id],
+                "chosen": [{"role": "assistant", "content": p.chosen.text}],
+                "rejected": [{"role": "assistant", "content": p.rejected_text}],
+                "chosen_sample": p.chosen.answer["sample"],
+                "rejected_sample": p.rejected.answer["sample"],
+                "rejected_reason": p.rejected.reason,
+            }
+        )
     return rows
 
 
 def rejected_rows(judged: Sequence[Judged]) -> list[dict]:
-    return [{
-        "record_id": j.record_id, "group_id": j.answer["group_id"], "label": j.answer["label"],
-        "sample": j.answer["sample"], "seed": j.answer["seed"], "reason": j.reason, "verdict": j.verdict,
-        "rationale_chars": None if j.rationale is None else len(j.rationale),
-        "raw": j.answer.get("raw"), "error": j.answer.get("error"),
-    } for j in judged if not j.kept]
+    return [
+        {
+            "record_id": j.record_id,
+            "group_id": j.answer["group_id"],
+            "label": j.answer["label"],
+            "sample": j.answer["sample"],
+            "seed": j.answer["seed"],
+            "reason": j.reason,
+            "verdict": j.verdict,
+            "rationale_chars": None if j.rationale is None else len(j.rationale),
+            "raw": j.answer.get("raw"),
+            "error": j.answer.get("error"),
+        }
+        for j in judged
+        if not j.kept
+    ]
 
 
 def write_outputs(out_dir: str | Path, rows: list[dict], pairs: list[dict], rejected: list[dict]) -> dict[str, Path]:

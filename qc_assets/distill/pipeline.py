@@ -64,16 +64,31 @@ class DistillResult:
     def summary(self) -> dict:
         t = self.teacher_run
         return {
-            "mission": self.mission, "guidance_version": self.guidance_version, "guidance_hash": self.guidance_hash,
-            "teacher": self.teacher, "groups": self.n_groups, "answers": self.n_answers,
-            "kept_answers": self.kept_answers, "keep_rate": self.keep_rate, "rows": len(self.rows),
-            "label_counts": self.label_counts, "rejected": self.rejected, "preference_pairs": self.n_pairs,
-            "hard_groups": self.hard_groups, "majority_wrong_groups": self.majority_wrong_groups,
-            "teacher_calls": t.teacher_calls, "cached": t.cached, "failed": t.failed,
-            "chat_requests": t.chat_requests, "prompt_tokens": t.prompt_tokens,
-            "completion_tokens": t.completion_tokens, "paths": {k: str(v) for k, v in self.paths.items()},
-            "source": self.source.source, "source_reason": self.source.reason,
-            "stage_b_model": self.source.stage_b_model, "teacher_calls_saved": self.teacher_calls_saved,
+            "mission": self.mission,
+            "guidance_version": self.guidance_version,
+            "guidance_hash": self.guidance_hash,
+            "teacher": self.teacher,
+            "groups": self.n_groups,
+            "answers": self.n_answers,
+            "kept_answers": self.kept_answers,
+            "keep_rate": self.keep_rate,
+            "rows": len(self.rows),
+            "label_counts": self.label_counts,
+            "rejected": self.rejected,
+            "preference_pairs": self.n_pairs,
+            "hard_groups": self.hard_groups,
+            "majority_wrong_groups": self.majority_wrong_groups,
+            "teacher_calls": t.teacher_calls,
+            "cached": t.cached,
+            "failed": t.failed,
+            "chat_requests": t.chat_requests,
+            "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens,
+            "paths": {k: str(v) for k, v in self.paths.items()},
+            "source": self.source.source,
+            "source_reason": self.source.reason,
+            "stage_b_model": self.source.stage_b_model,
+            "teacher_calls_saved": self.teacher_calls_saved,
             "held_out_records": self.held_out_records,
         }
 
@@ -92,10 +107,20 @@ def validate_records(records: Sequence[dict], mission_name: str) -> list[dict]:
     return sorted(records, key=lambda r: r["record_id"])
 
 
-def run_distill(records: Sequence[dict], mission, guidance: Guidance, llm: ChatLLM, config: DistillConfig,
-                out_dir: str | Path, trajectory_rows: Iterable[dict] = (),
-                log: Callable[[str], None] = print, *, source: SourceChoice = TEACHER_SOURCE,
-                selected: Sequence[dict] = (), held_out: set[str] | frozenset[str] = frozenset()) -> DistillResult:
+def run_distill(
+    records: Sequence[dict],
+    mission,
+    guidance: Guidance,
+    llm: ChatLLM,
+    config: DistillConfig,
+    out_dir: str | Path,
+    trajectory_rows: Iterable[dict] = (),
+    log: Callable[[str], None] = print,
+    *,
+    source: SourceChoice = TEACHER_SOURCE,
+    selected: Sequence[dict] = (),
+    held_out: set[str] | frozenset[str] = frozenset(),
+) -> DistillResult:
     """Take the answers (Stage-B's `selected` candidates, or a teacher pass), filter them against the
     labels, write the corpus. `held_out` are the Stage-B test record ids: never asked about, never
     exported. `trajectory_rows` are Stage-B's rollouts, used only to find groups its majority got wrong."""
@@ -109,8 +134,15 @@ def run_distill(records: Sequence[dict], mission, guidance: Guidance, llm: ChatL
         leaked = sorted({a["record_id"] for a in selected} - set(by_id))
         if leaked:
             raise ValueError(f"{len(leaked)} selected answers are for held-out or unknown records, e.g. {leaked[0]!r}")
-        run = TeacherRun(answers=list(selected), teacher_calls=0, cached=0, failed=0, chat_requests=0,
-                         prompt_tokens=0, completion_tokens=0)
+        run = TeacherRun(
+            answers=list(selected),
+            teacher_calls=0,
+            cached=0,
+            failed=0,
+            chat_requests=0,
+            prompt_tokens=0,
+            completion_tokens=0,
+        )
         answers_path = atomic_write_jsonl(out_dir / SELECTED_FILE, list(selected))
         # one row per group, as seed 000 asks: the teacher pass this replaces would ask n_samples per group
         saved = len(selected) * config.n_samples
@@ -126,14 +158,28 @@ def run_distill(records: Sequence[dict], mission, guidance: Guidance, llm: ChatL
     paths = write_outputs(out_dir, rows, pairs, rejected_rows(judged))
     paths["answers"] = answers_path
     result = DistillResult(
-        mission=mission.name, guidance_version=guidance.version, guidance_hash=guidance.content_hash(),
-        teacher=teacher, n_groups=len(records), n_answers=len(judged), kept_answers=sum(j.kept for j in judged),
-        rejected=reason_counts(judged), rows=rows, n_pairs=len(pairs), hard_groups=len(hard),
-        majority_wrong_groups=len(wrong), teacher_run=run, paths=paths, source=source,
-        teacher_calls_saved=saved, held_out_records=len(all_records) - len(records),
+        mission=mission.name,
+        guidance_version=guidance.version,
+        guidance_hash=guidance.content_hash(),
+        teacher=teacher,
+        n_groups=len(records),
+        n_answers=len(judged),
+        kept_answers=sum(j.kept for j in judged),
+        rejected=reason_counts(judged),
+        rows=rows,
+        n_pairs=len(pairs),
+        hard_groups=len(hard),
+        majority_wrong_groups=len(wrong),
+        teacher_run=run,
+        paths=paths,
+        source=source,
+        teacher_calls_saved=saved,
+        held_out_records=len(all_records) - len(records),
     )
     paths["summary"] = atomic_write_json(out_dir / "summary.json", {**result.summary(), "config": config.to_dict()})
-    log(f"distill {mission.name} ({source.source}: {source.reason}): kept {result.kept_answers}/{result.n_answers} "
+    log(
+        f"distill {mission.name} ({source.source}: {source.reason}): kept {result.kept_answers}/{result.n_answers} "
         f"answers (keep rate {result.keep_rate:.3f}), {len(rows)} rows, {len(pairs)} preference pairs, "
-        f"{run.teacher_calls} new teacher calls, {saved} saved")
+        f"{run.teacher_calls} new teacher calls, {saved} saved"
+    )
     return result

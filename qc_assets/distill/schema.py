@@ -42,13 +42,16 @@ def rows_frame(rows: list[dict]) -> pl.DataFrame:
 
 def _roles_are_system_user_assistant(data: pa.PolarsData) -> pl.LazyFrame:
     return data.lazyframe.select(
-        pl.col("messages").list.eval(pl.element().struct.field("role")) == pl.lit(ROLES, dtype=pl.List(pl.Utf8)))
+        pl.col("messages").list.eval(pl.element().struct.field("role")) == pl.lit(ROLES, dtype=pl.List(pl.Utf8))
+    )
 
 
 def _prompt_turns_non_empty(data: pa.PolarsData) -> pl.LazyFrame:
     return data.lazyframe.select(
-        pl.col("messages").list.eval(pl.element().struct.field("content").str.strip_chars().str.len_chars() > 0)
-        .list.all())
+        pl.col("messages")
+        .list.eval(pl.element().struct.field("content").str.strip_chars().str.len_chars() > 0)
+        .list.all()
+    )
 
 
 def _assistant_obeys_contract(data: pa.PolarsData) -> pl.LazyFrame:
@@ -71,11 +74,16 @@ DISTILL_SCHEMA = pa.DataFrameSchema(
         "guidance_version": pa.Column(pl.Int64, pa.Check.ge(0)),
         "messages": pa.Column(pl.List(MESSAGE)),
         "record_id": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
-        "image_sha256": pa.Column(pl.List(pl.Utf8), pa.Check(
-            lambda d: d.lazyframe.select(
-                (pl.col(d.key).list.len() > 0)
-                & pl.col(d.key).list.eval(pl.element().str.contains(_SHA256)).list.all()),
-            name="non_empty_list_of_sha256")),
+        "image_sha256": pa.Column(
+            pl.List(pl.Utf8),
+            pa.Check(
+                lambda d: d.lazyframe.select(
+                    (pl.col(d.key).list.len() > 0)
+                    & pl.col(d.key).list.eval(pl.element().str.contains(_SHA256)).list.all()
+                ),
+                name="non_empty_list_of_sha256",
+            ),
+        ),
         "guidance_hash": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
         "teacher": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
         "sample": pa.Column(pl.Int64, pa.Check.ge(0)),

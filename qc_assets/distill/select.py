@@ -28,8 +28,17 @@ from qc_assets.stage_b.aggregate import majority
 from qc_assets.stage_b.filters import reason_copies_summary
 from qc_assets.stage_b.verdict import format_verdict, parse_verdict
 
-REJECT_REASONS = ("no_selection", "teacher_error", "format_bad", "copies_summary", "label_mismatch", "reason_too_long", "truncated",
-                  "duplicate_answer", "not_selected")
+REJECT_REASONS = (
+    "no_selection",
+    "teacher_error",
+    "format_bad",
+    "copies_summary",
+    "label_mismatch",
+    "reason_too_long",
+    "truncated",
+    "duplicate_answer",
+    "not_selected",
+)
 # Answers that are wrong about the group, usable as the rejected side of a preference pair.
 INCORRECT_REASONS = ("label_mismatch", "copies_summary", "format_bad")
 
@@ -72,14 +81,17 @@ def _judge_one(answer: dict, config: DistillConfig, summaries: Sequence[str]) ->
     return Judged(answer, None, **fields)
 
 
-def judge_answers(answers: Sequence[dict], config: DistillConfig,
-                  summaries: dict[str, Sequence[str]] | None = None) -> list[Judged]:
+def judge_answers(
+    answers: Sequence[dict], config: DistillConfig, summaries: dict[str, Sequence[str]] | None = None
+) -> list[Judged]:
     """One Judged per answer, in input order; samples of a group are judged in sample order.
     `summaries`: each record id's Stage-A texts, which a kept reason must not copy."""
     summaries = summaries or {}
     for a in answers:
         if a.get("label") not in ("pass", "fail"):
-            raise ValueError(f"answer for {a.get('record_id')!r}: label must be 'pass' or 'fail', got {a.get('label')!r}")
+            raise ValueError(
+                f"answer for {a.get('record_id')!r}: label must be 'pass' or 'fail', got {a.get('label')!r}"
+            )
     order = sorted(range(len(answers)), key=lambda i: (answers[i]["record_id"], answers[i]["sample"]))
     out: dict[int, Judged] = {}
     kept_texts: dict[str, set[str]] = {}
@@ -122,7 +134,8 @@ def hard_records(records: Sequence[dict], majority_wrong: set[str], config: Dist
     hard = set()
     for rec in records:
         if (config.hard_fail_groups and rec["label"] == "fail") or (
-                config.hard_majority_wrong and rec["record_id"] in majority_wrong):
+            config.hard_majority_wrong and rec["record_id"] in majority_wrong
+        ):
             hard.add(rec["record_id"])
     return hard
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from qc_assets.distill.config import DistillConfig
@@ -42,8 +42,15 @@ class TeacherRun:
 
 
 class TeacherRunner:
-    def __init__(self, llm: ChatLLM, mission, guidance: Guidance, config: DistillConfig, out_dir: str | Path,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        llm: ChatLLM,
+        mission,
+        guidance: Guidance,
+        config: DistillConfig,
+        out_dir: str | Path,
+        log: Callable[[str], None] = print,
+    ) -> None:
         if guidance.mission != mission.name:
             raise ValueError(f"guidance is for mission {guidance.mission!r}, not {mission.name!r}")
         self.llm = llm
@@ -61,13 +68,30 @@ class TeacherRunner:
 
     def params(self, sample: int) -> DecodeParams:
         c = self.config
-        return DecodeParams(temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens,
-                            seed=sample_seed(c.seed, sample), n=1, constraint=self.constraint)
+        return DecodeParams(
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_new_tokens=c.max_new_tokens,
+            seed=sample_seed(c.seed, sample),
+            n=1,
+            constraint=self.constraint,
+        )
 
     def key(self, record: dict, messages: list[dict], sample: int) -> tuple:
         p = self.params(sample)
-        return (self.llm.fingerprint, self.guidance.version, self.guidance.content_hash(), record["record_id"],
-                prompt_hash(messages), sample, p.temperature, p.top_p, p.max_new_tokens, p.seed, self.regex or "")
+        return (
+            self.llm.fingerprint,
+            self.guidance.version,
+            self.guidance.content_hash(),
+            record["record_id"],
+            prompt_hash(messages),
+            sample,
+            p.temperature,
+            p.top_p,
+            p.max_new_tokens,
+            p.seed,
+            self.regex or "",
+        )
 
     def run(self, records: Sequence[dict]) -> TeacherRun:
         ids = [r["record_id"] for r in records]
@@ -80,7 +104,7 @@ class TeacherRunner:
             pending = [r for r in records if self.key(r, messages[r["record_id"]], sample) not in self._cache]
             stats["cached"] += len(records) - len(pending)
             for start in range(0, len(pending), self.config.batch_size):
-                batch = pending[start:start + self.config.batch_size]
+                batch = pending[start : start + self.config.batch_size]
                 rows = self._ask(batch, messages, sample)
                 stats["requests"] += 1
                 for row in rows:
@@ -90,46 +114,73 @@ class TeacherRunner:
                     target = self._cache if row["error"] is None else failed
                     target[tuple(row["key"])] = row
             if pending:
-                self.log(f"distill teacher: sample {sample}: {len(pending)} asked, "
-                         f"{len(records) - len(pending)} cached")
+                self.log(
+                    f"distill teacher: sample {sample}: {len(pending)} asked, {len(records) - len(pending)} cached"
+                )
         answers = []
         for rec in records:
             for sample in range(self.config.n_samples):
                 key = self.key(rec, messages[rec["record_id"]], sample)
                 answers.append(self._cache.get(key) or failed[key])
-        return TeacherRun(answers=answers, teacher_calls=stats["calls"], cached=stats["cached"], failed=len(failed),
-                          chat_requests=stats["requests"], prompt_tokens=stats["prompt_tokens"],
-                          completion_tokens=stats["completion_tokens"])
+        return TeacherRun(
+            answers=answers,
+            teacher_calls=stats["calls"],
+            cached=stats["cached"],
+            failed=len(failed),
+            chat_requests=stats["requests"],
+            prompt_tokens=stats["prompt_tokens"],
+            completion_tokens=stats["completion_tokens"],
+        )
 
     def _ask(self, batch: list[dict], messages: dict[str, list[dict]], sample: int) -> list[dict]:
         params = self.params(sample)
         results = self.llm.chat([messages[r["record_id"]] for r in batch], params)
         if len(results) != len(batch) or any(len(r) != 1 for r in results):
-            raise ValueError(f"llm.chat returned {[len(r) for r in results]} completions for "
-                             f"{len(batch)} conversations with n=1")
-        now = datetime.now(timezone.utc).isoformat()
+            raise ValueError(
+                f"llm.chat returned {[len(r) for r in results]} completions for {len(batch)} conversations with n=1"
+            )
+        now = datetime.now(UTC).isoformat()
         rows = []
-        for rec, (completion,) in zip(batch, results):
+        for rec, (completion,) in zip(batch, results, strict=True):
             ok = completion.ok
-            rows.append({
-                "key": list(self.key(rec, messages[rec["record_id"]], sample)),
-                "mission": self.mission.name, "guidance_version": self.guidance.version,
-                "guidance_hash": self.guidance.content_hash(), "record_id": rec["record_id"],
-                "group_id": rec["group_id"], "label": rec["label"], "sample": sample, "seed": params.seed,
-                "temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens,
-                "regex": self.regex, "teacher": self.llm.fingerprint,
-                "prompt_hash": prompt_hash(messages[rec["record_id"]]),
-                # A failed request keeps text None even if the backend returned a partial string.
-                "raw": completion.text if ok else None,
-                "error": None if ok else (completion.error or "completion has no text"),
-                "finish_reason": completion.finish_reason, "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens, "latency_s": completion.latency_s,
-                "created_at": now,
-            })
+            rows.append(
+                {
+                    "key": list(self.key(rec, messages[rec["record_id"]], sample)),
+                    "mission": self.mission.name,
+                    "guidance_version": self.guidance.version,
+                    "guidance_hash": self.guidance.content_hash(),
+                    "record_id": rec["record_id"],
+                    "group_id": rec["group_id"],
+                    "label": rec["label"],
+                    "sample": sample,
+                    "seed": params.seed,
+                    "temperature": params.temperature,
+                    "top_p": params.top_p,
+                    "max_new_tokens": params.max_new_tokens,
+                    "regex": self.regex,
+                    "teacher": self.llm.fingerprint,
+                    "prompt_hash": prompt_hash(messages[rec["record_id"]]),
+                    # A failed request keeps text None even if the backend returned a partial string.
+                    "raw": completion.text if ok else None,
+                    "error": None if ok else (completion.error or "completion has no text"),
+                    "finish_reason": completion.finish_reason,
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "latency_s": completion.latency_s,
+                    "created_at": now,
+                }
+            )
         append_jsonl(self.path, rows)
         return rows
 
 
-def run_teacher(llm: ChatLLM, mission, guidance: Guidance, records: Sequence[dict], config: DistillConfig,
-                out_dir: str | Path, log: Callable[[str], None] = print) -> TeacherRun:
+def run_teacher(
+    llm: ChatLLM,
+    mission,
+    guidance: Guidance,
+    records: Sequence[dict],
+    config: DistillConfig,
+    out_dir: str | Path,
+    log: Callable[[str], None] = print,
+) -> TeacherRun:
     return TeacherRunner(llm, mission, guidance, config, out_dir, log).run(records)

@@ -14,8 +14,9 @@ PREVIEW_CHARS = 500
 
 def md_preview(rows: Sequence[dict], columns: Sequence[str], limit: int = PREVIEW_CHARS) -> dg.MetadataValue:
     """A markdown table of the first rows, cut to at most `limit` characters."""
-    return dg.MetadataValue.md(md_table(columns, ([row.get(c) for c in columns] for row in rows), cell_width=60,
-                                        max_chars=limit))
+    return dg.MetadataValue.md(
+        md_table(columns, ([row.get(c) for c in columns] for row in rows), cell_width=60, max_chars=limit)
+    )
 
 
 def plot_md(values: dict[str, float], title: str, line: bool = False) -> dg.MetadataValue:

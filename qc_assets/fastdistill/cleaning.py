@@ -56,7 +56,7 @@ def clean_sql(text: str | None) -> str:
     body = text
     answer = _ANSWER_MARK.search(body)
     if answer:
-        body = body[answer.end():]
+        body = body[answer.end() :]
     fences = _FENCE.findall(body)
     if fences:
         sql_fences = [code for lang, code in fences if lang.lower() in ("sql", "sqlite")]
@@ -65,10 +65,10 @@ def clean_sql(text: str | None) -> str:
     start = _START.search(body)
     if start is None:
         return body.strip()
-    body = body[start.start():]
+    body = body[start.start() :]
     end = _statement_end(body)
     if end is not None:
-        if _STATEMENT_WORD.match(body[end + 1:]):
+        if _STATEMENT_WORD.match(body[end + 1 :]):
             return body.strip().rstrip(";").strip()
         return body[:end].strip()
     kept = []
@@ -88,7 +88,7 @@ def rule_reject_reason(sql: str, max_chars: int = 2000) -> str | None:
     if not _LEADING.match(sql):
         return "not_select"
     end = _statement_end(sql)
-    if end is not None and re.sub(r"--[^\n]*", "", sql[end + 1:]).strip():
+    if end is not None and re.sub(r"--[^\n]*", "", sql[end + 1 :]).strip():
         return "multiple_statements"
     return None
 
@@ -102,5 +102,5 @@ def split_rationale(text: str | None) -> tuple[str | None, str | None]:
         return None, text.strip()
     head = text[: answer.start()]
     rationale_mark = _RATIONALE_MARK.search(head)
-    rationale = head[rationale_mark.end():] if rationale_mark else head
-    return (rationale.strip() or None), text[answer.end():].strip()
+    rationale = head[rationale_mark.end() :] if rationale_mark else head
+    return (rationale.strip() or None), text[answer.end() :].strip()

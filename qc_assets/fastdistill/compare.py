@@ -19,9 +19,25 @@ from qc_assets.plots import new_axes, png_bytes
 from resources.store import atomic_write_bytes, atomic_write_text, data_root
 
 NO_STUDENT = "n/a (no student)"
-COLUMNS = ["run", "recipe", "n", "temperature", "max_per_input", "teacher_from_run", "teacher", "kept", "keep_rate",
-           "exec_pass_rate", "gold_match_rate", "preference_pairs", "teacher_tokens_per_sec",
-           "kept_per_hour", "student_before_gold_match", "student_after_gold_match", "student_after_exec_pass"]
+COLUMNS = [
+    "run",
+    "recipe",
+    "n",
+    "temperature",
+    "max_per_input",
+    "teacher_from_run",
+    "teacher",
+    "kept",
+    "keep_rate",
+    "exec_pass_rate",
+    "gold_match_rate",
+    "preference_pairs",
+    "teacher_tokens_per_sec",
+    "kept_per_hour",
+    "student_before_gold_match",
+    "student_after_gold_match",
+    "student_after_exec_pass",
+]
 PLOTTED = ("keep_rate", "exec_pass_rate", "gold_match_rate", "student_after_gold_match")
 
 
@@ -41,16 +57,27 @@ def run_row(run_dir: Path) -> dict:
     metrics = _json(run_dir / "reports" / "metrics.json", run_id, "run metrics")
     lineage = _json(run_dir / "reports" / "lineage.json", run_id, "lineage")
     pairs_path = run_dir / "export" / "preference_pairs.jsonl"
-    pairs = sum(1 for line in pairs_path.read_text(encoding="utf-8").splitlines() if line.strip()) \
-        if pairs_path.is_file() else 0
+    pairs = (
+        sum(1 for line in pairs_path.read_text(encoding="utf-8").splitlines() if line.strip())
+        if pairs_path.is_file()
+        else 0
+    )
     eval_path = run_dir / "eval" / "eval_report.json"
     ev = json.loads(eval_path.read_text(encoding="utf-8")) if eval_path.is_file() else None
     return {
-        "run": run_id, "recipe": cfg["recipe"], "n": cfg["n"], "temperature": cfg["temperature"],
-        "max_per_input": cfg["max_per_input"], "teacher_from_run": cfg["teacher_from_run"] or "-",
-        "teacher": lineage.get("teacher_fingerprint"), "kept": quality["kept"], "keep_rate": quality["p_keep"],
-        "exec_pass_rate": quality["exec_pass_rate"], "gold_match_rate": quality["gold_match_rate"],
-        "preference_pairs": pairs, "teacher_tokens_per_sec": metrics["teacher_tokens_per_sec"],
+        "run": run_id,
+        "recipe": cfg["recipe"],
+        "n": cfg["n"],
+        "temperature": cfg["temperature"],
+        "max_per_input": cfg["max_per_input"],
+        "teacher_from_run": cfg["teacher_from_run"] or "-",
+        "teacher": lineage.get("teacher_fingerprint"),
+        "kept": quality["kept"],
+        "keep_rate": quality["p_keep"],
+        "exec_pass_rate": quality["exec_pass_rate"],
+        "gold_match_rate": quality["gold_match_rate"],
+        "preference_pairs": pairs,
+        "teacher_tokens_per_sec": metrics["teacher_tokens_per_sec"],
         "kept_per_hour": metrics["pipeline_kept_samples_per_hour"],
         "student_before_gold_match": ev["before"]["gold_match_rate"] if ev else NO_STUDENT,
         "student_after_gold_match": ev["after"]["gold_match_rate"] if ev else NO_STUDENT,
@@ -63,11 +90,18 @@ def _cell(value) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["# FastDistill run comparison", "",
-             md_table(COLUMNS, [[_cell(r[c]) for c in COLUMNS] for r in rows]), "",
-             "Lineage: " + "; ".join(f"`{r['run']}` taught by "
-                                     + (f"run `{r['teacher_from_run']}`'s student" if r["teacher_from_run"] != "-"
-                                        else f"`{r['teacher']}`") for r in rows)]
+    lines = [
+        "# FastDistill run comparison",
+        "",
+        md_table(COLUMNS, [[_cell(r[c]) for c in COLUMNS] for r in rows]),
+        "",
+        "Lineage: "
+        + "; ".join(
+            f"`{r['run']}` taught by "
+            + (f"run `{r['teacher_from_run']}`'s student" if r["teacher_from_run"] != "-" else f"`{r['teacher']}`")
+            for r in rows
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -90,13 +124,17 @@ def compare_runs(run_ids: list[str], fastdistill_root: Path, out_dir: Path | Non
     rows = [run_row(Path(fastdistill_root) / run_id) for run_id in run_ids]
     out_dir = Path(out_dir) if out_dir else Path(fastdistill_root) / "compare"
     stem = "compare_" + "_".join(run_ids)
-    return {"markdown": atomic_write_text(out_dir / f"{stem}.md", markdown(rows)),
-            "plot": atomic_write_bytes(out_dir / f"{stem}.png", plot(rows))}
+    return {
+        "markdown": atomic_write_text(out_dir / f"{stem}.md", markdown(rows)),
+        "plot": atomic_write_bytes(out_dir / f"{stem}.png", plot(rows)),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
-    p = argparse.ArgumentParser(prog="python -m qc_assets.fastdistill.compare",
-                                description="Compare FastDistill runs side by side (markdown + plot).")
+    p = argparse.ArgumentParser(
+        prog="python -m qc_assets.fastdistill.compare",
+        description="Compare FastDistill runs side by side (markdown + plot).",
+    )
     p.add_argument("run_ids", nargs="+")
     p.add_argument("--data-root", default="", help="default: QC_DATA_ROOT (data)")
     p.add_argument("--out", default="", help="default: <data_root>/fastdistill/compare")

@@ -28,24 +28,31 @@ class FastDistillSettings:
     dev_fraction: float = field(default=0.25, metadata={"help": "share of inputs held out as the student's dev split"})
     max_train: int = field(default=0, metadata={"help": "cap on train inputs sent to the teacher (0 = all)"})
     max_dev: int = field(default=0, metadata={"help": "cap on held-out dev inputs for the student eval (0 = all)"})
-    data_path: str = field(default="", metadata={
-        "help": "loaders: questions file (wikisql .jsonl, spider .json, records .jsonl)"})
+    data_path: str = field(
+        default="", metadata={"help": "loaders: questions file (wikisql .jsonl, spider .json, records .jsonl)"}
+    )
     tables_path: str = field(default="", metadata={"help": "wikisql: tables .jsonl"})
     db_path: str = field(default="", metadata={"help": "wikisql: .db file; spider: database/ folder"})
     # teacher
-    recipe: str = field(default="sql", metadata={"help": f"teacher prompt: one of {RECIPES} (rationale = "
-                                                         "Distilling Step-by-Step)"})
+    recipe: str = field(
+        default="sql", metadata={"help": f"teacher prompt: one of {RECIPES} (rationale = Distilling Step-by-Step)"}
+    )
     temperature: float = field(default=0.0, metadata={"help": "teacher sampling temperature; 0 = greedy"})
     top_p: float = field(default=1.0, metadata={"help": "teacher nucleus sampling, in (0, 1]"})
     max_new_tokens: int = field(default=64, metadata={"help": "teacher decode budget per answer"})
     n: int = field(default=1, metadata={"help": "samples per input (Data Distillation); seeds seed + i"})
     max_in_flight: int = field(default=1, metadata={"help": "teacher requests in flight at once"})
     chunk_size: int = field(default=4, metadata={"help": "inputs per teacher chunk (the cache is written per chunk)"})
-    max_tokens_in_flight: int = field(default=65_536, metadata={
-        "help": "token budget (prompt + max_new_tokens) of the requests in flight"})
+    max_tokens_in_flight: int = field(
+        default=65_536, metadata={"help": "token budget (prompt + max_new_tokens) of the requests in flight"}
+    )
     max_attempts: int = field(default=2, metadata={"help": "tries per teacher request before it is recorded failed"})
-    teacher_from_run: str = field(default="", metadata={
-        "help": "Born-Again: this earlier run's merged student is the teacher (on the teacher resource's device)"})
+    teacher_from_run: str = field(
+        default="",
+        metadata={
+            "help": "Born-Again: this earlier run's merged student is the teacher (on the teacher resource's device)"
+        },
+    )
     # gates
     max_sql_chars: int = field(default=2000, metadata={"help": "rule filter: longer SQL is rejected"})
     exec_timeout_s: float = field(default=2.0, metadata={"help": "seconds one SQL may run in the sandbox"})
@@ -60,8 +67,9 @@ class FastDistillSettings:
     max_per_input: int = field(default=1, metadata={"help": "distinct kept answers per question"})
     # asset check thresholds
     min_keep_rate: float = field(default=0.05, metadata={"help": "keep_rate check: kept / candidates >= this"})
-    min_exec_pass_rate: float = field(default=0.2, metadata={
-        "help": "exec_pass_rate check: share of candidates that execute >= this"})
+    min_exec_pass_rate: float = field(
+        default=0.2, metadata={"help": "exec_pass_rate check: share of candidates that execute >= this"}
+    )
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -79,8 +87,9 @@ class FastDistillSettings:
         self.decode_params()
 
     def decode_params(self) -> DecodeParams:
-        return DecodeParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
-                            seed=self.seed, n=self.n)
+        return DecodeParams(
+            temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed, n=self.n
+        )
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -96,8 +105,9 @@ class FastDistillSettings:
 
 def _text_student_lora() -> LoraTrainingSpec:
     # every decoder block's attention projections of the small text student
-    return LoraTrainingSpec(last_k=0, projections=ATTENTION_PROJECTIONS, max_steps=8, batch_size=2,
-                            learning_rate=2e-3, max_length=384)
+    return LoraTrainingSpec(
+        last_k=0, projections=ATTENTION_PROJECTIONS, max_steps=8, batch_size=2, learning_rate=2e-3, max_length=384
+    )
 
 
 @dataclass(frozen=True)
@@ -105,13 +115,20 @@ class TextStudentConfig:
     """LoRA SFT of the text student on a run's export (TRL SFTTrainer), then base vs student on the dev split.
     Which base model, device, dtype and threads: the `text_student` resource (QC_TEXT_STUDENT_*)."""
 
-    lora: LoraTrainingSpec = field(default_factory=_text_student_lora, metadata={
-        "help": "LoRA and optimiser (resources.training.spec.LoraTrainingSpec); lora.seed also seeds the eval"})
+    lora: LoraTrainingSpec = field(
+        default_factory=_text_student_lora,
+        metadata={
+            "help": "LoRA and optimiser (resources.training.spec.LoraTrainingSpec); lora.seed also seeds the eval"
+        },
+    )
     eval_max_new_tokens: int = field(default=64, metadata={"help": "greedy decode budget per dev answer"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.lora, LoraTrainingSpec):
             raise ValueError(f"lora must be a LoraTrainingSpec, got {type(self.lora).__name__}")
-        if isinstance(self.eval_max_new_tokens, bool) or not isinstance(self.eval_max_new_tokens, int) \
-                or self.eval_max_new_tokens < 1:
+        if (
+            isinstance(self.eval_max_new_tokens, bool)
+            or not isinstance(self.eval_max_new_tokens, int)
+            or self.eval_max_new_tokens < 1
+        ):
             raise ValueError(f"eval_max_new_tokens must be an integer >= 1, got {self.eval_max_new_tokens!r}")

@@ -250,7 +250,9 @@ async def agenerate(
             t0 = time.perf_counter()
             written: set[int] = set()
 
-            async def write(k: int, completions: list[Completion] | None, error: str | None) -> None:
+            async def write(
+                k: int, completions: list[Completion] | None, error: str | None, chunk=chunk, written=written
+            ) -> None:
                 written.add(k)
                 row = cache.row(chunk[k].sample_id, completions, error, params)
                 stats.failed_samples += row["error"] is not None

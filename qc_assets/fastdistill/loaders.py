@@ -59,13 +59,23 @@ def load_wikisql(questions_jsonl: Path, tables_jsonl: Path, db_path: Path, split
         if table is None:
             raise ValueError(f"question {i} names table_id {row['table_id']!r}, absent from {tables_jsonl}")
         table_name = "table_" + row["table_id"].replace("-", "_")
-        cols = ",\n".join(f"  col{j} {typ.upper()} -- {name}"
-                          for j, (name, typ) in enumerate(zip(table["header"], table["types"], strict=True)))
-        records.append({
-            "task_id": TASK_ID, "example_id": f"wikisql-{split}-{i}", "lang": _lang(row["question"]),
-            "db_id": table_name, "db_path": str(db_path), "schema": f"CREATE TABLE {table_name} (\n{cols}\n);",
-            "question": row["question"], "gold_sql": wikisql_to_sql(row["sql"], table_name), "split": split,
-        })
+        cols = ",\n".join(
+            f"  col{j} {typ.upper()} -- {name}"
+            for j, (name, typ) in enumerate(zip(table["header"], table["types"], strict=True))
+        )
+        records.append(
+            {
+                "task_id": TASK_ID,
+                "example_id": f"wikisql-{split}-{i}",
+                "lang": _lang(row["question"]),
+                "db_id": table_name,
+                "db_path": str(db_path),
+                "schema": f"CREATE TABLE {table_name} (\n{cols}\n);",
+                "question": row["question"],
+                "gold_sql": wikisql_to_sql(row["sql"], table_name),
+                "split": split,
+            }
+        )
     return records
 
 
@@ -80,11 +90,19 @@ def load_spider(questions_json: Path, database_dir: Path, split: str) -> list[di
         db_path = Path(database_dir) / db_id / f"{db_id}.sqlite"
         if db_id not in schemas:
             schemas[db_id] = sqlite_schema(db_path)
-        records.append({
-            "task_id": TASK_ID, "example_id": f"spider-{split}-{i}", "lang": _lang(row["question"]),
-            "db_id": db_id, "db_path": str(db_path), "schema": schemas[db_id],
-            "question": row["question"], "gold_sql": row["query"], "split": split,
-        })
+        records.append(
+            {
+                "task_id": TASK_ID,
+                "example_id": f"spider-{split}-{i}",
+                "lang": _lang(row["question"]),
+                "db_id": db_id,
+                "db_path": str(db_path),
+                "schema": schemas[db_id],
+                "question": row["question"],
+                "gold_sql": row["query"],
+                "split": split,
+            }
+        )
     return records
 
 
@@ -98,10 +116,17 @@ def load_records_jsonl(path: Path, default_split: str = "train") -> list[dict]:
         db_path = Path(row["db_path"])
         if not db_path.is_absolute():
             db_path = Path(path).parent / db_path
-        records.append({
-            "task_id": row.get("task_id", TASK_ID), "example_id": row.get("example_id", f"rec-{i}"),
-            "lang": row.get("lang", _lang(row["question"])), "db_id": row.get("db_id", db_path.stem),
-            "db_path": str(db_path), "schema": row["schema"], "question": row["question"],
-            "gold_sql": row["gold_sql"], "split": row.get("split", default_split),
-        })
+        records.append(
+            {
+                "task_id": row.get("task_id", TASK_ID),
+                "example_id": row.get("example_id", f"rec-{i}"),
+                "lang": row.get("lang", _lang(row["question"])),
+                "db_id": row.get("db_id", db_path.stem),
+                "db_path": str(db_path),
+                "schema": row["schema"],
+                "question": row["question"],
+                "gold_sql": row["gold_sql"],
+                "split": row.get("split", default_split),
+            }
+        )
     return records

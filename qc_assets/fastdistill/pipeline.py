@@ -96,18 +96,27 @@ def stage_teacher(run_dir: Path, cfg: FastDistillSettings, llm: ChatLLM) -> dict
     cache, stats = run_teacher(llm, records, cfg.decode_params(), cfg.recipe, run_dir / "teacher", gen_cfg)
     rows = candidate_rows(records, cache, cfg.recipe)
     write_parquet(run_dir / "teacher" / "candidates.parquet", rows)
-    invocation = {"teacher_fingerprint": llm.fingerprint, "requested": stats.requested, "cached": stats.cached,
-                  "teacher_calls": stats.teacher_calls, "failed_samples": stats.failed_samples,
-                  "completion_tokens": stats.completion_tokens, "wall_s": stats.wall_s,
-                  "teacher_tokens_per_sec": stats.teacher_tokens_per_sec,
-                  "max_in_flight_seen": stats.max_in_flight_seen}
+    invocation = {
+        "teacher_fingerprint": llm.fingerprint,
+        "requested": stats.requested,
+        "cached": stats.cached,
+        "teacher_calls": stats.teacher_calls,
+        "failed_samples": stats.failed_samples,
+        "completion_tokens": stats.completion_tokens,
+        "wall_s": stats.wall_s,
+        "teacher_tokens_per_sec": stats.teacher_tokens_per_sec,
+        "max_in_flight_seen": stats.max_in_flight_seen,
+    }
     # Keep every invocation: a re-run served from the cache must not erase what the first run cost.
     stats_path = run_dir / "teacher" / "generation_stats.json"
     history = json.loads(stats_path.read_text())["invocations"] if stats_path.exists() else []
     history.append(invocation)
     called = [h for h in history if h["teacher_calls"]]
-    totals = {"completion_tokens": sum(h["completion_tokens"] for h in called),
-              "wall_s": sum(h["wall_s"] for h in called), "teacher_calls": sum(h["teacher_calls"] for h in history)}
+    totals = {
+        "completion_tokens": sum(h["completion_tokens"] for h in called),
+        "wall_s": sum(h["wall_s"] for h in called),
+        "teacher_calls": sum(h["teacher_calls"] for h in history),
+    }
     atomic_write_json(stats_path, {"invocations": history, "totals": totals})
     # Latencies of every cached request (all invocations), wall time of the invocations that called.
     latencies = sorted({(r["sample_id"], r["latency_s"]) for r in rows if r["teacher_text"] is not None})
@@ -167,8 +176,14 @@ def stage_select_export(run_dir: Path, cfg: FastDistillSettings) -> dict:
         write_parquet(export / "preference_pairs.parquet", pairs)
     export_reports = write_stage_reports(export, sft, stage_timing([], time.perf_counter() - t1))
     run_reports = write_run_reports(run_dir)
-    return {"rows": rows, "sft": sft, "pairs": pairs, "select_reports": select_reports,
-            "export_reports": export_reports, "run_reports": run_reports}
+    return {
+        "rows": rows,
+        "sft": sft,
+        "pairs": pairs,
+        "select_reports": select_reports,
+        "export_reports": export_reports,
+        "run_reports": run_reports,
+    }
 
 
 def write_run_reports(run_dir: Path) -> dict:
@@ -188,8 +203,14 @@ def write_run_reports(run_dir: Path) -> dict:
     train = json.loads(train_path.read_text()) if train_path.exists() else {}
     # kept samples per hour of the data pipeline (through export); student train/eval are not part of it
     data_wall = sum(t["wall_s"] for s, t in stages.items() if s not in STUDENT_STAGES)
-    metrics = run_metrics(gen["completion_tokens"], gen["wall_s"], quality["kept"] if quality else 0,
-                          data_wall, train.get("train_tokens"), train.get("train_wall_s"))
+    metrics = run_metrics(
+        gen["completion_tokens"],
+        gen["wall_s"],
+        quality["kept"] if quality else 0,
+        data_wall,
+        train.get("train_tokens"),
+        train.get("train_wall_s"),
+    )
     reports_dir = run_dir / "reports"
     atomic_write_json(reports_dir / "timing_report.json", timing)
     atomic_write_json(reports_dir / "metrics.json", metrics)

@@ -76,19 +76,29 @@ def quality_report(rows: Sequence[dict]) -> dict:
     total = len(rows)
     kept = sum(1 for r in rows if passed_stage(r))
     executed = [r for r in rows if "exec_pass" in r and r.get("reject_reason") is None]
-    reasons = Counter(r.get("keep_reject_reason") or r.get("reject_reason")
-                      or (f"exec_{r['exec_error_class']}" if r.get("exec_error_class") else None) for r in rows)
+    reasons = Counter(
+        r.get("keep_reject_reason")
+        or r.get("reject_reason")
+        or (f"exec_{r['exec_error_class']}" if r.get("exec_error_class") else None)
+        for r in rows
+    )
     reasons.pop(None, None)
     return {
         "total": total,
         "kept": kept,
         "rejected": total - kept,
         "p_keep": kept / total if total else None,
-        "exec_pass_rate": sum(r["exec_pass"] for r in rows) / total if total and rows and "exec_pass" in rows[0] else None,
-        "gold_match_rate": sum(r["gold_match"] for r in rows) / total if total and rows and "gold_match" in rows[0] else None,
+        "exec_pass_rate": sum(r["exec_pass"] for r in rows) / total
+        if total and rows and "exec_pass" in rows[0]
+        else None,
+        "gold_match_rate": sum(r["gold_match"] for r in rows) / total
+        if total and rows and "gold_match" in rows[0]
+        else None,
         "judge_score": _stats([r.get("judge_score") for r in rows]),
         "reject_reason_counts": dict(sorted(reasons.items())),
-        "exec_error_counts": dict(sorted(Counter(r["exec_error_class"] for r in executed if r["exec_error_class"]).items())),
+        "exec_error_counts": dict(
+            sorted(Counter(r["exec_error_class"] for r in executed if r["exec_error_class"]).items())
+        ),
     }
 
 
@@ -108,8 +118,12 @@ def timing_report(stages: dict[str, dict]) -> dict:
 
 
 def run_metrics(
-    completion_tokens: int, teacher_wall_s: float, kept: int, total_wall_s: float,
-    train_tokens: int | None = None, train_wall_s: float | None = None,
+    completion_tokens: int,
+    teacher_wall_s: float,
+    kept: int,
+    total_wall_s: float,
+    train_tokens: int | None = None,
+    train_wall_s: float | None = None,
 ) -> dict:
     return {
         "teacher_tokens_per_sec": completion_tokens / teacher_wall_s if teacher_wall_s > 0 else None,

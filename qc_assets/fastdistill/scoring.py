@@ -47,8 +47,15 @@ def _eval_one(job: tuple[str, str, str | None]) -> dict:
     return exec_eval(_WORKER, db_path, sql, gold).as_dict()
 
 
-_EMPTY_EXEC = {"exec_pass": False, "exec_error": None, "exec_error_class": None, "gold_match": False,
-               "result_signature": None, "gold_signature": None, "elapsed_s": 0.0}
+_EMPTY_EXEC = {
+    "exec_pass": False,
+    "exec_error": None,
+    "exec_error_class": None,
+    "gold_match": False,
+    "result_signature": None,
+    "gold_signature": None,
+    "elapsed_s": 0.0,
+}
 
 
 def exec_rows(rows: Sequence[dict], timeout_s: float, max_rows: int, workers: int = 1) -> list[dict]:
@@ -104,8 +111,13 @@ def judge_rows(
             match = _DIGIT.search(raw or "")
             score = (int(match.group()) - 1) / 4 if match else None
         out.append({**row, "judge_raw": raw, "judge_score": score})
-    return out, {"judge_calls": stats.teacher_calls, "judge_cached": stats.cached, "judged": len(items),
-                 "judge_wall_s": stats.wall_s, "judge_latencies_s": stats.latencies_s}
+    return out, {
+        "judge_calls": stats.teacher_calls,
+        "judge_cached": stats.cached,
+        "judged": len(items),
+        "judge_wall_s": stats.wall_s,
+        "judge_latencies_s": stats.latencies_s,
+    }
 
 
 def score_rows(rows: Sequence[dict]) -> list[dict]:

@@ -51,8 +51,9 @@ def select_rows(rows: Sequence[dict], rules: KeepRules) -> list[dict]:
         by_input[row["sample_id"]].append({**row, "keep_reject_reason": _rule_reason(row, rules)})
     out = []
     for group in by_input.values():
-        eligible = sorted((r for r in group if r["keep_reject_reason"] is None),
-                          key=lambda r: (-r["score"], r["candidate_index"]))
+        eligible = sorted(
+            (r for r in group if r["keep_reject_reason"] is None), key=lambda r: (-r["score"], r["candidate_index"])
+        )
         keep_ids = {r["candidate_id"] for r in eligible[: rules.max_per_input]}
         for row in sorted(group, key=lambda r: r["candidate_index"]):
             kept = row["candidate_id"] in keep_ids
@@ -74,11 +75,19 @@ def sft_rows(rows: Sequence[dict]) -> list[dict]:
         if not row["kept"] or row["split"] != "train":
             continue
         messages = build_messages(row, row["recipe"]) + [{"role": "assistant", "content": assistant_text(row)}]
-        out.append({
-            "sample_id": row["sample_id"], "candidate_id": row["candidate_id"], "db_id": row["db_id"],
-            "lang": row["lang"], "messages": messages, "rationale": row.get("rationale"), "answer": row["sql"],
-            "score": row["score"], "teacher_fingerprint": row["teacher_fingerprint"],
-        })
+        out.append(
+            {
+                "sample_id": row["sample_id"],
+                "candidate_id": row["candidate_id"],
+                "db_id": row["db_id"],
+                "lang": row["lang"],
+                "messages": messages,
+                "rationale": row.get("rationale"),
+                "answer": row["sql"],
+                "score": row["score"],
+                "teacher_fingerprint": row["teacher_fingerprint"],
+            }
+        )
     return out
 
 
@@ -98,10 +107,15 @@ def preference_pairs(rows: Sequence[dict]) -> list[dict]:
         worst = min(rejected, key=lambda r: (r["score"], r["candidate_index"]))
         if worst["score"] >= best["score"] or assistant_text(worst) == assistant_text(best):
             continue
-        pairs.append({
-            "sample_id": best["sample_id"], "prompt": build_messages(best, best["recipe"]),
-            "chosen": assistant_text(best), "rejected": assistant_text(worst),
-            "chosen_score": best["score"], "rejected_score": worst["score"],
-            "rejected_reason": worst["keep_reject_reason"],
-        })
+        pairs.append(
+            {
+                "sample_id": best["sample_id"],
+                "prompt": build_messages(best, best["recipe"]),
+                "chosen": assistant_text(best),
+                "rejected": assistant_text(worst),
+                "chosen_score": best["score"],
+                "rejected_score": worst["score"],
+                "rejected_reason": worst["keep_reject_reason"],
+            }
+        )
     return pairs

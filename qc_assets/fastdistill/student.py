@@ -15,7 +15,11 @@ from resources.llm import ChatLLM, DecodeParams
 
 
 def evaluate_llm(
-    llm: ChatLLM, records: Sequence[dict], recipe: str, params: DecodeParams, timeout_s: float = 2.0,
+    llm: ChatLLM,
+    records: Sequence[dict],
+    recipe: str,
+    params: DecodeParams,
+    timeout_s: float = 2.0,
     max_sql_chars: int = 2000,
 ) -> tuple[list[dict], dict]:
     """Greedy answers for `records`, cleaned, rule-filtered and executed against gold."""
@@ -31,12 +35,21 @@ def evaluate_llm(
             sql = clean_sql(answer)
             reason = "generation_error" if text is None else rule_reject_reason(sql, max_sql_chars)
             result = exec_eval(evaluator, rec["db_path"], sql, rec["gold_sql"]) if reason is None else None
-            rows.append({
-                "example_id": rec["example_id"], "lang": rec["lang"], "question": rec["question"],
-                "gold_sql": rec["gold_sql"], "text": text, "error": comp.error, "sql": sql, "reject_reason": reason,
-                "exec_pass": bool(result and result.exec_pass), "gold_match": bool(result and result.gold_match),
-                "exec_error_class": result.exec_error_class if result else None,
-            })
+            rows.append(
+                {
+                    "example_id": rec["example_id"],
+                    "lang": rec["lang"],
+                    "question": rec["question"],
+                    "gold_sql": rec["gold_sql"],
+                    "text": text,
+                    "error": comp.error,
+                    "sql": sql,
+                    "reject_reason": reason,
+                    "exec_pass": bool(result and result.exec_pass),
+                    "gold_match": bool(result and result.gold_match),
+                    "exec_error_class": result.exec_error_class if result else None,
+                }
+            )
     n = len(rows)
     summary = {
         "model": llm.fingerprint,

@@ -32,17 +32,23 @@ def inputs_key(student_cfg: TextStudentConfig, student_identity: dict, sft: list
 def _finished(run_dir: Path, key: str) -> dict | None:
     """The earlier result when train + eval finished with these inputs: a re-run redoes nothing."""
     done = run_dir / "train" / STUDENT_DONE
-    reports = [run_dir / "train" / "train_report.json", run_dir / "eval" / "eval_report.json",
-               run_dir / "reports" / "lineage.json"]
+    reports = [
+        run_dir / "train" / "train_report.json",
+        run_dir / "eval" / "eval_report.json",
+        run_dir / "reports" / "lineage.json",
+    ]
     if not done.is_file() or json.loads(done.read_text(encoding="utf-8")).get("inputs_key") != key:
         return None
     if not all(p.is_file() for p in reports):  # a report removed since: train + eval again
         return None
     evaluation = json.loads((run_dir / "eval" / "eval_report.json").read_text(encoding="utf-8"))
-    return {"train": json.loads((run_dir / "train" / "train_report.json").read_text(encoding="utf-8")),
-            "before": evaluation["before"], "after": evaluation["after"],
-            "lineage": json.loads((run_dir / "reports" / "lineage.json").read_text(encoding="utf-8")),
-            "reused": True}
+    return {
+        "train": json.loads((run_dir / "train" / "train_report.json").read_text(encoding="utf-8")),
+        "before": evaluation["before"],
+        "after": evaluation["after"],
+        "lineage": json.loads((run_dir / "reports" / "lineage.json").read_text(encoding="utf-8")),
+        "reused": True,
+    }
 
 
 def run_student(run_dir: Path, student_cfg: TextStudentConfig, text_student: TextStudentResource) -> dict:
@@ -71,15 +77,22 @@ def run_student(run_dir: Path, student_cfg: TextStudentConfig, text_student: Tex
     eval_dir = run_dir / "eval"
     rows = [{**r, "model": "base"} for r in before_rows] + [{**r, "model": "student"} for r in after_rows]
     pipeline.write_parquet(eval_dir / "predictions.parquet", rows)
-    write_stage_reports(eval_dir, [{**r, "sample_id": f"{r['model']}:{r['example_id']}"} for r in rows],
-                        stage_timing([], t2 - t1))
+    write_stage_reports(
+        eval_dir, [{**r, "sample_id": f"{r['model']}:{r['example_id']}"} for r in rows], stage_timing([], t2 - t1)
+    )
     lineage_path = run_dir / "reports" / "lineage.json"
     lineage = json.loads(lineage_path.read_text()) if lineage_path.exists() else {}
-    lineage = {**lineage, "student_fingerprint": after["model"], "student_model_dir": report["model_dir"],
-               "base_fingerprint": before["model"]}
+    lineage = {
+        **lineage,
+        "student_fingerprint": after["model"],
+        "student_model_dir": report["model_dir"],
+        "base_fingerprint": before["model"],
+    }
     atomic_write_json(lineage_path, lineage)
-    atomic_write_json(eval_dir / "eval_report.json", {"before": before, "after": after,
-                                                      "delta_gold_match": after["gold_match_rate"] - before["gold_match_rate"]})
+    atomic_write_json(
+        eval_dir / "eval_report.json",
+        {"before": before, "after": after, "delta_gold_match": after["gold_match_rate"] - before["gold_match_rate"]},
+    )
     pipeline.write_run_reports(run_dir)
     atomic_write_json(run_dir / "train" / STUDENT_DONE, {"inputs_key": key})
     return {"train": report, "before": before, "after": after, "lineage": lineage, "reused": False}

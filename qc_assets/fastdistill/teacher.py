@@ -58,26 +58,28 @@ def candidate_rows(records: Sequence[dict], cache: GenerationCache, recipe: str)
         for k, comp in enumerate(completions):
             text = comp["text"] if comp else None
             error = (comp["error"] if comp else None) or (cached["error"] if text is None else None)
-            rows.append({
-                "candidate_id": f"{rec['sample_id']}:{k}",
-                "sample_id": rec["sample_id"],
-                "candidate_index": k,
-                "example_id": rec["example_id"],
-                "split": rec["split"],
-                "lang": rec["lang"],
-                "db_id": rec["db_id"],
-                "db_path": rec["db_path"],
-                "schema": rec["schema"],
-                "question": rec["question"],
-                "gold_sql": rec["gold_sql"],
-                "recipe": recipe,
-                "teacher_fingerprint": cached["teacher_fingerprint"],
-                "teacher_text": text,
-                "teacher_error": error,
-                "finish_reason": comp["finish_reason"] if comp else "error",
-                "prompt_tokens": comp["prompt_tokens"] if comp else 0,
-                "completion_tokens": comp["completion_tokens"] if comp else 0,
-                "latency_s": comp["latency_s"] if comp else 0.0,
-                "attempt": cached["attempt"],
-            })
+            rows.append(
+                {
+                    "candidate_id": f"{rec['sample_id']}:{k}",
+                    "sample_id": rec["sample_id"],
+                    "candidate_index": k,
+                    "example_id": rec["example_id"],
+                    "split": rec["split"],
+                    "lang": rec["lang"],
+                    "db_id": rec["db_id"],
+                    "db_path": rec["db_path"],
+                    "schema": rec["schema"],
+                    "question": rec["question"],
+                    "gold_sql": rec["gold_sql"],
+                    "recipe": recipe,
+                    "teacher_fingerprint": cached["teacher_fingerprint"],
+                    "teacher_text": text,
+                    "teacher_error": error,
+                    "finish_reason": comp["finish_reason"] if comp else "error",
+                    "prompt_tokens": comp["prompt_tokens"] if comp else 0,
+                    "completion_tokens": comp["completion_tokens"] if comp else 0,
+                    "latency_s": comp["latency_s"] if comp else 0.0,
+                    "attempt": cached["attempt"],
+                }
+            )
     return rows

@@ -1,7 +1,6 @@
 """Dagster wiring for Stage-A: the sharded asset over the labelled groups (shard_ops.py) and the metadata
 it reports, which the inbox summaries (qc_assets/verdicts/inbox.py, the same sharded asset) report too."""
 
-
 from collections import Counter
 
 import dagster as dg
@@ -15,8 +14,8 @@ from qc_assets.stage_a.lengths import plot_answer_lengths, plot_photos_per_shard
 from qc_assets.stage_a.postprocess import RULES as POSTPROCESS_RULES
 from qc_assets.stage_a.runner import PRODUCTION_MAX_NEW_TOKENS, StageAConfig, StageAResult
 from qc_assets.stage_a.shard_ops import sharded_stage_a_asset
-from resources.store import read_jsonl
 from resources.storage import StorageResource
+from resources.store import read_jsonl
 
 StageASummariesConfig = dagster_config(StageAConfig, "StageASummariesConfig")
 
@@ -27,26 +26,44 @@ def _labelled_only(config: StageAConfig) -> None:
 
 def stage_a_report(prefix: str):
     """The `report` of a sharded Stage-A asset: its metadata, each number under `<prefix>/`."""
+
     def report(result: StageAResult, config: StageAConfig, fingerprint: str, note: str, out_dir, mission: str) -> dict:
-        return {**_metadata(result, fingerprint, note, config.seed, out_dir, mission, prefix),
-                **settings_metadata(result, config, prefix), **shard_metadata(result, config, prefix)}
+        return {
+            **_metadata(result, fingerprint, note, config.seed, out_dir, mission, prefix),
+            **settings_metadata(result, config, prefix),
+            **shard_metadata(result, config, prefix),
+        }
+
     return report
 
 
 stage_a_summaries = sharded_stage_a_asset(
-    STAGE_A_SUMMARIES, False, StageASummariesConfig,
+    STAGE_A_SUMMARIES,
+    False,
+    StageASummariesConfig,
     "One-line Chinese VLM summary of every photo of a mission, one record per group occurrence; `shards` "
-    "parallel gpu steps, merged in one canonical order.", _labelled_only, stage_a_report("stage_a"))
+    "parallel gpu steps, merged in one canonical order.",
+    _labelled_only,
+    stage_a_report("stage_a"),
+)
 
 
 def shard_metadata(result: StageAResult, config: StageAConfig, prefix: str) -> dict:
     """Per-shard photo counts and timings, and a plot of photos per shard."""
     shards = result.shard_results
-    meta = {f"{prefix}/shards": config.shards, "sharding_mode": config.sharding_mode,
-            "shard_table": dg.MetadataValue.md(md_table(
+    meta = {
+        f"{prefix}/shards": config.shards,
+        "sharding_mode": config.sharding_mode,
+        "shard_table": dg.MetadataValue.md(
+            md_table(
                 ["shard", "photos", "summarised now", "reused", "seconds", "device"],
-                [(m["shard"], m["assigned"], m["summarised_now"], m["reused"], m["seconds"], m["device"] or "-")
-                 for m in shards]))}
+                [
+                    (m["shard"], m["assigned"], m["summarised_now"], m["reused"], m["seconds"], m["device"] or "-")
+                    for m in shards
+                ],
+            )
+        ),
+    }
     for m in shards:
         meta[f"{prefix}/shard_{m['shard']}_photos"] = m["assigned"]
         meta[f"{prefix}/shard_{m['shard']}_summarised_now"] = m["summarised_now"]
@@ -72,37 +89,53 @@ def settings_metadata(result: StageAResult, config: StageAConfig, prefix: str) -
         "config": dg.MetadataValue.json(config.to_dict()),
     }
     if config.max_new_tokens < PRODUCTION_MAX_NEW_TOKENS:
-        meta["max_new_tokens_note"] = (f"max_new_tokens {config.max_new_tokens} is below the production default "
-                                       f"{PRODUCTION_MAX_NEW_TOKENS} (a demo or smoke setting): longer summaries "
-                                       f"are cut; see {prefix}/truncated_images")
+        meta["max_new_tokens_note"] = (
+            f"max_new_tokens {config.max_new_tokens} is below the production default "
+            f"{PRODUCTION_MAX_NEW_TOKENS} (a demo or smoke setting): longer summaries "
+            f"are cut; see {prefix}/truncated_images"
+        )
     if config.max_truncated_share_blocking >= 1.0:
-        meta["truncation_note"] = ("max_truncated_share_blocking is 1.0: cut summaries never block downstream "
-                                   "assets (a demo or smoke setting); the check still warns")
+        meta["truncation_note"] = (
+            "max_truncated_share_blocking is 1.0: cut summaries never block downstream "
+            "assets (a demo or smoke setting); the check still warns"
+        )
     if result.completion_tokens:
         png = plot_answer_lengths(result.completion_tokens, config.max_new_tokens, f"{prefix}: answer lengths")
         meta["answer_length_histogram"] = dg.MetadataValue.md(png_markdown(png, "answer lengths"))
     if config.postprocess:
-        meta["postprocess_rules"] = dg.MetadataValue.md(md_table(
-            ["rule", "photos changed"], [(rule, result.postprocess_rules.get(rule, 0)) for rule in POSTPROCESS_RULES]))
-        meta.update({f"{prefix}/postprocess_{rule}": result.postprocess_rules.get(rule, 0)
-                     for rule in POSTPROCESS_RULES})
+        meta["postprocess_rules"] = dg.MetadataValue.md(
+            md_table(
+                ["rule", "photos changed"],
+                [(rule, result.postprocess_rules.get(rule, 0)) for rule in POSTPROCESS_RULES],
+            )
+        )
+        meta.update(
+            {f"{prefix}/postprocess_{rule}": result.postprocess_rules.get(rule, 0) for rule in POSTPROCESS_RULES}
+        )
     if config.add_gt_fail_reason:
         gt = result.gt_reasons
-        meta.update({f"{prefix}/gt_fail_reasons_attached": gt["attached"],
-                     f"{prefix}/fail_groups_without_gt_reason": len(gt["fail_without_reason"]),
-                     f"{prefix}/gt_sheet_ids_without_fail_group": len(gt["unmatched_sheet_ids"]),
-                     "gt_fail_reasons": dg.MetadataValue.md(md_table(
-                         ["reason", "fail groups"], top_gt_reasons(result.records)))})
+        meta.update(
+            {
+                f"{prefix}/gt_fail_reasons_attached": gt["attached"],
+                f"{prefix}/fail_groups_without_gt_reason": len(gt["fail_without_reason"]),
+                f"{prefix}/gt_sheet_ids_without_fail_group": len(gt["unmatched_sheet_ids"]),
+                "gt_fail_reasons": dg.MetadataValue.md(
+                    md_table(["reason", "fail groups"], top_gt_reasons(result.records))
+                ),
+            }
+        )
     return meta
 
 
-def _metadata(result: StageAResult, fingerprint: str, note: str, seed: int, out_dir, mission: str,
-              prefix: str) -> dict:
+def _metadata(result: StageAResult, fingerprint: str, note: str, seed: int, out_dir, mission: str, prefix: str) -> dict:
     labels = Counter(r["label"] for r in result.records)
     reasons = Counter(s.reason.split(":")[0] for s in result.skipped)
     images = sum(len(r["images"]) for r in result.records)
-    by_label = ({f"{prefix}/pass_groups": labels["pass"], f"{prefix}/fail_groups": labels["fail"]}
-                if prefix == "stage_a" else {})
+    by_label = (
+        {f"{prefix}/pass_groups": labels["pass"], f"{prefix}/fail_groups": labels["fail"]}
+        if prefix == "stage_a"
+        else {}
+    )
     return {
         "dagster/row_count": len(result.records),
         "mission": mission,
@@ -141,8 +174,10 @@ def load_stage_a_records(storage: StorageResource, mission: str) -> list[dict]:
         )
     unlabelled = [r["group_id"] for r in records if r.get("label") not in ("pass", "fail")]
     if unlabelled:  # inbox groups are never training data; they live under inbox_summaries
-        raise ValueError(f"{path} holds {len(unlabelled)} records without a pass/fail label (e.g. {unlabelled[:3]}); "
-                         f"expected labelled records only: re-materialize {STAGE_A_SUMMARIES} for {mission!r}")
+        raise ValueError(
+            f"{path} holds {len(unlabelled)} records without a pass/fail label (e.g. {unlabelled[:3]}); "
+            f"expected labelled records only: re-materialize {STAGE_A_SUMMARIES} for {mission!r}"
+        )
     return records
 
 

@@ -46,21 +46,23 @@ def build_records(kept: list[Group], done: dict, provenance: dict, postprocess: 
         if not kept_images:
             continue
         keys = image_keys(len(kept_images))
-        cut = [key for key, (_, _, row) in zip(keys, kept_images) if row.get("finish_reason") == TRUNCATED]
+        cut = [key for key, (_, _, row) in zip(keys, kept_images, strict=True) if row.get("finish_reason") == TRUNCATED]
         out.truncated += len(cut)
         out.completion_tokens += [int(row["completion_tokens"]) for _, _, row in kept_images]
-        out.records.append({
-            "group_id": g.group_id,
-            "mission": g.mission,
-            "label": g.label,
-            "images": [img.path for img, _, _ in kept_images],
-            "per_image": dict(zip(keys, (text for _, text, _ in kept_images))),
-            "record_id": record_id(g.mission, g.label, g.group_id),
-            "image_sha256": [img.sha256 for img, _, _ in kept_images],
-            "folders": list(g.folders),
-            "truncated_images": len(cut),
-            "truncated_keys": cut,
-            **provenance,
-            "contract_version": CONTRACT_VERSION,
-        })
+        out.records.append(
+            {
+                "group_id": g.group_id,
+                "mission": g.mission,
+                "label": g.label,
+                "images": [img.path for img, _, _ in kept_images],
+                "per_image": dict(zip(keys, (text for _, text, _ in kept_images), strict=True)),
+                "record_id": record_id(g.mission, g.label, g.group_id),
+                "image_sha256": [img.sha256 for img, _, _ in kept_images],
+                "folders": list(g.folders),
+                "truncated_images": len(cut),
+                "truncated_keys": cut,
+                **provenance,
+                "contract_version": CONTRACT_VERSION,
+            }
+        )
     return out

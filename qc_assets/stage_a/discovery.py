@@ -99,8 +99,13 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def discover(images_root: str | Path, mission: str, inbox: bool = False,
-             group_id_pattern: str = DEFAULT_GROUP_ID_PATTERN, nested: str = "include") -> Discovery:
+def discover(
+    images_root: str | Path,
+    mission: str,
+    inbox: bool = False,
+    group_id_pattern: str = DEFAULT_GROUP_ID_PATTERN,
+    nested: str = "include",
+) -> Discovery:
     """Labelled groups (default), or with `inbox=True` the unlabelled groups under INBOX_FOLDER only."""
     if nested not in NESTED_MODES:
         raise ValueError(f"nested must be one of {NESTED_MODES}, got {nested!r}")
@@ -183,8 +188,11 @@ def _unusable_reason(path: Path, root: Path) -> str | None:
         return "broken symlink"
     if path.is_dir():
         # a symlinked folder could loop back into the group; a real one is walked unless nested=skip
-        return ("symlinked folder inside a group (not followed)" if path.is_symlink()
-                else "nested folder inside a group (nested=skip)")
+        return (
+            "symlinked folder inside a group (not followed)"
+            if path.is_symlink()
+            else "nested folder inside a group (nested=skip)"
+        )
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return f"not an image file (suffix {path.suffix or 'none'!r})"
     if path.stat().st_size == 0:
@@ -192,8 +200,7 @@ def _unusable_reason(path: Path, root: Path) -> str | None:
     return None
 
 
-def unaccounted_files(mission_dir: str | Path, summarised: set[str], skipped: set[str], subdir: str = ""
-                      ) -> list[str]:
+def unaccounted_files(mission_dir: str | Path, summarised: set[str], skipped: set[str], subdir: str = "") -> list[str]:
     """Files under the mission folder (or only under its `subdir`) neither summarised nor listed as skipped.
 
     A skipped folder (unknown label, group without usable images) covers everything inside it.

@@ -36,12 +36,22 @@ def key_for(fingerprint: str, mission: Mission, decode: VisionDecode, prompt_has
 
 
 def describe(vlm: VisionLanguageModel, config) -> str:
-    return (f"streamed, {vlm.max_in_flight} in flight" if isinstance(vlm, StreamingVisionModel)
-            else f"{config.mode}, batch {config.batch_size}")
+    return (
+        f"streamed, {vlm.max_in_flight} in flight"
+        if isinstance(vlm, StreamingVisionModel)
+        else f"{config.mode}, batch {config.batch_size}"
+    )
 
 
-def summarise(vlm: VisionLanguageModel, todo: list[Item], config, prompt: Callable, save: Callable,
-              log: Callable[[str], None], first_batch: Callable | None = None) -> float:
+def summarise(
+    vlm: VisionLanguageModel,
+    todo: list[Item],
+    config,
+    prompt: Callable,
+    save: Callable,
+    log: Callable[[str], None],
+    first_batch: Callable | None = None,
+) -> float:
     """Generate a summary for every item of `todo`, calling `save(items, outputs, seconds)` as they finish.
 
     `first_batch(items, outputs)` (verify_inputs) sees the first batch that finished. Returns the

@@ -30,16 +30,20 @@ def read_fail_reasons(excel_path: str | Path, group_column: str, reason_column: 
 
     path = Path(excel_path)
     if not path.is_file():
-        raise ValueError(f"excel_path {path} does not exist: point excel_path at the reviewers' .xlsx export "
-                         f"or set add_gt_fail_reason: false")
+        raise ValueError(
+            f"excel_path {path} does not exist: point excel_path at the reviewers' .xlsx export "
+            f"or set add_gt_fail_reason: false"
+        )
     book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
         rows = book.worksheets[0].iter_rows(values_only=True)
         header = [str(c).strip() if c is not None else "" for c in next(rows, ())]
         missing = [c for c in (group_column, reason_column) if c not in header]
         if missing:
-            raise ValueError(f"{path}: the first sheet's header lacks {missing} (found {header}); set "
-                             f"excel_group_column / excel_reason_column to the sheet's column names")
+            raise ValueError(
+                f"{path}: the first sheet's header lacks {missing} (found {header}); set "
+                f"excel_group_column / excel_reason_column to the sheet's column names"
+            )
         gi, ri = header.index(group_column), header.index(reason_column)
         reasons: dict[str, list[str]] = defaultdict(list)
         for row in rows:

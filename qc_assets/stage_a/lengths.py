@@ -9,8 +9,9 @@ def plot_answer_lengths(completion_tokens: list[int], max_new_tokens: int, title
     """Histogram of answer lengths in tokens, with the cap drawn: a pile-up at the line is truncation."""
     fig, ax = new_axes()
     bins = min(40, max(5, len(set(completion_tokens))))
-    ax.hist(completion_tokens, bins=bins, range=(0, max(max_new_tokens, max(completion_tokens, default=1))),
-            color="#4477aa")
+    ax.hist(
+        completion_tokens, bins=bins, range=(0, max(max_new_tokens, max(completion_tokens, default=1))), color="#4477aa"
+    )
     ax.axvline(max_new_tokens, color="#cc3311", linestyle="--", label=f"max_new_tokens = {max_new_tokens}")
     ax.set_xlabel("answer length (completion tokens)")
     ax.set_ylabel("photos")

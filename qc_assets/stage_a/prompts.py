@@ -27,12 +27,7 @@ SYSTEM_PROMPT = (
     "若照片是图纸、屏幕截图或非现场照片，请直接说明“非现场照片”。"
 )
 
-USER_TEMPLATE = (
-    "请用一句中文概括这张照片中与本任务相关的内容。\n"
-    "{domain_hint}\n"
-    "任务重点：{focus}\n"
-    "只输出一行摘要。"
-)
+USER_TEMPLATE = "请用一句中文概括这张照片中与本任务相关的内容。\n{domain_hint}\n任务重点：{focus}\n只输出一行摘要。"
 
 TERSE_SYSTEM = "你是质检助手。只写照片中看得到的内容；图纸或截图写“非现场照片”。"
 TERSE_TEMPLATE = "{domain_hint}\n任务重点：{focus}\n用不超过三十字概括照片，只输出一行。"

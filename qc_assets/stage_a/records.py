@@ -22,7 +22,7 @@ _CJK_OR_WORD = re.compile(r"[\u4e00-\u9fff]|[A-Za-z]{2,}")
 
 def record_id(mission: str, label: str | None, group_id: str) -> str:
     """Stable per group occurrence; an inbox group (label None) has its own id, apart from both labels."""
-    return hashlib.sha256(f"{mission}\x00{label or INBOX_KEY}\x00{group_id}".encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(f"{mission}\x00{label or INBOX_KEY}\x00{group_id}".encode()).hexdigest()[:16]
 
 
 def image_keys(n: int) -> list[str]:
@@ -56,8 +56,10 @@ def _record_schema(label: pa.Column, extra_checks: list, name: str) -> pa.DataFr
             "group_id": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
             "mission": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
             "label": label,
-            "images": pa.Column(pl.List(pl.Utf8), pa.Check(lambda d: d.lazyframe.select(
-                pl.col(d.key).list.len() > 0), name="at_least_one_image")),
+            "images": pa.Column(
+                pl.List(pl.Utf8),
+                pa.Check(lambda d: d.lazyframe.select(pl.col(d.key).list.len() > 0), name="at_least_one_image"),
+            ),
             "per_image_keys": pa.Column(pl.List(pl.Utf8)),
             "per_image_values": pa.Column(pl.List(pl.Utf8)),
             "record_id": pa.Column(pl.Utf8, unique=True),
@@ -93,8 +95,13 @@ def records_frame(records: list[dict]) -> pl.DataFrame:
             "record_id": [r["record_id"] for r in records],
         },
         schema={
-            "group_id": pl.Utf8, "mission": pl.Utf8, "label": pl.Utf8, "images": pl.List(pl.Utf8),
-            "per_image_keys": pl.List(pl.Utf8), "per_image_values": pl.List(pl.Utf8), "record_id": pl.Utf8,
+            "group_id": pl.Utf8,
+            "mission": pl.Utf8,
+            "label": pl.Utf8,
+            "images": pl.List(pl.Utf8),
+            "per_image_keys": pl.List(pl.Utf8),
+            "per_image_values": pl.List(pl.Utf8),
+            "record_id": pl.Utf8,
         },
     )
 

@@ -17,8 +17,15 @@ from qc_assets.stage_a.runner import StageAConfig
 from resources.env import env
 
 ENV_VAR = "QC_STAGE_A_CONFIG"
-LABELLED_ONLY = ("pass_cap", "fail_cap", "sample_seed", "add_gt_fail_reason", "excel_path", "excel_group_column",
-                 "excel_reason_column")
+LABELLED_ONLY = (
+    "pass_cap",
+    "fail_cap",
+    "sample_seed",
+    "add_gt_fail_reason",
+    "excel_path",
+    "excel_group_column",
+    "excel_reason_column",
+)
 
 
 def load_settings(path: str | Path) -> dict:

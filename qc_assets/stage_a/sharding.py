@@ -12,8 +12,9 @@
 Assignment is a stable hash (sha256) of the group id (`per_group`) or of the photo's path relative
 to the mission folder (`per_image`): it depends on neither the worker nor the order shards run in.
 `config` is always the stage's `StageAConfig` (runner.py, which imports this module: not imported
-here, so the two modules form no cycle). Resume is per photo: every log of the mission (the main one and any shard's, of any shard count) is
-read before a shard starts, so a photo summarised once under the run key is never summarised again.
+here, so the two modules form no cycle). Resume is per photo: every log of the mission (the main
+one and any shard's, of any shard count) is read before a shard starts, so a photo summarised once
+under the run key is never summarised again.
 """
 
 from __future__ import annotations
@@ -88,24 +89,60 @@ class StageAPlan:
     plan_id: str = ""
 
     def items(self, shard: int) -> list[tuple[Group, ImageFile]]:
-        return [(g, img) for g in self.groups for img in g.images
-                if assign(g, img, self.shards, self.sharding_mode) == shard]
+        return [
+            (g, img)
+            for g in self.groups
+            for img in g.images
+            if assign(g, img, self.shards, self.sharding_mode) == shard
+        ]
 
     def to_json(self) -> dict:
-        groups = [{"label": g.label, "group_id": g.group_id, "folders": list(g.folders),
-                   "images": [[i.path, i.sha256, i.width, i.height] for i in g.images]} for g in self.groups]
-        return {"mission": self.mission, "mission_dir": self.mission_dir, "inbox": self.inbox,
-                "run_key": self.run_key, "prompt_hash": self.prompt_hash, "shards": self.shards,
-                "sharding_mode": self.sharding_mode, "groups": groups,
-                "skipped": [[s.path, s.reason] for s in self.skipped], "discovered_images": self.discovered_images}
+        groups = [
+            {
+                "label": g.label,
+                "group_id": g.group_id,
+                "folders": list(g.folders),
+                "images": [[i.path, i.sha256, i.width, i.height] for i in g.images],
+            }
+            for g in self.groups
+        ]
+        return {
+            "mission": self.mission,
+            "mission_dir": self.mission_dir,
+            "inbox": self.inbox,
+            "run_key": self.run_key,
+            "prompt_hash": self.prompt_hash,
+            "shards": self.shards,
+            "sharding_mode": self.sharding_mode,
+            "groups": groups,
+            "skipped": [[s.path, s.reason] for s in self.skipped],
+            "discovered_images": self.discovered_images,
+        }
 
     @classmethod
     def from_json(cls, raw: dict) -> StageAPlan:
-        groups = [Group(raw["mission"], g["label"], g["group_id"], tuple(ImageFile(*i) for i in g["images"]),
-                        tuple(g["folders"])) for g in raw["groups"]]
-        plan = cls(raw["mission"], raw["mission_dir"], raw["inbox"], raw["run_key"], raw["prompt_hash"],
-                   raw["shards"], raw["sharding_mode"], groups, [Skipped(*s) for s in raw["skipped"]],
-                   raw["discovered_images"])
+        groups = [
+            Group(
+                raw["mission"],
+                g["label"],
+                g["group_id"],
+                tuple(ImageFile(*i) for i in g["images"]),
+                tuple(g["folders"]),
+            )
+            for g in raw["groups"]
+        ]
+        plan = cls(
+            raw["mission"],
+            raw["mission_dir"],
+            raw["inbox"],
+            raw["run_key"],
+            raw["prompt_hash"],
+            raw["shards"],
+            raw["sharding_mode"],
+            groups,
+            [Skipped(*s) for s in raw["skipped"]],
+            raw["discovered_images"],
+        )
         plan.plan_id = raw["plan_id"]
         return plan
 
@@ -114,31 +151,48 @@ def plan_path(out_dir: Path) -> Path:
     return Path(out_dir) / SHARD_DIR / "plan.json"
 
 
-def plan_stage_a(images_root: str | Path, mission: Mission, fingerprint: str, config,
-                 out_dir: str | Path, inbox: bool = False) -> StageAPlan:
+def plan_stage_a(
+    images_root: str | Path, mission: Mission, fingerprint: str, config, out_dir: str | Path, inbox: bool = False
+) -> StageAPlan:
     """Discover, sample and key the mission (`fingerprint`: the model's, see `run_key`); write `plan.json`
     and drop the markers of earlier plans. Loads no model."""
     out_dir = Path(out_dir)
     if inbox and config.add_gt_fail_reason:
-        raise ValueError("inbox summaries take no ground-truth fail reasons (inbox groups have no reviewer "
-                         "decision yet): set add_gt_fail_reason: false")
+        raise ValueError(
+            "inbox summaries take no ground-truth fail reasons (inbox groups have no reviewer "
+            "decision yet): set add_gt_fail_reason: false"
+        )
     if config.add_gt_fail_reason:  # read before any model call: a wrong path or header fails in seconds
         read_fail_reasons(config.excel_path, config.excel_group_column, config.excel_reason_column)
-    found = discover(images_root, mission.name, inbox=inbox, group_id_pattern=config.group_id_pattern,
-                     nested=config.nested)
+    found = discover(
+        images_root, mission.name, inbox=inbox, group_id_pattern=config.group_id_pattern, nested=config.nested
+    )
     if inbox:
         if config.pass_cap is not None or config.fail_cap is not None:
-            raise ValueError(f"inbox summaries take no caps (every inbox group needs a verdict), got "
-                             f"pass_cap={config.pass_cap}, fail_cap={config.fail_cap}")
+            raise ValueError(
+                f"inbox summaries take no caps (every inbox group needs a verdict), got "
+                f"pass_cap={config.pass_cap}, fail_cap={config.fail_cap}"
+            )
         kept, left_out = list(found.groups), []
     else:
         kept, left_out = sample_groups(found.groups, config.pass_cap, config.fail_cap, config.sample_seed)
-    skipped = list(found.skipped) + [Skipped(img.path, f"not sampled (cap, sample_seed {config.sample_seed})")
-                                     for g in left_out for img in g.images]
+    skipped = list(found.skipped) + [
+        Skipped(img.path, f"not sampled (cap, sample_seed {config.sample_seed})") for g in left_out for img in g.images
+    ]
     prompt_spec = prompts.build_prompt(mission, config.dataset, config.prompt_profile)
     key = key_for(fingerprint, mission, config.decode, prompt_spec.hash)
-    plan = StageAPlan(mission.name, str(found.mission_dir), inbox, key, prompt_spec.hash, config.shards,
-                      config.sharding_mode, kept, skipped, found.image_count)
+    plan = StageAPlan(
+        mission.name,
+        str(found.mission_dir),
+        inbox,
+        key,
+        prompt_spec.hash,
+        config.shards,
+        config.sharding_mode,
+        kept,
+        skipped,
+        found.image_count,
+    )
     raw = plan.to_json()
     plan.plan_id = hashlib.sha256(json.dumps(raw, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     for old in (out_dir / SHARD_DIR).glob("shard-*.json"):  # a marker speaks for the plan it was written under
@@ -165,13 +219,28 @@ class ShardResult:
     device: str = ""
 
     def to_json(self, plan_id: str) -> dict:
-        return {"plan_id": plan_id, "shard": self.shard, "shards": self.shards, "assigned": self.assigned,
-                "summarised_now": self.summarised_now, "reused": self.reused, "seconds": round(self.seconds, 4),
-                "device": self.device}
+        return {
+            "plan_id": plan_id,
+            "shard": self.shard,
+            "shards": self.shards,
+            "assigned": self.assigned,
+            "summarised_now": self.summarised_now,
+            "reused": self.reused,
+            "seconds": round(self.seconds, 4),
+            "device": self.device,
+        }
 
 
-def run_shard(plan: StageAPlan, shard: int, mission: Mission, vlm: VisionLanguageModel, config,
-              out_dir: str | Path, log: Callable[[str], None] = print, device: str = "") -> ShardResult:
+def run_shard(
+    plan: StageAPlan,
+    shard: int,
+    mission: Mission,
+    vlm: VisionLanguageModel,
+    config,
+    out_dir: str | Path,
+    log: Callable[[str], None] = print,
+    device: str = "",
+) -> ShardResult:
     """Summarise this shard's photos that no log holds yet; then mark the shard finished."""
     out_dir = Path(out_dir)
     if not 0 <= shard < plan.shards:
@@ -179,15 +248,19 @@ def run_shard(plan: StageAPlan, shard: int, mission: Mission, vlm: VisionLanguag
     prompt_spec = prompts.build_prompt(mission, config.dataset, config.prompt_profile)
     key = run_key(vlm, mission, config.decode, prompt_spec.hash)
     if key != plan.run_key:  # another model or prompt than the plan's: its rows would never be merged
-        raise ValueError(f"shard {shard} computes run key {key}, the plan has {plan.run_key}: the shard's model "
-                         f"({vlm.fingerprint}) or settings differ from the plan step's")
+        raise ValueError(
+            f"shard {shard} computes run key {key}, the plan has {plan.run_key}: the shard's model "
+            f"({vlm.fingerprint}) or settings differ from the plan step's"
+        )
     mine = plan.items(shard)
     done = read_done(out_dir, key)
     todo = [(g, img) for g, img in mine if (img.path, img.sha256) not in done]
-    log(f"{mission.name} shard {shard}/{plan.shards} ({plan.sharding_mode}): {len(mine)} of "
+    log(
+        f"{mission.name} shard {shard}/{plan.shards} ({plan.sharding_mode}): {len(mine)} of "
         f"{sum(len(g.images) for g in plan.groups)} images; {len(mine) - len(todo)} already summarised, "
         f"{len(todo)} to do ({describe(vlm, config)}, max_pixels {mission.max_pixels}, "
-        f"max_new_tokens {config.max_new_tokens}{', device ' + device if device else ''})")
+        f"max_new_tokens {config.max_new_tokens}{', device ' + device if device else ''})"
+    )
     log_path = shard_log(out_dir, shard, plan.shards)
     mission_dir = Path(plan.mission_dir)
 
@@ -196,11 +269,25 @@ def run_shard(plan: StageAPlan, shard: int, mission: Mission, vlm: VisionLanguag
 
     def save(items, outputs: list[VisionOutput], seconds: list[float]) -> None:
         # batch_seconds: the batch's wall time (local backends) or the request's own latency (streamed)
-        append_jsonl(log_path, [
-            {"run_key": key, "image": img.path, "sha256": img.sha256, "label": g.label, "group_id": g.group_id,
-             "summary": out.text, "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-             "finish_reason": out.finish_reason, "batch_seconds": round(sec, 4), "shard": shard}
-            for (g, img), out, sec in zip(items, outputs, seconds, strict=True)])
+        append_jsonl(
+            log_path,
+            [
+                {
+                    "run_key": key,
+                    "image": img.path,
+                    "sha256": img.sha256,
+                    "label": g.label,
+                    "group_id": g.group_id,
+                    "summary": out.text,
+                    "prompt_tokens": out.prompt_tokens,
+                    "completion_tokens": out.completion_tokens,
+                    "finish_reason": out.finish_reason,
+                    "batch_seconds": round(sec, 4),
+                    "shard": shard,
+                }
+                for (g, img), out, sec in zip(items, outputs, seconds, strict=True)
+            ],
+        )
 
     def verify(items, outputs: list[VisionOutput]) -> None:
         for line in verify_lines(items, outputs, mission.max_pixels):
@@ -229,8 +316,10 @@ def verify_lines(items, outputs: list[VisionOutput], max_pixels: int) -> list[st
     lines = []
     for (g, img), out in zip(items, outputs, strict=True):
         rows, cols = vision_grid(img.width, img.height, max_pixels)
-        lines.append(f"{g.key}/{img.path} sha256 {img.sha256[:16]} size {img.width}x{img.height} grid 1x{rows}x{cols} "
-                     f"prompt_tokens {out.prompt_tokens} completion_tokens {out.completion_tokens}")
+        lines.append(
+            f"{g.key}/{img.path} sha256 {img.sha256[:16]} size {img.width}x{img.height} grid 1x{rows}x{cols} "
+            f"prompt_tokens {out.prompt_tokens} completion_tokens {out.completion_tokens}"
+        )
     return lines
 
 
@@ -275,8 +364,10 @@ def finished_shards(plan: StageAPlan, out_dir: Path) -> list[dict]:
         else:
             markers.append(marker)
     if missing:
-        raise ShardNotFinished(f"{plan.mission}: shards {missing} of {plan.shards} have not finished plan "
-                               f"{plan.plan_id}; the merge reads only finished shards")
+        raise ShardNotFinished(
+            f"{plan.mission}: shards {missing} of {plan.shards} have not finished plan "
+            f"{plan.plan_id}; the merge reads only finished shards"
+        )
     return markers
 
 
@@ -300,8 +391,14 @@ def fold_shard_logs(out_dir: Path, shards: int) -> int:
     return appended
 
 
-def merge_shards(plan: StageAPlan, config, out_dir: str | Path, fingerprint: str, mission: Mission,
-                 log: Callable[[str], None] = print) -> StageAResult:
+def merge_shards(
+    plan: StageAPlan,
+    config,
+    out_dir: str | Path,
+    fingerprint: str,
+    mission: Mission,
+    log: Callable[[str], None] = print,
+) -> StageAResult:
     """The canonical records from finished shards, written atomically (records, skipped, run.json)."""
     out_dir = Path(out_dir)
     markers = finished_shards(plan, out_dir)
@@ -309,35 +406,68 @@ def merge_shards(plan: StageAPlan, config, out_dir: str | Path, fingerprint: str
     done = read_done(out_dir, plan.run_key)
     missing = [img.path for g in plan.groups for img in g.images if (img.path, img.sha256) not in done]
     if missing:  # a marker without its rows: the log was removed or edited after the shard finished
-        raise ShardNotFinished(f"{plan.mission}: {len(missing)} planned photos have no summary under run key "
-                               f"{plan.run_key} although every shard finished, e.g. {missing[:3]}")
+        raise ShardNotFinished(
+            f"{plan.mission}: {len(missing)} planned photos have no summary under run key "
+            f"{plan.run_key} although every shard finished, e.g. {missing[:3]}"
+        )
     prompt_spec = prompts.build_prompt(mission, config.dataset, config.prompt_profile)
-    provenance = {"model_fingerprint": fingerprint, "prompt_hash": prompt_spec.hash,
-                  "prompt_profile": prompt_spec.profile, "dataset": prompt_spec.dataset,
-                  "decode": config.decode.as_dict(), "postprocess": config.postprocess, "run_key": plan.run_key}
+    provenance = {
+        "model_fingerprint": fingerprint,
+        "prompt_hash": prompt_spec.hash,
+        "prompt_profile": prompt_spec.profile,
+        "dataset": prompt_spec.dataset,
+        "decode": config.decode.as_dict(),
+        "postprocess": config.postprocess,
+        "run_key": plan.run_key,
+    }
     built = build_records(plan.groups, done, provenance, config.postprocess)
     records, gt = built.records, {}
     if config.add_gt_fail_reason:
         reasons = read_fail_reasons(config.excel_path, config.excel_group_column, config.excel_reason_column)
         attached = attach_fail_reasons(records, reasons)
-        gt = {"attached": attached.attached, "fail_without_reason": attached.fail_without_reason,
-              "unmatched_sheet_ids": attached.unmatched_sheet_ids}
+        gt = {
+            "attached": attached.attached,
+            "fail_without_reason": attached.fail_without_reason,
+            "unmatched_sheet_ids": attached.unmatched_sheet_ids,
+        }
     skipped = plan.skipped + built.empty
     atomic_write_jsonl(out_dir / "records.jsonl", records)
     atomic_write_jsonl(out_dir / "skipped.jsonl", [{"path": s.path, "reason": s.reason} for s in skipped])
     now = sum(m["summarised_now"] for m in markers)
     total = sum(len(g.images) for g in plan.groups)
     degenerate = sum(is_degenerate(t) for r in records for t in r["per_image"].values())
-    result = StageAResult(records, skipped, plan.discovered_images, now, total - now,
-                          sum(m["seconds"] for m in markers), plan.run_key, degenerate, built.truncated,
-                          built.completion_tokens, dict(built.rules_fired), gt, prompt_spec, markers)
+    result = StageAResult(
+        records,
+        skipped,
+        plan.discovered_images,
+        now,
+        total - now,
+        sum(m["seconds"] for m in markers),
+        plan.run_key,
+        degenerate,
+        built.truncated,
+        built.completion_tokens,
+        dict(built.rules_fired),
+        gt,
+        prompt_spec,
+        markers,
+    )
     # what the checks need and the run config does not reach: the thresholds this run was held to
-    atomic_write_json(out_dir / "run.json", {
-        "run_key": plan.run_key, "config": config.to_dict(), "summaries": result.summaries,
-        "truncated": result.truncated, "truncated_share": round(result.truncated_share, 6),
-        "max_new_tokens": config.max_new_tokens, "max_truncated_share": config.max_truncated_share,
-        "max_truncated_share_blocking": config.max_truncated_share_blocking, "plan_id": plan.plan_id,
-        "shards": markers})
+    atomic_write_json(
+        out_dir / "run.json",
+        {
+            "run_key": plan.run_key,
+            "config": config.to_dict(),
+            "summaries": result.summaries,
+            "truncated": result.truncated,
+            "truncated_share": round(result.truncated_share, 6),
+            "max_new_tokens": config.max_new_tokens,
+            "max_truncated_share": config.max_truncated_share,
+            "max_truncated_share_blocking": config.max_truncated_share_blocking,
+            "plan_id": plan.plan_id,
+            "shards": markers,
+        },
+    )
     if result.truncated:
         log(f"{result.truncated}/{result.summaries} summaries were cut at max_new_tokens={config.max_new_tokens}")
     return result

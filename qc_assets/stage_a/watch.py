@@ -65,8 +65,9 @@ def _groups(folder: str, mtime: int) -> list[int]:
     return [mtime, count, total]
 
 
-def scan(images_root: str | Path, previous: dict, sweep_after: str, sweep_budget: int
-         ) -> tuple[dict[str, dict[str, list[int]]], str, int]:
+def scan(
+    images_root: str | Path, previous: dict, sweep_after: str, sweep_budget: int
+) -> tuple[dict[str, dict[str, list[int]]], str, int]:
     """(state per mission per folder, the last folder swept, group folders stat-ed this tick)."""
     root = Path(images_root)
     state: dict[str, dict[str, list[int]]] = {}
@@ -91,13 +92,11 @@ def scan(images_root: str | Path, previous: dict, sweep_after: str, sweep_budget
     carried.sort()
     start = next((i for i, (key, _, _) in enumerate(carried) if key > sweep_after), 0)
     last = sweep_after
-    swept = 0
-    for key, mission, path in carried[start:] + carried[:start]:
-        name = key[len(mission) + 1:]
+    for n, (key, mission, path) in enumerate(carried[start:] + carried[:start]):
+        name = key[len(mission) + 1 :]
         # the folder's last known size predicts its cost; at least one folder per tick, so the rotation moves
-        if swept and stats + state[mission][name][1] > sweep_budget:
+        if n and stats + state[mission][name][1] > sweep_budget:
             break
-        swept += 1
         state[mission][name] = _groups(path, state[mission][name][0])
         stats += state[mission][name][1]
         last = key

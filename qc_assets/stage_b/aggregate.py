@@ -61,9 +61,14 @@ class GroupOutcome:
 def outcome_from_votes(record: dict, verdicts: Sequence[str | None]) -> GroupOutcome:
     vote = majority(verdicts)
     return GroupOutcome(
-        record_id=record["record_id"], group_id=record["group_id"], label=record["label"],
-        predicted=vote.predicted, agreement=vote.agreement,
-        n_pass=vote.n_pass, n_fail=vote.n_fail, n_invalid=vote.n_invalid,
+        record_id=record["record_id"],
+        group_id=record["group_id"],
+        label=record["label"],
+        predicted=vote.predicted,
+        agreement=vote.agreement,
+        n_pass=vote.n_pass,
+        n_fail=vote.n_fail,
+        n_invalid=vote.n_invalid,
     )
 
 

@@ -7,10 +7,10 @@ import dagster as dg
 
 from qc_assets.asset_names import STAGE_A_SUMMARIES, STAGE_B_GUIDANCE
 from qc_assets.gpu_steps import mission_model_asset
+from qc_assets.markdown import md_table
 from qc_assets.missions import get_mission
 from qc_assets.plots import png_markdown
 from qc_assets.run_config import dagster_config, to_domain
-from qc_assets.markdown import md_table
 from qc_assets.stage_a.assets import load_stage_a_records
 from qc_assets.stage_a.gt_reasons import GT_FIELD, top_gt_reasons
 from qc_assets.stage_b.automation import RELEARN_CONDITION, due_reason
@@ -34,8 +34,9 @@ StageBConfig = dagster_config(StageBLoopConfig, "StageBConfig")
     automation_condition=RELEARN_CONDITION,
     description="Guidance rules learned in prompt space by rollout, reflection and a statistical gate.",
 )
-def stage_b_guidance(context: dg.AssetExecutionContext, config: StageBConfig, storage: StorageResource,
-                     llm: LLMResource) -> dg.MaterializeResult:
+def stage_b_guidance(
+    context: dg.AssetExecutionContext, config: StageBConfig, storage: StorageResource, llm: LLMResource
+) -> dg.MaterializeResult:
     mission = get_mission(context.partition_key)
     records = load_stage_a_records(storage, mission.name)
     loop_config = to_domain(config, StageBLoopConfig)
@@ -50,18 +51,30 @@ def stage_b_guidance(context: dg.AssetExecutionContext, config: StageBConfig, st
     try:
         result = run_stage_b(records, mission, model, loop_config, out_dir, log=context.log.info)
     except ProviderFailureError as e:
-        raise dg.Failure(str(e), metadata={
-            **{f"stage_b/{k}": v for k, v in e.counts.items()}, "stage_b/failed_call_rate": e.rate,
-            "max_provider_failure_rate": loop_config.max_provider_failure_rate,
-            "backend": llm.backend, "model_fingerprint": model.fingerprint}) from e
+        raise dg.Failure(
+            str(e),
+            metadata={
+                **{f"stage_b/{k}": v for k, v in e.counts.items()},
+                "stage_b/failed_call_rate": e.rate,
+                "max_provider_failure_rate": loop_config.max_provider_failure_rate,
+                "backend": llm.backend,
+                "model_fingerprint": model.fingerprint,
+            },
+        ) from e
     except OSError as e:
-        raise dg.Failure(f"Stage-B I/O failed for {mission.name}: {e}",
-                         metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
+        raise dg.Failure(
+            f"Stage-B I/O failed for {mission.name}: {e}", metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}
+        ) from e
     meta = {**_metadata(result, model.fingerprint, loop_config), **gt_reason_metadata(records)}
     if relearn is not None:
-        meta.update({"relearn/reason": relearn, "relearn/from_version": result.baseline_version,
-                     "relearn/live_version": result.kept_version,
-                     "relearn/refused_version": result.test.get("refused_version") or "none"})
+        meta.update(
+            {
+                "relearn/reason": relearn,
+                "relearn/from_version": result.baseline_version,
+                "relearn/live_version": result.kept_version,
+                "relearn/refused_version": result.test.get("refused_version") or "none",
+            }
+        )
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -81,20 +94,30 @@ def gt_reason_metadata(records: list[dict]) -> dict:
     top = top_gt_reasons(records)
     if not top:
         return {}
-    return {"stage_b/fail_groups_with_gt_reason": sum(1 for r in records if r.get(GT_FIELD)),
-            "gt_fail_reasons_top": dg.MetadataValue.md(md_table(["ground-truth fail reason", "groups"], top))}
+    return {
+        "stage_b/fail_groups_with_gt_reason": sum(1 for r in records if r.get(GT_FIELD)),
+        "gt_fail_reasons_top": dg.MetadataValue.md(md_table(["ground-truth fail reason", "groups"], top)),
+    }
 
 
 def _test_metadata(test: dict) -> dict:
     """Test numbers only where the test side is big enough to conclude; otherwise the reason why not."""
-    meta = {"stage_b/test_groups": test["n_groups"], "stage_b/test_conclusive": test["conclusive"],
-            "stage_b/test_verdict": test["verdict"]}
+    meta = {
+        "stage_b/test_groups": test["n_groups"],
+        "stage_b/test_conclusive": test["conclusive"],
+        "stage_b/test_verdict": test["verdict"],
+    }
     if not test["conclusive"]:
         return {**meta, "test_note": test["note"]}
-    return {**meta, "stage_b/test_baseline_accuracy": test["baseline_accuracy"],
-            "stage_b/test_kept_accuracy": test["kept_accuracy"], "stage_b/test_difference": test["difference"],
-            "stage_b/test_ci_low": test["ci_low"], "stage_b/test_ci_high": test["ci_high"],
-            "stage_b/test_level": test["level"]}
+    return {
+        **meta,
+        "stage_b/test_baseline_accuracy": test["baseline_accuracy"],
+        "stage_b/test_kept_accuracy": test["kept_accuracy"],
+        "stage_b/test_difference": test["difference"],
+        "stage_b/test_ci_low": test["ci_low"],
+        "stage_b/test_ci_high": test["ci_high"],
+        "stage_b/test_level": test["level"],
+    }
 
 
 def _metadata(result: StageBResult, fingerprint: str, config: StageBLoopConfig) -> dict:
@@ -102,10 +125,18 @@ def _metadata(result: StageBResult, fingerprint: str, config: StageBLoopConfig) 
     plot = plot_epochs(rows, result.out_dir / f"metrics_{result.run_id}.png", f"Stage-B guidance, {result.run_id}")
     kept = result.kept_guidance
     stats = result.version_stats[kept.version]
-    decided = [r for r in read_jsonl(result.out_dir / "rule_candidates.jsonl")
-               if r.get("run_id") == result.run_id and r.get("decision") in ("accepted", "rejected", "vetoed")]
-    edits = "\n".join(f"- epoch {r['epoch']} {r['decision']}: {r['op']['op']} {r['op']['ids']} {r['op']['text'] or ''}"
-                      for r in decided[:20]) or "(no edit reached the gate)"
+    decided = [
+        r
+        for r in read_jsonl(result.out_dir / "rule_candidates.jsonl")
+        if r.get("run_id") == result.run_id and r.get("decision") in ("accepted", "rejected", "vetoed")
+    ]
+    edits = (
+        "\n".join(
+            f"- epoch {r['epoch']} {r['decision']}: {r['op']['op']} {r['op']['ids']} {r['op']['text'] or ''}"
+            for r in decided[:20]
+        )
+        or "(no edit reached the gate)"
+    )
     preview = "\n".join(f"[{it.id}] {it.text}" for it in kept.items)[:480]
     counts = result.counts
     return {

@@ -18,8 +18,9 @@ from resources.store import read_jsonl
 
 def due_reason(storage: StorageResource, mission: str, settings: RelearnSettings) -> str | None:
     records = read_jsonl(storage.root() / STAGE_A_SUMMARIES / mission / "records.jsonl")
-    return relearn_reason(storage.root() / STAGE_B_GUIDANCE / mission, records, mission_drift(storage, mission),
-                          settings)
+    return relearn_reason(
+        storage.root() / STAGE_B_GUIDANCE / mission, records, mission_drift(storage, mission), settings
+    )
 
 
 class RelearnDue(dg.AutomationCondition):
@@ -39,9 +40,9 @@ class RelearnDue(dg.AutomationCondition):
 
 # Not while a run of the partition is queued or running (its result may already answer the drift), nor
 # while Stage-A still summarises newly labelled groups (the re-learning should see them).
-RELEARN_CONDITION = (RelearnDue() & ~dg.AutomationCondition.in_progress()
-                     & ~dg.AutomationCondition.any_deps_in_progress()).with_label(
-    "re-learn on drift or new labelled groups, outside the cooldown")
+RELEARN_CONDITION = (
+    RelearnDue() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.any_deps_in_progress()
+).with_label("re-learn on drift or new labelled groups, outside the cooldown")
 
 
 class StudentRetrainEnabled(dg.AutomationCondition):
@@ -59,7 +60,8 @@ class StudentRetrainEnabled(dg.AutomationCondition):
 
 # On distill_chatml and fused_sft_checkpoint: follow a new kept guidance only when QC_RETRAIN_STUDENT=1.
 RETRAIN_CONDITION = (StudentRetrainEnabled() & dg.AutomationCondition.eager()).with_label(
-    "retrain the student after a new kept guidance (QC_RETRAIN_STUDENT=1)")
+    "retrain the student after a new kept guidance (QC_RETRAIN_STUDENT=1)"
+)
 # How often the automation sensors evaluate (seconds); the end-to-end test shortens it.
 INTERVAL_S = env_number("QC_AUTOMATION_INTERVAL_S", "60", int)
 
@@ -69,5 +71,7 @@ with warnings.catch_warnings():  # use_user_code_server is "beta" in Dagster 1.1
         "relearn_automation",
         target=dg.AssetSelection.assets(STAGE_B_GUIDANCE, QC_VERDICTS, DISTILL_CHATML, FUSED_SFT_CHECKPOINT),
         use_user_code_server=True,  # RelearnDue is Python of ours: it runs in the code server, not the daemon
-        run_tags={TRIGGER_TAG: "relearn_automation"}, default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=INTERVAL_S)
+        run_tags={TRIGGER_TAG: "relearn_automation"},
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=INTERVAL_S,
+    )

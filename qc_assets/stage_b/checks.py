@@ -34,29 +34,49 @@ def stage_b_guidance_schema(context: dg.AssetCheckExecutionContext, storage: Sto
         problems.append("G0 differs from the mission focus")
     if tuple(scaffold) != tuple(mission.scaffold_rules):
         problems.append("scaffold rules were changed")
-    return dg.AssetCheckResult(passed=not problems, metadata={
-        "version": version, "expected": "G0 = mission focus, S* = scaffold rules, ids unique and numeric",
-        "actual": "; ".join(problems) or "ok", "rules": len(guidance.items)})
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={
+            "version": version,
+            "expected": "G0 = mission focus, S* = scaffold rules, ids unique and numeric",
+            "actual": "; ".join(problems) or "ok",
+            "rules": len(guidance.items),
+        },
+    )
 
 
 def not_worse_than_baseline(result: dict) -> tuple[bool, dict]:
     """(passed, metadata) for the blocking check, from result.json. Fails when the kept version is worse
     than the baseline on test beyond the paired bootstrap interval (the whole interval below zero)."""
     test = result["test"]
-    meta = {"kept_version": result["kept_version"], "baseline_version": result["baseline_version"],
-            "test_groups": test["n_groups"], "expected": "upper end of the interval of kept - baseline >= 0"}
+    meta = {
+        "kept_version": result["kept_version"],
+        "baseline_version": result["baseline_version"],
+        "test_groups": test["n_groups"],
+        "expected": "upper end of the interval of kept - baseline >= 0",
+    }
     if not test["conclusive"]:
         return True, {**meta, "actual": "inconclusive", "note": test["note"]}
-    meta.update(baseline_test_accuracy=test["baseline_accuracy"], kept_test_accuracy=test["kept_accuracy"],
-                difference=test["difference"], ci_low=test["ci_low"], ci_high=test["ci_high"], level=test["level"])
+    meta.update(
+        baseline_test_accuracy=test["baseline_accuracy"],
+        kept_test_accuracy=test["kept_accuracy"],
+        difference=test["difference"],
+        ci_low=test["ci_low"],
+        ci_high=test["ci_high"],
+        level=test["level"],
+    )
     return test["ci_high"] >= 0, {**meta, "actual": test["verdict"]}
 
 
-@dg.asset_check(asset=stage_b_guidance, blocking=True,
-                description="On test (read once), the kept version is not worse than the initial guidance "
-                            "beyond the paired bootstrap interval; a test side too small to conclude says so.")
-def stage_b_not_worse_than_baseline(context: dg.AssetCheckExecutionContext, storage: StorageResource
-                                    ) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=stage_b_guidance,
+    blocking=True,
+    description="On test (read once), the kept version is not worse than the initial guidance "
+    "beyond the paired bootstrap interval; a test side too small to conclude says so.",
+)
+def stage_b_not_worse_than_baseline(
+    context: dg.AssetCheckExecutionContext, storage: StorageResource
+) -> dg.AssetCheckResult:
     result = _result(storage, context.partition_key)
     if result is None:
         return dg.AssetCheckResult(passed=False, metadata={"expected": "result.json", "actual": "missing"})
@@ -68,23 +88,35 @@ STOP_CAUSES = {
     "converged": "an epoch evaluated valid candidates and accepted none",
     "max_epochs": "stopped at max epochs while still accepting edits: raise epochs to let it converge",
     "no_usable_candidate": "the reflector produced no usable candidate (invalid JSON, or every candidate "
-                           "filtered): see rule_candidates.jsonl",
+    "filtered): see rule_candidates.jsonl",
     "nothing_to_reflect": "no wrong or mixed train group left to reflect on; nothing was gated",
 }
 
 
-@dg.asset_check(asset=stage_b_guidance, description="The loop converged: an epoch accepted no edit after "
-                                                      "valid candidates were evaluated (otherwise WARN with the cause).")
+@dg.asset_check(
+    asset=stage_b_guidance,
+    description="The loop converged: an epoch accepted no edit after "
+    "valid candidates were evaluated (otherwise WARN with the cause).",
+)
 def stage_b_converged(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     result = _result(storage, context.partition_key)
     if result is None:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   metadata={"expected": "result.json", "actual": "missing"})
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"expected": "result.json", "actual": "missing"}
+        )
     reason = result["stop_reason"]
-    return dg.AssetCheckResult(passed=reason == "converged", severity=dg.AssetCheckSeverity.WARN, metadata={
-        "expected": "converged", "actual": reason, "cause": STOP_CAUSES[reason],
-        "epochs_run": result["epochs_run"], "gated_candidates": result["gated_candidates"],
-        "accepted_edits": result["accepted_edits"]})
+    return dg.AssetCheckResult(
+        passed=reason == "converged",
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "expected": "converged",
+            "actual": reason,
+            "cause": STOP_CAUSES[reason],
+            "epochs_run": result["epochs_run"],
+            "gated_candidates": result["gated_candidates"],
+            "accepted_edits": result["accepted_edits"],
+        },
+    )
 
 
 asset_checks = [stage_b_guidance_schema, stage_b_not_worse_than_baseline, stage_b_converged]

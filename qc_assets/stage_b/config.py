@@ -29,19 +29,26 @@ class StageBLoopConfig:
     # Greedy by default so the CPU demo does one rollout per group; production passes a wider grid,
     # e.g. ((0.0, 1.0), (0.7, 0.9)) with 4 samples, through the asset's run config.
     decode_grid: tuple[tuple[float, float], ...] = field(
-        default=((0.0, 1.0),), metadata={"help": "(temperature, top_p) settings each group is rolled out under"})
+        default=((0.0, 1.0),), metadata={"help": "(temperature, top_p) settings each group is rolled out under"}
+    )
     samples: int = field(default=2, metadata={"help": "samples per sampled setting (greedy settings use one)"})
     seed: int = field(default=0, metadata={"help": "seeds the split, the rollout seeds, reflection and bootstrap"})
     selection_fraction: float = field(
-        default=0.25, metadata={"help": "share of groups for selection: the eval veto and the choice of the kept version"})
+        default=0.25,
+        metadata={"help": "share of groups for selection: the eval veto and the choice of the kept version"},
+    )
     test_fraction: float = field(
-        default=0.25, metadata={"help": "share of groups for test: read once at the end, baseline vs kept"})
+        default=0.25, metadata={"help": "share of groups for test: read once at the end, baseline vs kept"}
+    )
     min_test_groups: int = field(
-        default=20, metadata={"help": "below this many test groups the test comparison is reported as inconclusive"})
+        default=20, metadata={"help": "below this many test groups the test comparison is reported as inconclusive"}
+    )
     test_interval_level: float = field(
-        default=0.95, metadata={"help": "confidence level of the paired bootstrap interval on test"})
+        default=0.95, metadata={"help": "confidence level of the paired bootstrap interval on test"}
+    )
     max_provider_failure_rate: float = field(
-        default=0.05, metadata={"help": "fail the run when more than this share of this run's LLM calls failed"})
+        default=0.05, metadata={"help": "fail the run when more than this share of this run's LLM calls failed"}
+    )
     min_relative_error_reduction: float = field(default=0.1, metadata={"help": "gate: (base-cand)/base errors"})
     max_changed_fraction: float = field(default=0.5, metadata={"help": "gate: max share of changed verdicts"})
     min_bootstrap_prob: float = field(default=0.7, metadata={"help": "gate: P(candidate better) over resamples"})
@@ -57,23 +64,43 @@ class StageBLoopConfig:
     rounds_per_epoch: int = field(default=2, metadata={"help": "reflection rounds per epoch (one edit each)"})
     max_candidates_per_round: int = field(default=2, metadata={"help": "filtered edits gated per round"})
     gate_chunk_size: int = field(
-        default=0, metadata={"help": "roll a candidate out this many groups at a time and stop once it cannot "
-                                     "pass the gate; 0 = whole selection pool at once"})
+        default=0,
+        metadata={
+            "help": "roll a candidate out this many groups at a time and stop once it cannot "
+            "pass the gate; 0 = whole selection pool at once"
+        },
+    )
     label_hint: bool = field(default=False, metadata={"help": "show reviewers' labels to the reflector (experiments)"})
     reflection_json_schema: bool = field(
-        default=False, metadata={"help": "constrain reflection answers to the rule-operation JSON schema "
-                                         "(OpenAI-compatible backends only; transformers refuses it)"})
+        default=False,
+        metadata={
+            "help": "constrain reflection answers to the rule-operation JSON schema "
+            "(OpenAI-compatible backends only; transformers refuses it)"
+        },
+    )
     start_from: str = field(
-        default="initial", metadata={"help": "initial: learn from the mission's initial guidance on a fresh split; "
-                                             "kept: re-learn from the kept guidance, groups keep the split side an "
-                                             "earlier run gave them, only new groups are split (re-learning)"})
+        default="initial",
+        metadata={
+            "help": "initial: learn from the mission's initial guidance on a fresh split; "
+            "kept: re-learn from the kept guidance, groups keep the split side an "
+            "earlier run gave them, only new groups are split (re-learning)"
+        },
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "decode_grid", checked_decode_grid(self.decode_grid))
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        for name in ("samples", "min_test_groups", "max_new_tokens", "rollout_batch_size", "reflection_batch_size",
-                     "reflection_max_new_tokens", "rounds_per_epoch", "max_candidates_per_round"):
+        for name in (
+            "samples",
+            "min_test_groups",
+            "max_new_tokens",
+            "rollout_batch_size",
+            "reflection_batch_size",
+            "reflection_max_new_tokens",
+            "rounds_per_epoch",
+            "max_candidates_per_round",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.gate_chunk_size < 0:
@@ -82,8 +109,10 @@ class StageBLoopConfig:
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.selection_fraction + self.test_fraction >= 1:
-            raise ValueError(f"selection_fraction + test_fraction must be < 1 to leave train groups, got "
-                             f"{self.selection_fraction} + {self.test_fraction}")
+            raise ValueError(
+                f"selection_fraction + test_fraction must be < 1 to leave train groups, got "
+                f"{self.selection_fraction} + {self.test_fraction}"
+            )
         if not 0 < self.test_interval_level < 1:
             raise ValueError(f"test_interval_level must be in (0, 1), got {self.test_interval_level}")
         if not 0 <= self.max_provider_failure_rate <= 1:
@@ -92,7 +121,7 @@ class StageBLoopConfig:
             raise ValueError(f"reflection_temperature must be >= 0, got {self.reflection_temperature}")
         if self.start_from not in ("initial", "kept"):
             raise ValueError(f"start_from must be 'initial' or 'kept', got {self.start_from!r}")
-        self.thresholds  # validates the gate thresholds now, not mid-run
+        _ = self.thresholds  # validates the gate thresholds now, not mid-run
 
     @property
     def thresholds(self) -> GateThresholds:

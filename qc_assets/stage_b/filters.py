@@ -14,8 +14,22 @@ from collections.abc import Iterable, Sequence
 from qc_assets.stage_b.guidance import Guidance, RuleOp
 from qc_assets.stage_b.prompts import PLACEHOLDERS
 
-HEDGES = ("视情况", "无法判断", "无法确定", "不确定", "待定", "待复核", "人工复核", "需复核", "进一步确认",
-          "部分通过", "酌情", "maybe", "unsure", "unknown")
+HEDGES = (
+    "视情况",
+    "无法判断",
+    "无法确定",
+    "不确定",
+    "待定",
+    "待复核",
+    "人工复核",
+    "需复核",
+    "进一步确认",
+    "部分通过",
+    "酌情",
+    "maybe",
+    "unsure",
+    "unknown",
+)
 _CASE_REFS = re.compile(r"(图片\s*\d|image_\d|案例\s*\d|组号)")
 MIN_RULE_CHARS = 4
 MAX_RULE_CHARS = 200
@@ -67,15 +81,18 @@ def reason_copies_summary(reason: str | None, summaries: Iterable[str]) -> bool:
         return False
     for summary in summaries:
         other = normalize(summary)
-        if other and (other in norm and len(other) >= REASON_COPY_WHOLE_MIN
-                      or longest_common_run(norm, other) >= REASON_COPY_MIN_RUN):
+        if other and (
+            other in norm
+            and len(other) >= REASON_COPY_WHOLE_MIN
+            or longest_common_run(norm, other) >= REASON_COPY_MIN_RUN
+        ):
             return True
     return False
 
 
 def bigram_jaccard(a: str, b: str) -> float:
-    sa = {a[i:i + 2] for i in range(len(a) - 1)} or {a}
-    sb = {b[i:i + 2] for i in range(len(b) - 1)} or {b}
+    sa = {a[i : i + 2] for i in range(len(a) - 1)} or {a}
+    sb = {b[i : i + 2] for i in range(len(b) - 1)} or {b}
     return len(sa & sb) / len(sa | sb)
 
 
@@ -102,8 +119,9 @@ def text_problem(text: str, existing: Iterable[str], summaries: Sequence[str]) -
     return None
 
 
-def filter_ops(ops: Sequence[RuleOp], guidance: Guidance, summaries: Sequence[str],
-               rejected: set[str]) -> list[tuple[RuleOp, str | None]]:
+def filter_ops(
+    ops: Sequence[RuleOp], guidance: Guidance, summaries: Sequence[str], rejected: set[str]
+) -> list[tuple[RuleOp, str | None]]:
     """Each op with the reason it was dropped (None = goes to the gate). Order is preserved."""
     out: list[tuple[RuleOp, str | None]] = []
     seen: set[str] = set()
@@ -113,8 +131,9 @@ def filter_ops(ops: Sequence[RuleOp], guidance: Guidance, summaries: Sequence[st
     for op in ops:
         sig = op.signature()
         norm = normalize(op.text or "")
-        if sig in rejected or (norm and any(bigram_jaccard(norm, old) >= DUPLICATE_JACCARD
-                                            for old in rejected_texts if old)):
+        if sig in rejected or (
+            norm and any(bigram_jaccard(norm, old) >= DUPLICATE_JACCARD for old in rejected_texts if old)
+        ):
             out.append((op, "previously_rejected"))
             continue
         if sig in seen:

@@ -26,8 +26,13 @@ class GateThresholds:
     max_eval_accuracy_drop: float = 0.0  # eval veto: candidate eval accuracy may not fall more than this
 
     def __post_init__(self) -> None:
-        for name in ("min_relative_error_reduction", "max_changed_fraction", "min_bootstrap_prob",
-                     "false_release_tolerance", "max_eval_accuracy_drop"):
+        for name in (
+            "min_relative_error_reduction",
+            "max_changed_fraction",
+            "min_bootstrap_prob",
+            "false_release_tolerance",
+            "max_eval_accuracy_drop",
+        ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -72,8 +77,9 @@ class VetoResult:
         return d
 
 
-def pair(baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome]
-         ) -> list[tuple[GroupOutcome, GroupOutcome]]:
+def pair(
+    baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome]
+) -> list[tuple[GroupOutcome, GroupOutcome]]:
     base = {o.record_id: o for o in baseline}
     cand = {o.record_id: o for o in candidate}
     if set(base) != set(cand):
@@ -82,8 +88,9 @@ def pair(baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome]
     return [(base[k], cand[k]) for k in sorted(base)]
 
 
-def gate(baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome],
-         thresholds: GateThresholds, seed: int) -> GateResult:
+def gate(
+    baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome], thresholds: GateThresholds, seed: int
+) -> GateResult:
     pairs = pair(baseline, candidate)
     n = len(pairs)
     base_wrong = np.array([not b.correct for b, _ in pairs], dtype=int)
@@ -92,8 +99,11 @@ def gate(baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome],
     rer = (base_err - cand_err) / base_err if base_err else 0.0
     changed = sum(b.predicted != c.predicted for b, c in pairs) / n if n else 0.0
     # P(candidate makes fewer errors) over resamples of the paired groups
-    prob = paired_group_bootstrap(1 - base_wrong, 1 - cand_wrong, thresholds.bootstrap_samples,
-                                  seed).prob_positive() if n else 0.0
+    prob = (
+        paired_group_bootstrap(1 - base_wrong, 1 - cand_wrong, thresholds.bootstrap_samples, seed).prob_positive()
+        if n
+        else 0.0
+    )
     base_fr = false_release_rate([b for b, _ in pairs])
     cand_fr = false_release_rate([c for _, c in pairs])
     reasons = []
@@ -108,19 +118,28 @@ def gate(baseline: Sequence[GroupOutcome], candidate: Sequence[GroupOutcome],
     if prob < thresholds.min_bootstrap_prob:
         reasons.append(f"bootstrap probability {prob:.3f} < {thresholds.min_bootstrap_prob}")
     if cand_fr > base_fr + thresholds.false_release_tolerance + 1e-12:
-        reasons.append(f"false-release rate rose {base_fr:.3f} -> {cand_fr:.3f} "
-                       f"(tolerance {thresholds.false_release_tolerance})")
+        reasons.append(
+            f"false-release rate rose {base_fr:.3f} -> {cand_fr:.3f} (tolerance {thresholds.false_release_tolerance})"
+        )
     return GateResult(
-        accepted=not reasons, reasons=tuple(reasons), n_groups=n, base_errors=base_err, cand_errors=cand_err,
+        accepted=not reasons,
+        reasons=tuple(reasons),
+        n_groups=n,
+        base_errors=base_err,
+        cand_errors=cand_err,
         fixed=int(((base_wrong == 1) & (cand_wrong == 0)).sum()),
         broken=int(((base_wrong == 0) & (cand_wrong == 1)).sum()),
-        relative_error_reduction=rer, changed_fraction=changed, bootstrap_prob=prob,
-        base_false_release=base_fr, cand_false_release=cand_fr,
+        relative_error_reduction=rer,
+        changed_fraction=changed,
+        bootstrap_prob=prob,
+        base_false_release=base_fr,
+        cand_false_release=cand_fr,
     )
 
 
-def gate_still_possible(baseline: Sequence[GroupOutcome], candidate_so_far: Sequence[GroupOutcome],
-                        thresholds: GateThresholds) -> bool:
+def gate_still_possible(
+    baseline: Sequence[GroupOutcome], candidate_so_far: Sequence[GroupOutcome], thresholds: GateThresholds
+) -> bool:
     """False once the candidate can no longer pass, whatever the unseen groups do.
 
     Lets the loop stop rolling out a hopeless candidate early. Optimistic bounds: every unseen group
@@ -149,8 +168,9 @@ def gate_still_possible(baseline: Sequence[GroupOutcome], candidate_so_far: Sequ
     return True
 
 
-def eval_veto(baseline_eval: Sequence[GroupOutcome], candidate_eval: Sequence[GroupOutcome],
-              thresholds: GateThresholds) -> VetoResult:
+def eval_veto(
+    baseline_eval: Sequence[GroupOutcome], candidate_eval: Sequence[GroupOutcome], thresholds: GateThresholds
+) -> VetoResult:
     """Veto an edit the gate accepted if selection accuracy drops or false releases rise."""
     pairs = pair(baseline_eval, candidate_eval)
     base = [b for b, _ in pairs]
@@ -159,13 +179,20 @@ def eval_veto(baseline_eval: Sequence[GroupOutcome], candidate_eval: Sequence[Gr
     base_fr, cand_fr = false_release_rate(base), false_release_rate(cand)
     reasons = []
     if cand_acc < base_acc - thresholds.max_eval_accuracy_drop - 1e-12:
-        reasons.append(f"eval accuracy fell {base_acc:.3f} -> {cand_acc:.3f} "
-                       f"(allowed drop {thresholds.max_eval_accuracy_drop})")
+        reasons.append(
+            f"eval accuracy fell {base_acc:.3f} -> {cand_acc:.3f} (allowed drop {thresholds.max_eval_accuracy_drop})"
+        )
     if cand_fr > base_fr + thresholds.false_release_tolerance + 1e-12:
         reasons.append(f"eval false-release rate rose {base_fr:.3f} -> {cand_fr:.3f}")
-    return VetoResult(vetoed=bool(reasons), reasons=tuple(reasons), n_groups=len(pairs),
-                      base_accuracy=base_acc, cand_accuracy=cand_acc,
-                      base_false_release=base_fr, cand_false_release=cand_fr)
+    return VetoResult(
+        vetoed=bool(reasons),
+        reasons=tuple(reasons),
+        n_groups=len(pairs),
+        base_accuracy=base_acc,
+        cand_accuracy=cand_acc,
+        base_false_release=base_fr,
+        cand_false_release=cand_fr,
+    )
 
 
 def choose_edit(passed: Sequence, veto_of) -> tuple[object | None, list[tuple[object, str, VetoResult | None]]]:

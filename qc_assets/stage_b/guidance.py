@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from qc_assets.markdown import md_table
@@ -147,8 +147,11 @@ class Guidance:
             items.remove(old)
             if op.op == "update":
                 merged = tuple(sorted(set(old.groups) | set(groups)))
-                items.append(replace(old, text=text, groups=merged, epoch=epoch,
-                                     hits=old.hits + hits, misses=old.misses + misses))
+                items.append(
+                    replace(
+                        old, text=text, groups=merged, epoch=epoch, hits=old.hits + hits, misses=old.misses + misses
+                    )
+                )
         else:
             if len(set(op.ids)) < 2:
                 raise ValueError(f"merge takes two or more distinct ids, got {op.ids}")
@@ -156,8 +159,16 @@ class Guidance:
             for old in olds:
                 items.remove(old)
             union = set(groups).union(*(o.groups for o in olds))
-            items.append(GuidanceItem(f"G{nxt}", text, tuple(sorted(union)), epoch,
-                                      hits + sum(o.hits for o in olds), misses + sum(o.misses for o in olds)))
+            items.append(
+                GuidanceItem(
+                    f"G{nxt}",
+                    text,
+                    tuple(sorted(union)),
+                    epoch,
+                    hits + sum(o.hits for o in olds),
+                    misses + sum(o.misses for o in olds),
+                )
+            )
             nxt += 1
         return Guidance(mission=self.mission, items=tuple(items), next_learned=nxt, version=self.version)
 
@@ -173,17 +184,27 @@ class Guidance:
     def from_dict(cls, data: dict) -> Guidance:
         items = tuple(
             GuidanceItem(
-                id=d["id"], text=d["text"], groups=tuple(d.get("groups", ())), epoch=d.get("epoch"),
-                hits=int(d.get("hits", 0)), misses=int(d.get("misses", 0)),
+                id=d["id"],
+                text=d["text"],
+                groups=tuple(d.get("groups", ())),
+                epoch=d.get("epoch"),
+                hits=int(d.get("hits", 0)),
+                misses=int(d.get("misses", 0)),
             )
             for d in data["items"]
         )
-        return cls(mission=data["mission"], items=items, next_learned=int(data["next_learned"]),
-                   version=int(data.get("version", 0)))
+        return cls(
+            mission=data["mission"],
+            items=items,
+            next_learned=int(data["next_learned"]),
+            version=int(data.get("version", 0)),
+        )
 
     def to_markdown(self) -> str:
-        table = md_table(["id", "rule", "epoch", "groups", "hits", "misses"],
-                         [(it.id, it.text, it.epoch, len(it.groups), it.hits, it.misses) for it in self.items])
+        table = md_table(
+            ["id", "rule", "epoch", "groups", "hits", "misses"],
+            [(it.id, it.text, it.epoch, len(it.groups), it.hits, it.misses) for it in self.items],
+        )
         return f"**Guidance v{self.version}** for `{self.mission}`\n\n{table}"
 
 
@@ -208,8 +229,9 @@ class GuidanceStore:
     def load(self, version: int) -> Guidance:
         return Guidance.from_dict(self.snapshot(version)["guidance"])
 
-    def commit(self, guidance: Guidance, *, parent: int | None, change: dict | None, stats: dict | None = None
-               ) -> Guidance:
+    def commit(
+        self, guidance: Guidance, *, parent: int | None, change: dict | None, stats: dict | None = None
+    ) -> Guidance:
         """Store `guidance` as a new version (or return the identical existing child of `parent`)."""
         digest = guidance.content_hash()
         for v in self.versions():
@@ -219,11 +241,18 @@ class GuidanceStore:
         self.root.mkdir(parents=True, exist_ok=True)
         version = (max(self.versions()) + 1) if self.versions() else 0
         stored = replace(guidance, version=version)
-        atomic_write_json(self.path(version), {
-            "version": version, "parent": parent, "change": change, "stats": stats or {},
-            "content_hash": digest, "created_at": datetime.now(timezone.utc).isoformat(),
-            "guidance": stored.to_dict(),
-        })
+        atomic_write_json(
+            self.path(version),
+            {
+                "version": version,
+                "parent": parent,
+                "change": change,
+                "stats": stats or {},
+                "content_hash": digest,
+                "created_at": datetime.now(UTC).isoformat(),
+                "guidance": stored.to_dict(),
+            },
+        )
         return stored
 
     def set_pointer(self, name: str, version: int, **info) -> None:

@@ -26,10 +26,22 @@ from pathlib import Path
 
 from qc_assets.stage_b.config import StageBLoopConfig
 from qc_assets.stage_b.guidance import Guidance, GuidanceStore
-from qc_assets.stage_b.rollout import (ProviderFailureError, RolloutEngine, check_provider_failures,
-                                       derive_seed, outcomes_from_rows, rollout_plan)
-from qc_assets.stage_b.rounds import (LoopContext, PoolState, evaluate, reflection_round, write_pool_selections,
-                                      write_selections)
+from qc_assets.stage_b.rollout import (
+    ProviderFailureError,
+    RolloutEngine,
+    check_provider_failures,
+    derive_seed,
+    outcomes_from_rows,
+    rollout_plan,
+)
+from qc_assets.stage_b.rounds import (
+    LoopContext,
+    PoolState,
+    evaluate,
+    reflection_round,
+    write_pool_selections,
+    write_selections,
+)
 from qc_assets.stage_b.runstate import ReflectionCache, RunState
 from qc_assets.stage_b.split import Split, previous_sides, split_three_way, sticky_three_way
 from qc_assets.stage_b.testeval import compare_on_test
@@ -87,16 +99,25 @@ class StageBResult:
 
     def to_dict(self) -> dict:
         return {
-            "run_id": self.run_id, "mission": self.mission, "kept_version": self.kept_version,
-            "baseline_version": self.baseline_version, "current_version": self.current_version,
-            "stop_reason": self.stop_reason, "converged": self.converged,
-            "stopped_at_max_epochs": self.stopped_at_max_epochs, "epochs_run": len(self.epochs),
-            "accepted_edits": self.accepted_edits, "rejected_edits": self.rejected_edits,
+            "run_id": self.run_id,
+            "mission": self.mission,
+            "kept_version": self.kept_version,
+            "baseline_version": self.baseline_version,
+            "current_version": self.current_version,
+            "stop_reason": self.stop_reason,
+            "converged": self.converged,
+            "stopped_at_max_epochs": self.stopped_at_max_epochs,
+            "epochs_run": len(self.epochs),
+            "accepted_edits": self.accepted_edits,
+            "rejected_edits": self.rejected_edits,
             "gated_candidates": self.gated_candidates,
             "baseline_selection_accuracy": self.baseline_selection_accuracy,
-            "kept_selection_accuracy": self.kept_selection_accuracy, "test": self.test,
+            "kept_selection_accuracy": self.kept_selection_accuracy,
+            "test": self.test,
             "version_stats": {str(k): v for k, v in sorted(self.version_stats.items())},
-            "counts": self.counts, "split": self.split_sizes, "resumed": self.resumed,
+            "counts": self.counts,
+            "split": self.split_sizes,
+            "resumed": self.resumed,
             "kept_guidance": self.kept_guidance.to_dict(),
         }
 
@@ -130,8 +151,14 @@ def _epoch_stop_reason(decisions: Counter, rounds: int) -> str | None:
     return "nothing_to_reflect" if decisions["nothing_to_reflect"] == rounds else "no_usable_candidate"
 
 
-def run_stage_b(records: Sequence[dict], mission, llm: ChatLLM, config: StageBLoopConfig, out_dir: str | Path,
-                log: Callable[[str], None] = print) -> StageBResult:
+def run_stage_b(
+    records: Sequence[dict],
+    mission,
+    llm: ChatLLM,
+    config: StageBLoopConfig,
+    out_dir: str | Path,
+    log: Callable[[str], None] = print,
+) -> StageBResult:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = validate_records(records, mission.name)
@@ -143,25 +170,54 @@ def run_stage_b(records: Sequence[dict], mission, llm: ChatLLM, config: StageBLo
         raise
 
 
-def _run(records: list[dict], mission, llm: ChatLLM, config: StageBLoopConfig, out_dir: Path,
-         log: Callable[[str], None], state_file: RunState, resumed: bool) -> StageBResult:
+def _run(
+    records: list[dict],
+    mission,
+    llm: ChatLLM,
+    config: StageBLoopConfig,
+    out_dir: Path,
+    log: Callable[[str], None],
+    state_file: RunState,
+    resumed: bool,
+) -> StageBResult:
     run_id = state_file.run_id
     log(f"stage_b {mission.name}: {'resuming' if resumed else 'starting'} {run_id} in {out_dir}")
     store = GuidanceStore(out_dir / "guidance")
     split = _split(records, config, out_dir, run_id, store)
     # "eval" names the side no Stage-B decision saw (test), for readers of the older two-way file.
-    append_jsonl(out_dir / "splits.jsonl", [{"run_id": run_id, "seed": config.seed, **split.to_dict(),
-                                             "eval": split.to_dict()["test"]}])
-    split_sizes = {f"{side}_{unit}": (len(getattr(split, side)) if unit == "records" else split.group_count(side))
-                   for side in ("train", "selection", "test") for unit in ("records", "groups")}
-    engine = RolloutEngine(llm=llm, mission=mission, out_dir=out_dir,
-                           plan=rollout_plan(config.decode_grid, config.samples, config.seed),
-                           max_new_tokens=config.max_new_tokens, constrained=config.constrained,
-                           run_id=run_id, batch_size=config.rollout_batch_size, log=log)
-    ctx = LoopContext(mission=mission, config=config, engine=engine,
-                      reflector=ReflectionCache(llm, out_dir, engine.counter, run_id), store=store,
-                      out_dir=out_dir, run_id=run_id, log=log, records={r["record_id"]: r for r in records},
-                      train=split.train, selection=split.selection)
+    append_jsonl(
+        out_dir / "splits.jsonl",
+        [{"run_id": run_id, "seed": config.seed, **split.to_dict(), "eval": split.to_dict()["test"]}],
+    )
+    split_sizes = {
+        f"{side}_{unit}": (len(getattr(split, side)) if unit == "records" else split.group_count(side))
+        for side in ("train", "selection", "test")
+        for unit in ("records", "groups")
+    }
+    engine = RolloutEngine(
+        llm=llm,
+        mission=mission,
+        out_dir=out_dir,
+        plan=rollout_plan(config.decode_grid, config.samples, config.seed),
+        max_new_tokens=config.max_new_tokens,
+        constrained=config.constrained,
+        run_id=run_id,
+        batch_size=config.rollout_batch_size,
+        log=log,
+    )
+    ctx = LoopContext(
+        mission=mission,
+        config=config,
+        engine=engine,
+        reflector=ReflectionCache(llm, out_dir, engine.counter, run_id),
+        store=store,
+        out_dir=out_dir,
+        run_id=run_id,
+        log=log,
+        records={r["record_id"]: r for r in records},
+        train=split.train,
+        selection=split.selection,
+    )
     if config.start_from == "kept":  # re-learning: the live guidance is both the start and the baseline
         initial = store.load(store.pointer("best"))
         log(f"stage_b {mission.name}: re-learning from the kept guidance v{initial.version}")
@@ -186,8 +242,10 @@ def _run(records: list[dict], mission, llm: ChatLLM, config: StageBLoopConfig, o
         version_stats[current.version] = pool.stats()
         write_selections(ctx, pool, epoch)
         start = pool.stats()
-        log(f"epoch {epoch}: v{current.version} train acc {start['train_accuracy']:.3f} "
-            f"selection acc {start['selection_accuracy']:.3f} format ok {start['train_format_ok_rate']:.3f}")
+        log(
+            f"epoch {epoch}: v{current.version} train acc {start['train_accuracy']:.3f} "
+            f"selection acc {start['selection_accuracy']:.3f} format ok {start['train_format_ok_rate']:.3f}"
+        )
         decisions: Counter = Counter()
         for rnd in range(config.rounds_per_epoch):
             state_file.update(phase=f"reflection round {rnd}")
@@ -202,11 +260,17 @@ def _run(records: list[dict], mission, llm: ChatLLM, config: StageBLoopConfig, o
         after = engine.counter.snapshot()
         end = pool.stats()
         row = {
-            "run_id": run_id, "epoch": epoch, "version_start": version_start,
-            "version_end": current.version, **start,
+            "run_id": run_id,
+            "epoch": epoch,
+            "version_start": version_start,
+            "version_end": current.version,
+            **start,
             **{f"end_{k}": v for k, v in end.items()},
-            "accepted": decisions["accepted"], "rejected": decisions["rejected"], "vetoed": decisions["vetoed"],
-            "filtered": decisions["filtered"], "invalid_json": decisions["invalid_json"],
+            "accepted": decisions["accepted"],
+            "rejected": decisions["rejected"],
+            "vetoed": decisions["vetoed"],
+            "filtered": decisions["filtered"],
+            "invalid_json": decisions["invalid_json"],
             "gated": sum(decisions[k] for k in GATED),
             **{k: after[k] - before[k] for k in after},
             "cumulative_llm_calls": after["llm_calls"],
@@ -224,27 +288,42 @@ def _run(records: list[dict], mission, llm: ChatLLM, config: StageBLoopConfig, o
     test = _read_test_once(ctx, split.test, initial, kept, len(metrics), config)
     guard("the test rollouts")
     if live_after_test(config, test) == "baseline":
-        log(f"stage_b {mission.name}: v{best} is worse than the live v{initial.version} on test "
+        log(
+            f"stage_b {mission.name}: v{best} is worse than the live v{initial.version} on test "
             f"(difference {test['difference']:+.3f}, interval [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]); "
-            f"v{initial.version} stays live")
+            f"v{initial.version} stays live"
+        )
         test = {**test, "refused_version": best}
         best, kept = initial.version, initial
     store.set_pointer("current", current.version)
     store.set_pointer("best", best, **version_stats[best])
     result = StageBResult(
-        run_id=run_id, mission=mission.name, kept_guidance=kept, baseline_version=initial.version,
-        current_version=current.version, epochs=metrics, version_stats=version_stats,
-        counts=engine.counter.snapshot(), stop_reason=stop_reason, accepted_edits=totals["accepted"],
-        rejected_edits=totals["rejected"] + totals["vetoed"], gated_candidates=sum(totals[k] for k in GATED),
-        split_sizes=split_sizes, test=test, resumed=resumed, out_dir=out_dir,
+        run_id=run_id,
+        mission=mission.name,
+        kept_guidance=kept,
+        baseline_version=initial.version,
+        current_version=current.version,
+        epochs=metrics,
+        version_stats=version_stats,
+        counts=engine.counter.snapshot(),
+        stop_reason=stop_reason,
+        accepted_edits=totals["accepted"],
+        rejected_edits=totals["rejected"] + totals["vetoed"],
+        gated_candidates=sum(totals[k] for k in GATED),
+        split_sizes=split_sizes,
+        test=test,
+        resumed=resumed,
+        out_dir=out_dir,
     )
     summary = result.to_dict()
     append_jsonl(out_dir / "results.jsonl", [summary])
     atomic_write_json(out_dir / "result.json", summary)
     state_file.finish(kept_version=best, current_version=current.version, stop_reason=stop_reason)
-    log(f"stage_b {mission.name}: kept v{best} (selection acc {result.kept_selection_accuracy:.3f} vs baseline "
+    log(
+        f"stage_b {mission.name}: kept v{best} (selection acc {result.kept_selection_accuracy:.3f} vs baseline "
         f"{result.baseline_selection_accuracy:.3f}; test {test['verdict']}), stop: {stop_reason}, "
-        f"{result.llm_calls} new LLM calls")
+        f"{result.llm_calls} new LLM calls"
+    )
     return result
 
 
@@ -256,34 +335,50 @@ def live_after_test(config: StageBLoopConfig, test: dict) -> str:
     return "baseline" if config.start_from == "kept" and worse else "kept"
 
 
-def _split(records: list[dict], config: StageBLoopConfig, out_dir: Path, run_id: str, store: GuidanceStore
-           ) -> Split:
+def _split(records: list[dict], config: StageBLoopConfig, out_dir: Path, run_id: str, store: GuidanceStore) -> Split:
     if config.start_from == "initial":
         return split_three_way(records, config.selection_fraction, config.test_fraction, config.seed)
     rows = read_jsonl(out_dir / "splits.jsonl")
     if store.pointer("best") is None or not rows:
-        raise ValueError(f"start_from='kept' re-learns from a kept guidance, but {out_dir} has none yet: "
-                         "materialize stage_b_guidance once with start_from='initial'")
+        raise ValueError(
+            f"start_from='kept' re-learns from a kept guidance, but {out_dir} has none yet: "
+            "materialize stage_b_guidance once with start_from='initial'"
+        )
     own = [r for r in rows if r["run_id"] == run_id]  # a resumed run keeps the split it started with
     previous = own[-1] if own else rows[-1]
-    return sticky_three_way(records, previous_sides(previous, records), config.selection_fraction,
-                            config.test_fraction, config.seed)
+    return sticky_three_way(
+        records, previous_sides(previous, records), config.selection_fraction, config.test_fraction, config.seed
+    )
 
 
-def _read_test_once(ctx: LoopContext, test: list[dict], baseline: Guidance, kept: Guidance, epoch: int,
-                    config: StageBLoopConfig) -> dict:
+def _read_test_once(
+    ctx: LoopContext, test: list[dict], baseline: Guidance, kept: Guidance, epoch: int, config: StageBLoopConfig
+) -> dict:
     """Baseline and kept guidance on the test side: the only place test records reach the model."""
     if not test:
-        return {"n_groups": 0, "n_records": 0, "min_groups": config.min_test_groups, "conclusive": False,
-                "verdict": "inconclusive", "baseline_version": baseline.version, "kept_version": kept.version,
-                "note": "no test groups (test_fraction=0 or too few groups): nothing to compare"}
+        return {
+            "n_groups": 0,
+            "n_records": 0,
+            "min_groups": config.min_test_groups,
+            "conclusive": False,
+            "verdict": "inconclusive",
+            "baseline_version": baseline.version,
+            "kept_version": kept.version,
+            "note": "no test groups (test_fraction=0 or too few groups): nothing to compare",
+        }
     outs, pools = {}, []
     for name, guidance in (("baseline", baseline), ("kept", kept)):
         rows = ctx.engine.rollout(guidance, test, epoch=epoch, phase="test")
         outs[name] = outcomes_from_rows(test, rows)
         pools.append((f"test_{name}", outs[name], rows))
     write_pool_selections(ctx, kept, epoch, pools[1:] if kept.version == baseline.version else pools)
-    return compare_on_test(outs["baseline"], outs["kept"], baseline_version=baseline.version,
-                           kept_version=kept.version, min_groups=config.min_test_groups,
-                           samples=config.bootstrap_samples, seed=derive_seed(config.seed, "test"),
-                           level=config.test_interval_level)
+    return compare_on_test(
+        outs["baseline"],
+        outs["kept"],
+        baseline_version=baseline.version,
+        kept_version=kept.version,
+        min_groups=config.min_test_groups,
+        samples=config.bootstrap_samples,
+        seed=derive_seed(config.seed, "test"),
+        level=config.test_interval_level,
+    )

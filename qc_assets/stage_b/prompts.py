@@ -50,10 +50,7 @@ def build_messages(mission, guidance: Guidance, record: dict) -> list[dict]:
         f"{OUTPUT_PROTOCOL}"
     )
     lines = [f"图片{n}: {text}" for n, text in ordered_summaries(record)]
-    user = (
-        "以下是同一组照片的逐图摘要：\n" + "\n".join(lines) + "\n"
-        "请依据审核规则判断该组是否通过，按两行格式回答。"
-    )
+    user = "以下是同一组照片的逐图摘要：\n" + "\n".join(lines) + "\n请依据审核规则判断该组是否通过，按两行格式回答。"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -68,8 +65,9 @@ REFLECTION_SCHEMA = (
 )
 
 
-def build_reflection_messages(mission, guidance: Guidance, cases: list[dict], rejected: list[str],
-                              label_hint: bool = False) -> list[dict]:
+def build_reflection_messages(
+    mission, guidance: Guidance, cases: list[dict], rejected: list[str], label_hint: bool = False
+) -> list[dict]:
     """Ask for rule edits as JSON. `cases`: dicts with summaries, predicted, correct, reasons, label.
 
     By default each case shows the model's majority verdict and whether review found it right or

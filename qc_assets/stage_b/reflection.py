@@ -25,8 +25,12 @@ _TEXT = {"type": "string", "minLength": 4, "maxLength": 200}
 
 
 def _op_schema(op: str, **fields) -> dict:
-    return {"type": "object", "properties": {"op": {"const": op}, **fields},
-            "required": ["op", *fields], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {"op": {"const": op}, **fields},
+        "required": ["op", *fields],
+        "additionalProperties": False,
+    }
 
 
 # The rule operations of REFLECTION_SCHEMA (prompts.py) as a JSON schema, for backends that can decode
@@ -34,12 +38,23 @@ def _op_schema(op: str, **fields) -> dict:
 # the filters and the gate still judge the content.
 REFLECTION_JSON_SCHEMA = {
     "type": "object",
-    "properties": {"operations": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"anyOf": [
-        _op_schema("add", text=_TEXT),
-        _op_schema("update", id=_RULE_ID, text=_TEXT),
-        _op_schema("remove", id=_RULE_ID),
-        _op_schema("merge", ids={"type": "array", "items": _RULE_ID, "minItems": 2, "maxItems": 3}, text=_TEXT),
-    ]}}},
+    "properties": {
+        "operations": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 3,
+            "items": {
+                "anyOf": [
+                    _op_schema("add", text=_TEXT),
+                    _op_schema("update", id=_RULE_ID, text=_TEXT),
+                    _op_schema("remove", id=_RULE_ID),
+                    _op_schema(
+                        "merge", ids={"type": "array", "items": _RULE_ID, "minItems": 2, "maxItems": 3}, text=_TEXT
+                    ),
+                ]
+            },
+        }
+    },
     "required": ["operations"],
     "additionalProperties": False,
 }
@@ -52,9 +67,16 @@ class ParsedReflection:
     op_errors: tuple[str, ...] = ()
 
 
-def select_cases(outcomes: Sequence[GroupOutcome], records: dict[str, dict], reasons: dict[str, str],
-                 batch_size: int, offset: int = 0, n_contrast: int = 2, *,
-                 train_ids: frozenset[str] | set[str]) -> list[dict]:
+def select_cases(
+    outcomes: Sequence[GroupOutcome],
+    records: dict[str, dict],
+    reasons: dict[str, str],
+    batch_size: int,
+    offset: int = 0,
+    n_contrast: int = 2,
+    *,
+    train_ids: frozenset[str] | set[str],
+) -> list[dict]:
     """Errors first (mixed votes before unanimous ones), then mixed-but-right groups, then up to
     `n_contrast` confidently right groups of the other label for contrast. `offset` rotates the
     error list so successive rounds show different groups.
@@ -66,6 +88,7 @@ def select_cases(outcomes: Sequence[GroupOutcome], records: dict[str, dict], rea
     leaked = sorted(o.record_id for o in outcomes if o.record_id not in train_ids)
     if leaked:
         raise ValueError(f"reflection may only see train groups, got {len(leaked)} others (e.g. {leaked[:3]})")
+
     def key(o: GroupOutcome):
         return (o.agreement, o.record_id)
 
@@ -78,18 +101,26 @@ def select_cases(outcomes: Sequence[GroupOutcome], records: dict[str, dict], rea
     if not chosen:
         return []
     wrong_labels = {o.label for o in chosen if not o.correct}
-    steady = sorted((o for o in outcomes if o.correct and not o.mixed and o.label not in wrong_labels),
-                    key=lambda o: o.record_id)
+    steady = sorted(
+        (o for o in outcomes if o.correct and not o.mixed and o.label not in wrong_labels), key=lambda o: o.record_id
+    )
     chosen += steady[:n_contrast]
     cases = []
     for o in chosen:
         rec = records[o.record_id]
-        cases.append({
-            "record_id": o.record_id, "group_id": o.group_id, "label": o.label,
-            "predicted": o.predicted, "correct": o.correct, "agreement": o.agreement,
-            "summaries": ordered_summaries(rec), "reason": reasons.get(o.record_id),
-            "gt_fail_reason": rec.get(GT_FIELD) if o.record_id in train_ids else None,
-        })
+        cases.append(
+            {
+                "record_id": o.record_id,
+                "group_id": o.group_id,
+                "label": o.label,
+                "predicted": o.predicted,
+                "correct": o.correct,
+                "agreement": o.agreement,
+                "summaries": ordered_summaries(rec),
+                "reason": reasons.get(o.record_id),
+                "gt_fail_reason": rec.get(GT_FIELD) if o.record_id in train_ids else None,
+            }
+        )
     return cases
 
 
@@ -98,10 +129,10 @@ def _extract_json(text: str):
     candidates += [m.strip() for m in _FENCE.findall(text)]
     start, end = text.find("{"), text.rfind("}")
     if 0 <= start < end:
-        candidates.append(text[start:end + 1])
+        candidates.append(text[start : end + 1])
     start, end = text.find("["), text.rfind("]")
     if 0 <= start < end:
-        candidates.append(text[start:end + 1])
+        candidates.append(text[start : end + 1])
     last_error = "no JSON object found"
     for cand in candidates:
         try:
@@ -130,8 +161,12 @@ def _as_op(item) -> RuleOp:
     if op != "remove" and (not isinstance(text, str) or not text.strip()):
         raise ValueError(f"{op} needs a non-empty text, got {text!r}")
     rationale = item.get("rationale") or item.get("reason")
-    return RuleOp(op=op, text=text.strip() if isinstance(text, str) else None, ids=tuple(ids),
-                  rationale=rationale if isinstance(rationale, str) else None)
+    return RuleOp(
+        op=op,
+        text=text.strip() if isinstance(text, str) else None,
+        ids=tuple(ids),
+        rationale=rationale if isinstance(rationale, str) else None,
+    )
 
 
 def parse_operations(text: str | None) -> ParsedReflection:
@@ -144,7 +179,7 @@ def parse_operations(text: str | None) -> ParsedReflection:
     if isinstance(data, dict) and items is None and "op" in data:
         items = [data]
     if not isinstance(items, list):
-        return ParsedReflection((), "invalid_json: expected {\"operations\": [...]}")
+        return ParsedReflection((), 'invalid_json: expected {"operations": [...]}')
     ops, errors = [], []
     for i, item in enumerate(items):
         try:

@@ -29,8 +29,10 @@ class RelearnSettings:
     def from_env(cls) -> RelearnSettings:
         """QC_RELEARN_AFTER (groups) and QC_RELEARN_COOLDOWN_S (seconds): read where the condition is
         evaluated, outside any run, so they cannot be run config."""
-        settings = cls(env_number("QC_RELEARN_AFTER", cls.relearn_after, int),
-                       env_number("QC_RELEARN_COOLDOWN_S", cls.cooldown_s, float))
+        settings = cls(
+            env_number("QC_RELEARN_AFTER", cls.relearn_after, int),
+            env_number("QC_RELEARN_COOLDOWN_S", cls.cooldown_s, float),
+        )
         if settings.relearn_after < 1 or settings.cooldown_s < 0:
             raise ValueError(f"QC_RELEARN_AFTER must be >= 1 and QC_RELEARN_COOLDOWN_S >= 0, got {settings}")
         return settings
@@ -42,8 +44,10 @@ def new_labelled_groups(stage_a_records: list[dict], stage_b_dir: Path) -> int:
     if not rows:
         return 0
     seen = {rid for side in ("train", "selection", "test") for rid in rows[-1].get(side, [])}
-    return len({r["group_id"] for r in stage_a_records if r.get("label") and r["record_id"] not in seen} -
-               {r["group_id"] for r in stage_a_records if r["record_id"] in seen})
+    return len(
+        {r["group_id"] for r in stage_a_records if r.get("label") and r["record_id"] not in seen}
+        - {r["group_id"] for r in stage_a_records if r["record_id"] in seen}
+    )
 
 
 def last_relearn(stage_b_dir: Path) -> dict | None:
@@ -51,8 +55,13 @@ def last_relearn(stage_b_dir: Path) -> dict | None:
     return rows[-1] if rows else None
 
 
-def relearn_reason(stage_b_dir: Path, stage_a_records: list[dict], drift: dict | None, settings: RelearnSettings,
-                   now: float | None = None) -> str | None:
+def relearn_reason(
+    stage_b_dir: Path,
+    stage_a_records: list[dict],
+    drift: dict | None,
+    settings: RelearnSettings,
+    now: float | None = None,
+) -> str | None:
     """Why re-learning is due now ('drift: ...' or 'new_groups: ...'), or None."""
     now = time.time() if now is None else now
     if not (stage_b_dir / "result.json").exists():
@@ -64,10 +73,14 @@ def relearn_reason(stage_b_dir: Path, stage_a_records: list[dict], drift: dict |
         return drift["status"]  # "drift: upper bound ... < baseline ..."
     new = new_labelled_groups(stage_a_records, stage_b_dir)
     if new >= settings.relearn_after:
-        return f"new_groups: {new} labelled groups since the kept guidance was learned (relearn_after {settings.relearn_after})"
+        return (
+            f"new_groups: {new} labelled groups since the kept guidance was learned "
+            f"(relearn_after {settings.relearn_after})"
+        )
     return None
 
 
 def record_relearn(stage_b_dir: Path, run_id: str, reason: str, now: float | None = None) -> None:
-    append_jsonl(stage_b_dir / RELEARN_LOG, [{"at": time.time() if now is None else now, "run_id": run_id,
-                                              "reason": reason}])
+    append_jsonl(
+        stage_b_dir / RELEARN_LOG, [{"at": time.time() if now is None else now, "run_id": run_id, "reason": reason}]
+    )

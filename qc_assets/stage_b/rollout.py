@@ -55,12 +55,19 @@ class CallCounter:
         return self.failed_calls / self.llm_calls if self.llm_calls else 0.0
 
     def snapshot(self) -> dict:
-        return {"llm_calls": self.llm_calls, "rollout_calls": self.rollout_calls,
-                "reflection_calls": self.reflection_calls, "chat_requests": self.chat_requests,
-                "cached": self.cached, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "failed_calls": self.failed_calls,
-                "failed_rollout_calls": self.failed_rollout_calls,
-                "failed_reflection_calls": self.failed_reflection_calls, "retries": self.retries}
+        return {
+            "llm_calls": self.llm_calls,
+            "rollout_calls": self.rollout_calls,
+            "reflection_calls": self.reflection_calls,
+            "chat_requests": self.chat_requests,
+            "cached": self.cached,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "failed_calls": self.failed_calls,
+            "failed_rollout_calls": self.failed_rollout_calls,
+            "failed_reflection_calls": self.failed_reflection_calls,
+            "retries": self.retries,
+        }
 
 
 class ProviderFailureError(RuntimeError):
@@ -72,7 +79,8 @@ class ProviderFailureError(RuntimeError):
             f"{counts['failed_calls']} of {counts['llm_calls']} LLM calls failed in this run ({rate:.1%}, "
             f"{counts['failed_rollout_calls']} rollouts, {counts['failed_reflection_calls']} reflections) during "
             f"{where}; max_provider_failure_rate={max_rate}. Check the LLM server, then re-run: finished calls "
-            "are cached and only the failed ones are retried")
+            "are cached and only the failed ones are retried"
+        )
         self.counts = counts
         self.rate = rate
 
@@ -130,20 +138,29 @@ class RolloutEngine:
         return VERDICT_REGEX if self.constrained else None
 
     def key(self, guidance: Guidance, record_id: str, entry: PlanEntry) -> tuple:
-        return (self.llm.fingerprint, guidance.content_hash(), record_id, entry.temperature, entry.top_p,
-                self.max_new_tokens, entry.seed, self.regex or "")
+        return (
+            self.llm.fingerprint,
+            guidance.content_hash(),
+            record_id,
+            entry.temperature,
+            entry.top_p,
+            self.max_new_tokens,
+            entry.seed,
+            self.regex or "",
+        )
 
-    def rollout(self, guidance: Guidance, records: Sequence[dict], *, epoch: int, phase: str
-                ) -> dict[str, list[dict]]:
+    def rollout(self, guidance: Guidance, records: Sequence[dict], *, epoch: int, phase: str) -> dict[str, list[dict]]:
         """Rows per record id in plan order, generating only the ones not cached."""
         for entry in self.plan:
             pending = [r for r in records if self.key(guidance, r["record_id"], entry) not in self._cache]
             self.counter.cached += len(records) - len(pending)
             for start in range(0, len(pending), self.batch_size):
-                self._generate(guidance, pending[start:start + self.batch_size], entry, epoch, phase)
-                self.log(f"{phase} rollouts, guidance v{guidance.version}, T={entry.temperature} "
-                         f"seed {entry.seed}: {min(start + self.batch_size, len(pending))}/{len(pending)} generated, "
-                         f"{len(records) - len(pending)} cached")
+                self._generate(guidance, pending[start : start + self.batch_size], entry, epoch, phase)
+                self.log(
+                    f"{phase} rollouts, guidance v{guidance.version}, T={entry.temperature} "
+                    f"seed {entry.seed}: {min(start + self.batch_size, len(pending))}/{len(pending)} generated, "
+                    f"{len(records) - len(pending)} cached"
+                )
         out: dict[str, list[dict]] = {}
         for rec in records:
             rows = []
@@ -156,30 +173,54 @@ class RolloutEngine:
         return out
 
     def _generate(self, guidance: Guidance, batch: list[dict], entry: PlanEntry, epoch: int, phase: str) -> None:
-        params = DecodeParams(temperature=entry.temperature, top_p=entry.top_p, max_new_tokens=self.max_new_tokens,
-                              seed=entry.seed, n=1, constraint=VERDICT_CONSTRAINT if self.constrained else None)
+        params = DecodeParams(
+            temperature=entry.temperature,
+            top_p=entry.top_p,
+            max_new_tokens=self.max_new_tokens,
+            seed=entry.seed,
+            n=1,
+            constraint=VERDICT_CONSTRAINT if self.constrained else None,
+        )
         conversations = [build_messages(self.mission, guidance, rec) for rec in batch]
         results = self.llm.chat(conversations, params)
         if len(results) != len(batch) or any(len(r) != 1 for r in results):
-            raise ValueError(f"llm.chat returned {[len(r) for r in results]} completions for "
-                             f"{len(batch)} conversations with n=1")
+            raise ValueError(
+                f"llm.chat returned {[len(r) for r in results]} completions for {len(batch)} conversations with n=1"
+            )
         self.counter.chat_requests += 1
         rows = []
-        for rec, (completion,) in zip(batch, results):
+        for rec, (completion,) in zip(batch, results, strict=True):
             parsed = parse_verdict(completion.text) if completion.ok else parse_verdict(None)
             key = self.key(guidance, rec["record_id"], entry)
             row = {
-                "key": list(key), "run_id": self.run_id, "epoch": epoch, "phase": phase,
-                "mission": self.mission.name, "guidance_version": guidance.version,
-                "guidance_hash": guidance.content_hash(), "record_id": rec["record_id"],
-                "group_id": rec["group_id"], "label": rec["label"], "temperature": entry.temperature,
-                "top_p": entry.top_p, "sample": entry.sample, "seed": entry.seed,
-                "max_new_tokens": self.max_new_tokens, "regex": self.regex, "model": self.llm.fingerprint,
-                "raw": completion.text, "verdict": parsed.verdict, "reason": parsed.reason,
-                "format_ok": parsed.format_ok, "correct": parsed.verdict == rec["label"],
-                "error": completion.error, "finish_reason": completion.finish_reason,
-                "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                "latency_s": completion.latency_s, "attempts": completion.extra.get("attempts", 1),
+                "key": list(key),
+                "run_id": self.run_id,
+                "epoch": epoch,
+                "phase": phase,
+                "mission": self.mission.name,
+                "guidance_version": guidance.version,
+                "guidance_hash": guidance.content_hash(),
+                "record_id": rec["record_id"],
+                "group_id": rec["group_id"],
+                "label": rec["label"],
+                "temperature": entry.temperature,
+                "top_p": entry.top_p,
+                "sample": entry.sample,
+                "seed": entry.seed,
+                "max_new_tokens": self.max_new_tokens,
+                "regex": self.regex,
+                "model": self.llm.fingerprint,
+                "raw": completion.text,
+                "verdict": parsed.verdict,
+                "reason": parsed.reason,
+                "format_ok": parsed.format_ok,
+                "correct": parsed.verdict == rec["label"],
+                "error": completion.error,
+                "finish_reason": completion.finish_reason,
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+                "latency_s": completion.latency_s,
+                "attempts": completion.extra.get("attempts", 1),
             }
             self.counter.rollout_calls += 1
             self.counter.count_attempts(completion)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from qc_assets.stage_b.prompts import prompt_hash
@@ -19,7 +19,7 @@ from resources.store import append_jsonl, atomic_write_json, iter_jsonl
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass
@@ -39,8 +39,14 @@ class RunState:
         else:
             if old:
                 history.append({k: old.get(k) for k in ("run_id", "status", "started_at", "finished_at")})
-            data = {"run_id": f"run-{len(history) + 1:04d}", "status": "running", "started_at": _now(),
-                    "config": config, "history": history, "resumes": 0}
+            data = {
+                "run_id": f"run-{len(history) + 1:04d}",
+                "status": "running",
+                "started_at": _now(),
+                "config": config,
+                "history": history,
+                "resumes": 0,
+            }
             resumed = False
         state = cls(path, data)
         state.update(phase="start")
@@ -75,8 +81,14 @@ class ReflectionCache:
         self._cache = {tuple(r["key"]): r for r in iter_jsonl(self.path) if r.get("error") is None}
 
     def ask(self, messages: list[dict], params: DecodeParams, **context) -> dict:
-        key = (self.llm.fingerprint, prompt_hash(messages), params.seed, params.max_new_tokens,
-               params.temperature, params.top_p)
+        key = (
+            self.llm.fingerprint,
+            prompt_hash(messages),
+            params.seed,
+            params.max_new_tokens,
+            params.temperature,
+            params.top_p,
+        )
         if params.json_schema is not None:  # a constrained answer differs; older keys stay valid
             key += ("json_schema", json.dumps(params.json_schema, sort_keys=True))
         if key in self._cache:
@@ -88,9 +100,18 @@ class ReflectionCache:
         self.counter.chat_requests += 1
         self.counter.prompt_tokens += completion.prompt_tokens
         self.counter.completion_tokens += completion.completion_tokens
-        row = {"key": list(key), "run_id": self.run_id, **context, "prompt_hash": key[1], "seed": params.seed,
-               "messages": messages, "raw": completion.text, "error": completion.error,
-               "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens}
+        row = {
+            "key": list(key),
+            "run_id": self.run_id,
+            **context,
+            "prompt_hash": key[1],
+            "seed": params.seed,
+            "messages": messages,
+            "raw": completion.text,
+            "error": completion.error,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+        }
         append_jsonl(self.path, [row])
         if completion.ok:
             self._cache[key] = row

@@ -73,8 +73,10 @@ def split_three_way(records: list[dict], selection_fraction: float, test_fractio
         if not 0 <= value < 1:
             raise ValueError(f"{name} must be in [0, 1), got {value}")
     if selection_fraction + test_fraction >= 1:
-        raise ValueError(f"selection_fraction + test_fraction must be < 1 to leave train groups, got "
-                         f"{selection_fraction} + {test_fraction}")
+        raise ValueError(
+            f"selection_fraction + test_fraction must be < 1 to leave train groups, got "
+            f"{selection_fraction} + {test_fraction}"
+        )
     strata = _strata(records)
     rng = random.Random(seed)
     side_of: dict[str, str] = {}
@@ -106,13 +108,15 @@ def previous_sides(splits_row: dict, records: list[dict]) -> dict[str, str]:
     return {group_of[rid]: side for side in SIDES for rid in splits_row.get(side, []) if rid in group_of}
 
 
-def sticky_three_way(records: list[dict], previous: dict[str, str], selection_fraction: float,
-                     test_fraction: float, seed: int) -> Split:
+def sticky_three_way(
+    records: list[dict], previous: dict[str, str], selection_fraction: float, test_fraction: float, seed: int
+) -> Split:
     """Re-learning: a group an earlier run placed keeps its side, so no group that run kept out of
     train or selection (test above all) is chosen on now; only groups new since then are split, by
     `split_three_way` on their own."""
     known = [r for r in records if r["group_id"] in previous]
     new = [r for r in records if r["group_id"] not in previous]
     fresh = split_three_way(new, selection_fraction, test_fraction, seed) if new else Split([], [], [])
-    return Split(**{side: [r for r in known if previous[r["group_id"]] == side] + getattr(fresh, side)
-                    for side in SIDES})
+    return Split(
+        **{side: [r for r in known if previous[r["group_id"]] == side] + getattr(fresh, side) for side in SIDES}
+    )

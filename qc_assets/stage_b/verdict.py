@@ -41,8 +41,9 @@ reason ::= {CJK_CLASS} [^\\n]*
 """
 # The transformers backend forces one of these, then lets the model write the reason up to a newline.
 VERDICT_PREFIXES: tuple[str, ...] = tuple(f"{line}\n理由: " for line in (PASS_LINE, FAIL_LINE))
-VERDICT_CONSTRAINT = OutputConstraint(regex=VERDICT_REGEX, gbnf=VERDICT_GBNF, prefixes=VERDICT_PREFIXES,
-                                      line_start=CJK_CLASS)
+VERDICT_CONSTRAINT = OutputConstraint(
+    regex=VERDICT_REGEX, gbnf=VERDICT_GBNF, prefixes=VERDICT_PREFIXES, line_start=CJK_CLASS
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def parse_verdict(text: str | None) -> Verdict:
     prefix = next((p for p in REASON_PREFIXES if second.startswith(p)), None)
     if prefix is None:
         return _bad(text)
-    reason = second[len(prefix):].strip()
+    reason = second[len(prefix) :].strip()
     if not reason or _ROLE_WORDS.search(reason) or not _CJK.search(reason):
         return _bad(text)
     if re.sub(r"[\W_]+", "", reason) in _LINE_TO_VERDICT:

@@ -43,29 +43,46 @@ FusedSFTConfig = dagster_config(FusionRunConfig, "FusedSFTConfig")
     group_name=GROUP,
     kinds={"pytorch"},
     description="One LoRA SFT student over every mission's sources (TRL SFTTrainer), gated per mission "
-                "against its base; `current` moves only when the gate passes.",
+    "against its base; `current` moves only when the gate passes.",
 )
-def fused_sft_checkpoint(context: dg.AssetExecutionContext, config: FusedSFTConfig, storage: StorageResource,
-                         student: StudentTrainingResource) -> dg.MaterializeResult:
+def fused_sft_checkpoint(
+    context: dg.AssetExecutionContext,
+    config: FusedSFTConfig,
+    storage: StorageResource,
+    student: StudentTrainingResource,
+) -> dg.MaterializeResult:
     options = to_domain(config, FusionRunConfig)
     cfg = options.fusion_config()
     try:
         backend = student.get_student()
         fingerprint = backend.fingerprint
     except (OSError, ValueError) as e:
-        raise dg.Failure(f"could not prepare the student model: {e}",
-                         metadata={"model_path": student.model_path, "smoke_model": student.smoke_model}) from e
+        raise dg.Failure(
+            f"could not prepare the student model: {e}",
+            metadata={"model_path": student.model_path, "smoke_model": student.smoke_model},
+        ) from e
     out_root = storage.root() / FUSED_SFT_CHECKPOINT
     try:
-        result = run_fusion(cfg, backend, data_root=storage.root(), images_root=storage.images(), out_root=out_root,
-                            log=context.log.info)
+        result = run_fusion(
+            cfg,
+            backend,
+            data_root=storage.root(),
+            images_root=storage.images(),
+            out_root=out_root,
+            log=context.log.info,
+        )
     except NoTrainingData as e:
         raise dg.Failure(str(e), metadata={"sources": dg.MetadataValue.json([s.name for s in cfg.sources])}) from e
     except OSError as e:
-        raise dg.Failure(f"fusion I/O or model loading failed: {e}",
-                         metadata={"out_root": dg.MetadataValue.path(str(out_root))}) from e
-    context.log.info(("PROMOTED" if result.promoted else "REFUSED") + f" student run {result.run_id}"
-                     + (" (reused, same inputs)" if result.reused else "") + f"; current = {result.current_run}")
+        raise dg.Failure(
+            f"fusion I/O or model loading failed: {e}", metadata={"out_root": dg.MetadataValue.path(str(out_root))}
+        ) from e
+    context.log.info(
+        ("PROMOTED" if result.promoted else "REFUSED")
+        + f" student run {result.run_id}"
+        + (" (reused, same inputs)" if result.reused else "")
+        + f"; current = {result.current_run}"
+    )
     return dg.MaterializeResult(metadata=_metadata(result, cfg, fingerprint, backend.note))
 
 
@@ -75,8 +92,10 @@ def _metadata(result: FusionResult, cfg: FusionConfig, fingerprint: str, note: s
     verdict = "promoted to current" if result.promoted else "REFUSED (gate failed; current unchanged)"
     if result.reused:
         verdict += "; reused: same inputs as this run, nothing retrained"
-    preview = (f"run {result.run_id}: {verdict}; loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}; "
-               f"{len(result.missions)} missions; " + "; ".join(ev["failures"]))
+    preview = (
+        f"run {result.run_id}: {verdict}; loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}; "
+        f"{len(result.missions)} missions; " + "; ".join(ev["failures"])
+    )
     meta = {
         "dagster/row_count": result.rows,
         "mission": ", ".join(result.missions),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
@@ -27,20 +26,32 @@ class SourceConfig:
     type: str = field(metadata={"help": f"one of {SOURCE_TYPES}"})
     ratio: float = field(default=1.0, metadata={"help": "relative weight (> 0); normalised over non-empty sources"})
     path: str = field(default="", metadata={"help": "chatml_file only: a JSONL of {messages: [...]} rows"})
-    hard_case_factor: int = field(default=1, metadata={
-        "help": "rows marked hard_case (distill_chatml: label = fail and verdict = fail, or the Stage-B majority "
-                "was wrong) count this many times in the source's pool (1 = off)"})
-    sample_without_replacement: bool = field(default=False, metadata={
-        "help": "never upsample: a quota larger than the pool uses the pool once, and the report says so"})
+    hard_case_factor: int = field(
+        default=1,
+        metadata={
+            "help": "rows marked hard_case (distill_chatml: label = fail and verdict = fail, or the Stage-B majority "
+            "was wrong) count this many times in the source's pool (1 = off)"
+        },
+    )
+    sample_without_replacement: bool = field(
+        default=False,
+        metadata={"help": "never upsample: a quota larger than the pool uses the pool once, and the report says so"},
+    )
 
     def __post_init__(self) -> None:
-        if isinstance(self.hard_case_factor, bool) or not isinstance(self.hard_case_factor, int) \
-                or self.hard_case_factor < 1:
-            raise ValueError(f"source {self.name!r}: hard_case_factor must be an integer >= 1, "
-                             f"got {self.hard_case_factor!r}")
+        if (
+            isinstance(self.hard_case_factor, bool)
+            or not isinstance(self.hard_case_factor, int)
+            or self.hard_case_factor < 1
+        ):
+            raise ValueError(
+                f"source {self.name!r}: hard_case_factor must be an integer >= 1, got {self.hard_case_factor!r}"
+            )
         if not isinstance(self.sample_without_replacement, bool):
-            raise ValueError(f"source {self.name!r}: sample_without_replacement must be true or false, "
-                             f"got {self.sample_without_replacement!r}")
+            raise ValueError(
+                f"source {self.name!r}: sample_without_replacement must be true or false, "
+                f"got {self.sample_without_replacement!r}"
+            )
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"source name must be a non-empty string, got {self.name!r}")
         if self.type not in SOURCE_TYPES:
@@ -58,12 +69,18 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class EvalGateConfig:
-    confidence: float = field(default=0.95, metadata={
-        "help": "two-sided level of the paired bootstrap interval of (fused - base), per mission and metric"})
+    confidence: float = field(
+        default=0.95,
+        metadata={"help": "two-sided level of the paired bootstrap interval of (fused - base), per mission and metric"},
+    )
     n_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples (seeded with the fusion seed)"})
-    min_improvement: float = field(default=0.0, metadata={
-        "help": "a mission blocks when its interval's upper bound is below this: 0 = block only a regression "
-                "that noise cannot explain; > 0 demands evidence that the student could be better"})
+    min_improvement: float = field(
+        default=0.0,
+        metadata={
+            "help": "a mission blocks when its interval's upper bound is below this: 0 = block only a regression "
+            "that noise cannot explain; > 0 demands evidence that the student could be better"
+        },
+    )
     max_groups: int = field(default=0, metadata={"help": "held-out Stage-B groups per mission; 0 = all"})
     stage_a_images: int = field(default=4, metadata={"help": "held-out photos per mission for Stage-A format validity"})
     max_new_tokens: int = field(default=32, metadata={"help": "greedy decode budget per answer"})
@@ -80,23 +97,36 @@ class EvalGateConfig:
 
 
 def _default_sources() -> tuple[SourceConfig, ...]:
-    return (SourceConfig(name="stageb_teacher", type="distill_chatml", ratio=0.5),
-            SourceConfig(name="stage_a_summary", type="stage_a_summaries", ratio=0.5))
+    return (
+        SourceConfig(name="stageb_teacher", type="distill_chatml", ratio=0.5),
+        SourceConfig(name="stage_a_summary", type="stage_a_summaries", ratio=0.5),
+    )
 
 
 @dataclass(frozen=True)
 class FusionConfig:
-    sources: tuple[SourceConfig, ...] = field(default_factory=_default_sources, metadata={
-        "help": "chatml sources and their ratios"})
-    total_rows: int = field(default=0, metadata={
-        "help": "rows in the mixed set; 0 = the sum of the non-empty sources' sizes"})
+    sources: tuple[SourceConfig, ...] = field(
+        default_factory=_default_sources, metadata={"help": "chatml sources and their ratios"}
+    )
+    total_rows: int = field(
+        default=0, metadata={"help": "rows in the mixed set; 0 = the sum of the non-empty sources' sizes"}
+    )
     seed: int = field(default=0, metadata={"help": "seeds the mix (sampling and shuffle) and the bootstrap"})
-    missions: dict = field(default_factory=dict, metadata={
-        "help": "mission name -> relative weight of its rows; missions not named weigh 1; empty = all equal"})
-    guidance: str = field(default="best", metadata={
-        "help": "Stage-B guidance for the eval prompts: best (fail if a mission has none) or initial (G0 + scaffold)"})
-    lora: LoraTrainingSpec = field(default_factory=LoraTrainingSpec, metadata={
-        "help": "LoRA and optimiser of the SFT (resources.training.spec.LoraTrainingSpec)"})
+    missions: dict = field(
+        default_factory=dict,
+        metadata={"help": "mission name -> relative weight of its rows; missions not named weigh 1; empty = all equal"},
+    )
+    guidance: str = field(
+        default="best",
+        metadata={
+            "help": "Stage-B guidance for the eval prompts: best (fail if a mission has none) or initial "
+            "(G0 + scaffold)"
+        },
+    )
+    lora: LoraTrainingSpec = field(
+        default_factory=LoraTrainingSpec,
+        metadata={"help": "LoRA and optimiser of the SFT (resources.training.spec.LoraTrainingSpec)"},
+    )
     eval: EvalGateConfig = field(default_factory=EvalGateConfig)
 
     def __post_init__(self) -> None:
@@ -110,8 +140,11 @@ class FusionConfig:
             raise ValueError(f"guidance must be one of {GUIDANCE_CHOICES}, got {self.guidance!r}")
         if not isinstance(self.missions, dict):
             raise ValueError(f"missions must be a mapping of mission name -> weight, got {self.missions!r}")
-        bad = {k: v for k, v in self.missions.items()
-               if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+        bad = {
+            k: v
+            for k, v in self.missions.items()
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+        }
         if bad:
             raise ValueError(f"mission weights must be numbers > 0, got {bad}")
         if isinstance(self.total_rows, bool) or not isinstance(self.total_rows, int) or self.total_rows < 0:
@@ -153,23 +186,29 @@ def seed_source_keys(src: dict, where: str) -> dict:
     for flag in UNIMPLEMENTED_SEED_FLAGS:
         value = src.pop(flag, False)
         if value is not False:
-            raise ValueError(f"{where}: {flag}: {value!r} is not implemented by this fusion (it would be ignored); "
-                             f"set {flag}: false or remove it")
+            raise ValueError(
+                f"{where}: {flag}: {value!r} is not implemented by this fusion (it would be ignored); "
+                f"set {flag}: false or remove it"
+            )
     template = src.pop("template", "chatml")
     if template not in SEED_TEMPLATES:
         raise ValueError(f"{where}: template {template!r} is not supported, expected one of {SEED_TEMPLATES}")
     mode = src.pop("mode", "dense")
     if mode not in SEED_MODES:
-        raise ValueError(f"{where}: mode {mode!r} is not supported, expected one of {SEED_MODES} "
-                         "(rows are trained as given)")
+        raise ValueError(
+            f"{where}: mode {mode!r} is not supported, expected one of {SEED_MODES} (rows are trained as given)"
+        )
     if "dataset" in src:
         dataset = src.pop("dataset")
         if dataset not in SEED_DATASETS:
-            raise ValueError(f"{where}: dataset {dataset!r} is not supported, expected one of {sorted(SEED_DATASETS)}"
-                             f" or our `type` key (one of {SOURCE_TYPES})")
+            raise ValueError(
+                f"{where}: dataset {dataset!r} is not supported, expected one of {sorted(SEED_DATASETS)}"
+                f" or our `type` key (one of {SOURCE_TYPES})"
+            )
         if "type" in src and src["type"] != SEED_DATASETS[dataset]:
-            raise ValueError(f"{where}: dataset {dataset!r} means type {SEED_DATASETS[dataset]!r}, "
-                             f"but type is {src['type']!r}")
+            raise ValueError(
+                f"{where}: dataset {dataset!r} means type {SEED_DATASETS[dataset]!r}, but type is {src['type']!r}"
+            )
         src["type"] = SEED_DATASETS[dataset]
     if "train_jsonl" in src:
         if "path" in src:
@@ -191,7 +230,12 @@ def fusion_config_from_dict(data: dict, base_dir: Path | None = None) -> FusionC
         for i, src in enumerate(raw_sources):
             if isinstance(src, dict):
                 src = seed_source_keys(src, f"sources[{i}]")
-            if isinstance(src, dict) and src.get("path") and base_dir is not None and not Path(src["path"]).is_absolute():
+            if (
+                isinstance(src, dict)
+                and src.get("path")
+                and base_dir is not None
+                and not Path(src["path"]).is_absolute()
+            ):
                 src = {**src, "path": str(base_dir / src["path"])}
             sources.append(_build(SourceConfig, src, f"sources[{i}]"))
         data["sources"] = tuple(sources)
@@ -217,11 +261,13 @@ def load_fusion_config(path: str | Path) -> FusionConfig:
 class FusionRunConfig:
     """Run config of `fused_sft_checkpoint` (the launchpad form is derived from this class)."""
 
-    config_file: str = field(default="", metadata={
-        "help": "fusion YAML (see configs/fusion.example.yaml); empty = the defaults of FusionConfig"})
-    max_steps: Optional[int] = field(default=None, metadata={"help": "override lora.max_steps of the YAML"})
-    seed: Optional[int] = field(default=None, metadata={"help": "override the mix, training and bootstrap seeds"})
-    guidance: Optional[str] = field(default=None, metadata={"help": "override guidance: best or initial"})
+    config_file: str = field(
+        default="",
+        metadata={"help": "fusion YAML (see configs/fusion.example.yaml); empty = the defaults of FusionConfig"},
+    )
+    max_steps: int | None = field(default=None, metadata={"help": "override lora.max_steps of the YAML"})
+    seed: int | None = field(default=None, metadata={"help": "override the mix, training and bootstrap seeds"})
+    guidance: str | None = field(default=None, metadata={"help": "override guidance: best or initial"})
 
     def __post_init__(self) -> None:
         if self.guidance is not None and self.guidance not in GUIDANCE_CHOICES:

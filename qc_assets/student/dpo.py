@@ -27,19 +27,36 @@ def load_pairs(data_root: Path, plan: dict) -> tuple[list[dict], dict[str, int]]
     return pairs, dropped
 
 
-def run_dpo(cfg: DPORunConfig, student, *, data_root: Path, images_root: Path, out_root: Path,
-            missions: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
+def run_dpo(
+    cfg: DPORunConfig,
+    student,
+    *,
+    data_root: Path,
+    images_root: Path,
+    out_root: Path,
+    missions: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     data_root = Path(data_root)
     plan = mission_plan(data_root, missions_on_disk(data_root, missions), cfg.seed, cfg.guidance)
     pairs, dropped = load_pairs(data_root, plan)
     if not pairs:
-        raise ValueError(f"no preference pairs under {data_root / DISTILL_ASSET}/<mission>/{PAIRS_FILE} "
-                         "(after dropping held-out groups): materialize distill_chatml with preference_pairs on")
+        raise ValueError(
+            f"no preference pairs under {data_root / DISTILL_ASSET}/<mission>/{PAIRS_FILE} "
+            "(after dropping held-out groups): materialize distill_chatml with preference_pairs on"
+        )
     key = inputs_key("dpo", cfg, student, plan, pairs)
 
     def train(run_id: str, staging: Path) -> dict:
         session = student.dpo(pairs, cfg.lora, cfg.beta, staging, log=log)
-        return finish_run(session, plan, cfg, images_root, staging, run_id,
-                          {"method": "dpo", "train_pairs": len(pairs), "dropped_held_out": dropped})
+        return finish_run(
+            session,
+            plan,
+            cfg,
+            images_root,
+            staging,
+            run_id,
+            {"method": "dpo", "train_pairs": len(pairs), "dropped_held_out": dropped},
+        )
 
     return reuse_or_train(out_root, key, train, log)

@@ -31,12 +31,14 @@ GATED_METRICS = ("stage_b/verdict_accuracy", "stage_b/format_ok_rate", "stage_a/
 
 
 class ChatGenerator(Protocol):
-    def generate(self, conversations: Sequence[list[dict]], images: Sequence[list[str]],
-                 max_new_tokens: int) -> list[str]: ...
+    def generate(
+        self, conversations: Sequence[list[dict]], images: Sequence[list[str]], max_new_tokens: int
+    ) -> list[str]: ...
 
 
-def held_out_records(records: list[dict], stage_b_dir: Path, seed: int, eval_fraction: float = 0.2,
-                     seeded_fallback: bool = False) -> tuple[list[dict], str]:
+def held_out_records(
+    records: list[dict], stage_b_dir: Path, seed: int, eval_fraction: float = 0.2, seeded_fallback: bool = False
+) -> tuple[list[dict], str]:
     """(held-out records, where the split came from). Stage-B's latest recorded split wins (its `test`
     side when it records one, else `eval`). Without one, a seeded split of the Stage-A records only when
     `seeded_fallback` (config `guidance: initial`, i.e. no Stage-B run is expected); else a ValueError."""
@@ -48,12 +50,16 @@ def held_out_records(records: list[dict], stage_b_dir: Path, seed: int, eval_fra
         if held:
             return held, f"stage_b_guidance splits.jsonl run {splits[-1].get('run_id')} ({side})"
     if not seeded_fallback:
-        raise ValueError(f"no Stage-B held-out split matching the Stage-A records under {stage_b_dir}/splits.jsonl: "
-                         "re-materialize stage_b_guidance for this mission, or set guidance: initial to "
-                         "evaluate on a seeded split")
+        raise ValueError(
+            f"no Stage-B held-out split matching the Stage-A records under {stage_b_dir}/splits.jsonl: "
+            "re-materialize stage_b_guidance for this mission, or set guidance: initial to "
+            "evaluate on a seeded split"
+        )
     _, held = split_groups(records, eval_fraction, seed)
-    return held, (f"seeded split of Stage-A records (fraction {eval_fraction}, seed {seed}; config guidance: "
-                  "initial): no Stage-B split found")
+    return held, (
+        f"seeded split of Stage-A records (fraction {eval_fraction}, seed {seed}; config guidance: "
+        "initial): no Stage-B split found"
+    )
 
 
 def stage_a_format_valid(text: str | None) -> bool:
@@ -64,15 +70,23 @@ def stage_a_format_valid(text: str | None) -> bool:
     return bool(stripped) and "\n" not in stripped and not is_degenerate(stripped)
 
 
-def evaluate(generator: ChatGenerator, mission, guidance, records: Sequence[dict], images_root: Path,
-             max_groups: int, stage_a_images: int, max_new_tokens: int) -> dict:
+def evaluate(
+    generator: ChatGenerator,
+    mission,
+    guidance,
+    records: Sequence[dict],
+    images_root: Path,
+    max_groups: int,
+    stage_a_images: int,
+    max_new_tokens: int,
+) -> dict:
     """Per-item scores (for the paired gate), their means and a few raw answers for one model."""
     recs = sorted(records, key=lambda r: r["record_id"])
     recs = recs[:max_groups] if max_groups else recs
     convs = [build_messages(mission, guidance, r) for r in recs]
     answers = generator.generate(convs, [[] for _ in convs], max_new_tokens) if convs else []
     parsed = [parse_verdict(a) for a in answers]
-    correct = [float(p.format_ok and p.verdict == r["label"]) for p, r in zip(parsed, recs)]
+    correct = [float(p.format_ok and p.verdict == r["label"]) for p, r in zip(parsed, recs, strict=True)]
     formatted = [float(p.format_ok) for p in parsed]
 
     photos = []
@@ -82,39 +96,65 @@ def evaluate(generator: ChatGenerator, mission, guidance, records: Sequence[dict
             if path.is_file() and len(photos) < stage_a_images:
                 photos.append(str(path))
     user = [{"type": "image"}, {"type": "text", "text": stage_a_prompts.user_prompt(mission)}]
-    a_convs = [[{"role": "system", "content": stage_a_prompts.system_prompt()}, {"role": "user", "content": user}]
-               for _ in photos]
+    a_convs = [
+        [{"role": "system", "content": stage_a_prompts.system_prompt()}, {"role": "user", "content": user}]
+        for _ in photos
+    ]
     summaries = generator.generate(a_convs, [[p] for p in photos], max_new_tokens) if photos else []
     valid = [float(stage_a_format_valid(s)) for s in summaries]
-    items = {"stage_b/verdict_accuracy": correct, "stage_b/format_ok_rate": formatted,
-             "stage_a/format_valid_rate": valid}
+    items = {
+        "stage_b/verdict_accuracy": correct,
+        "stage_b/format_ok_rate": formatted,
+        "stage_a/format_valid_rate": valid,
+    }
     return {
         **{m: (sum(v) / len(v) if v else 0.0) for m, v in items.items()},
         "items": items,
         "stage_b/n_groups": len(recs),
         "stage_a/n_images": len(summaries),
-        "examples": [{"record_id": r["record_id"], "label": r["label"], "answer": a[:200]}
-                     for r, a in list(zip(recs, answers))[:3]],
+        "examples": [
+            {"record_id": r["record_id"], "label": r["label"], "answer": a[:200]}
+            for r, a in list(zip(recs, answers, strict=True))[:3]
+        ],
     }
 
 
-def mission_gate(mission: str, base: dict, fused: dict, cfg, seed: int,
-                 metrics: Sequence[str] = GATED_METRICS) -> dict:
+def mission_gate(mission: str, base: dict, fused: dict, cfg, seed: int, metrics: Sequence[str] = GATED_METRICS) -> dict:
     """{mission, passed, rows: [{metric, n, base, fused, delta, low, high, ok}], failures}; cfg = EvalGateConfig."""
     rows, failures = [], []
     for m in metrics:
         b, f = base["items"][m], fused["items"][m]
         if not b:
-            rows.append({"metric": m, "n": 0, "base": None, "fused": None, "delta": None, "low": None,
-                         "high": None, "ok": False})
+            rows.append(
+                {
+                    "metric": m,
+                    "n": 0,
+                    "base": None,
+                    "fused": None,
+                    "delta": None,
+                    "low": None,
+                    "high": None,
+                    "ok": False,
+                }
+            )
             failures.append(f"{m}: no held-out items")
             continue
         boot = paired_group_bootstrap(b, f, cfg.n_bootstrap, seed)
         delta, (low, high) = boot.estimate, boot.interval(cfg.confidence)
         # A tiny epsilon so that equal scores computed in different orders never fail the gate.
         ok = high >= cfg.min_improvement - 1e-9
-        rows.append({"metric": m, "n": len(b), "base": base[m], "fused": fused[m], "delta": delta, "low": low,
-                     "high": high, "ok": ok})
+        rows.append(
+            {
+                "metric": m,
+                "n": len(b),
+                "base": base[m],
+                "fused": fused[m],
+                "delta": delta,
+                "low": low,
+                "high": high,
+                "ok": ok,
+            }
+        )
         if not ok:
             failures.append(f"{m}: interval [{low:+.3f}, {high:+.3f}] below {cfg.min_improvement:+.3f}")
     return {"mission": mission, "passed": not failures, "rows": rows, "failures": failures}
@@ -124,7 +164,20 @@ def gate_table(gates: Sequence[dict]) -> str:
     def num(x, fmt):
         return "-" if x is None else format(x, fmt)
 
-    return md_table(["mission", "metric", "n", "base", "student", "delta", "interval", "ok"],
-                    [(g["mission"], r["metric"], r["n"], num(r["base"], ".3f"), num(r["fused"], ".3f"),
-                      num(r["delta"], "+.3f"), "-" if r["low"] is None else f"[{r['low']:+.3f}, {r['high']:+.3f}]",
-                      "yes" if r["ok"] else "NO") for g in gates for r in g["rows"]])
+    return md_table(
+        ["mission", "metric", "n", "base", "student", "delta", "interval", "ok"],
+        [
+            (
+                g["mission"],
+                r["metric"],
+                r["n"],
+                num(r["base"], ".3f"),
+                num(r["fused"], ".3f"),
+                num(r["delta"], "+.3f"),
+                "-" if r["low"] is None else f"[{r['low']:+.3f}, {r['high']:+.3f}]",
+                "yes" if r["ok"] else "NO",
+            )
+            for g in gates
+            for r in g["rows"]
+        ],
+    )

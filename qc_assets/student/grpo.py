@@ -18,9 +18,17 @@ def reward_funcs_for(cfg: GRPORunConfig) -> list:
     return default_reward_funcs(cfg.label_weight, cfg.format_weight)
 
 
-def run_grpo(cfg: GRPORunConfig, student, *, data_root: Path, images_root: Path, out_root: Path,
-             missions: list[str] | None = None, reward_funcs: list | None = None,
-             log: Callable[[str], None] = print) -> dict:
+def run_grpo(
+    cfg: GRPORunConfig,
+    student,
+    *,
+    data_root: Path,
+    images_root: Path,
+    out_root: Path,
+    missions: list[str] | None = None,
+    reward_funcs: list | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     data_root = Path(data_root)
     plan = mission_plan(data_root, missions_on_disk(data_root, missions), cfg.seed, cfg.guidance)
     rows = [row for p in plan.values() for row in build_grpo_dataset(p["train"], p["mission"], p["guidance"])]
@@ -35,7 +43,14 @@ def run_grpo(cfg: GRPORunConfig, student, *, data_root: Path, images_root: Path,
 
     def train(run_id: str, staging: Path) -> dict:
         session = student.grpo(rows, cfg.lora, cfg.rollout(), funcs, staging, log=log)
-        return finish_run(session, plan, cfg, images_root, staging, run_id,
-                          {"method": "grpo", "train_rows": len(rows), "held_out_rows": len(held)})
+        return finish_run(
+            session,
+            plan,
+            cfg,
+            images_root,
+            staging,
+            run_id,
+            {"method": "grpo", "train_rows": len(rows), "held_out_rows": len(held)},
+        )
 
     return reuse_or_train(out_root, key, train, log)

@@ -59,9 +59,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = config_from_args(args)
     student = VLStudent(args.model_path, args.device, args.dtype)
-    summary = run_grpo(cfg, student, data_root=Path(args.data_root),
-                       images_root=Path(args.images_root or Path(args.data_root) / "images"),
-                       out_root=Path(args.out_dir), missions=args.mission)
+    summary = run_grpo(
+        cfg,
+        student,
+        data_root=Path(args.data_root),
+        images_root=Path(args.images_root or Path(args.data_root) / "images"),
+        out_root=Path(args.out_dir),
+        missions=args.mission,
+    )
     print(f"GRPO done: {summary['run_dir']}; eval gate {'passed' if summary['eval']['passed'] else 'failed'}")
     return summary
 

@@ -30,7 +30,14 @@ def build_grpo_dataset(records: Sequence[dict], mission, guidance) -> list[dict]
         if rec["record_id"] in seen:
             raise ValueError(f"record_id {rec['record_id']!r} appears twice")
         seen.add(rec["record_id"])
-        rows.append({"prompt": build_messages(mission, guidance, rec), "label": rec["label"],
-                     "mission": mission.name, "group_id": rec["group_id"], "record_id": rec["record_id"],
-                     "summaries": [rec["per_image"][k] for k in sorted(rec["per_image"], key=_image_index)]})
+        rows.append(
+            {
+                "prompt": build_messages(mission, guidance, rec),
+                "label": rec["label"],
+                "mission": mission.name,
+                "group_id": rec["group_id"],
+                "record_id": rec["record_id"],
+                "summaries": [rec["per_image"][k] for k in sorted(rec["per_image"], key=_image_index)],
+            }
+        )
     return rows

@@ -4,8 +4,8 @@ Ratios are normalised over the non-empty sources (an empty source is reported, n
 source's quota is its share of `total_rows` by largest remainder. A source is sampled without
 replacement from a seeded shuffle; a quota larger than the source walks further reshuffled passes
 (upsampling), and the report says so; a source with `sample_without_replacement` never upsamples: it
-uses its pool once and the report says how many rows its quota lacked. The mixed list is shuffled with the same seed, so the same
-pools, config and seed always give the same rows in the same order.
+uses its pool once and the report says how many rows its quota lacked. The mixed list is shuffled
+with the same seed, so the same pools, config and seed always give the same rows in the same order.
 """
 
 from __future__ import annotations
@@ -57,9 +57,15 @@ def _draw(pool: list, n: int, seed: int) -> list:
     return out
 
 
-def mix(pools: dict[str, list], ratios: dict[str, float], total_rows: int, seed: int,
-        types: dict[str, str] | None = None, notes: dict[str, str] | None = None,
-        without_replacement: frozenset[str] | set[str] = frozenset()) -> tuple[list, list[SourceReport]]:
+def mix(
+    pools: dict[str, list],
+    ratios: dict[str, float],
+    total_rows: int,
+    seed: int,
+    types: dict[str, str] | None = None,
+    notes: dict[str, str] | None = None,
+    without_replacement: frozenset[str] | set[str] = frozenset(),
+) -> tuple[list, list[SourceReport]]:
     """(mixed rows, one report per source in `ratios` order). `total_rows == 0` = sum of pool sizes."""
     if set(pools) != set(ratios):
         raise ValueError(f"pools {sorted(pools)} and ratios {sorted(ratios)} name different sources")
@@ -77,17 +83,27 @@ def mix(pools: dict[str, list], ratios: dict[str, float], total_rows: int, seed:
         n = share.get(name, 0)
         note = notes.get(name, "") or ("" if pools[name] else "empty source")
         if name in without_replacement and n > len(pools[name]):
-            note = (f"sample_without_replacement: quota {n} > pool {len(pools[name])}, used the pool once"
-                    + (f"; {note}" if note else ""))
+            note = f"sample_without_replacement: quota {n} > pool {len(pools[name])}, used the pool once" + (
+                f"; {note}" if note else ""
+            )
             n = len(pools[name])
         rows = _draw(pools[name], n, _sub_seed(seed, name)) if n else []
         mixed.extend(rows)
-        reports.append(SourceReport(
-            name=name, type=types.get(name, ""), pool=len(pools[name]), target_ratio=ratio / all_norm,
-            effective_ratio=(ratio / live_norm) if name in live else 0.0, quota=n, realised=len(rows),
-            realised_ratio=0.0, unique=min(len(rows), len(pools[name])), upsampled=n > len(pools[name]),
-            note=note,
-        ))
+        reports.append(
+            SourceReport(
+                name=name,
+                type=types.get(name, ""),
+                pool=len(pools[name]),
+                target_ratio=ratio / all_norm,
+                effective_ratio=(ratio / live_norm) if name in live else 0.0,
+                quota=n,
+                realised=len(rows),
+                realised_ratio=0.0,
+                unique=min(len(rows), len(pools[name])),
+                upsampled=n > len(pools[name]),
+                note=note,
+            )
+        )
     random.Random(_sub_seed(seed, "\x00shuffle")).shuffle(mixed)
     n_mixed = len(mixed) or 1
     reports = [SourceReport(**{**r.__dict__, "realised_ratio": r.realised / n_mixed}) for r in reports]
@@ -95,6 +111,19 @@ def mix(pools: dict[str, list], ratios: dict[str, float], total_rows: int, seed:
 
 
 def report_table(reports: list[SourceReport]) -> str:
-    return md_table(["source", "type", "pool", "target", "realised", "rows", "upsampled", "note"],
-                    [(r.name, r.type, r.pool, f"{r.target_ratio:.3f}", f"{r.realised_ratio:.3f}", r.realised,
-                      "yes" if r.upsampled else "no", r.note[:80]) for r in reports])
+    return md_table(
+        ["source", "type", "pool", "target", "realised", "rows", "upsampled", "note"],
+        [
+            (
+                r.name,
+                r.type,
+                r.pool,
+                f"{r.target_ratio:.3f}",
+                f"{r.realised_ratio:.3f}",
+                r.realised,
+                "yes" if r.upsampled else "no",
+                r.note[:80],
+            )
+            for r in reports
+        ],
+    )

@@ -25,11 +25,14 @@ def _positive_ints(obj, names, prefix: str) -> None:
 
 @dataclass(frozen=True)
 class PreferenceRunConfig:
-    guidance: str = field(default="best", metadata={
-        "help": "Stage-B guidance for prompts and eval: best (fail if a mission has none) or initial"})
-    lora: LoraTrainingSpec = field(default_factory=lambda: LoraTrainingSpec(max_steps=2, learning_rate=1e-4),
-                                   metadata={"help": "LoRA and optimiser; lora.seed also seeds the split, "
-                                                     "sampling and bootstrap"})
+    guidance: str = field(
+        default="best",
+        metadata={"help": "Stage-B guidance for prompts and eval: best (fail if a mission has none) or initial"},
+    )
+    lora: LoraTrainingSpec = field(
+        default_factory=lambda: LoraTrainingSpec(max_steps=2, learning_rate=1e-4),
+        metadata={"help": "LoRA and optimiser; lora.seed also seeds the split, sampling and bootstrap"},
+    )
     eval_max_groups: int = field(default=0, metadata={"help": "held-out groups per mission evaluated; 0 = all"})
     eval_stage_a_images: int = field(default=4, metadata={"help": "held-out photos per mission for Stage-A"})
     eval_max_new_tokens: int = field(default=32, metadata={"help": "greedy decode budget per eval answer"})
@@ -47,8 +50,11 @@ class PreferenceRunConfig:
         return self.lora.seed
 
     def eval_config(self) -> EvalGateConfig:
-        return EvalGateConfig(max_groups=self.eval_max_groups, stage_a_images=self.eval_stage_a_images,
-                              max_new_tokens=self.eval_max_new_tokens)
+        return EvalGateConfig(
+            max_groups=self.eval_max_groups,
+            stage_a_images=self.eval_stage_a_images,
+            max_new_tokens=self.eval_max_new_tokens,
+        )
 
 
 @dataclass(frozen=True)
@@ -56,11 +62,15 @@ class GRPORunConfig(PreferenceRunConfig):
     # the GRPO proposal (seed 003): LLM-only LoRA on the last 4 blocks, rewards label 1.0 / format 0.2
     lora: LoraTrainingSpec = field(
         default_factory=lambda: LoraTrainingSpec(last_k=4, max_steps=2, learning_rate=1e-4),
-        metadata={"help": "LoRA and optimiser (the proposal: last_k 4); lora.seed also seeds sampling, the split "
-                          "and bootstrap"})
+        metadata={
+            "help": "LoRA and optimiser (the proposal: last_k 4); lora.seed also seeds sampling, the split "
+            "and bootstrap"
+        },
+    )
     label_weight: float = field(default=1.0, metadata={"help": "reward for a well-formed verdict equal to the label"})
-    format_weight: float = field(default=0.2, metadata={
-        "help": "reward for a well-formed two-line answer whose reason copies no summary"})
+    format_weight: float = field(
+        default=0.2, metadata={"help": "reward for a well-formed two-line answer whose reason copies no summary"}
+    )
     num_generations: int = field(default=2, metadata={"help": "completions per prompt (the GRPO group)"})
     max_completion_length: int = field(default=24, metadata={"help": "tokens per sampled completion"})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient; 0 = no reference model (cheaper)"})
@@ -72,8 +82,9 @@ class GRPORunConfig(PreferenceRunConfig):
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (GRPO compares completions), got {self.num_generations}")
         if self.lora.batch_size % self.num_generations:
-            raise ValueError(f"lora.batch_size {self.lora.batch_size} must be a multiple of num_generations "
-                             f"{self.num_generations}")
+            raise ValueError(
+                f"lora.batch_size {self.lora.batch_size} must be a multiple of num_generations {self.num_generations}"
+            )
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 for sampled rollouts, got {self.temperature}")
         if self.beta < 0:
@@ -84,8 +95,12 @@ class GRPORunConfig(PreferenceRunConfig):
 
     def rollout(self) -> dict:
         """GRPOTrainer's sampling settings (the trainer resource takes them beside the LoRA spec)."""
-        return {"num_generations": self.num_generations, "max_completion_length": self.max_completion_length,
-                "beta": self.beta, "temperature": self.temperature}
+        return {
+            "num_generations": self.num_generations,
+            "max_completion_length": self.max_completion_length,
+            "beta": self.beta,
+            "temperature": self.temperature,
+        }
 
 
 @dataclass(frozen=True)

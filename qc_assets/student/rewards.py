@@ -49,14 +49,15 @@ class FormatReward:
         self.weight = weight
         self.__name__ = "format_reward"
 
-    def __call__(self, completions: Sequence, summaries: Sequence[Sequence[str]] | None = None,
-                 **columns) -> list[float]:
+    def __call__(
+        self, completions: Sequence, summaries: Sequence[Sequence[str]] | None = None, **columns
+    ) -> list[float]:
         # without a `summaries` column there is nothing a reason could copy
         rows = summaries if summaries is not None else [()] * len(completions)
         if len(rows) != len(completions):
             raise ValueError(f"{len(rows)} summary lists for {len(completions)} completions")
         out = []
-        for c, texts in zip(completions, rows):
+        for c, texts in zip(completions, rows, strict=True):
             parsed = parse_verdict(completion_text(c))
             out.append(self.weight if parsed.format_ok and not reason_copies_summary(parsed.reason, texts) else 0.0)
         return out
@@ -85,7 +86,7 @@ class LabelReward:
         if bad:
             raise ValueError(f"labels must be one of {LABELS}, got {bad}")
         out = []
-        for c, lab in zip(completions, label):
+        for c, lab in zip(completions, label, strict=True):
             parsed = parse_verdict(completion_text(c))
             out.append(self.weight if parsed.format_ok and parsed.verdict == lab else 0.0)
         return out

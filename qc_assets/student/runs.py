@@ -39,9 +39,11 @@ def resolve_guidance(stage_b_dir: Path, mission, choice: str) -> tuple[Guidance,
     try:
         guidance = load_guidance(stage_b_dir, "best")
     except (ValueError, OSError, KeyError) as e:
-        raise ValueError(f"mission {mission.name!r}: no usable Stage-B guidance under {stage_b_dir} ({e}); "
-                         "materialize stage_b_guidance for it, or set guidance: initial to evaluate with "
-                         "the initial guidance") from e
+        raise ValueError(
+            f"mission {mission.name!r}: no usable Stage-B guidance under {stage_b_dir} ({e}); "
+            "materialize stage_b_guidance for it, or set guidance: initial to evaluate with "
+            "the initial guidance"
+        ) from e
     return guidance, f"best (version {guidance.version})"
 
 
@@ -53,12 +55,22 @@ def mission_plan(data_root: Path, missions: list[str], seed: int, guidance: str)
         stage_b_dir = Path(data_root) / STAGE_B_ASSET / name
         records = read_jsonl(Path(data_root) / STAGE_A_ASSET / name / "records.jsonl")
         chosen, how = resolve_guidance(stage_b_dir, mission, guidance)
-        held, split = (held_out_records(records, stage_b_dir, seed, seeded_fallback=guidance == "initial")
-                       if records else ([], "no Stage-A records"))
+        held, split = (
+            held_out_records(records, stage_b_dir, seed, seeded_fallback=guidance == "initial")
+            if records
+            else ([], "no Stage-A records")
+        )
         held_groups = {r["group_id"] for r in held}
-        plan[name] = {"mission": mission, "records": records, "held": held, "held_groups": held_groups,
-                      "train": [r for r in records if r["group_id"] not in held_groups], "split": split,
-                      "guidance": chosen, "guidance_source": how}
+        plan[name] = {
+            "mission": mission,
+            "records": records,
+            "held": held,
+            "held_groups": held_groups,
+            "train": [r for r in records if r["group_id"] not in held_groups],
+            "split": split,
+            "guidance": chosen,
+            "guidance_source": how,
+        }
     return plan
 
 
@@ -66,17 +78,38 @@ def evaluate_session(session, plan: dict, eval_cfg, images_root: Path, seed: int
     """Base (adapter off) vs trained (adapter on) on every mission's held-out items, with the gate."""
     per_mission, gates = {}, []
     for name, p in plan.items():
-        results = {side: evaluate(session.generator(adapter), p["mission"], p["guidance"], p["held"], images_root,
-                                  eval_cfg.max_groups, eval_cfg.stage_a_images, eval_cfg.max_new_tokens)
-                   for side, adapter in (("base", False), ("fused", True))}
+        results = {
+            side: evaluate(
+                session.generator(adapter),
+                p["mission"],
+                p["guidance"],
+                p["held"],
+                images_root,
+                eval_cfg.max_groups,
+                eval_cfg.stage_a_images,
+                eval_cfg.max_new_tokens,
+            )
+            for side, adapter in (("base", False), ("fused", True))
+        }
         gate = mission_gate(name, results["base"], results["fused"], eval_cfg, seed)
         gates.append(gate)
-        per_mission[name] = {"held_out_source": p["split"], "held_out_records": [r["record_id"] for r in p["held"]],
-                             "guidance": p["guidance_source"], "guidance_version": p["guidance"].version,
-                             "base": results["base"], "fused": results["fused"], "gate": gate}
+        per_mission[name] = {
+            "held_out_source": p["split"],
+            "held_out_records": [r["record_id"] for r in p["held"]],
+            "guidance": p["guidance_source"],
+            "guidance_version": p["guidance"].version,
+            "base": results["base"],
+            "fused": results["fused"],
+            "gate": gate,
+        }
     failures = [f"{g['mission']}: {f}" for g in gates for f in g["failures"]]
-    return {"passed": not failures, "failures": failures, "gates": gates, "missions": per_mission,
-            "config": asdict(eval_cfg)}
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "gates": gates,
+        "missions": per_mission,
+        "config": asdict(eval_cfg),
+    }
 
 
 def new_run(out_root: Path) -> tuple[str, Path]:
@@ -104,8 +137,9 @@ def publish(staging: Path, run_id: str) -> Path:
 def missions_on_disk(data_root: Path, missions: list[str] | None) -> list[str]:
     found = sorted(missions) if missions is not None else discover_missions(data_root)
     if not found:
-        raise ValueError(f"no mission has Stage-A records or distill rows under {data_root}: "
-                         "materialize stage_a_summaries first")
+        raise ValueError(
+            f"no mission has Stage-A records or distill rows under {data_root}: materialize stage_a_summaries first"
+        )
     return found
 
 
@@ -113,12 +147,20 @@ def finish_run(session, plan, cfg, images_root, staging: Path, run_id: str, summ
     eval_doc = {"run_id": run_id, **evaluate_session(session, plan, cfg.eval_config(), images_root, cfg.seed)}
     adapter_bytes = session.save_adapter(staging / "adapter")
     session.save_merged(staging)
-    summary = {**summary, "run_id": run_id, "config": asdict(cfg), "targets": session.targets,
-               "trainable_params": session.trainable_params, "total_params": session.total_params,
-               "adapter_bytes": adapter_bytes, "losses": session.losses, "train_seconds": session.seconds,
-               "base_model_path": session.base_path,
-               "guidance": {m: p["guidance_source"] for m, p in plan.items()},
-               "log_history": session.extra.get("log_history", [])}
+    summary = {
+        **summary,
+        "run_id": run_id,
+        "config": asdict(cfg),
+        "targets": session.targets,
+        "trainable_params": session.trainable_params,
+        "total_params": session.total_params,
+        "adapter_bytes": adapter_bytes,
+        "losses": session.losses,
+        "train_seconds": session.seconds,
+        "base_model_path": session.base_path,
+        "guidance": {m: p["guidance_source"] for m, p in plan.items()},
+        "log_history": session.extra.get("log_history", []),
+    }
     atomic_write_json(staging / SUMMARY_FILE, summary)
     atomic_write_json(staging / EVAL_FILE, eval_doc)
     return {**summary, "eval": eval_doc}
@@ -127,8 +169,16 @@ def finish_run(session, plan, cfg, images_root, staging: Path, run_id: str, summ
 def inputs_key(method: str, cfg, student, plan: dict, rows: list[dict], extra=None) -> str:
     """What a run depends on: config, student model, training rows, held-out records and guidance."""
     held = {m: {"records": p["held"], "guidance": p["guidance"].content_hash()} for m, p in sorted(plan.items())}
-    return inputs_hash({"method": method, "config": asdict(cfg), "student": getattr(student, "fingerprint", ""),
-                        "rows": rows, "held": held, "extra": extra})
+    return inputs_hash(
+        {
+            "method": method,
+            "config": asdict(cfg),
+            "student": getattr(student, "fingerprint", ""),
+            "rows": rows,
+            "held": held,
+            "extra": extra,
+        }
+    )
 
 
 def reuse_or_train(out_root: Path, key: str, train: Callable[[str, Path], dict], log) -> dict:
@@ -140,8 +190,12 @@ def reuse_or_train(out_root: Path, key: str, train: Callable[[str, Path], dict],
         if pointer["inputs_key"] == key and (run_dir / SUMMARY_FILE).is_file() and (run_dir / EVAL_FILE).is_file():
             log(f"run {pointer['run_id']}: same inputs as this request (inputs_key {key}), reused, nothing retrained")
             summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-            return {**summary, "eval": json.loads((run_dir / EVAL_FILE).read_text(encoding="utf-8")),
-                    "run_dir": str(run_dir), "reused": True}
+            return {
+                **summary,
+                "eval": json.loads((run_dir / EVAL_FILE).read_text(encoding="utf-8")),
+                "run_dir": str(run_dir),
+                "reused": True,
+            }
     run_id, staging = new_run(out_root)
     result = in_staging(staging, lambda: train(run_id, staging))
     run_dir = publish(staging, run_id)

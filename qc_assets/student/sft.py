@@ -89,8 +89,11 @@ def promote(out_root: Path, run_id: str) -> None:
 def _load_sources(cfg: FusionConfig, plan: dict, data_root: Path, images_root: Path, log) -> None:
     """Each mission's sources, its held-out groups excluded, into plan[mission]["loaded"]."""
     for name, p in plan.items():
-        p["loaded"] = [load_source(s, mission=name, data_root=data_root, images_root=images_root,
-                                   exclude_groups=p["held_groups"]) for s in cfg.sources if s.type != "chatml_file"]
+        p["loaded"] = [
+            load_source(s, mission=name, data_root=data_root, images_root=images_root, exclude_groups=p["held_groups"])
+            for s in cfg.sources
+            if s.type != "chatml_file"
+        ]
         for s in p["loaded"]:
             if s.note:
                 log(f"fusion source {s.config.name}/{name}: {s.note}")
@@ -111,18 +114,36 @@ def _mix(cfg: FusionConfig, plan: dict, data_root: Path, images_root: Path):
     for src in cfg.sources:
         if src.type == "chatml_file":
             s = load_source(src, mission="", data_root=data_root, images_root=images_root, exclude_groups=set())
-            pools[src.name], ratios[src.name], types[src.name], notes[src.name] = s.examples, src.ratio, src.type, s.note
+            pools[src.name], ratios[src.name], types[src.name], notes[src.name] = (
+                s.examples,
+                src.ratio,
+                src.type,
+                s.note,
+            )
             if src.sample_without_replacement:
                 once.add(src.name)
     if not any(pools.values()):
-        raise NoTrainingData("every fusion source is empty for missions " + str(sorted(plan)) + " ("
-                             + "; ".join(f"{k}: {v or 'empty'}" for k, v in notes.items()) + ")")
+        raise NoTrainingData(
+            "every fusion source is empty for missions "
+            + str(sorted(plan))
+            + " ("
+            + "; ".join(f"{k}: {v or 'empty'}" for k, v in notes.items())
+            + ")"
+        )
     mixed, reports = mix(pools, ratios, cfg.total_rows, cfg.seed, types=types, notes=notes, without_replacement=once)
     return mixed, reports, [k for k, v in pools.items() if not v]
 
 
-def run_fusion(cfg: FusionConfig, student, *, data_root: Path, images_root: Path, out_root: Path,
-               missions: list[str] | None = None, log: Callable[[str], None] = print) -> FusionResult:
+def run_fusion(
+    cfg: FusionConfig,
+    student,
+    *,
+    data_root: Path,
+    images_root: Path,
+    out_root: Path,
+    missions: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> FusionResult:
     """Train one student on every mission's data (`missions`: default = every mission on disk)."""
     data_root, out_root = Path(data_root), Path(out_root)
     missions = sorted(missions) if missions is not None else discover_missions(data_root)
@@ -130,8 +151,10 @@ def run_fusion(cfg: FusionConfig, student, *, data_root: Path, images_root: Path
         raise NoTrainingData(f"no mission has Stage-A records or distill rows under {data_root}")
     unknown = sorted(set(cfg.missions) - set(missions))
     if unknown:
-        raise ValueError(f"fusion config weighs missions {unknown} that have no data under {data_root}; "
-                         f"missions with data: {missions}")
+        raise ValueError(
+            f"fusion config weighs missions {unknown} that have no data under {data_root}; "
+            f"missions with data: {missions}"
+        )
     plan = mission_plan(data_root, missions, cfg.seed, cfg.guidance)
     _load_sources(cfg, plan, data_root, images_root, log)
     mixed, reports, empty = _mix(cfg, plan, data_root, images_root)
@@ -139,24 +162,44 @@ def run_fusion(cfg: FusionConfig, student, *, data_root: Path, images_root: Path
     key = inputs_key(cfg, getattr(student, "fingerprint", ""), plan, mixed)
     previous = reusable_run(out_root, key)
     if previous is not None:
-        log(f"fusion run {previous.run_id}: same inputs as this request (inputs_key {key}), reused, "
-            "nothing retrained")
+        log(f"fusion run {previous.run_id}: same inputs as this request (inputs_key {key}), reused, nothing retrained")
         return previous
 
     run_id, staging = new_run(out_root)
-    result = in_staging(staging, lambda: _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root,
-                                                              staging, run_id, key, log))
+    result = in_staging(
+        staging,
+        lambda: _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root, staging, run_id, key, log),
+    )
     run_dir = publish(staging, run_id)
     passed = result["eval"]["passed"]
     if passed:
         promote(out_root, run_id)
-    append_jsonl(out_root / PROMOTIONS, [{"run_id": run_id, "promoted": passed, "current": current_run(out_root),
-                                          "failures": result["eval"]["failures"], "inputs_key": key,
-                                          "at": time.time()}])
+    append_jsonl(
+        out_root / PROMOTIONS,
+        [
+            {
+                "run_id": run_id,
+                "promoted": passed,
+                "current": current_run(out_root),
+                "failures": result["eval"]["failures"],
+                "inputs_key": key,
+                "at": time.time(),
+            }
+        ],
+    )
     log(f"fusion run {run_id}: gate {'passed, promoted to current' if passed else 'FAILED, current unchanged'}")
-    return FusionResult(run_id=run_id, run_dir=run_dir, missions=missions, rows=len(mixed), sources=reports,
-                        empty_sources=empty, promoted=passed, current_run=current_run(out_root), inputs_key=key,
-                        **result)
+    return FusionResult(
+        run_id=run_id,
+        run_dir=run_dir,
+        missions=missions,
+        rows=len(mixed),
+        sources=reports,
+        empty_sources=empty,
+        promoted=passed,
+        current_run=current_run(out_root),
+        inputs_key=key,
+        **result,
+    )
 
 
 def inputs_key(cfg: FusionConfig, student_fingerprint: str, plan: dict, mixed: list[dict]) -> str:
@@ -164,10 +207,11 @@ def inputs_key(cfg: FusionConfig, student_fingerprint: str, plan: dict, mixed: l
     so the key stays cheap at a million photos."""
     photos = sorted({path for ex in mixed for path in ex["images"]})
     stamps = [(p, *_stamp(p)) for p in photos]
-    held = {m: {"records": p["held"], "guidance": p["guidance"].content_hash(), "how": p["guidance_source"]}
-            for m, p in sorted(plan.items())}
-    payload = {"config": cfg.to_dict(), "student": student_fingerprint, "rows": mixed, "photos": stamps,
-               "held": held}
+    held = {
+        m: {"records": p["held"], "guidance": p["guidance"].content_hash(), "how": p["guidance_source"]}
+        for m, p in sorted(plan.items())
+    }
+    payload = {"config": cfg.to_dict(), "student": student_fingerprint, "rows": mixed, "photos": stamps, "held": held}
     return inputs_hash(payload)
 
 
@@ -187,33 +231,66 @@ def reusable_run(out_root: Path, key: str) -> FusionResult | None:
         return None
     report = json.loads((run_dir / REPORT_FILE).read_text(encoding="utf-8"))
     return FusionResult(
-        run_id=run_id, run_dir=run_dir, missions=report["missions"], rows=report["rows"],
-        sources=[SourceReport(**r) for r in report["sources"]], losses=report["losses"],
-        trainable_params=report["trainable_params"], total_params=report["total_params"],
-        adapter_bytes=report["adapter_bytes"], targets=report["lora_targets"],
-        eval=json.loads((run_dir / EVAL_FILE).read_text(encoding="utf-8")), empty_sources=report["empty_sources"],
-        guidance=report["guidance"], train_seconds=report["train_seconds"], promoted=log[-1]["promoted"],
-        current_run=current_run(out_root), inputs_key=key, reused=True)
+        run_id=run_id,
+        run_dir=run_dir,
+        missions=report["missions"],
+        rows=report["rows"],
+        sources=[SourceReport(**r) for r in report["sources"]],
+        losses=report["losses"],
+        trainable_params=report["trainable_params"],
+        total_params=report["total_params"],
+        adapter_bytes=report["adapter_bytes"],
+        targets=report["lora_targets"],
+        eval=json.loads((run_dir / EVAL_FILE).read_text(encoding="utf-8")),
+        empty_sources=report["empty_sources"],
+        guidance=report["guidance"],
+        train_seconds=report["train_seconds"],
+        promoted=log[-1]["promoted"],
+        current_run=current_run(out_root),
+        inputs_key=key,
+        reused=True,
+    )
 
 
-def _train_and_evaluate(cfg, student, plan, mixed, reports, empty, images_root, staging: Path, run_id: str,
-                        key: str, log) -> dict:
+def _train_and_evaluate(
+    cfg, student, plan, mixed, reports, empty, images_root, staging: Path, run_id: str, key: str, log
+) -> dict:
     session = student.sft(mixed, cfg.lora, staging, log=log)
     eval_doc = {"run_id": run_id, **evaluate_session(session, plan, cfg.eval, images_root, cfg.seed)}
     adapter_bytes = session.save_adapter(staging / ADAPTER_DIR)
     session.save_merged(staging)
-    report = {"run_id": run_id, "missions": sorted(plan), "config": cfg.to_dict(), "rows": len(mixed),
-              "sources": [asdict(r) for r in reports], "empty_sources": empty,
-              "dropped": {f"{s.config.name}/{m}": s.dropped for m, p in plan.items() for s in p["loaded"] if s.dropped},
-              "lora_targets": session.targets, "trainable_params": session.trainable_params,
-              "total_params": session.total_params, **session.extra, "adapter_bytes": adapter_bytes,
-              "base_model_path": session.base_path, "student_note": getattr(student, "note", ""),
-              "train_seconds": session.seconds, "first_loss": session.losses[0], "final_loss": session.losses[-1],
-              "losses": session.losses, "guidance": {m: p["guidance_source"] for m, p in plan.items()},
-              "inputs_key": key}
+    report = {
+        "run_id": run_id,
+        "missions": sorted(plan),
+        "config": cfg.to_dict(),
+        "rows": len(mixed),
+        "sources": [asdict(r) for r in reports],
+        "empty_sources": empty,
+        "dropped": {f"{s.config.name}/{m}": s.dropped for m, p in plan.items() for s in p["loaded"] if s.dropped},
+        "lora_targets": session.targets,
+        "trainable_params": session.trainable_params,
+        "total_params": session.total_params,
+        **session.extra,
+        "adapter_bytes": adapter_bytes,
+        "base_model_path": session.base_path,
+        "student_note": getattr(student, "note", ""),
+        "train_seconds": session.seconds,
+        "first_loss": session.losses[0],
+        "final_loss": session.losses[-1],
+        "losses": session.losses,
+        "guidance": {m: p["guidance_source"] for m, p in plan.items()},
+        "inputs_key": key,
+    }
     atomic_write_json(staging / REPORT_FILE, report)
     plot_loss(session.losses, staging / LOSS_PLOT, f"LoRA SFT loss, run {run_id}")
     atomic_write_json(staging / EVAL_FILE, eval_doc)
-    return dict(losses=session.losses, trainable_params=session.trainable_params, total_params=session.total_params,
-                adapter_bytes=adapter_bytes, targets=session.targets, eval=eval_doc,
-                guidance={m: p["guidance_source"] for m, p in plan.items()}, train_seconds=session.seconds)
+    return dict(
+        losses=session.losses,
+        trainable_params=session.trainable_params,
+        total_params=session.total_params,
+        adapter_bytes=adapter_bytes,
+        targets=session.targets,
+        eval=eval_doc,
+        guidance={m: p["guidance_source"] for m, p in plan.items()},
+        train_seconds=session.seconds,
+    )

@@ -73,8 +73,13 @@ def row_repeats(row: dict, hard_case_factor: int, where: str) -> int:
 def _row_images(row: dict, messages: list[dict], base_dir: Path | None, where: str) -> list[str] | None:
     """Absolute image paths of a row (None = a listed image is missing on disk)."""
     images = row.get("images") or []
-    parts = sum(1 for m in messages if isinstance(m.get("content"), list)
-                for c in m["content"] if isinstance(c, dict) and c.get("type") == "image")
+    parts = sum(
+        1
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for c in m["content"]
+        if isinstance(c, dict) and c.get("type") == "image"
+    )
     if len(images) != parts:
         raise ValueError(f"{where}: {len(images)} images for {parts} image parts in the messages")
     if images and base_dir is None:
@@ -83,9 +88,15 @@ def _row_images(row: dict, messages: list[dict], base_dir: Path | None, where: s
     return None if any(not p.is_file() for p in paths) else [str(p) for p in paths]
 
 
-def _chatml_examples(rows: Iterable[dict], source: str, where: str, exclude_groups: set[str],
-                     mission: str | None, hard_case_factor: int = 1,
-                     base_dir: Path | None = None) -> tuple[list[dict], dict[str, int]]:
+def _chatml_examples(
+    rows: Iterable[dict],
+    source: str,
+    where: str,
+    exclude_groups: set[str],
+    mission: str | None,
+    hard_case_factor: int = 1,
+    base_dir: Path | None = None,
+) -> tuple[list[dict], dict[str, int]]:
     out, dropped = [], {}
     for i, row in enumerate(rows):
         gid = row.get("group_id")
@@ -101,14 +112,18 @@ def _chatml_examples(rows: Iterable[dict], source: str, where: str, exclude_grou
         if images is None:
             _count(dropped, "missing_image")
             continue
-        example = {"source": source, "messages": messages, "images": images, "group_id": gid,
-                   "mission": row_mission}
+        example = {"source": source, "messages": messages, "images": images, "group_id": gid, "mission": row_mission}
         out.extend(dict(example) for _ in range(row_repeats(row, hard_case_factor, f"{where} row {i}")))
     return out, dropped
 
 
-def stage_a_examples(records: list[dict], mission_name: str, images_root: Path, source: str = "stage_a_summary",
-                     exclude_groups: frozenset[str] | set[str] = frozenset()) -> tuple[list[dict], dict[str, int]]:
+def stage_a_examples(
+    records: list[dict],
+    mission_name: str,
+    images_root: Path,
+    source: str = "stage_a_summary",
+    exclude_groups: frozenset[str] | set[str] = frozenset(),
+) -> tuple[list[dict], dict[str, int]]:
     """One SFT row per summarised photo, under the prompt that produced it; photos that no longer exist
     are dropped and counted. Summaries cut at max_new_tokens are kept (the smoke model cuts every one);
     stage_a_truncation_share blocks a partition where too many are cut."""
@@ -119,8 +134,9 @@ def stage_a_examples(records: list[dict], mission_name: str, images_root: Path, 
             dropped["held_out_group"] = dropped.get("held_out_group", 0) + 1
             continue
         # records written before prompt profiles existed were made with the default profile and pack
-        prompt = stage_a_prompts.build_prompt(mission, rec.get("dataset"),
-                                              rec.get("prompt_profile", stage_a_prompts.DEFAULT_PROFILE))
+        prompt = stage_a_prompts.build_prompt(
+            mission, rec.get("dataset"), rec.get("prompt_profile", stage_a_prompts.DEFAULT_PROFILE)
+        )
         system, user = prompt.system, prompt.user
         for n, rel in enumerate(rec["images"], start=1):
             summary = rec["per_image"].get(f"image_{n}", "")
@@ -131,10 +147,19 @@ def stage_a_examples(records: list[dict], mission_name: str, images_root: Path, 
             if not path.is_file():
                 dropped["missing_image"] = dropped.get("missing_image", 0) + 1
                 continue
-            out.append({"source": source, "images": [str(path)], "group_id": rec["group_id"], "mission": mission_name,
-                        "messages": [{"role": "system", "content": system},
-                                     {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user}]},
-                                     {"role": "assistant", "content": summary.strip()}]})
+            out.append(
+                {
+                    "source": source,
+                    "images": [str(path)],
+                    "group_id": rec["group_id"],
+                    "mission": mission_name,
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user}]},
+                        {"role": "assistant", "content": summary.strip()},
+                    ],
+                }
+            )
     return out, dropped
 
 
@@ -142,15 +167,17 @@ def distill_path(data_root: Path, mission: str) -> Path:
     return Path(data_root) / DISTILL_ASSET / mission / DISTILL_FILE
 
 
-def load_source(src: SourceConfig, *, mission: str, data_root: Path, images_root: Path,
-                exclude_groups: set[str]) -> LoadedSource:
+def load_source(
+    src: SourceConfig, *, mission: str, data_root: Path, images_root: Path, exclude_groups: set[str]
+) -> LoadedSource:
     data_root = Path(data_root)
     if src.type == "distill_chatml":
         path = distill_path(data_root, mission)
         if not path.exists():
             return LoadedSource(src, [], note=f"{path} missing: materialize distill_chatml for {mission!r}")
-        examples, dropped = _chatml_examples(read_jsonl(path), src.name, str(path), exclude_groups, mission,
-                                             src.hard_case_factor)
+        examples, dropped = _chatml_examples(
+            read_jsonl(path), src.name, str(path), exclude_groups, mission, src.hard_case_factor
+        )
         return LoadedSource(src, examples, note="" if examples else f"{path} has no usable rows", dropped=dropped)
     if src.type == "stage_a_summaries":
         path = data_root / STAGE_A_ASSET / mission / "records.jsonl"
@@ -159,8 +186,15 @@ def load_source(src: SourceConfig, *, mission: str, data_root: Path, images_root
         examples, dropped = stage_a_examples(read_jsonl(path), mission, images_root, src.name, exclude_groups)
         return LoadedSource(src, examples, note="" if examples else "no usable Stage-A summaries", dropped=dropped)
     # chatml_file: the config already checked the file exists.
-    examples, dropped = _chatml_examples(read_jsonl(Path(src.path)), src.name, src.path, set(), None,
-                                         src.hard_case_factor, base_dir=Path(src.path).parent)
+    examples, dropped = _chatml_examples(
+        read_jsonl(Path(src.path)),
+        src.name,
+        src.path,
+        set(),
+        None,
+        src.hard_case_factor,
+        base_dir=Path(src.path).parent,
+    )
     return LoadedSource(src, examples, note="" if examples else f"{src.path} has no rows", dropped=dropped)
 
 

@@ -21,9 +21,9 @@ from qc_assets.verdicts.reviews import agreement_by_day, plot_agreement
 from qc_assets.verdicts.run import VerdictsResult, inbox_groups, run_verdicts
 from resources.llm import ChatLLM
 from resources.llm.resource import LLMResource
-from resources.vlm.resource import VLMResource
 from resources.storage import StorageResource
 from resources.store import read_jsonl
+from resources.vlm.resource import VLMResource
 
 QCVerdictsConfig = dagster_config(VerdictConfig, "QCVerdictsConfig")
 
@@ -36,9 +36,11 @@ def verdict_model(config: VerdictConfig, llm: LLMResource, vlm: VLMResource, sto
 
         current = storage.root() / FUSED_SFT_CHECKPOINT / "current"
         if not (current / "config.json").is_file():
-            raise dg.Failure(f"verdict_model 'student' needs a promoted student at {current}: run student_job "
-                             f"({FUSED_SFT_CHECKPOINT}) until a run passes its eval gate",
-                             metadata={"expected_path": dg.MetadataValue.path(str(current))})
+            raise dg.Failure(
+                f"verdict_model 'student' needs a promoted student at {current}: run student_job "
+                f"({FUSED_SFT_CHECKPOINT}) until a run passes its eval gate",
+                metadata={"expected_path": dg.MetadataValue.path(str(current))},
+            )
         return StudentChatLLM(str(current), device=vlm.device, dtype=vlm.dtype, batch_size=config.batch_size)
     try:
         return llm.get_llm()
@@ -50,9 +52,11 @@ def kept_guidance(storage: StorageResource, mission: str):
     store = GuidanceStore(storage.root() / STAGE_B_GUIDANCE / mission / "guidance")
     version = store.pointer("best")
     if version is None:
-        raise dg.Failure(f"no kept guidance for mission {mission!r} under {store.root}: materialize "
-                         f"{STAGE_B_GUIDANCE} for this partition first",
-                         metadata={"expected_path": dg.MetadataValue.path(str(store.root / "best.json"))})
+        raise dg.Failure(
+            f"no kept guidance for mission {mission!r} under {store.root}: materialize "
+            f"{STAGE_B_GUIDANCE} for this partition first",
+            metadata={"expected_path": dg.MetadataValue.path(str(store.root / "best.json"))},
+        )
     return store.load(version)
 
 
@@ -64,10 +68,15 @@ def kept_guidance(storage: StorageResource, mission: str):
     group_name="qc",
     kinds={"python", "parquet"},
     description="Production verdict for every inbox group under the kept guidance (k samples, majority vote, "
-                "fail wins ties); doubtful groups are marked needs_review, never passed silently.",
+    "fail wins ties); doubtful groups are marked needs_review, never passed silently.",
 )
-def qc_verdicts(context: dg.AssetExecutionContext, config: QCVerdictsConfig, storage: StorageResource,
-                llm: LLMResource, vlm: VLMResource) -> dg.MaterializeResult:
+def qc_verdicts(
+    context: dg.AssetExecutionContext,
+    config: QCVerdictsConfig,
+    storage: StorageResource,
+    llm: LLMResource,
+    vlm: VLMResource,
+) -> dg.MaterializeResult:
     mission = get_mission(context.partition_key)
     cfg = to_domain(config, VerdictConfig)
     records = load_inbox_records(storage, mission.name)
@@ -75,19 +84,31 @@ def qc_verdicts(context: dg.AssetExecutionContext, config: QCVerdictsConfig, sto
     guidance = kept_guidance(storage, mission.name)
     pattern = inbox_group_id_pattern(storage, mission.name)
     if pattern is None:
-        raise dg.Failure(f"{INBOX_SUMMARIES} for {mission.name!r} has no run.json (made before group_id_pattern): "
-                         f"re-materialize {INBOX_SUMMARIES} for this partition",
-                         metadata={"out_dir": dg.MetadataValue.path(
-                             str(storage.root() / INBOX_SUMMARIES / mission.name))})
+        raise dg.Failure(
+            f"{INBOX_SUMMARIES} for {mission.name!r} has no run.json (made before group_id_pattern): "
+            f"re-materialize {INBOX_SUMMARIES} for this partition",
+            metadata={"out_dir": dg.MetadataValue.path(str(storage.root() / INBOX_SUMMARIES / mission.name))},
+        )
     model = verdict_model(cfg, llm, vlm, storage)
     out_dir = storage.asset_dir(QC_VERDICTS, mission.name)
     try:
-        result = run_verdicts(records, inbox_groups(records, skipped, pattern), mission, guidance, model, cfg,
-                              out_dir, storage.images() / mission.name, log=context.log.info,
-                              group_id_pattern=pattern)
+        result = run_verdicts(
+            records,
+            inbox_groups(records, skipped, pattern),
+            mission,
+            guidance,
+            model,
+            cfg,
+            out_dir,
+            storage.images() / mission.name,
+            log=context.log.info,
+            group_id_pattern=pattern,
+        )
     except OSError as e:
-        raise dg.Failure(f"{QC_VERDICTS} I/O failed for {mission.name}: {e}",
-                         metadata={"out_dir": dg.MetadataValue.path(str(out_dir))}) from e
+        raise dg.Failure(
+            f"{QC_VERDICTS} I/O failed for {mission.name}: {e}",
+            metadata={"out_dir": dg.MetadataValue.path(str(out_dir))},
+        ) from e
     return dg.MaterializeResult(metadata=_metadata(result, mission.name, guidance, model.fingerprint, cfg))
 
 
@@ -95,9 +116,10 @@ def _metadata(result: VerdictsResult, mission: str, guidance, fingerprint: str, 
     pending = result.pending
     verdicts = Counter(r["verdict"] or "null" for r in pending)
     review = sum(r["needs_review"] for r in pending)
-    preview = md_table(["group", "verdict", "agree", "review"],
-                       [(r["group_id"], r["verdict"] or "-", r["agreement"], (r["review_reason"] or "")[:40])
-                        for r in pending[:6]])
+    preview = md_table(
+        ["group", "verdict", "agree", "review"],
+        [(r["group_id"], r["verdict"] or "-", r["agreement"], (r["review_reason"] or "")[:40]) for r in pending[:6]],
+    )
     per_day = agreement_by_day(result.reviews)
     agreed = sum(bool(r["agrees"]) for r in result.reviews)
     meta = {
@@ -124,9 +146,12 @@ def _metadata(result: VerdictsResult, mission: str, guidance, fingerprint: str, 
         "verdicts/reviews_new": result.new_reviews,
         "verdicts/reviews_total": len(result.reviews),
         "verdicts/reviewer_agreement": round(agreed / len(result.reviews), 4) if result.reviews else 0.0,
-        "reviewer_agreement_by_day": dg.MetadataValue.md(md_table(
-            ["day", "reviews", "agreed", "agreement", "cumulative"],
-            [(d["day"], d["reviews"], d["agreed"], d["agreement"], d["cumulative_agreement"]) for d in per_day])),
+        "reviewer_agreement_by_day": dg.MetadataValue.md(
+            md_table(
+                ["day", "reviews", "agreed", "agreement", "cumulative"],
+                [(d["day"], d["reviews"], d["agreed"], d["agreement"], d["cumulative_agreement"]) for d in per_day],
+            )
+        ),
         "verdicts_path": dg.MetadataValue.path(str(result.paths["parquet"])),
         **parquet_column_schema(result.paths["parquet"]),
         "csv_path": dg.MetadataValue.path(str(result.paths["csv"])),
@@ -161,8 +186,10 @@ def mission_drift(storage: StorageResource, mission: str) -> dict | None:
         return None
     config = VerdictConfig(**summary["config"])
     reviews = read_jsonl(storage.root() / QC_VERDICTS / mission / "reviews.jsonl")
-    return {**drift_state(reviews, stage_b_result(storage, mission), config.drift_settings()),
-            "severity": config.drift_severity}
+    return {
+        **drift_state(reviews, stage_b_result(storage, mission), config.drift_settings()),
+        "severity": config.drift_severity,
+    }
 
 
 assets = [qc_verdicts]

@@ -22,26 +22,34 @@ VERDICT_MODELS = ("llm", "student")
 class VerdictConfig:
     verdict_model: str = field(default="llm", metadata={"help": f"which model judges: one of {VERDICT_MODELS}"})
     decode_grid: tuple[tuple[float, float], ...] = field(
-        default=((0.0, 1.0),), metadata={"help": "(temperature, top_p) settings; as Stage-B's rollouts"})
+        default=((0.0, 1.0),), metadata={"help": "(temperature, top_p) settings; as Stage-B's rollouts"}
+    )
     samples: int = field(default=2, metadata={"help": "samples per sampled setting (greedy settings use one)"})
     seed: int = field(default=0, metadata={"help": "run seed of the paired sample seeds (Stage-B's derive_seed)"})
     max_new_tokens: int = field(default=32, metadata={"help": "verdict completion budget"})
     constrained: bool = field(default=True, metadata={"help": "decode under the verdict contract (regex)"})
     batch_size: int = field(default=8, metadata={"help": "conversations per llm.chat call"})
     min_agreement: float = field(
-        default=0.75, metadata={"help": "a group whose share of agreeing samples is below this needs review"})
+        default=0.75, metadata={"help": "a group whose share of agreeing samples is below this needs review"}
+    )
     max_needs_review_share: float = field(
-        default=0.5, metadata={"help": "warn (asset check) when more of the inbox than this needs review"})
+        default=0.5, metadata={"help": "warn (asset check) when more of the inbox than this needs review"}
+    )
     window_reviews: int = field(
-        default=200, metadata={"help": "drift watch: the last this many reviews form the agreement window"})
+        default=200, metadata={"help": "drift watch: the last this many reviews form the agreement window"}
+    )
     window_days: float | None = field(
-        default=None, metadata={"help": "drift watch: the reviews of the last this many days instead (None = by count)"})
+        default=None, metadata={"help": "drift watch: the reviews of the last this many days instead (None = by count)"}
+    )
     min_reviews: int = field(
-        default=30, metadata={"help": "drift watch: below this many reviews in the window nothing is concluded"})
+        default=30, metadata={"help": "drift watch: below this many reviews in the window nothing is concluded"}
+    )
     drift_margin: float = field(
-        default=0.05, metadata={"help": "drift when the window's upper bound < baseline accuracy - this margin"})
+        default=0.05, metadata={"help": "drift when the window's upper bound < baseline accuracy - this margin"}
+    )
     drift_severity: str = field(
-        default="WARN", metadata={"help": "severity of qc_verdicts_agreement_holds when it fails: WARN | ERROR"})
+        default="WARN", metadata={"help": "severity of qc_verdicts_agreement_holds when it fails: WARN | ERROR"}
+    )
 
     def __post_init__(self) -> None:
         if self.verdict_model not in VERDICT_MODELS:
@@ -53,7 +61,9 @@ class VerdictConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.window_reviews < 1 or self.min_reviews < 1:
-            raise ValueError(f"window_reviews and min_reviews must be >= 1, got {self.window_reviews}, {self.min_reviews}")
+            raise ValueError(
+                f"window_reviews and min_reviews must be >= 1, got {self.window_reviews}, {self.min_reviews}"
+            )
         if self.window_days is not None and self.window_days <= 0:
             raise ValueError(f"window_days must be > 0 or None, got {self.window_days}")
         if self.drift_severity not in ("WARN", "ERROR"):

@@ -46,11 +46,10 @@ def review_window(reviews: list[dict], settings: DriftSettings, now: float | Non
     if settings.window_days is not None:
         since = (time.time() if now is None else now) - settings.window_days * 86400
         return [r for r in ordered if r["first_seen_at"] >= since]
-    return ordered[-settings.window_reviews:]
+    return ordered[-settings.window_reviews :]
 
 
-def baseline(stage_b_result: dict | None, reviews: list[dict], settings: DriftSettings
-             ) -> tuple[float | None, str]:
+def baseline(stage_b_result: dict | None, reviews: list[dict], settings: DriftSettings) -> tuple[float | None, str]:
     """(accuracy to hold, where it came from)."""
     if stage_b_result is None:
         return None, "no kept guidance yet"
@@ -61,15 +60,18 @@ def baseline(stage_b_result: dict | None, reviews: list[dict], settings: DriftSe
         return float(test[live]), f"Stage-B test split ({test['n_groups']} groups, {stage_b_result['run_id']})"
     kept = stage_b_result["kept_version"]
     live = sorted((r for r in reviews if r["guidance_version"] == kept), key=lambda r: r["first_seen_at"])
-    first = live[:settings.window_reviews]
+    first = live[: settings.window_reviews]
     if len(first) < settings.window_reviews:
-        return None, (f"Stage-B test inconclusive ({test['n_groups']} groups) and only {len(first)} of "
-                      f"{settings.window_reviews} reviews under guidance v{kept} for a first window")
+        return None, (
+            f"Stage-B test inconclusive ({test['n_groups']} groups) and only {len(first)} of "
+            f"{settings.window_reviews} reviews under guidance v{kept} for a first window"
+        )
     return sum(bool(r["agrees"]) for r in first) / len(first), f"first {len(first)} reviews under guidance v{kept}"
 
 
-def drift_state(reviews: list[dict], stage_b_result: dict | None, settings: DriftSettings,
-                now: float | None = None) -> dict:
+def drift_state(
+    reviews: list[dict], stage_b_result: dict | None, settings: DriftSettings, now: float | None = None
+) -> dict:
     """What the drift check reports; `drifted` is True only on enough reviews and a known baseline."""
     window = review_window(reviews, settings, now)
     n, agreed = len(window), sum(bool(r["agrees"]) for r in window)
@@ -77,23 +79,40 @@ def drift_state(reviews: list[dict], stage_b_result: dict | None, settings: Drif
     base, source = baseline(stage_b_result, reviews, settings)
     flagged = [r for r in window if r.get("needs_review")]
     state = {
-        "window_reviews": n, "agreed": agreed, "agreement": round(agreed / n, 4) if n else None,
-        "interval": [round(low, 4), round(high, 4)], "interval_method": "Wilson score, 95%",
-        "baseline": None if base is None else round(base, 4), "baseline_source": source,
-        "drift_margin": settings.drift_margin, "min_reviews": settings.min_reviews,
+        "window_reviews": n,
+        "agreed": agreed,
+        "agreement": round(agreed / n, 4) if n else None,
+        "interval": [round(low, 4), round(high, 4)],
+        "interval_method": "Wilson score, 95%",
+        "baseline": None if base is None else round(base, 4),
+        "baseline_source": source,
+        "drift_margin": settings.drift_margin,
+        "min_reviews": settings.min_reviews,
         "needs_review_in_window": len(flagged),
         "needs_review_overturned": sum(not r["agrees"] for r in flagged),
         "needs_review_confirmed": sum(bool(r["agrees"]) for r in flagged),
         "recent_disagreements": [
-            {"group_id": r["group_id"], "machine": r["verdict"], "reviewer": r["reviewer_label"],
-             "reason": r.get("reason")} for r in reversed(window) if not r["agrees"]][:10],
+            {
+                "group_id": r["group_id"],
+                "machine": r["verdict"],
+                "reviewer": r["reviewer_label"],
+                "reason": r.get("reason"),
+            }
+            for r in reversed(window)
+            if not r["agrees"]
+        ][:10],
     }
     if n < settings.min_reviews:
         return {**state, "drifted": False, "status": f"not enough reviews yet ({n} < {settings.min_reviews})"}
     if base is None:
         return {**state, "drifted": False, "status": f"no baseline: {source}"}
     drifted = high < base - settings.drift_margin
-    return {**state, "drifted": drifted,
-            "status": (f"drift: upper bound {high:.3f} < baseline {base:.3f} - margin {settings.drift_margin}"
-                       if drifted else f"holds: upper bound {high:.3f} >= baseline {base:.3f} - margin "
-                                       f"{settings.drift_margin}")}
+    return {
+        **state,
+        "drifted": drifted,
+        "status": (
+            f"drift: upper bound {high:.3f} < baseline {base:.3f} - margin {settings.drift_margin}"
+            if drifted
+            else f"holds: upper bound {high:.3f} >= baseline {base:.3f} - margin {settings.drift_margin}"
+        ),
+    }

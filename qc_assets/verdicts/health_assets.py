@@ -1,8 +1,6 @@
 """`mission_health`: one table across missions, refreshed by declarative automation whenever the
 production verdicts or the kept guidance of any mission change (its job: jobs.py)."""
 
-
-
 import dagster as dg
 import polars as pl
 
@@ -20,8 +18,11 @@ from resources.store import atomic_write_parquet, read_jsonl
 
 # Any mission's verdicts or guidance updated since the last refresh, and nothing upstream running;
 # eager() minus its "no dependency missing" clause, since a new mission has no verdicts yet.
-REFRESH_ON_ANY_MISSION = (dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
-                          .with_label("refresh when any mission's verdicts or guidance change"))
+REFRESH_ON_ANY_MISSION = (
+    dg.AutomationCondition.eager()
+    .without(~dg.AutomationCondition.any_deps_missing())
+    .with_label("refresh when any mission's verdicts or guidance change")
+)
 
 
 def _fmt(value, interval) -> str:
@@ -30,15 +31,37 @@ def _fmt(value, interval) -> str:
 
 def health_markdown(rows: list[dict], student: dict) -> str:
     table = md_table(
-        ["mission", "guidance", "test acc [95%]", "inbox", "to review", "window agreement [95%]", "weekly",
-         "drift", "last re-learning"],
-        [(r["mission"], "-" if r["guidance_version"] is None else f"v{r['guidance_version']}",
-          _fmt(r["test_accuracy"], r["test_interval"]) if r["test_accuracy"] is not None else r["test_note"][:30],
-          r["inbox_groups"], r["pending_review"],
-          f"{_fmt(r['agreement'], r['agreement_interval'])} (n={r['window_reviews']})", sparkline(r["weekly_agreement"]),
-          r["drift"][:60], "-" if r["last_relearn_at"] is None
-          else f"{r['last_relearn_at']}: {r['last_relearn_reason'].split(':')[0]}") for r in rows])
-    return f"{table}\n\nstudent: {student['student_promoted'] or 'none promoted'} (last gate: {student['student_gate']})"
+        [
+            "mission",
+            "guidance",
+            "test acc [95%]",
+            "inbox",
+            "to review",
+            "window agreement [95%]",
+            "weekly",
+            "drift",
+            "last re-learning",
+        ],
+        [
+            (
+                r["mission"],
+                "-" if r["guidance_version"] is None else f"v{r['guidance_version']}",
+                _fmt(r["test_accuracy"], r["test_interval"]) if r["test_accuracy"] is not None else r["test_note"][:30],
+                r["inbox_groups"],
+                r["pending_review"],
+                f"{_fmt(r['agreement'], r['agreement_interval'])} (n={r['window_reviews']})",
+                sparkline(r["weekly_agreement"]),
+                r["drift"][:60],
+                "-"
+                if r["last_relearn_at"] is None
+                else f"{r['last_relearn_at']}: {r['last_relearn_reason'].split(':')[0]}",
+            )
+            for r in rows
+        ],
+    )
+    return (
+        f"{table}\n\nstudent: {student['student_promoted'] or 'none promoted'} (last gate: {student['student_gate']})"
+    )
 
 
 @dg.asset(
@@ -48,14 +71,22 @@ def health_markdown(rows: list[dict], student: dict) -> str:
     kinds={"python", "parquet"},
     automation_condition=REFRESH_ON_ANY_MISSION,
     description="One row per mission: kept guidance and its test accuracy, inbox and review load, agreement with "
-                "reviewers over the drift window, drift state, and the promoted student.",
+    "reviewers over the drift window, drift state, and the promoted student.",
 )
 def mission_health(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     missions = sorted(context.instance.get_dynamic_partitions(mission_partitions.name))
     root = storage.root()
-    rows = [mission_row(m, root, mission_drift(storage, m), read_table(root / QC_VERDICTS / m),
-                        read_jsonl(root / QC_VERDICTS / m / "reviews.jsonl"),
-                        read_jsonl(root / STAGE_A_SUMMARIES / m / "records.jsonl")) for m in missions]
+    rows = [
+        mission_row(
+            m,
+            root,
+            mission_drift(storage, m),
+            read_table(root / QC_VERDICTS / m),
+            read_jsonl(root / QC_VERDICTS / m / "reviews.jsonl"),
+            read_jsonl(root / STAGE_A_SUMMARIES / m / "records.jsonl"),
+        )
+        for m in missions
+    ]
     student = student_columns(root / FUSED_SFT_CHECKPOINT)
     rows = [{**r, **student} for r in rows]
     frame = pl.DataFrame(rows, infer_schema_length=None)
@@ -69,21 +100,36 @@ def mission_health(context: dg.AssetExecutionContext, storage: StorageResource) 
         "path": dg.MetadataValue.path(str(path)),
         "dagster/column_schema": column_schema(frame.schema),
         # the same missions as a table the UI can sort (the markdown above keeps the intervals and sparklines)
-        "missions": records_table(rows, ["mission", "guidance_version", "test_accuracy", "inbox_groups",
-                                         "pending_review", "needs_review_share", "agreement", "window_reviews",
-                                         "drifted", "last_relearn_at"]),
+        "missions": records_table(
+            rows,
+            [
+                "mission",
+                "guidance_version",
+                "test_accuracy",
+                "inbox_groups",
+                "pending_review",
+                "needs_review_share",
+                "agreement",
+                "window_reviews",
+                "drifted",
+                "last_relearn_at",
+            ],
+        ),
     }
     if any(r["weekly_agreement"] for r in rows):
         legend = ", ".join(f"{i + 1} = {r['mission']}" for i, r in enumerate(rows))
         meta["weekly_agreement_plot"] = dg.MetadataValue.md(
-            png_markdown(plot_weekly(rows), "agreement per week") + f"\n\n{legend}")
+            png_markdown(plot_weekly(rows), "agreement per week") + f"\n\n{legend}"
+        )
     return dg.MaterializeResult(metadata=meta)
 
 
 # Evaluates REFRESH_ON_ANY_MISSION under the daemon (`make ui`): the declarative way, no sensor of our own.
 health_automation = dg.AutomationConditionSensorDefinition(
-    "mission_health_automation", target=dg.AssetSelection.assets(mission_health),
+    "mission_health_automation",
+    target=dg.AssetSelection.assets(mission_health),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=env_number("QC_AUTOMATION_INTERVAL_S", "30", int))
+    minimum_interval_seconds=env_number("QC_AUTOMATION_INTERVAL_S", "30", int),
+)
 
 assets = [mission_health]

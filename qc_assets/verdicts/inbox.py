@@ -22,22 +22,31 @@ InboxSummariesConfig = dagster_config(StageAConfig, "InboxSummariesConfig")
 
 def _never_capped(config: StageAConfig) -> None:
     if config.pass_cap is not None or config.fail_cap is not None:
-        raise ValueError(f"{INBOX_SUMMARIES} is never capped (every submission gets a verdict): leave pass_cap and "
-                         f"fail_cap unset, got {config.pass_cap} / {config.fail_cap}")
+        raise ValueError(
+            f"{INBOX_SUMMARIES} is never capped (every submission gets a verdict): leave pass_cap and "
+            f"fail_cap unset, got {config.pass_cap} / {config.fail_cap}"
+        )
 
 
 inbox_summaries = sharded_stage_a_asset(
-    INBOX_SUMMARIES, True, InboxSummariesConfig,
+    INBOX_SUMMARIES,
+    True,
+    InboxSummariesConfig,
     f"Stage-A summaries of the unlabelled groups under <mission>/{INBOX_FOLDER}/ (label null); read only by "
-    f"{QC_VERDICTS}, never by a training asset.", _never_capped, stage_a_report("inbox"))
+    f"{QC_VERDICTS}, never by a training asset.",
+    _never_capped,
+    stage_a_report("inbox"),
+)
 
 
 def load_inbox_records(storage: StorageResource, mission: str) -> list[dict]:
     """The inbox records (label null); an empty list when the inbox is empty, an error when never summarised."""
     path = storage.root() / INBOX_SUMMARIES / mission / "records.jsonl"
     if not path.exists():
-        raise dg.Failure(f"no inbox summaries for mission {mission!r} at {path}: materialize {INBOX_SUMMARIES} first",
-                         metadata={"expected_path": dg.MetadataValue.path(str(path))})
+        raise dg.Failure(
+            f"no inbox summaries for mission {mission!r} at {path}: materialize {INBOX_SUMMARIES} first",
+            metadata={"expected_path": dg.MetadataValue.path(str(path))},
+        )
     return read_jsonl(path)
 
 

@@ -15,11 +15,14 @@ from resources.storage import StorageResource
 # labelled-only ones
 _settings = inbox_settings(settings_from_env())
 inbox_job = dg.define_asset_job(
-    "inbox_verdicts_job", selection=dg.AssetSelection.assets(inbox_summaries, qc_verdicts),
+    "inbox_verdicts_job",
+    selection=dg.AssetSelection.assets(inbox_summaries, qc_verdicts),
     config={"ops": {INBOX_SUMMARIES: {"config": _settings}}} if _settings else None,
-    description="Inbox summaries, then production verdicts, for one mission partition.")
-health_job = dg.define_asset_job("mission_health_job", selection=[mission_health],
-                                 description="Refresh the cross-mission health table.")
+    description="Inbox summaries, then production verdicts, for one mission partition.",
+)
+health_job = dg.define_asset_job(
+    "mission_health_job", selection=[mission_health], description="Refresh the cross-mission health table."
+)
 
 
 def inbox_run_request(storage: StorageResource, name: str, folders: dict, log) -> dg.RunRequest:
@@ -29,8 +32,12 @@ def inbox_run_request(storage: StorageResource, name: str, folders: dict, log) -
         # no kept guidance yet: summarise now, judge once Stage-B has run
         selection = [inbox_summaries.key]
         log(f"{name!r}: no kept guidance yet, requesting {inbox_summaries.key.to_user_string()} only")
-    return dg.RunRequest(run_key=f"{name}:inbox:{part_digest(folders, 'inbox')}", partition_key=name,
-                         job_name=inbox_job.name, asset_selection=selection)
+    return dg.RunRequest(
+        run_key=f"{name}:inbox:{part_digest(folders, 'inbox')}",
+        partition_key=name,
+        job_name=inbox_job.name,
+        asset_selection=selection,
+    )
 
 
 jobs = [inbox_job, health_job]

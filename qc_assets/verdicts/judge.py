@@ -33,8 +33,10 @@ def truncation_reason(record: dict) -> str:
     """Why a group whose Stage-A summary was cut at max_new_tokens goes to review: the verdict read
     a summary that stops mid-sentence, so what the photo showed after the cut was never judged."""
     keys = ", ".join(record["truncated_keys"][:5])
-    return (f"Stage-A summary truncated at max_new_tokens for {record['truncated_images']}/"
-            f"{len(record['per_image'])} photos ({keys})")
+    return (
+        f"Stage-A summary truncated at max_new_tokens for {record['truncated_images']}/"
+        f"{len(record['per_image'])} photos ({keys})"
+    )
 
 
 def images_digest(image_sha256s: Sequence[str]) -> str:
@@ -49,8 +51,15 @@ class JudgeCounts:
 
 
 class VerdictJudge:
-    def __init__(self, llm: ChatLLM, mission, guidance: Guidance, config: VerdictConfig, out_dir: Path,
-                 log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        llm: ChatLLM,
+        mission,
+        guidance: Guidance,
+        config: VerdictConfig,
+        out_dir: Path,
+        log: Callable[[str], None] = print,
+    ):
         self.llm, self.mission, self.guidance, self.config, self.log = llm, mission, guidance, config, log
         self.plan = rollout_plan(config.decode_grid, config.samples, config.seed)
         self.constraint = VERDICT_CONSTRAINT if config.constrained else None
@@ -67,13 +76,25 @@ class VerdictJudge:
     def plan_hash(self) -> str:
         """What the decode plan is, so a changed plan re-judges and says so."""
         plan = [[e.temperature, e.top_p, e.seed] for e in self.plan]
-        return hashlib.sha256(json.dumps([plan, self.config.max_new_tokens, self.regex or ""]).encode()
-                              ).hexdigest()[:12]
+        return hashlib.sha256(json.dumps([plan, self.config.max_new_tokens, self.regex or ""]).encode()).hexdigest()[
+            :12
+        ]
 
     def key(self, record: dict, entry: PlanEntry) -> str:
-        return json.dumps([self.llm.fingerprint, self.guidance.content_hash(), record["record_id"],
-                           images_digest(record["image_sha256"]), entry.temperature, entry.top_p,
-                           self.config.max_new_tokens, entry.seed, self.regex or ""], ensure_ascii=False)
+        return json.dumps(
+            [
+                self.llm.fingerprint,
+                self.guidance.content_hash(),
+                record["record_id"],
+                images_digest(record["image_sha256"]),
+                entry.temperature,
+                entry.top_p,
+                self.config.max_new_tokens,
+                entry.seed,
+                self.regex or "",
+            ],
+            ensure_ascii=False,
+        )
 
     def judge(self, records: Sequence[dict]) -> list[dict]:
         """One verdict row per record, generating only the samples that are not cached."""
@@ -82,28 +103,46 @@ class VerdictJudge:
             pending = [r for r in records if self.key(r, entry) not in self._cache]
             self.counts.cached += len(records) - len(pending)
             for start in range(0, len(pending), size):
-                self._generate(pending[start:start + size], entry)
+                self._generate(pending[start : start + size], entry)
             if pending:
-                self.log(f"verdicts, guidance v{self.guidance.version}, T={entry.temperature} seed {entry.seed}: "
-                         f"{len(pending)} generated, {len(records) - len(pending)} cached")
+                self.log(
+                    f"verdicts, guidance v{self.guidance.version}, T={entry.temperature} seed {entry.seed}: "
+                    f"{len(pending)} generated, {len(records) - len(pending)} cached"
+                )
         return [self._row(r) for r in records]
 
     def _generate(self, batch: list[dict], entry: PlanEntry) -> None:
-        params = DecodeParams(temperature=entry.temperature, top_p=entry.top_p,
-                              max_new_tokens=self.config.max_new_tokens, seed=entry.seed, n=1,
-                              constraint=self.constraint)
+        params = DecodeParams(
+            temperature=entry.temperature,
+            top_p=entry.top_p,
+            max_new_tokens=self.config.max_new_tokens,
+            seed=entry.seed,
+            n=1,
+            constraint=self.constraint,
+        )
         results = self.llm.chat([build_messages(self.mission, self.guidance, r) for r in batch], params)
         if len(results) != len(batch) or any(len(r) != 1 for r in results):
-            raise ValueError(f"llm.chat returned {[len(r) for r in results]} completions for "
-                             f"{len(batch)} conversations with n=1")
+            raise ValueError(
+                f"llm.chat returned {[len(r) for r in results]} completions for {len(batch)} conversations with n=1"
+            )
         rows = []
-        for rec, (completion,) in zip(batch, results):
+        for rec, (completion,) in zip(batch, results, strict=True):
             parsed = parse_verdict(completion.text if completion.ok else None)
-            row = {"key": self.key(rec, entry), "record_id": rec["record_id"], "group_id": rec["group_id"],
-                   "temperature": entry.temperature, "top_p": entry.top_p, "seed": entry.seed,
-                   "raw": completion.text, "verdict": parsed.verdict, "reason": parsed.reason,
-                   "format_ok": parsed.format_ok, "error": completion.error,
-                   "finish_reason": completion.finish_reason, "created_at": time.time()}
+            row = {
+                "key": self.key(rec, entry),
+                "record_id": rec["record_id"],
+                "group_id": rec["group_id"],
+                "temperature": entry.temperature,
+                "top_p": entry.top_p,
+                "seed": entry.seed,
+                "raw": completion.text,
+                "verdict": parsed.verdict,
+                "reason": parsed.reason,
+                "format_ok": parsed.format_ok,
+                "error": completion.error,
+                "finish_reason": completion.finish_reason,
+                "created_at": time.time(),
+            }
             rows.append(row)
             self.counts.llm_calls += 1
             if completion.ok:
@@ -139,24 +178,46 @@ class VerdictJudge:
             "format_ok": bool(answered) and not broken,
             "needs_review": bool(problems) or vote.predicted is None,
             "review_reason": "; ".join(problems) or None,
-            "n_samples": len(samples), "n_pass": vote.n_pass, "n_fail": vote.n_fail,
-            "n_invalid": len(broken), "n_failed": len(failed),
+            "n_samples": len(samples),
+            "n_pass": vote.n_pass,
+            "n_fail": vote.n_fail,
+            "n_invalid": len(broken),
+            "n_failed": len(failed),
             "judged_at": min(s["created_at"] for s in samples),
         }
 
     def row_base(self, record: dict) -> dict:
         return {
-            "group_id": record["group_id"], "mission": self.mission.name,
-            "guidance_version": self.guidance.version, "guidance_hash": self.guidance.content_hash(),
-            "model_fingerprint": self.llm.fingerprint, "decode_plan": self.plan_hash,
-            "verdict_model": self.config.verdict_model, "record_id": record["record_id"],
-            "image_sha256s": list(record["image_sha256"]), "status": "pending",
-            "reviewer_label": None, "agrees_with_reviewer": None, "reviewed_at": None,
+            "group_id": record["group_id"],
+            "mission": self.mission.name,
+            "guidance_version": self.guidance.version,
+            "guidance_hash": self.guidance.content_hash(),
+            "model_fingerprint": self.llm.fingerprint,
+            "decode_plan": self.plan_hash,
+            "verdict_model": self.config.verdict_model,
+            "record_id": record["record_id"],
+            "image_sha256s": list(record["image_sha256"]),
+            "status": "pending",
+            "reviewer_label": None,
+            "agrees_with_reviewer": None,
+            "reviewed_at": None,
         }
 
     def unjudgeable_row(self, record_id: str, group_id: str, why: str) -> dict:
         """An inbox group Stage-A could not summarise (no usable photo): listed for review, not judged."""
         base = self.row_base({"group_id": group_id, "record_id": record_id, "image_sha256": []})
-        return {**base, "verdict": None, "reason": None, "agreement": 0.0, "format_ok": False,
-                "needs_review": True, "review_reason": why, "n_samples": 0, "n_pass": 0, "n_fail": 0,
-                "n_invalid": 0, "n_failed": 0, "judged_at": time.time()}
+        return {
+            **base,
+            "verdict": None,
+            "reason": None,
+            "agreement": 0.0,
+            "format_ok": False,
+            "needs_review": True,
+            "review_reason": why,
+            "n_samples": 0,
+            "n_pass": 0,
+            "n_fail": 0,
+            "n_invalid": 0,
+            "n_failed": 0,
+            "judged_at": time.time(),
+        }

@@ -13,11 +13,16 @@ import hashlib
 import os
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from qc_assets.stage_a.discovery import (DEFAULT_GROUP_ID_PATTERN, INBOX_FOLDER, LABEL_FOLDERS,
-                                        compile_group_id_pattern, group_id_of)
+from qc_assets.stage_a.discovery import (
+    DEFAULT_GROUP_ID_PATTERN,
+    INBOX_FOLDER,
+    LABEL_FOLDERS,
+    compile_group_id_pattern,
+    group_id_of,
+)
 from qc_assets.verdicts.judge import images_digest
 from resources.store import append_jsonl, read_jsonl
 
@@ -61,8 +66,9 @@ def review_key(row: dict) -> str:
     return f"{row['record_id']}:{images_digest(row['image_sha256s'])}"
 
 
-def close_reviews(left_inbox: list[dict], mission_dir: Path, reviews_path: Path,
-                  pattern: str = DEFAULT_GROUP_ID_PATTERN) -> tuple[list[dict], int]:
+def close_reviews(
+    left_inbox: list[dict], mission_dir: Path, reviews_path: Path, pattern: str = DEFAULT_GROUP_ID_PATTERN
+) -> tuple[list[dict], int]:
     """Rows that left the inbox -> (the rows as `reviewed` or `withdrawn`, reviews appended now).
 
     Idempotent: a review already in the log keeps its first-seen time and is not appended again.
@@ -76,16 +82,32 @@ def close_reviews(left_inbox: list[dict], mission_dir: Path, reviews_path: Path,
             continue
         key = review_key(row)
         if key not in logged:
-            logged[key] = {"key": key, "record_id": row["record_id"], "group_id": row["group_id"],
-                           "mission": row["mission"], "verdict": row["verdict"], "reason": row["reason"],
-                           "reviewer_label": label,
-                           "agrees": row["verdict"] == label, "needs_review": row["needs_review"],
-                           "guidance_version": row["guidance_version"], "model_fingerprint": row["model_fingerprint"],
-                           "judged_at": row["judged_at"], "first_seen_at": time.time()}
+            logged[key] = {
+                "key": key,
+                "record_id": row["record_id"],
+                "group_id": row["group_id"],
+                "mission": row["mission"],
+                "verdict": row["verdict"],
+                "reason": row["reason"],
+                "reviewer_label": label,
+                "agrees": row["verdict"] == label,
+                "needs_review": row["needs_review"],
+                "guidance_version": row["guidance_version"],
+                "model_fingerprint": row["model_fingerprint"],
+                "judged_at": row["judged_at"],
+                "first_seen_at": time.time(),
+            }
             new.append(logged[key])
         review = logged[key]
-        out.append({**row, "status": "reviewed", "reviewer_label": label, "agrees_with_reviewer": review["agrees"],
-                    "reviewed_at": review["first_seen_at"]})
+        out.append(
+            {
+                **row,
+                "status": "reviewed",
+                "reviewer_label": label,
+                "agrees_with_reviewer": review["agrees"],
+                "reviewed_at": review["first_seen_at"],
+            }
+        )
     append_jsonl(reviews_path, new)
     return out, len(new)
 
@@ -94,14 +116,21 @@ def agreement_by_day(reviews: list[dict]) -> list[dict]:
     """Per UTC day the reviews were first seen: count, agreeing, rate, and the running (cumulative) rate."""
     days: dict[str, list[bool]] = defaultdict(list)
     for r in reviews:
-        day = datetime.fromtimestamp(r["first_seen_at"], tz=timezone.utc).date().isoformat()
+        day = datetime.fromtimestamp(r["first_seen_at"], tz=UTC).date().isoformat()
         days[day].append(bool(r["agrees"]))
     out, seen, agreed = [], 0, 0
     for day in sorted(days):
         votes = days[day]
         seen, agreed = seen + len(votes), agreed + sum(votes)
-        out.append({"day": day, "reviews": len(votes), "agreed": sum(votes),
-                    "agreement": round(sum(votes) / len(votes), 4), "cumulative_agreement": round(agreed / seen, 4)})
+        out.append(
+            {
+                "day": day,
+                "reviews": len(votes),
+                "agreed": sum(votes),
+                "agreement": round(sum(votes) / len(votes), 4),
+                "cumulative_agreement": round(agreed / seen, 4),
+            }
+        )
     return out
 
 

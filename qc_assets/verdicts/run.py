@@ -43,8 +43,9 @@ class VerdictsResult:
         return [r for r in self.rows if r["status"] == "pending"]
 
 
-def inbox_groups(records: Sequence[dict], skipped: Sequence[dict],
-                 pattern: str = DEFAULT_GROUP_ID_PATTERN) -> dict[str, int]:
+def inbox_groups(
+    records: Sequence[dict], skipped: Sequence[dict], pattern: str = DEFAULT_GROUP_ID_PATTERN
+) -> dict[str, int]:
     """Every inbox group Stage-A saw, with the number of its photos that were unusable: groups with a
     record, and groups whose photos were all skipped.
 
@@ -66,14 +67,21 @@ def inbox_groups(records: Sequence[dict], skipped: Sequence[dict],
 def partial_evidence(row: dict, n_usable: int, n_unusable: int) -> dict:
     """A verdict on some of a group's photos is not a verdict on the group: a reviewer looks at it."""
     reason = f"{n_unusable} of {n_usable + n_unusable} photos unusable (see inbox_summaries skipped.jsonl)"
-    return {**row, "needs_review": True,
-            "review_reason": "; ".join(filter(None, [row["review_reason"], reason]))}
+    return {**row, "needs_review": True, "review_reason": "; ".join(filter(None, [row["review_reason"], reason]))}
 
 
-def run_verdicts(records: Sequence[dict], inbox: dict[str, int], mission, guidance: Guidance, llm: ChatLLM,
-                 config: VerdictConfig, out_dir: str | Path, mission_dir: str | Path,
-                 log: Callable[[str], None] = print, group_id_pattern: str = DEFAULT_GROUP_ID_PATTERN
-                 ) -> VerdictsResult:
+def run_verdicts(
+    records: Sequence[dict],
+    inbox: dict[str, int],
+    mission,
+    guidance: Guidance,
+    llm: ChatLLM,
+    config: VerdictConfig,
+    out_dir: str | Path,
+    mission_dir: str | Path,
+    log: Callable[[str], None] = print,
+    group_id_pattern: str = DEFAULT_GROUP_ID_PATTERN,
+) -> VerdictsResult:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     unlabelled = [r["group_id"] for r in records if r.get("label") is not None]
@@ -81,15 +89,22 @@ def run_verdicts(records: Sequence[dict], inbox: dict[str, int], mission, guidan
         raise ValueError(f"inbox records must have label null, got labelled groups {unlabelled[:3]}")
     without = [r["group_id"] for r in records if "truncated_images" not in r]
     if without:  # written before Stage-A counted cut summaries: a cut one would pass unnoticed
-        raise ValueError(f"inbox records without truncated_images (e.g. {without[:3]}): expected records written "
-                         f"by the current Stage-A; re-materialize inbox_summaries")
+        raise ValueError(
+            f"inbox records without truncated_images (e.g. {without[:3]}): expected records written "
+            f"by the current Stage-A; re-materialize inbox_summaries"
+        )
     previous = {r["record_id"]: r for r in read_table(out_dir)}
     judge = VerdictJudge(llm, mission, guidance, config, out_dir, log=log)
-    pending = [partial_evidence(row, len(rec["images"]), inbox[rec["group_id"]])
-               if inbox.get(rec["group_id"]) else row for rec, row in zip(records, judge.judge(records))]
+    pending = [
+        partial_evidence(row, len(rec["images"]), inbox[rec["group_id"]]) if inbox.get(rec["group_id"]) else row
+        for rec, row in zip(records, judge.judge(records), strict=True)
+    ]
     summarised = {r["group_id"] for r in records}
-    pending += [judge.unjudgeable_row(record_id(mission.name, None, g), g, NO_RECORD_REASON)
-                for g in inbox if g not in summarised]
+    pending += [
+        judge.unjudgeable_row(record_id(mission.name, None, g), g, NO_RECORD_REASON)
+        for g in inbox
+        if g not in summarised
+    ]
     result = VerdictsResult(rows=[], counts=judge.counts)
     for row in pending:
         before = previous.get(row["record_id"])
@@ -108,11 +123,20 @@ def run_verdicts(records: Sequence[dict], inbox: dict[str, int], mission, guidan
     result.reviews = read_jsonl(out_dir / "reviews.jsonl")
     parquet, csv = write_tables(verdict_frame(result.rows), out_dir)
     result.paths = {"parquet": parquet, "csv": csv, "samples": judge.path, "reviews": out_dir / "reviews.jsonl"}
-    atomic_write_json(out_dir / "summary.json", {
-        "inbox_group_ids": sorted(inbox), "guidance_version": guidance.version,
-        "guidance_hash": guidance.content_hash(), "model_fingerprint": llm.fingerprint,
-        "max_needs_review_share": config.max_needs_review_share, "config": config.to_dict()})
-    log(f"{mission.name}: {len(pending)} inbox groups ({result.newly_judged} new, {sum(result.rejudged.values())} "
+    atomic_write_json(
+        out_dir / "summary.json",
+        {
+            "inbox_group_ids": sorted(inbox),
+            "guidance_version": guidance.version,
+            "guidance_hash": guidance.content_hash(),
+            "model_fingerprint": llm.fingerprint,
+            "max_needs_review_share": config.max_needs_review_share,
+            "config": config.to_dict(),
+        },
+    )
+    log(
+        f"{mission.name}: {len(pending)} inbox groups ({result.newly_judged} new, {sum(result.rejudged.values())} "
         f"re-judged, {result.unchanged} unchanged), {judge.counts.llm_calls} LLM calls, "
-        f"{result.new_reviews} new reviews")
+        f"{result.new_reviews} new reviews"
+    )
     return result

@@ -20,12 +20,30 @@ CONTRACT_VERSION = "qc_verdicts/v1"
 STATUSES = ("pending", "reviewed", "withdrawn")
 
 COLUMNS = {
-    "group_id": pl.Utf8, "mission": pl.Utf8, "verdict": pl.Utf8, "reason": pl.Utf8, "agreement": pl.Float64,
-    "format_ok": pl.Boolean, "needs_review": pl.Boolean, "review_reason": pl.Utf8,
-    "guidance_version": pl.Int64, "guidance_hash": pl.Utf8, "model_fingerprint": pl.Utf8,
-    "decode_plan": pl.Utf8, "verdict_model": pl.Utf8, "record_id": pl.Utf8, "image_sha256s": pl.List(pl.Utf8),
-    "n_samples": pl.Int64, "n_pass": pl.Int64, "n_fail": pl.Int64, "n_invalid": pl.Int64, "n_failed": pl.Int64,
-    "judged_at": pl.Float64, "status": pl.Utf8, "reviewer_label": pl.Utf8, "agrees_with_reviewer": pl.Boolean,
+    "group_id": pl.Utf8,
+    "mission": pl.Utf8,
+    "verdict": pl.Utf8,
+    "reason": pl.Utf8,
+    "agreement": pl.Float64,
+    "format_ok": pl.Boolean,
+    "needs_review": pl.Boolean,
+    "review_reason": pl.Utf8,
+    "guidance_version": pl.Int64,
+    "guidance_hash": pl.Utf8,
+    "model_fingerprint": pl.Utf8,
+    "decode_plan": pl.Utf8,
+    "verdict_model": pl.Utf8,
+    "record_id": pl.Utf8,
+    "image_sha256s": pl.List(pl.Utf8),
+    "n_samples": pl.Int64,
+    "n_pass": pl.Int64,
+    "n_fail": pl.Int64,
+    "n_invalid": pl.Int64,
+    "n_failed": pl.Int64,
+    "judged_at": pl.Float64,
+    "status": pl.Utf8,
+    "reviewer_label": pl.Utf8,
+    "agrees_with_reviewer": pl.Boolean,
     "reviewed_at": pl.Float64,
 }
 
@@ -35,7 +53,9 @@ def _null_verdict_needs_review(data: pa.PolarsData) -> pl.LazyFrame:
 
 
 def _review_has_reason(data: pa.PolarsData) -> pl.LazyFrame:
-    return data.lazyframe.select(~pl.col("needs_review") | (pl.col("review_reason").str.len_chars() > 0).fill_null(False))
+    return data.lazyframe.select(
+        ~pl.col("needs_review") | (pl.col("review_reason").str.len_chars() > 0).fill_null(False)
+    )
 
 
 def _clean_pass_is_well_formed(data: pa.PolarsData) -> pl.LazyFrame:
@@ -44,8 +64,9 @@ def _clean_pass_is_well_formed(data: pa.PolarsData) -> pl.LazyFrame:
 
 def _reviewed_rows_say_so(data: pa.PolarsData) -> pl.LazyFrame:
     reviewed = pl.col("status") == "reviewed"
-    return data.lazyframe.select(~reviewed | (pl.col("reviewer_label").is_not_null()
-                                              & pl.col("agrees_with_reviewer").is_not_null()))
+    return data.lazyframe.select(
+        ~reviewed | (pl.col("reviewer_label").is_not_null() & pl.col("agrees_with_reviewer").is_not_null())
+    )
 
 
 VERDICT_SCHEMA = pa.DataFrameSchema(

@@ -96,14 +96,26 @@ class ContinuousBatchingEngineDouble:
             n = answer_length(text if isinstance(text, str) else repr(text), self.min_tokens, cap)
             await self._generate(n)
             prompt_tokens = sum(len(str(m["content"]).split()) for m in body["messages"])
-            return JSONResponse({
-                "id": "engine-double", "object": "chat.completion", "created": int(time.time()),
-                "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(["tok"] * n)},
-                             "finish_reason": "length" if n >= cap else "stop"}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n,
-                          "total_tokens": prompt_tokens + n},
-            })
+            return JSONResponse(
+                {
+                    "id": "engine-double",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": " ".join(["tok"] * n)},
+                            "finish_reason": "length" if n >= cap else "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": n,
+                        "total_tokens": prompt_tokens + n,
+                    },
+                }
+            )
 
         async def models(_: Request) -> JSONResponse:
             return JSONResponse({"object": "list", "data": [{"id": "engine-double", "object": "model"}]})
@@ -119,9 +131,14 @@ class ContinuousBatchingEngineDouble:
             yield
             engine.cancel()
 
-        return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
-                                 Route("/v1/models", models), Route("/stats", stats)],
-                         lifespan=lifespan)
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", chat, methods=["POST"]),
+                Route("/v1/models", models),
+                Route("/stats", stats),
+            ],
+            lifespan=lifespan,
+        )
 
 
 def serve_in_thread(double: ContinuousBatchingEngineDouble) -> tuple[str, uvicorn.Server]:

@@ -54,8 +54,10 @@ def student_answer(messages: list[dict]) -> str:
 
 def chat_completion(text: str, prompt_tokens: int, completion_tokens: int) -> dict:
     """An OpenAI chat-completion body answering `text`."""
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
+    return {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+    }
 
 
 class ScriptedRuleFollowingServer(ScriptedHTTPServer):

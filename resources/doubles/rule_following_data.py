@@ -21,11 +21,21 @@ FAIL_PATTERNS = {
     "drawing": ["照片为设计图纸截图，非现场照片"],
 }
 # Near misses: defect words, negated or resolved; the group still passes.
-NEAR_MISS = ["挡风板无松动，未见缝隙", "未发现螺丝缺失，挡风板固定牢固", "槽位无空置，挡风板齐全",
-             "原空槽位已补装挡风板"]
+NEAR_MISS = [
+    "挡风板无松动，未见缝隙",
+    "未发现螺丝缺失，挡风板固定牢固",
+    "槽位无空置，挡风板齐全",
+    "原空槽位已补装挡风板",
+]
 FIXED = "问题已整改，挡风板安装到位"
-FILLER = ["机柜正面，BBU安装在第二层，指示灯正常", "机柜侧面，线缆绑扎整齐", "空槽位均已安装挡风板，安装到位",
-          "机柜整体照片，柜门完好", "挡风板齐全，螺丝紧固", "接地排清晰可见，标签完整"]
+FILLER = [
+    "机柜正面，BBU安装在第二层，指示灯正常",
+    "机柜侧面，线缆绑扎整齐",
+    "空槽位均已安装挡风板，安装到位",
+    "机柜整体照片，柜门完好",
+    "挡风板齐全，螺丝紧固",
+    "接地排清晰可见，标签完整",
+]
 
 
 def generate(n_groups: int, noise: float, seed: int) -> tuple[list[dict], dict]:
@@ -49,7 +59,7 @@ def generate(n_groups: int, noise: float, seed: int) -> tuple[list[dict], dict]:
             stats["noisy_label"] += 1
         records.append(_record(f"g{g:03d}", label, texts))
         if g % 8 == 0 and fail:  # a resubmission: the same group with the defect fixed, passed
-            fixed = [*texts[:spot], FIXED, *texts[spot + 1:]]
+            fixed = [*texts[:spot], FIXED, *texts[spot + 1 :]]
             records.append(_record(f"g{g:03d}", "pass", fixed, suffix="resub"))
             stats["resubmission"] += 1
     stats["records"] = len(records)
@@ -58,6 +68,11 @@ def generate(n_groups: int, noise: float, seed: int) -> tuple[list[dict], dict]:
 
 
 def _record(group_id: str, label: str, texts: list[str], suffix: str = "") -> dict:
-    return {"record_id": f"{MISSION}/{label}/{group_id}{suffix}", "group_id": group_id, "mission": MISSION,
-            "label": label, "images": [f"{group_id}/{i}.jpg" for i in range(1, len(texts) + 1)],
-            "per_image": {f"image_{i}": t for i, t in enumerate(texts, start=1)}}
+    return {
+        "record_id": f"{MISSION}/{label}/{group_id}{suffix}",
+        "group_id": group_id,
+        "mission": MISSION,
+        "label": label,
+        "images": [f"{group_id}/{i}.jpg" for i in range(1, len(texts) + 1)],
+        "per_image": {f"image_{i}": t for i, t in enumerate(texts, start=1)},
+    }

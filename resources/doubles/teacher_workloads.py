@@ -12,9 +12,18 @@ import random
 
 VARIED_SYSTEM = "You are a helpful assistant for telecom site engineers. Do exactly what is asked."
 TOPICS = (
-    "a baseband unit", "a remote radio unit", "a fiber jumper", "a grounding cable", "a cable tray",
-    "a cabinet fan", "a DC power cable", "a surge protector", "an antenna feeder", "a weatherproof seal",
-    "a GPS antenna", "a battery cabinet",
+    "a baseband unit",
+    "a remote radio unit",
+    "a fiber jumper",
+    "a grounding cable",
+    "a cable tray",
+    "a cabinet fan",
+    "a DC power cable",
+    "a surge protector",
+    "an antenna feeder",
+    "a weatherproof seal",
+    "a GPS antenna",
+    "a battery cabinet",
 )
 # (amount of work, prompt template): from a one-word answer to a long essay.
 TASKS = (
@@ -22,8 +31,11 @@ TASKS = (
     ("short", "In one short sentence, what is {topic} for?"),
     ("list", "List {k} short checks an inspector makes on {topic}, one per line, nothing else."),
     ("steps", "Explain step by step, in {k} numbered steps with a sentence or two each, how to install {topic}."),
-    ("essay", "Write a long, detailed technical essay (at least 600 words) about {topic}: its purpose, "
-              "installation, common defects, inspection, maintenance and safety."),
+    (
+        "essay",
+        "Write a long, detailed technical essay (at least 600 words) about {topic}: its purpose, "
+        "installation, common defects, inspection, maintenance and safety.",
+    ),
 )
 
 

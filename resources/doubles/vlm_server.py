@@ -7,8 +7,9 @@ base delay per request, a capacity (requests worked on at once; more wait their 
 server), extra delay
 for chosen images, and images that always get HTTP 500. It records what it was asked (sha256 and size
 of every image, in arrival order) and the largest number of requests it held at once (`GET /stats`
-reads and resets it), so tests can check the client's in-flight bound and its resume behaviour. The client under test is the production
-`OpenAIVisionModel` (the `openai` SDK). Used by tests/test_stage_a_streaming.py and by
+reads and resets it), so tests can check the client's in-flight bound and its resume behaviour. The
+client under test is the production `OpenAIVisionModel` (the `openai` SDK). Used by
+tests/test_stage_a_streaming.py and by
 benchmarks/stage_a_streaming.py (which measures the client side only: the double has no model).
 """
 
@@ -76,10 +77,17 @@ class ScriptedVLMServerDouble(ScriptedHTTPServer):
         if sha in self.failing:
             return 500, {"error": {"message": "scripted failure", "type": "server_error"}}
         return 200, {
-            "id": "double", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant",
-                                                 "content": self.captions.get(sha) or answer_for(data)},
-                         "finish_reason": "stop"}],
+            "id": "double",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self.captions.get(sha) or answer_for(data)},
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
         }
 

@@ -47,8 +47,10 @@ class OutputConstraint:
         naming what is missing."""
         value = getattr(self, name)
         if not value:
-            raise ValueError(f"{backend} applies an OutputConstraint through its {name!r}, and this constraint "
-                             f"has none (it has: {[f for f in ('regex', 'gbnf', 'prefixes') if getattr(self, f)]})")
+            raise ValueError(
+                f"{backend} applies an OutputConstraint through its {name!r}, and this constraint "
+                f"has none (it has: {[f for f in ('regex', 'gbnf', 'prefixes') if getattr(self, f)]})"
+            )
         return value
 
 

@@ -65,7 +65,7 @@ def load_llama(gguf_path: Path, n_ctx: int, n_threads: int, n_threads_batch: int
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -117,8 +117,10 @@ class LlamaCppChatLLM:
         llama = self._llama
         template = llama.metadata.get("tokenizer.chat_template")
         if not template:
-            raise ValueError(f"{self.gguf_path.name} carries no tokenizer.chat_template; the llama_cpp backend "
-                             "needs a chat model GGUF")
+            raise ValueError(
+                f"{self.gguf_path.name} carries no tokenizer.chat_template; the llama_cpp backend "
+                "needs a chat model GGUF"
+            )
         eos, bos = llama.token_eos(), llama.token_bos()
         return Jinja2ChatFormatter(
             template=template,

@@ -34,7 +34,10 @@ def server_system_info(binary: str, timeout_s: float = 30.0) -> str:
     model is enough."""
     proc = subprocess.run(
         [binary, "-lv", "4", "-m", "/nonexistent.gguf", "--port", "0"],
-        capture_output=True, text=True, timeout=timeout_s, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "system_info:" in line]
     if not lines:

@@ -183,8 +183,12 @@ class OpenAIChatLLM:
             return {}
         if self.structured_output == "llama_cpp":
             return {"response_format": {"type": "json_object", "schema": params.json_schema}}
-        return {"response_format": {"type": "json_schema",
-                                    "json_schema": {"name": "response", "schema": params.json_schema, "strict": True}}}
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": params.json_schema, "strict": True},
+            }
+        }
 
     def _request_kwargs(self, conversation: Conversation, params: DecodeParams, seed: int, n: int) -> dict:
         kwargs = {
@@ -202,7 +206,11 @@ class OpenAIChatLLM:
         return kwargs
 
     async def _conversation(
-        self, client: AsyncOpenAI, gate: asyncio.Semaphore, index: int, conversation: Conversation,
+        self,
+        client: AsyncOpenAI,
+        gate: asyncio.Semaphore,
+        index: int,
+        conversation: Conversation,
         params: DecodeParams,
     ) -> tuple[int, list[Completion]]:
         if params.n == 1 or self.n_mode == "native":
@@ -256,20 +264,22 @@ class OpenAIChatLLM:
             # The server reports one total for all choices; per-choice counts are its average.
             extra["completion_tokens_is_average"] = True
         out = []
-        for choice, content in zip(choices[:n], texts[:n]):
+        for choice, content in zip(choices[:n], texts[:n], strict=False):
             text, think_extra = split_think_block(content)
             # vLLM/SGLang with a reasoning parser return the think block separately.
             reasoning = (choice.message.model_extra or {}).get("reasoning_content")
             if reasoning and "reasoning" not in think_extra:
                 think_extra["reasoning"] = reasoning
-            out.append(Completion(
-                text=text,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=total_completion // len(choices),
-                finish_reason="length" if choice.finish_reason == "length" else "stop",
-                latency_s=latency,
-                extra={**extra, "server_finish_reason": choice.finish_reason, **think_extra},
-            ))
+            out.append(
+                Completion(
+                    text=text,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=total_completion // len(choices),
+                    finish_reason="length" if choice.finish_reason == "length" else "stop",
+                    latency_s=latency,
+                    extra={**extra, "server_finish_reason": choice.finish_reason, **think_extra},
+                )
+            )
         missing = n - len(out)
         if missing > 0:
             error = f"server returned {len(choices)} choices for n={n}; use n_mode='fanout' for this server"

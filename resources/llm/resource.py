@@ -94,7 +94,8 @@ class LLMResource(dg.ConfigurableResource):
                 f"backend={self.backend!r} constrains params.constraint natively"
             )
         dtypes = {"llama_cpp": ("float32",), "vllm": ("float32", "bfloat16", "float16", "auto")}.get(
-            self.backend, ("float32", "bfloat16", "float16"))
+            self.backend, ("float32", "bfloat16", "float16")
+        )
         if self.dtype not in dtypes:
             raise ValueError(f"dtype must be one of {dtypes} for backend={self.backend!r}, got {self.dtype!r}")
         for name in ("max_in_flight", "batch_size"):
@@ -154,8 +155,9 @@ class LLMResource(dg.ConfigurableResource):
         from resources.self_check import llm_probe, run_self_check
 
         folder, gguf_file = self.llama_cpp_location() if self.backend == "llama_cpp" else self.transformers_location()
-        return run_self_check(self.backend, llm_probe(self.backend, str(folder), gguf_file, self.device, self.dtype,
-                                                      self.n_gpu_layers))
+        return run_self_check(
+            self.backend, llm_probe(self.backend, str(folder), gguf_file, self.device, self.dtype, self.n_gpu_layers)
+        )
 
     def _build(self) -> ChatLLM:
         if self.backend == "llama_cpp":

@@ -38,4 +38,4 @@ def split_think_block(text: str | None) -> tuple[str | None, dict]:
     match = _LEADING_THINK.match(text)
     if match is None:
         return text, {}
-    return text[match.end():], {"raw_text": text, "reasoning": match.group(1).strip()}
+    return text[match.end() :], {"raw_text": text, "reasoning": match.group(1).strip()}

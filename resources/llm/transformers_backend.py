@@ -131,9 +131,11 @@ class TransformersChatLLM:
         if params.json_schema is not None:
             # This backend constrains through forced prefixes only; ignoring a schema would be a
             # silent fallback to unconstrained output.
-            raise ValueError("params.json_schema is set (e.g. Stage-B reflection_json_schema=True) but the "
-                             "transformers backend cannot decode under a JSON schema; use the openai backend "
-                             "(llama.cpp server, vLLM, SGLang) or turn the flag off")
+            raise ValueError(
+                "params.json_schema is set (e.g. Stage-B reflection_json_schema=True) but the "
+                "transformers backend cannot decode under a JSON schema; use the openai backend "
+                "(llama.cpp server, vLLM, SGLang) or turn the flag off"
+            )
         if params.constraint is not None:
             params.constraint.form("prefixes", "the transformers backend")  # fails before any decoding
         with _torch_threads(self.num_threads):
@@ -195,7 +197,7 @@ class TransformersChatLLM:
             prefixes = PrefixChooser(self, allowed).choose(prompts, params.temperature, seed)
             # The forced prefix counts against the caller's token budget, as it would on a server.
             budget = max(1, params.max_new_tokens - max(len(x) for x in prefixes))
-        ids, mask = self.left_pad([p + x for p, x in zip(prompts, prefixes)])
+        ids, mask = self.left_pad([p + x for p, x in zip(prompts, prefixes, strict=True)])
         processors = stopping = None
         stop_ids = set(self.eos_ids)
         if constrained:

@@ -102,12 +102,17 @@ class LineConstraint:
         first = re.compile(line_start)
         allowed = {i for i, s in enumerate(pieces) if i not in special and s and first.fullmatch(s[0])}
         if not allowed:
-            raise ValueError(f"the tokenizer has no token that starts with a character matching {line_start!r}; "
-                             "cannot constrain the line")
+            raise ValueError(
+                f"the tokenizer has no token that starts with a character matching {line_start!r}; "
+                "cannot constrain the line"
+            )
         return cls(newline_ids=frozenset(newline), allowed_first=frozenset(allowed))
 
     def processors(self, start_len: int) -> tuple[LogitsProcessorList, StoppingCriteriaList]:
         newline = torch.tensor(sorted(self.newline_ids), dtype=torch.long)
-        first = [] if self.allowed_first is None else [
-            _AllowOnlyFirstToken(start_len, torch.tensor(sorted(self.allowed_first), dtype=torch.long))]
+        first = (
+            []
+            if self.allowed_first is None
+            else [_AllowOnlyFirstToken(start_len, torch.tensor(sorted(self.allowed_first), dtype=torch.long))]
+        )
         return LogitsProcessorList(first), StoppingCriteriaList([_StopAtNewline(newline)])

@@ -75,9 +75,11 @@ class VLLMChatLLM:
 
     def chat(self, conversations: Sequence[Conversation], params: DecodeParams) -> list[list[Completion]]:
         if params.json_schema is not None:
-            raise ValueError("params.json_schema is set (e.g. Stage-B reflection_json_schema=True) but the offline "
-                             "vllm backend does not pass JSON schemas yet; use the openai backend against "
-                             "`vllm serve`, or turn the flag off")
+            raise ValueError(
+                "params.json_schema is set (e.g. Stage-B reflection_json_schema=True) but the offline "
+                "vllm backend does not pass JSON schemas yet; use the openai backend against "
+                "`vllm serve`, or turn the flag off"
+            )
         sampling = self._vllm.SamplingParams(
             n=params.n,
             temperature=params.temperature,

@@ -12,24 +12,49 @@ from pathlib import Path
 
 from resources.training.session import StudentSession
 from resources.training.spec import LoraTrainingSpec
-from resources.training.trl_common import (check_frozen, common_args, lora_config, losses_from, trainable_parameters,
-                                           write_train_log)
+from resources.training.trl_common import (
+    check_frozen,
+    common_args,
+    lora_config,
+    losses_from,
+    trainable_parameters,
+    write_train_log,
+)
 
 
-def _session(trainer, processor, base_path: str, targets: list[str], seconds: float, output_dir: Path,
-             loss_key: str = "loss") -> StudentSession:
+def _session(
+    trainer, processor, base_path: str, targets: list[str], seconds: float, output_dir: Path, loss_key: str = "loss"
+) -> StudentSession:
     history = trainer.state.log_history
     write_train_log(history, Path(output_dir) / "train_log.jsonl")
     model = trainer.model
     model.eval()
     trainable, total = trainable_parameters(model)
-    return StudentSession(model, processor, base_path, targets, losses_from(history, loss_key), trainable, total,
-                          seconds, extra={"log_history": [h for h in history if "train_runtime" not in h]})
+    return StudentSession(
+        model,
+        processor,
+        base_path,
+        targets,
+        losses_from(history, loss_key),
+        trainable,
+        total,
+        seconds,
+        extra={"log_history": [h for h in history if "train_runtime" not in h]},
+    )
 
 
-def train_dpo(model, processor, base_path: str, pairs: Sequence[dict], spec: LoraTrainingSpec, beta: float,
-              output_dir: Path,
-              device: str, dtype: str, log: Callable[[str], None] = print) -> StudentSession:
+def train_dpo(
+    model,
+    processor,
+    base_path: str,
+    pairs: Sequence[dict],
+    spec: LoraTrainingSpec,
+    beta: float,
+    output_dir: Path,
+    device: str,
+    dtype: str,
+    log: Callable[[str], None] = print,
+) -> StudentSession:
     """`pairs`: TRL's conversational preference rows `{prompt, chosen, rejected}` (message lists)."""
     import torch
     from datasets import Dataset
@@ -43,8 +68,13 @@ def train_dpo(model, processor, base_path: str, pairs: Sequence[dict], spec: Lor
     peft_config, targets = lora_config(model, spec)
     args = DPOConfig(**common_args(spec, output_dir, device, dtype), beta=beta, max_length=spec.max_length)
     torch.manual_seed(spec.seed)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=processor.tokenizer, peft_config=peft_config)
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor.tokenizer,
+        peft_config=peft_config,
+    )
     check_frozen(trainer.model)
     start = time.perf_counter()
     trainer.train()
@@ -53,9 +83,19 @@ def train_dpo(model, processor, base_path: str, pairs: Sequence[dict], spec: Lor
     return session
 
 
-def train_grpo(model, processor, base_path: str, rows: Sequence[dict], spec: LoraTrainingSpec, rollout: dict,
-               reward_funcs: list, output_dir: Path, device: str, dtype: str,
-               log: Callable[[str], None] = print) -> StudentSession:
+def train_grpo(
+    model,
+    processor,
+    base_path: str,
+    rows: Sequence[dict],
+    spec: LoraTrainingSpec,
+    rollout: dict,
+    reward_funcs: list,
+    output_dir: Path,
+    device: str,
+    dtype: str,
+    log: Callable[[str], None] = print,
+) -> StudentSession:
     """`rows`: `{prompt: [system, user], label, ...}`; extra columns reach the reward functions. `rollout`:
     GRPOConfig's num_generations, max_completion_length, beta and temperature."""
     import torch
@@ -70,9 +110,14 @@ def train_grpo(model, processor, base_path: str, rows: Sequence[dict], spec: Lor
         raise ValueError(f"unknown GRPO rollout settings {unknown}")
     args = GRPOConfig(**common_args(spec, output_dir, device, dtype), **rollout)
     torch.manual_seed(spec.seed)
-    trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args,
-                          train_dataset=Dataset.from_list(list(rows)), processing_class=processor,
-                          peft_config=peft_config)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=list(reward_funcs),
+        args=args,
+        train_dataset=Dataset.from_list(list(rows)),
+        processing_class=processor,
+        peft_config=peft_config,
+    )
     check_frozen(trainer.model)
     start = time.perf_counter()
     trainer.train()

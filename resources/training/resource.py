@@ -25,8 +25,10 @@ class StudentTrainingResource(dg.ConfigurableResource):
         if self.model_path:
             return VLStudent(self.model_path, self.device, self.dtype)
         if not self.smoke_model:
-            raise ValueError("no student checkpoint configured: set QC_STUDENT_MODEL to a Qwen3-VL checkpoint "
-                             "folder, or QC_STUDENT_SMOKE_MODEL=1 to train the random-weight smoke model")
+            raise ValueError(
+                "no student checkpoint configured: set QC_STUDENT_MODEL to a Qwen3-VL checkpoint "
+                "folder, or QC_STUDENT_SMOKE_MODEL=1 to train the random-weight smoke model"
+            )
         from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE, build_tiny_qwen3vl
 
         folder = build_tiny_qwen3vl(data_root() / "models" / "tiny-qwen3vl")

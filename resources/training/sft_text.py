@@ -36,8 +36,15 @@ def _drop_gguf_tag(model) -> None:
         delattr(model.config, "quantization_config")
 
 
-def build_trainer(base_path: Path, gguf_file: str | None, conversations: Sequence[Sequence[dict]],
-                  spec: LoraTrainingSpec, out_dir: Path, device: str, dtype: str):
+def build_trainer(
+    base_path: Path,
+    gguf_file: str | None,
+    conversations: Sequence[Sequence[dict]],
+    spec: LoraTrainingSpec,
+    out_dir: Path,
+    device: str,
+    dtype: str,
+):
     """(trainer, tokenizer): SFTTrainer over a private copy of the cached base with LoRA on `spec.projections`
     of the last `spec.last_k` blocks (0 = every block); rows are cut at `spec.max_length` tokens."""
     import torch
@@ -54,18 +61,35 @@ def build_trainer(base_path: Path, gguf_file: str | None, conversations: Sequenc
     tokenizer.padding_side = "right"
     rows = [{"prompt": list(c[:-1]), "completion": [c[-1]]} for c in conversations]
     targets = lora_target_modules([n for n, _ in model.named_modules()], spec.last_k, spec.projections)
-    args = SFTConfig(**common_args(spec, Path(out_dir), device, dtype), max_length=spec.max_length,
-                     completion_only_loss=True, dataset_num_proc=None)
+    args = SFTConfig(
+        **common_args(spec, Path(out_dir), device, dtype),
+        max_length=spec.max_length,
+        completion_only_loss=True,
+        dataset_num_proc=None,
+    )
     torch.manual_seed(spec.seed)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                                                task_type="CAUSAL_LM", target_modules=targets))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, task_type="CAUSAL_LM", target_modules=targets
+        ),
+    )
     return trainer, tokenizer
 
 
-def train_lora(base_path: Path, gguf_file: str | None, conversations: Sequence[Sequence[dict]],
-               spec: LoraTrainingSpec, out_dir: Path, device: str = "cpu", dtype: str = "float32",
-               cpu_threads: int = 0) -> dict:
+def train_lora(
+    base_path: Path,
+    gguf_file: str | None,
+    conversations: Sequence[Sequence[dict]],
+    spec: LoraTrainingSpec,
+    out_dir: Path,
+    device: str = "cpu",
+    dtype: str = "float32",
+    cpu_threads: int = 0,
+) -> dict:
     """Train LoRA adapters for `spec.max_steps` steps; save adapter and merged model; return a report."""
     import torch
 
@@ -87,8 +111,9 @@ def train_lora(base_path: Path, gguf_file: str | None, conversations: Sequence[S
     write_train_log(history, out_dir / "train_log.jsonl")
     tokens = int(max((h.get("num_tokens", 0) for h in history), default=0))
     changed = sum(not torch.equal(trainable[n], p.detach()) for n, p in model.named_parameters() if n in trainable)
-    frozen_changed = sum(not torch.equal(frozen_probe[n], p.detach()) for n, p in model.named_parameters()
-                         if n in frozen_probe)
+    frozen_changed = sum(
+        not torch.equal(frozen_probe[n], p.detach()) for n, p in model.named_parameters() if n in frozen_probe
+    )
     model.save_pretrained(out_dir / "adapter")
     merged = model.merge_and_unload()
     merged.eval()
@@ -97,11 +122,21 @@ def train_lora(base_path: Path, gguf_file: str | None, conversations: Sequence[S
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(out_dir / "model")
     return {
-        "steps": spec.max_steps, "batch_size": spec.batch_size, "learning_rate": spec.learning_rate,
-        "lora_r": spec.r, "max_length": spec.max_length, "device": device, "dtype": dtype,
+        "steps": spec.max_steps,
+        "batch_size": spec.batch_size,
+        "learning_rate": spec.learning_rate,
+        "lora_r": spec.r,
+        "max_length": spec.max_length,
+        "device": device,
+        "dtype": dtype,
         "examples": len(conversations),
-        "losses": losses_from(history), "learning_rates": losses_from(history, "learning_rate"),
-        "train_tokens": tokens, "train_wall_s": wall, "train_tokens_per_sec": tokens / wall if wall > 0 else None,
-        "trainable_tensors": len(trainable), "trainable_tensors_changed": changed,
-        "frozen_tensors_changed": frozen_changed, "model_dir": str(out_dir / "model"),
+        "losses": losses_from(history),
+        "learning_rates": losses_from(history, "learning_rate"),
+        "train_tokens": tokens,
+        "train_wall_s": wall,
+        "train_tokens_per_sec": tokens / wall if wall > 0 else None,
+        "trainable_tensors": len(trainable),
+        "trainable_tensors_changed": changed,
+        "frozen_tensors_changed": frozen_changed,
+        "model_dir": str(out_dir / "model"),
     }

@@ -15,8 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.training.trl_common import (check_device_dtype, check_frozen, common_args, lora_config, losses_from,
-                                           trainable_parameters, write_train_log)
+from resources.training.trl_common import (
+    check_device_dtype,
+    check_frozen,
+    common_args,
+    lora_config,
+    losses_from,
+    trainable_parameters,
+    write_train_log,
+)
 
 # Files of a base checkpoint that are weights (replaced by the merged ones) or not part of a checkpoint.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -75,8 +82,16 @@ class TrainResult:
     log_history: list[dict]
 
 
-def train_sft(model, processor, examples: Sequence[dict], spec, output_dir: Path, device: str, dtype: str,
-              log: Callable[[str], None] = print):
+def train_sft(
+    model,
+    processor,
+    examples: Sequence[dict],
+    spec,
+    output_dir: Path,
+    device: str,
+    dtype: str,
+    log: Callable[[str], None] = print,
+):
     """(peft model, TrainResult): SFTTrainer over `examples` for spec.max_steps optimizer steps.
 
     Rows longer than spec.max_length tokens are dropped and counted (truncating would cut the reply
@@ -93,8 +108,13 @@ def train_sft(model, processor, examples: Sequence[dict], spec, output_dir: Path
     # The `images` column (empty lists for text rows) keeps every batch on TRL's vision-language collator.
     args = SFTConfig(**common_args(spec, output_dir, device, dtype), max_length=None, completion_only_loss=True)
     torch.manual_seed(spec.seed)  # LoRA init happens inside the trainer
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(kept), processing_class=processor,
-                         peft_config=peft_config)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(kept),
+        processing_class=processor,
+        peft_config=peft_config,
+    )
     check_frozen(trainer.model)
     start = time.perf_counter()
     trainer.train()
@@ -106,9 +126,15 @@ def train_sft(model, processor, examples: Sequence[dict], spec, output_dir: Path
     losses = losses_from(history)
     log(f"sft: {len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}, targets {len(targets)} modules")
     trainable, total = trainable_parameters(peft_model)
-    return peft_model, TrainResult(losses=losses, steps=spec.max_steps, trainable_params=trainable,
-                                   total_params=total, dropped_too_long=len(rows) - len(kept), seconds=seconds,
-                                   log_history=history)
+    return peft_model, TrainResult(
+        losses=losses,
+        steps=spec.max_steps,
+        trainable_params=trainable,
+        total_params=total,
+        dropped_too_long=len(rows) - len(kept),
+        seconds=seconds,
+        log_history=history,
+    )
 
 
 def end_token_id(processor) -> int:
@@ -129,8 +155,9 @@ class StudentGenerator:
     def __init__(self, model, processor, adapter: bool, batch_size: int = 4):
         self.model, self.processor, self.adapter, self.batch_size = model, processor, adapter, batch_size
 
-    def generate(self, conversations: Sequence[list[dict]], images: Sequence[list[str]],
-                 max_new_tokens: int) -> list[str]:
+    def generate(
+        self, conversations: Sequence[list[dict]], images: Sequence[list[str]], max_new_tokens: int
+    ) -> list[str]:
         from contextlib import nullcontext
 
         import torch
@@ -145,19 +172,28 @@ class StudentGenerator:
         try:
             with ctx, torch.inference_mode():
                 for i in range(0, len(conversations), self.batch_size):
-                    convs, imgs = conversations[i:i + self.batch_size], images[i:i + self.batch_size]
-                    prompts = [self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-                               for c in convs]
+                    convs, imgs = conversations[i : i + self.batch_size], images[i : i + self.batch_size]
+                    prompts = [
+                        self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in convs
+                    ]
                     pil = []
                     for paths in imgs:
                         for p in paths:
                             with Image.open(p) as img:
                                 pil.append(img.convert("RGB"))
-                    enc = (self.processor(text=prompts, images=pil, padding=True, return_tensors="pt") if pil
-                           else tok(prompts, padding=True, add_special_tokens=False, return_tensors="pt"))
+                    enc = (
+                        self.processor(text=prompts, images=pil, padding=True, return_tensors="pt")
+                        if pil
+                        else tok(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
+                    )
                     enc = enc.to(device)
-                    out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                              pad_token_id=tok.pad_token_id, eos_token_id=end_token_id(self.processor))
+                    out = self.model.generate(
+                        **enc,
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=tok.pad_token_id,
+                        eos_token_id=end_token_id(self.processor),
+                    )
                     width = enc["input_ids"].shape[1]
                     texts_out += [tok.decode(row[width:], skip_special_tokens=True) for row in out]
         finally:

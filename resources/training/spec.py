@@ -18,10 +18,13 @@ ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 class LoraTrainingSpec:
     """LoRA adapters and the optimiser that trains them (TRL; warmup + cosine schedule)."""
 
-    last_k: int = field(default=2, metadata={
-        "help": "LoRA on the language model's last K decoder blocks; 0 = every block"})
-    projections: tuple[str, ...] = field(default=DEFAULT_PROJECTIONS, metadata={
-        "help": "attention/MLP projection names adapted inside each chosen block"})
+    last_k: int = field(
+        default=2, metadata={"help": "LoRA on the language model's last K decoder blocks; 0 = every block"}
+    )
+    projections: tuple[str, ...] = field(
+        default=DEFAULT_PROJECTIONS,
+        metadata={"help": "attention/MLP projection names adapted inside each chosen block"},
+    )
     r: int = field(default=8, metadata={"help": "LoRA rank"})
     alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout, in [0, 1)"})
@@ -32,11 +35,17 @@ class LoraTrainingSpec:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warmup before cosine decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    max_length: int = field(default=1024, metadata={
-        "help": "tokens per row: VL SFT drops longer rows, DPO keeps prompt + answer up to it, the text SFT "
-                "truncates"})
-    activation_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations in backward: less GPU memory for a large student, slower"})
+    max_length: int = field(
+        default=1024,
+        metadata={
+            "help": "tokens per row: VL SFT drops longer rows, DPO keeps prompt + answer up to it, the text SFT "
+            "truncates"
+        },
+    )
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "recompute activations in backward: less GPU memory for a large student, slower"},
+    )
     seed: int = field(default=0, metadata={"help": "seeds LoRA init, data order and dropout"})
 
     def __post_init__(self) -> None:
@@ -57,12 +66,17 @@ class LoraTrainingSpec:
         if not _is_number(self.max_grad_norm) or not self.max_grad_norm > 0:
             raise ValueError(f"lora.max_grad_norm must be > 0, got {self.max_grad_norm!r}")
         if not isinstance(self.activation_checkpointing, bool):
-            raise ValueError(f"lora.activation_checkpointing must be true or false, "
-                             f"got {self.activation_checkpointing!r}")
-        if not isinstance(self.projections, tuple) or not self.projections \
-                or not all(isinstance(p, str) and p for p in self.projections):
-            raise ValueError(f"lora.projections must name at least one projection, e.g. q_proj, "
-                             f"got {self.projections!r}")
+            raise ValueError(
+                f"lora.activation_checkpointing must be true or false, got {self.activation_checkpointing!r}"
+            )
+        if (
+            not isinstance(self.projections, tuple)
+            or not self.projections
+            or not all(isinstance(p, str) and p for p in self.projections)
+        ):
+            raise ValueError(
+                f"lora.projections must name at least one projection, e.g. q_proj, got {self.projections!r}"
+            )
 
 
 def _is_number(value) -> bool:

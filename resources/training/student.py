@@ -35,35 +35,70 @@ class VLStudent:
 
         return load_student(self.model_path, self.device, self.dtype)
 
-    def sft(self, examples: Sequence[dict], spec: LoraTrainingSpec, work_dir: Path, log: Callable[[str], None] = print
-            ) -> StudentSession:
+    def sft(
+        self, examples: Sequence[dict], spec: LoraTrainingSpec, work_dir: Path, log: Callable[[str], None] = print
+    ) -> StudentSession:
         """LoRA SFT through TRL's SFTTrainer; `examples` are `{messages, images}` chatml rows."""
         from resources.training.sft_vl import train_sft
         from resources.training.trl_common import lora_config
 
         model, processor = self._load()
         _, targets = lora_config(model, spec)
-        peft_model, result = train_sft(model, processor, examples, spec, Path(work_dir), self.device, self.dtype,
-                                       log=log)
-        return StudentSession(peft_model, processor, self.model_path, targets, result.losses,
-                              result.trainable_params, result.total_params, result.seconds,
-                              extra={"dropped_too_long": result.dropped_too_long})
+        peft_model, result = train_sft(
+            model, processor, examples, spec, Path(work_dir), self.device, self.dtype, log=log
+        )
+        return StudentSession(
+            peft_model,
+            processor,
+            self.model_path,
+            targets,
+            result.losses,
+            result.trainable_params,
+            result.total_params,
+            result.seconds,
+            extra={"dropped_too_long": result.dropped_too_long},
+        )
 
-    def dpo(self, pairs: Sequence[dict], spec: LoraTrainingSpec, beta: float, work_dir: Path,
-            log: Callable[[str], None] = print) -> StudentSession:
+    def dpo(
+        self,
+        pairs: Sequence[dict],
+        spec: LoraTrainingSpec,
+        beta: float,
+        work_dir: Path,
+        log: Callable[[str], None] = print,
+    ) -> StudentSession:
         """LoRA DPO through TRL's DPOTrainer on `{prompt, chosen, rejected}` conversational rows."""
         from resources.training.preference import train_dpo
 
         model, processor = self._load()
-        return train_dpo(model, processor, self.model_path, pairs, spec, beta, Path(work_dir), self.device,
-                         self.dtype, log)
+        return train_dpo(
+            model, processor, self.model_path, pairs, spec, beta, Path(work_dir), self.device, self.dtype, log
+        )
 
-    def grpo(self, rows: Sequence[dict], spec: LoraTrainingSpec, rollout: dict, reward_funcs: list, work_dir: Path,
-             log: Callable[[str], None] = print) -> StudentSession:
+    def grpo(
+        self,
+        rows: Sequence[dict],
+        spec: LoraTrainingSpec,
+        rollout: dict,
+        reward_funcs: list,
+        work_dir: Path,
+        log: Callable[[str], None] = print,
+    ) -> StudentSession:
         """LoRA GRPO through TRL's GRPOTrainer on `{prompt, label, ...}` rows; `rollout`: num_generations,
         max_completion_length, beta, temperature."""
         from resources.training.preference import train_grpo
 
         model, processor = self._load()
-        return train_grpo(model, processor, self.model_path, rows, spec, rollout, reward_funcs, Path(work_dir),
-                          self.device, self.dtype, log)
+        return train_grpo(
+            model,
+            processor,
+            self.model_path,
+            rows,
+            spec,
+            rollout,
+            reward_funcs,
+            Path(work_dir),
+            self.device,
+            self.dtype,
+            log,
+        )

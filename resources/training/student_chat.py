@@ -21,8 +21,10 @@ class StudentChatLLM:
 
         path = Path(model_path)
         if not (path / "config.json").is_file():
-            raise ValueError(f"no student checkpoint at {model_path!r}: expected a merged checkpoint folder with "
-                             "config.json (e.g. <data>/fused_sft_checkpoint/current after a promoted run)")
+            raise ValueError(
+                f"no student checkpoint at {model_path!r}: expected a merged checkpoint folder with "
+                "config.json (e.g. <data>/fused_sft_checkpoint/current after a promoted run)"
+            )
         # `current` is a symlink that moves on promotion: pin the run it points at now.
         self.model_path = str(path.resolve())
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
@@ -38,20 +40,28 @@ class StudentChatLLM:
         from resources.vlm.transformers_backend import _load
 
         if params.constraint is not None:
-            raise ValueError("the student chat model does not support constrained decoding (DecodeParams.constraint); "
-                             "use structured_output none for verdict_model: student")
+            raise ValueError(
+                "the student chat model does not support constrained decoding (DecodeParams.constraint); "
+                "use structured_output none for verdict_model: student"
+            )
         model, processor = _load(self.model_path, self.device, self.dtype)
         tok = processor.tokenizer
         end = tok.convert_tokens_to_ids("<|im_end|>")
-        prompts = [processor.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False)
-                   for c in conversations]
+        prompts = [
+            processor.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False) for c in conversations
+        ]
         sampling = params.temperature > 0
         out: list[list[Completion]] = []
         for i in range(0, len(prompts), self.batch_size):
-            batch = prompts[i:i + self.batch_size]
+            batch = prompts[i : i + self.batch_size]
             enc = tok(batch, padding=True, add_special_tokens=False, return_tensors="pt").to(self.device)
-            kwargs = {"max_new_tokens": params.max_new_tokens, "do_sample": sampling, "pad_token_id": tok.pad_token_id,
-                      "eos_token_id": end, "num_return_sequences": params.n}
+            kwargs = {
+                "max_new_tokens": params.max_new_tokens,
+                "do_sample": sampling,
+                "pad_token_id": tok.pad_token_id,
+                "eos_token_id": end,
+                "num_return_sequences": params.n,
+            }
             if sampling:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p)
                 torch.manual_seed(params.seed)
@@ -61,15 +71,21 @@ class StudentChatLLM:
             latency = time.perf_counter() - started
             width = enc["input_ids"].shape[1]
             for k, mask in enumerate(enc["attention_mask"]):
-                rows = gen[k * params.n:(k + 1) * params.n, width:].tolist()
+                rows = gen[k * params.n : (k + 1) * params.n, width:].tolist()
                 answers = []
                 for row in rows:
                     while row and row[-1] == tok.pad_token_id:
                         row.pop()
                     finished = bool(row) and row[-1] == end
-                    answers.append(Completion(text=tok.decode(row, skip_special_tokens=True).strip(),
-                                              prompt_tokens=int(mask.sum()), completion_tokens=len(row),
-                                              finish_reason="stop" if finished else "length", latency_s=latency))
+                    answers.append(
+                        Completion(
+                            text=tok.decode(row, skip_special_tokens=True).strip(),
+                            prompt_tokens=int(mask.sum()),
+                            completion_tokens=len(row),
+                            finish_reason="stop" if finished else "length",
+                            latency_s=latency,
+                        )
+                    )
                 out.append(answers)
         return out
 

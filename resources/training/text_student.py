@@ -26,13 +26,18 @@ from resources.training.trl_common import check_device_dtype
 class TextStudentResource(dg.ConfigurableResource):
     """The text student's base and where it trains: `train` (LoRA SFT), `base_llm` and `trained_llm` (eval)."""
 
-    model_path: str = Field(default="", description="HF folder, a folder holding gguf_file, or a .gguf file; "
-                                                    "empty = the embedded SmolLM2 GGUF")
+    model_path: str = Field(
+        default="",
+        description="HF folder, a folder holding gguf_file, or a .gguf file; empty = the embedded SmolLM2 GGUF",
+    )
     gguf_file: str = Field(default="", description="GGUF file name inside model_path")
     device: str = Field(default="cpu", description="training and eval device, e.g. cuda")
     dtype: str = Field(default="float32", description="float32, bfloat16 (bf16 mixed precision) or float16")
-    cpu_threads: int = Field(default=0, description="torch intra-op threads for training and eval decode; "
-                                                    "0 = torch default, 1 is fastest on a busy CPU")
+    cpu_threads: int = Field(
+        default=0,
+        description="torch intra-op threads for training and eval decode; "
+        "0 = torch default, 1 is fastest on a busy CPU",
+    )
     eval_batch_size: int = Field(default=8, description="conversations per generate call in the eval")
 
     def check(self) -> None:
@@ -71,8 +76,16 @@ class TextStudentResource(dg.ConfigurableResource):
         from resources.training.sft_text import train_lora
 
         folder, gguf_file = self.base_location()
-        return train_lora(folder, gguf_file, conversations, spec, Path(out_dir), device=self.device,
-                          dtype=self.dtype, cpu_threads=self.cpu_threads)
+        return train_lora(
+            folder,
+            gguf_file,
+            conversations,
+            spec,
+            Path(out_dir),
+            device=self.device,
+            dtype=self.dtype,
+            cpu_threads=self.cpu_threads,
+        )
 
     def base_llm(self) -> ChatLLM:
         folder, gguf_file = self.base_location()
@@ -86,8 +99,14 @@ class TextStudentResource(dg.ConfigurableResource):
     def _llm(self, folder: Path, gguf_file: str | None) -> ChatLLM:
         from resources.llm.transformers_backend import TransformersChatLLM
 
-        return TransformersChatLLM(folder, gguf_file=gguf_file, batch_size=self.eval_batch_size,
-                                   num_threads=self.cpu_threads, device=self.device, dtype=self.dtype)
+        return TransformersChatLLM(
+            folder,
+            gguf_file=gguf_file,
+            batch_size=self.eval_batch_size,
+            num_threads=self.cpu_threads,
+            device=self.device,
+            dtype=self.dtype,
+        )
 
 
 def text_student_from_env() -> TextStudentResource:

@@ -29,8 +29,14 @@ def lora_config(model, spec):
     from peft import LoraConfig
 
     targets = lora_target_modules([n for n, _ in model.named_modules()], spec.last_k, spec.projections)
-    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
-                        bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     return config, targets
 
 
@@ -39,20 +45,36 @@ def common_args(spec, output_dir: str | Path, device: str, dtype: str) -> dict:
     mixed precision from the dtype, the device, seeds, no checkpoints (the caller saves what it keeps)."""
     check_device_dtype(device, dtype)
     return dict(
-        output_dir=str(output_dir), max_steps=spec.max_steps, per_device_train_batch_size=spec.batch_size,
-        gradient_accumulation_steps=spec.grad_accum, learning_rate=spec.learning_rate,
-        weight_decay=spec.weight_decay, lr_scheduler_type="cosine", warmup_steps=spec.warmup_ratio,  # < 1 = a ratio of max_steps
-        max_grad_norm=spec.max_grad_norm, bf16=dtype == "bfloat16", fp16=dtype == "float16",
-        use_cpu=device == "cpu", seed=spec.seed, data_seed=spec.seed, logging_steps=1, save_strategy="no",
-        report_to="none", disable_tqdm=True, remove_unused_columns=False,
+        output_dir=str(output_dir),
+        max_steps=spec.max_steps,
+        per_device_train_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.grad_accum,
+        learning_rate=spec.learning_rate,
+        weight_decay=spec.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=spec.warmup_ratio,  # < 1 = a ratio of max_steps
+        max_grad_norm=spec.max_grad_norm,
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=device == "cpu",
+        seed=spec.seed,
+        data_seed=spec.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
         activation_checkpointing=spec.activation_checkpointing,
     )
 
 
 def check_frozen(peft_model) -> None:
     """ValueError if anything but LoRA weights would train, or any vision parameter would."""
-    leaked = [n for n, p in peft_model.named_parameters() if p.requires_grad
-              and ("lora_" not in n or is_vision_param(n.removeprefix("base_model.model.")))]
+    leaked = [
+        n
+        for n, p in peft_model.named_parameters()
+        if p.requires_grad and ("lora_" not in n or is_vision_param(n.removeprefix("base_model.model.")))
+    ]
     if leaked:
         raise ValueError(f"parameters outside the language model's LoRA adapters would train: {leaked[:5]}")
 

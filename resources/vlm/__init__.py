@@ -32,7 +32,9 @@ class VisionPrompt:
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels < MIN_MAX_PIXELS:
-            raise ValueError(f"max_pixels must be >= {MIN_MAX_PIXELS} (one visual token) or None, got {self.max_pixels}")
+            raise ValueError(
+                f"max_pixels must be >= {MIN_MAX_PIXELS} (one visual token) or None, got {self.max_pixels}"
+            )
 
 
 @dataclass(frozen=True)

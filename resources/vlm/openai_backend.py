@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import io
 import math
@@ -68,10 +69,23 @@ def image_data_url(path: str | Path, max_pixels: int | None = None) -> str:
 class OpenAIVisionModel:
     """`StreamingVisionModel` over `POST {base_url}/chat/completions` with the `openai` SDK."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, max_in_flight: int = 16,
-                 timeout_s: float = 120.0, max_retries: int = 3):
-        check_client_settings(base_url, model, max_in_flight, timeout_s, max_retries,
-                              model_hint="the model id the server serves (QC_VLM_SERVED_MODEL)")
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        max_in_flight: int = 16,
+        timeout_s: float = 120.0,
+        max_retries: int = 3,
+    ):
+        check_client_settings(
+            base_url,
+            model,
+            max_in_flight,
+            timeout_s,
+            max_retries,
+            model_hint="the model id the server serves (QC_VLM_SERVED_MODEL)",
+        )
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key
@@ -145,18 +159,21 @@ class OpenAIVisionModel:
                     raise errors[0]
         finally:
             if thread.is_alive():
-                try:
+                # RuntimeError: the loop closed in between, the worker has already finished
+                with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(task.cancel)
-                except RuntimeError:
-                    pass  # the loop closed in between: the worker has already finished
             thread.join()
 
     async def astream(self, prompts: Sequence[VisionPrompt], decode: VisionDecode) -> AsyncIterator[StreamedResult]:
         from openai import AsyncOpenAI
 
         # vLLM without --api-key accepts any key; the SDK refuses to start without one.
-        async with AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY", timeout=self.timeout_s,
-                               max_retries=self.max_retries) as client:
+        async with AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=self.api_key or "EMPTY",
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+        ) as client:
             todo = iter(enumerate(prompts))
             pending: set[asyncio.Task] = set()
 
@@ -192,13 +209,19 @@ class OpenAIVisionModel:
             return StreamedResult(index, None, f"cannot read image: {e}", time.perf_counter() - started)
         messages = [
             {"role": "system", "content": prompt.system},
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                         {"type": "text", "text": prompt.user}]},
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": prompt.user}],
+            },
         ]
         try:
             response = await client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=decode.max_new_tokens,
-                temperature=decode.temperature, top_p=decode.top_p, seed=decode.seed,
+                model=self.model,
+                messages=messages,
+                max_tokens=decode.max_new_tokens,
+                temperature=decode.temperature,
+                top_p=decode.top_p,
+                seed=decode.seed,
                 # not an OpenAI parameter; vLLM and SGLang honour it, others ignore it
                 extra_body={"repetition_penalty": decode.repetition_penalty},
             )
@@ -210,7 +233,10 @@ class OpenAIVisionModel:
         if not isinstance(text, str):
             return StreamedResult(index, None, f"malformed response: no text in {str(response)[:200]!r}", seconds)
         usage = response.usage
-        output = VisionOutput(one_line(text), usage.prompt_tokens if usage else 0,
-                              usage.completion_tokens if usage else 0,
-                              "length" if choice.finish_reason == "length" else "stop")
+        output = VisionOutput(
+            one_line(text),
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+            "length" if choice.finish_reason == "length" else "stop",
+        )
         return StreamedResult(index, output, None, seconds)

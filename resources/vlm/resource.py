@@ -49,8 +49,10 @@ class VLMResource(dg.ConfigurableResource):
         """The backend; `device` (one of `devices()`, see `shard_device`) overrides `self.device`."""
         device = device or self.device
         if "," in device:
-            raise ValueError(f"VLMResource.device lists several devices ({self.device!r}): a step loads the "
-                             f"model on one, pick it with shard_device(shard)")
+            raise ValueError(
+                f"VLMResource.device lists several devices ({self.device!r}): a step loads the "
+                f"model on one, pick it with shard_device(shard)"
+            )
         if self.backend not in BACKENDS:
             raise ValueError(f"VLMResource.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.dtype not in DTYPES:
@@ -58,20 +60,26 @@ class VLMResource(dg.ConfigurableResource):
         if self.backend == "openai":
             from resources.vlm.openai_backend import OpenAIVisionModel
 
-            return OpenAIVisionModel(self.base_url, self.model, self.api_key, max_in_flight=self.max_in_flight,
-                                     timeout_s=self.timeout_s, max_retries=self.max_retries)
+            return OpenAIVisionModel(
+                self.base_url,
+                self.model,
+                self.api_key,
+                max_in_flight=self.max_in_flight,
+                timeout_s=self.timeout_s,
+                max_retries=self.max_retries,
+            )
         if self.backend == "vllm":
             from resources.vlm.vllm_backend import VLLMVisionModel
 
             return VLLMVisionModel(self.vllm_settings())
 
+        from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE
         from resources.vlm.transformers_backend import TransformersVLM
 
-        from resources.vlm.tiny_qwen3vl import SMOKE_MODEL_NOTE
-
         self.check_backend(device)
-        return TransformersVLM(str(self.model_folder()), device, self.dtype,
-                               note="" if self.model_path else SMOKE_MODEL_NOTE)
+        return TransformersVLM(
+            str(self.model_folder()), device, self.dtype, note="" if self.model_path else SMOKE_MODEL_NOTE
+        )
 
     def model_folder(self) -> Path:
         """The transformers backend's checkpoint: `model_path`, or the smoke model (built once)."""
@@ -100,8 +108,10 @@ class VLMResource(dg.ConfigurableResource):
         if not devices:
             raise ValueError("VLMResource.device is empty: expected a torch device such as cpu, cuda or cuda:0")
         if len(devices) > 1 and self.backend != "transformers":
-            raise ValueError(f"a device list ({self.device!r}) is for the transformers backend; the {self.backend} "
-                             f"backend's engine owns its devices (CUDA_VISIBLE_DEVICES, tensor_parallel_size)")
+            raise ValueError(
+                f"a device list ({self.device!r}) is for the transformers backend; the {self.backend} "
+                f"backend's engine owns its devices (CUDA_VISIBLE_DEVICES, tensor_parallel_size)"
+            )
         return devices[shard % len(devices)]
 
     def note(self) -> str:
@@ -127,10 +137,13 @@ class VLMResource(dg.ConfigurableResource):
         from resources.vlm.vllm_backend import VLLMEngineSettings
 
         if self.device != "cuda":
-            raise ValueError(f"the vllm backend runs on the GPUs in CUDA_VISIBLE_DEVICES: set device 'cuda' "
-                             f"(QC_VLM_DEVICE=cuda), got {self.device!r}")
-        return VLLMEngineSettings(self.model_path, self.dtype, self.tensor_parallel_size,
-                                  self.gpu_memory_utilization, self.max_model_len)
+            raise ValueError(
+                f"the vllm backend runs on the GPUs in CUDA_VISIBLE_DEVICES: set device 'cuda' "
+                f"(QC_VLM_DEVICE=cuda), got {self.device!r}"
+            )
+        return VLLMEngineSettings(
+            self.model_path, self.dtype, self.tensor_parallel_size, self.gpu_memory_utilization, self.max_model_len
+        )
 
 
 def smoke_model_dir() -> Path:

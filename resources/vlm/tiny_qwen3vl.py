@@ -105,8 +105,12 @@ def build_tiny_qwen3vl(out_dir: str | Path, seed: int = 0, vocab_size: int = 120
             "num_key_value_heads": 2,
             "head_dim": 16,
             "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
-                                "mrope_interleaved": True},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [2, 3, 3],
+                "mrope_interleaved": True,
+            },
             "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
@@ -134,11 +138,17 @@ def build_tiny_qwen3vl(out_dir: str | Path, seed: int = 0, vocab_size: int = 120
 
     # Small pixel budget keeps the number of vision tokens (and CPU time) low.
     image_processor = Qwen2VLImageProcessorPil(
-        patch_size=16, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32 * 4, max_pixels=128 * 128 * 4,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        min_pixels=32 * 32 * 4,
+        max_pixels=128 * 128 * 4,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     )
-    processor = ImageOnlyQwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                          chat_template=CHAT_TEMPLATE)
+    processor = ImageOnlyQwen3VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    )
     processor.save_pretrained(out)
     (out / "smoke_model.json").write_text(
         json.dumps({"note": SMOKE_MODEL_NOTE, "seed": seed}, ensure_ascii=False), encoding="utf-8"

@@ -35,15 +35,24 @@ def _load(model_path: str, device: str, dtype: str):
             processor.tokenizer.truncation_side = "left"
             # device_map places the weights on the device as they load (no full copy in CPU memory first)
             model = Qwen3VLForConditionalGeneration.from_pretrained(
-                model_path, dtype="auto" if dtype == "auto" else getattr(torch, dtype), device_map=device)
+                model_path, dtype="auto" if dtype == "auto" else getattr(torch, dtype), device_map=device
+            )
             _CACHE[key] = (model.eval(), processor)
         return _CACHE[key]
 
 
 # Files besides the weights that change what the model answers: architecture, decoding defaults,
 # image preprocessing (min/max pixels), chat template and tokenizer.
-_FINGERPRINT_FILES = ("config.json", "generation_config.json", "processor_config.json", "preprocessor_config.json",
-                      "chat_template.jinja", "chat_template.json", "tokenizer.json", "tokenizer_config.json")
+_FINGERPRINT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+)
 
 
 def model_fingerprint(model_path: str, dtype: str) -> str:
@@ -51,8 +60,11 @@ def model_fingerprint(model_path: str, dtype: str) -> str:
     sizes: cheap, and it changes with anything that changes a summary."""
     folder = Path(model_path)
     parts = [dtype]
-    parts += [f"{name}:{hashlib.sha256((folder / name).read_bytes()).hexdigest()}"
-              for name in _FINGERPRINT_FILES if (folder / name).exists()]
+    parts += [
+        f"{name}:{hashlib.sha256((folder / name).read_bytes()).hexdigest()}"
+        for name in _FINGERPRINT_FILES
+        if (folder / name).exists()
+    ]
     parts += [f"{p.name}:{p.stat().st_size}" for p in sorted(folder.glob("*.safetensors"))]
     return f"{folder.name}-{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]}"
 
@@ -117,11 +129,15 @@ class TransformersVLM:
             texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
             with Image.open(prompt.image_path) as img:
                 images.append(img.convert("RGB"))
-        inputs = processor(text=texts, images=images, padding=True, return_tensors="pt",
-                           **image_size_kwargs(processor, prompts)).to(self.device)
+        inputs = processor(
+            text=texts, images=images, padding=True, return_tensors="pt", **image_size_kwargs(processor, prompts)
+        ).to(self.device)
         sampling = decode.temperature > 0
-        gen_kwargs = {"max_new_tokens": decode.max_new_tokens, "do_sample": sampling,
-                      "repetition_penalty": decode.repetition_penalty}
+        gen_kwargs = {
+            "max_new_tokens": decode.max_new_tokens,
+            "do_sample": sampling,
+            "repetition_penalty": decode.repetition_penalty,
+        }
         if sampling:
             gen_kwargs.update(temperature=decode.temperature, top_p=decode.top_p)
             torch.manual_seed(decode.seed)
@@ -132,16 +148,18 @@ class TransformersVLM:
         eos_ids = model.generation_config.eos_token_id
         eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
         results = []
-        for row, mask in zip(out, inputs["attention_mask"]):
+        for row, mask in zip(out, inputs["attention_mask"], strict=True):
             new = row[prompt_len:].tolist()
             while new and new[-1] == pad_id:
                 new.pop()
             finished = bool(new) and new[-1] in eos_ids
             text = processor.tokenizer.decode(new, skip_special_tokens=True)
-            results.append(VisionOutput(
-                text=one_line(text),
-                prompt_tokens=int(mask.sum()),
-                completion_tokens=len(new),
-                finish_reason="stop" if finished or len(new) < decode.max_new_tokens else "length",
-            ))
+            results.append(
+                VisionOutput(
+                    text=one_line(text),
+                    prompt_tokens=int(mask.sum()),
+                    completion_tokens=len(new),
+                    finish_reason="stop" if finished or len(new) < decode.max_new_tokens else "length",
+                )
+            )
         return results

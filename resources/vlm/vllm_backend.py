@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from resources.vlm import DTYPES, VisionDecode, VisionOutput, VisionPrompt
 from resources.vlm.transformers_backend import model_fingerprint, one_line
 
+
 @dataclass(frozen=True)
 class VLLMEngineSettings:
     model_path: str
@@ -61,8 +62,12 @@ def _vllm_sampling_params(**kwargs):
 
 
 class VLLMVisionModel:
-    def __init__(self, settings: VLLMEngineSettings, engine_factory: Callable[..., object] = _vllm_engine,
-                 sampling_params: Callable[..., object] = _vllm_sampling_params):
+    def __init__(
+        self,
+        settings: VLLMEngineSettings,
+        engine_factory: Callable[..., object] = _vllm_engine,
+        sampling_params: Callable[..., object] = _vllm_sampling_params,
+    ):
         from resources.vlm.qwen3vl_processor import ImageOnlyQwen3VLProcessor
 
         self.settings = settings
@@ -96,12 +101,20 @@ class VLLMVisionModel:
                 # per request, so missions with different budgets can share one engine
                 request["mm_processor_kwargs"] = {"max_pixels": prompt.max_pixels}
             requests.append(request)
-        params = self._sampling_params(temperature=decode.temperature, top_p=decode.top_p, seed=decode.seed,
-                                       max_tokens=decode.max_new_tokens,
-                                       repetition_penalty=decode.repetition_penalty)
+        params = self._sampling_params(
+            temperature=decode.temperature,
+            top_p=decode.top_p,
+            seed=decode.seed,
+            max_tokens=decode.max_new_tokens,
+            repetition_penalty=decode.repetition_penalty,
+        )
         outputs = self._llm.generate(requests, params)
         return [
-            VisionOutput(one_line(o.outputs[0].text), len(o.prompt_token_ids), len(o.outputs[0].token_ids),
-                         "length" if o.outputs[0].finish_reason == "length" else "stop")
+            VisionOutput(
+                one_line(o.outputs[0].text),
+                len(o.prompt_token_ids),
+                len(o.outputs[0].token_ids),
+                "length" if o.outputs[0].finish_reason == "length" else "stop",
+            )
             for o in outputs
         ]

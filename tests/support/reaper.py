@@ -22,11 +22,16 @@ import time
 _watchers: list[subprocess.Popen] = []  # kept referenced: the pipe must stay open while the parent lives
 
 
-def reap_with_parent(popen: subprocess.Popen, stop_signal: int = signal.SIGTERM, grace_s: float = 5.0
-                     ) -> subprocess.Popen:
+def reap_with_parent(
+    popen: subprocess.Popen, stop_signal: int = signal.SIGTERM, grace_s: float = 5.0
+) -> subprocess.Popen:
     """Watch `popen`'s process group (its pid: it must have been started in a new session)."""
-    watcher = subprocess.Popen([sys.executable, __file__, str(popen.pid), str(int(stop_signal)), str(grace_s)],
-                               stdin=subprocess.PIPE, start_new_session=True, close_fds=True)
+    watcher = subprocess.Popen(
+        [sys.executable, __file__, str(popen.pid), str(int(stop_signal)), str(grace_s)],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+    )
     _watchers.append(watcher)
     return watcher
 

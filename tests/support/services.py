@@ -16,6 +16,7 @@ process on a pipe from the worker) is what gives the parent-death cleanup, so th
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import os
 import secrets
@@ -83,15 +84,21 @@ class Proc:
                 self.watcher = None
 
 
-def start(name: str, argv: list[str], log_dir: Path, env: dict | None = None, cwd: Path = ROOT,
-          user: str | None = None, stop_signal: int = signal.SIGTERM) -> Proc:
+def start(
+    name: str,
+    argv: list[str],
+    log_dir: Path,
+    env: dict | None = None,
+    cwd: Path = ROOT,
+    user: str | None = None,
+    stop_signal: int = signal.SIGTERM,
+) -> Proc:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     if user:
         argv = ["runuser", "-u", user, "--", *argv]
     with log.open("ab") as out:
-        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                 start_new_session=True)
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     proc = Proc(name, popen, log, reap_with_parent(popen, stop_signal))
     _started.append(proc)
     return proc
@@ -128,14 +135,20 @@ class Postgres:
 
     def env(self, db: str) -> dict[str, str]:
         """What deploy/production/dagster.yaml reads."""
-        return {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_USER": self.user,
-                "DAGSTER_PG_PASSWORD": self.password, "DAGSTER_PG_DB": db}
+        return {
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_USER": self.user,
+            "DAGSTER_PG_PASSWORD": self.password,
+            "DAGSTER_PG_DB": db,
+        }
 
     def connect(self, db: str = "postgres"):
         import psycopg2
 
-        return psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
-                                dbname=db, connect_timeout=3)
+        return psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=self.user, password=self.password, dbname=db, connect_timeout=3
+        )
 
     def create_database(self, prefix: str) -> str:
         name = f"{prefix}_{secrets.token_hex(4)}"
@@ -158,8 +171,9 @@ def _pg_ready(pg_user: str, password: str, port: int) -> bool:
     import psycopg2
 
     try:
-        psycopg2.connect(host="127.0.0.1", port=port, user=pg_user, password=password, dbname="postgres",
-                         connect_timeout=2).close()
+        psycopg2.connect(
+            host="127.0.0.1", port=port, user=pg_user, password=password, dbname="postgres", connect_timeout=2
+        ).close()
         return True
     except psycopg2.OperationalError:
         return False
@@ -178,14 +192,49 @@ def start_postgres(log_dir: Path) -> Postgres:
         shutil.chown(data, run_as)
         shutil.chown(pwfile, run_as)
     db_dir = data / "db"
-    subprocess.run((["runuser", "-u", run_as, "--"] if run_as else []) + [
-        str(bin_dir / "initdb"), "-D", str(db_dir), "-U", "qc", f"--pwfile={pwfile}", "--auth=scram-sha-256",
-        "-E", "UTF8", "--no-locale", "--no-sync"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        (["runuser", "-u", run_as, "--"] if run_as else [])
+        + [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(db_dir),
+            "-U",
+            "qc",
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     port = free_port()
-    proc = start("postgres", [str(bin_dir / "postgres"), "-D", str(db_dir), "-p", str(port),
-                              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                              "-c", "max_connections=300", "-c", "fsync=off", "-c", "full_page_writes=off"],
-                 log_dir, user=run_as, stop_signal=signal.SIGINT)
+    proc = start(
+        "postgres",
+        [
+            str(bin_dir / "postgres"),
+            "-D",
+            str(db_dir),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+        ],
+        log_dir,
+        user=run_as,
+        stop_signal=signal.SIGINT,
+    )
     wait_until(lambda: _pg_ready("qc", password, port), 60, f"PostgreSQL on 127.0.0.1:{port}", (proc,))
     return Postgres(port, "qc", password, proc, data)
 
@@ -219,8 +268,27 @@ def start_redis(log_dir: Path) -> Redis:
     password = secrets.token_urlsafe(16)
     port = free_port()
     work = _temp_dir("qc-redis-")
-    proc = start("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                           "--requirepass", password, "--dir", str(work), "--databases", "64"], log_dir)
+    proc = start(
+        "redis",
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            password,
+            "--dir",
+            str(work),
+            "--databases",
+            "64",
+        ],
+        log_dir,
+    )
     wait_until(lambda: _redis_ready(port, password), 30, f"Redis on 127.0.0.1:{port}", (proc,))
     return Redis(port, password, proc)
 
@@ -271,27 +339,48 @@ class Deployment:
                     os.environ[k] = v
 
     def daemon(self) -> Proc:
-        proc = start("dagster-daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-                     self.log_dir, self.env)
+        proc = start(
+            "dagster-daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], self.log_dir, self.env
+        )
         self.procs.append(proc)
         return proc
 
     def worker(self, name: str, queues: tuple[str, ...] = ("gpu", "dagster")) -> Proc:
         """A Celery worker (prefork pool, one child: one step at a time) on the given queues."""
-        argv = [str(VENV_BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
-                # one comma-separated -q: celery 5 keeps only the last of several -Q flags
-                "-y", str(CELERY_YAML), "-n", name, "-q", ",".join(queues),
-                "--", "--concurrency", "1", "--pool", "prefork"]
+        argv = [
+            str(VENV_BIN / "dagster-celery"),
+            "worker",
+            "start",
+            "-A",
+            "dagster_celery.app",
+            # one comma-separated -q: celery 5 keeps only the last of several -Q flags
+            "-y",
+            str(CELERY_YAML),
+            "-n",
+            name,
+            "-q",
+            ",".join(queues),
+            "--",
+            "--concurrency",
+            "1",
+            "--pool",
+            "prefork",
+        ]
         proc = start(f"celery-{name}", argv, self.log_dir, self.env)
         self.procs.append(proc)
-        wait_until(lambda: " ready." in proc.log.read_text(errors="replace"), 120,
-                   f"Celery worker {name} ready", (proc,))
+        wait_until(
+            lambda: " ready." in proc.log.read_text(errors="replace"), 120, f"Celery worker {name} ready", (proc,)
+        )
         return proc
 
     def webserver(self) -> tuple[Proc, str]:
         port = free_port()
-        proc = start("dagster-webserver", [str(VENV_BIN / "dagster-webserver"), "-w", "workspace.yaml",
-                                           "-h", "127.0.0.1", "-p", str(port)], self.log_dir, self.env)
+        proc = start(
+            "dagster-webserver",
+            [str(VENV_BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            self.log_dir,
+            self.env,
+        )
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _http_ok(f"{url}/server_info"), 180, f"dagster-webserver at {url}", (proc,))
@@ -305,16 +394,15 @@ class Deployment:
 def run_cli(argv: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
     """Run a command to completion in its own process group, then end whatever it left behind (the
     `dagster` CLI starts a code server of its own)."""
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     watcher = reap_with_parent(proc)
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # the group has already ended
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         watcher.stdin.close()
         watcher.wait(10)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
@@ -338,8 +426,18 @@ def production_deployment(tmp: Path, extra_env: dict[str, str], executor: str = 
     home.mkdir(parents=True)
     shutil.copy(PROD_INSTANCE_YAML, home / "dagster.yaml")
     broker = redis.url(next(_redis_dbs))
-    env = {**os.environ, **pg.env(pg.create_database("dagster")), **extra_env,
-           "DAGSTER_HOME": str(home), "QC_EXECUTOR": executor, "QC_CELERY_BROKER": broker,
-           "QC_CELERY_BACKEND": broker, "PYTHONPATH": str(ROOT), "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "QC_CPU_THREADS": "1"}
+    env = {
+        **os.environ,
+        **pg.env(pg.create_database("dagster")),
+        **extra_env,
+        "DAGSTER_HOME": str(home),
+        "QC_EXECUTOR": executor,
+        "QC_CELERY_BROKER": broker,
+        "QC_CELERY_BACKEND": broker,
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "QC_CPU_THREADS": "1",
+    }
     return Deployment(home, env, tmp / "logs")

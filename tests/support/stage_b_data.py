@@ -19,8 +19,9 @@ GOOD = ["机柜正面，挡风板齐全", "机柜侧面，线缆绑扎整齐", "
 LOOSE = "机柜下部挡风板松动，边缘有缝隙"
 
 
-def keyword_records(n_groups: int = 40, noisy: int = 6, mission: str = MISSION.name,
-                    loose_in: set[str] | None = None) -> list[dict]:
+def keyword_records(
+    n_groups: int = 40, noisy: int = 6, mission: str = MISSION.name, loose_in: set[str] | None = None
+) -> list[dict]:
     """Every third group fails (a loose baffle), the others pass; the first `noisy` groups with
     g % 3 == 0 are labelled fail with good summaries. `loose_in`, when given, names the groups whose summaries say 松动
     instead (labels unchanged), to build a distribution shift between sides."""
@@ -30,8 +31,17 @@ def keyword_records(n_groups: int = 40, noisy: int = 6, mission: str = MISSION.n
         label = "fail" if g % 3 == 1 or (g % 3 == 0 and g // 3 < noisy) else "pass"
         loose = (g % 3 == 1) if loose_in is None else gid in loose_in
         texts = [GOOD[g % 3], LOOSE if loose else GOOD[(g + 1) % 3]]
-        rows.append({"record_id": f"{mission}/{label}/{gid}", "group_id": gid, "mission": mission, "label": label,
-                     "images": [f"{gid}/1.jpg", f"{gid}/2.jpg"],
-                     "per_image": {f"image_{i}": t for i, t in enumerate(texts, start=1)},
-                     "model_fingerprint": "test", "prompt_hash": "test", "decode": {}})
+        rows.append(
+            {
+                "record_id": f"{mission}/{label}/{gid}",
+                "group_id": gid,
+                "mission": mission,
+                "label": label,
+                "images": [f"{gid}/1.jpg", f"{gid}/2.jpg"],
+                "per_image": {f"image_{i}": t for i, t in enumerate(texts, start=1)},
+                "model_fingerprint": "test",
+                "prompt_hash": "test",
+                "decode": {},
+            }
+        )
     return rows

@@ -54,9 +54,17 @@ class ScriptedVerdictLLM:
 def inbox_record(group_id: str, sha: str = "a" * 64, mission: str = MISSION, truncated: bool = False) -> dict:
     """An inbox record whose summary names the group id, so ScriptedVerdictLLM can find its script.
     `truncated`: its one summary was cut at max_new_tokens (finish_reason "length")."""
-    return {"group_id": group_id, "mission": mission, "label": None, "images": [f"待审核/{group_id}/1.jpg"],
-            "per_image": {"image_1": f"机柜照片，组{group_id}"}, "record_id": record_id(mission, None, group_id),
-            "image_sha256": [sha], "truncated_images": int(truncated), "truncated_keys": ["image_1"] if truncated else []}
+    return {
+        "group_id": group_id,
+        "mission": mission,
+        "label": None,
+        "images": [f"待审核/{group_id}/1.jpg"],
+        "per_image": {"image_1": f"机柜照片，组{group_id}"},
+        "record_id": record_id(mission, None, group_id),
+        "image_sha256": [sha],
+        "truncated_images": int(truncated),
+        "truncated_keys": ["image_1"] if truncated else [],
+    }
 
 
 def guidance_versions(mission_name: str = MISSION) -> tuple[Guidance, Guidance]:
