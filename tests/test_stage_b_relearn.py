@@ -6,7 +6,7 @@ and `ScriptedRuleFollowingServer` (a named test double for a capable LLM)."""
 from dataclasses import replace
 
 import dagster as dg
-from support.stage_b_data import CORRECT, GOOD, MISSION, keyword_records
+from support.stage_b_data import CORRECT, GOOD, MISSION, group_record, keyword_records
 from test_stage_b_learns import CONFIG, quiet
 
 from qc_assets.partitions import mission_partitions
@@ -30,19 +30,7 @@ def rusty_records(first: int, n: int, mission: str = MISSION.name) -> list[dict]
         gid, rusty = f"g{g:03d}", g % 2 == 0
         label = "fail" if rusty else "pass"
         texts = [GOOD[g % 3], "接地螺栓锈蚀，表面发红" if rusty else GOOD[(g + 1) % 3]]
-        rows.append(
-            {
-                "record_id": f"{mission}/{label}/{gid}",
-                "group_id": gid,
-                "mission": mission,
-                "label": label,
-                "images": [f"{gid}/1.jpg", f"{gid}/2.jpg"],
-                "per_image": {f"image_{i}": t for i, t in enumerate(texts, start=1)},
-                "model_fingerprint": "test",
-                "prompt_hash": "test",
-                "decode": {},
-            }
-        )
+        rows.append(group_record(mission, gid, label, texts))
     return rows
 
 

@@ -31,17 +31,20 @@ def keyword_records(
         label = "fail" if g % 3 == 1 or (g % 3 == 0 and g // 3 < noisy) else "pass"
         loose = (g % 3 == 1) if loose_in is None else gid in loose_in
         texts = [GOOD[g % 3], LOOSE if loose else GOOD[(g + 1) % 3]]
-        rows.append(
-            {
-                "record_id": f"{mission}/{label}/{gid}",
-                "group_id": gid,
-                "mission": mission,
-                "label": label,
-                "images": [f"{gid}/1.jpg", f"{gid}/2.jpg"],
-                "per_image": {f"image_{i}": t for i, t in enumerate(texts, start=1)},
-                "model_fingerprint": "test",
-                "prompt_hash": "test",
-                "decode": {},
-            }
-        )
+        rows.append(group_record(mission, gid, label, texts))
     return rows
+
+
+def group_record(mission: str, gid: str, label: str, texts: list[str]) -> dict:
+    """A Stage-A record of one group whose photos' summaries are `texts`."""
+    return {
+        "record_id": f"{mission}/{label}/{gid}",
+        "group_id": gid,
+        "mission": mission,
+        "label": label,
+        "images": [f"{gid}/{i}.jpg" for i in range(1, len(texts) + 1)],
+        "per_image": {f"image_{i}": t for i, t in enumerate(texts, start=1)},
+        "model_fingerprint": "test",
+        "prompt_hash": "test",
+        "decode": {},
+    }
