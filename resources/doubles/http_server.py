@@ -3,6 +3,7 @@ subclass answers each request from its JSON body."""
 
 from __future__ import annotations
 
+import abc
 import json
 import socket
 import threading
@@ -23,7 +24,7 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that gave up (a timeout test, a killed client) leaves a broken pipe: the test's point
 
 
-class ScriptedHTTPServer:
+class ScriptedHTTPServer(abc.ABC):
     """Serves `respond(method, path, body, headers) -> (status, answer)` from the moment it is built;
     `answer` is sent as JSON, or verbatim when it is a string. A context manager; `close()` stops it."""
 
@@ -59,8 +60,9 @@ class ScriptedHTTPServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
+    @abc.abstractmethod
     def respond(self, method: str, path: str, body: dict | None, headers) -> tuple[int, dict | str]:
-        raise NotImplementedError
+        """(HTTP status, answer) for one request; `body` is None for a GET."""
 
     def close(self) -> None:
         self._httpd.shutdown()
